@@ -1,0 +1,1 @@
+//! (filled by the resolver work of issue 2)

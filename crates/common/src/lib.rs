@@ -1,0 +1,13 @@
+//! The mkroot image format, shared by the builder (`mkroot`) and the launcher (`launch`).
+//!
+//! An image is a root filesystem tree, carried as a tarball (`.tar`, `.tgz`) or a
+//! directory. mkroot records what it put in the image, and why, in
+//! [`manifest::MANIFEST_PATH`]; the launcher reads the default command from there.
+//!
+//! - [`manifest`]: the image manifest (every file, its sha256 and the reason it is there).
+//! - [`archive`]: writing an image byte-reproducibly, from a sorted list of entries.
+//! - [`digest`]: sha256 of files and streams.
+
+pub mod archive;
+pub mod digest;
+pub mod manifest;

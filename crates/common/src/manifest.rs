@@ -1,0 +1,50 @@
+//! The image manifest: the default command and every file in the image, with its
+//! sha256 and the reason it is there. Stored inside the image at [`MANIFEST_PATH`].
+
+use serde::{Deserialize, Serialize};
+
+/// Where the manifest lives inside an image (relative to the image root).
+pub const MANIFEST_PATH: &str = ".mkroot/manifest.json";
+
+/// Version of the manifest layout; bumped on incompatible changes.
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageManifest {
+    pub version: u32,
+    /// The image's default command (argv), run when `launch` is given none.
+    pub cmd: Vec<String>,
+    /// Environment for the default command, as `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Every regular file, symlink and directory in the image, sorted by path.
+    pub files: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Path inside the image, absolute (`/usr/bin/bash`).
+    pub path: String,
+    /// sha256 of the contents, for regular files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Symlink target, for symlinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// Why the file is in the image (`program`, `needed by /usr/bin/bash`, `nss module`, ...).
+    pub reason: String,
+}
+
+impl ImageManifest {
+    /// Canonical JSON bytes: fields in declaration order, entries as given (callers sort),
+    /// pretty-printed with a trailing newline, so equal manifests give equal bytes.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("manifest serialises");
+        out.push(b'\n');
+        out
+    }
+
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}

@@ -1,0 +1,1 @@
+//! launch: run a root filesystem image in a container with full namespace isolation.

@@ -1,0 +1,1 @@
+//! Support for the end-to-end tests: where the built binaries are, and temp dirs.
