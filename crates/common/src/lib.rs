@@ -6,8 +6,10 @@
 //!
 //! - [`manifest`]: the image manifest (every file, its sha256 and the reason it is there).
 //! - [`archive`]: writing an image byte-reproducibly, from a sorted list of entries.
+//! - [`gzip`]: a deterministic gzip stream compressed on every core.
 //! - [`digest`]: sha256 of files and streams.
 
 pub mod archive;
 pub mod digest;
+pub mod gzip;
 pub mod manifest;
