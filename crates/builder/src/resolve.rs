@@ -1,7 +1,19 @@
 //! Load order: which libraries the loader would load for a program, found breadth-first
 //! as ld.so does, first loaded wins by name/SONAME.
+//!
+//! The loader's `_dl_map_object_deps` walks DT_NEEDED breadth-first: the program's needs
+//! in order, then each newly loaded object's needs in load order. Before searching, a name
+//! is matched against every object already loaded (the name it was loaded by, the path it
+//! was opened through, its SONAME); after searching, a file already loaded under another
+//! name (same device and inode) is not loaded again. The interpreter (PT_INTERP) is loaded
+//! by the kernel before all of this and answers to its path and its SONAME.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::elf::{ElfError, ElfFacts};
+use crate::ldcache::LdCacheError;
+use crate::search::{Abi, Candidate, Found, LibrarySearch, PathSource, Requester};
 
 /// One library in load order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,12 +24,43 @@ pub struct LoadedLibrary {
     pub path: PathBuf,
 }
 
-/// A DT_NEEDED entry that no search rule found.
+/// A DT_NEEDED entry that no search rule found, or that the loader would refuse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingLibrary {
     pub name: String,
     /// The object (path inside the root) whose DT_NEEDED named it.
     pub needed_by: PathBuf,
+    /// Why it is missing.
+    pub reason: MissingReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingReason {
+    /// No search rule found a file of the right class and machine.
+    NotFound,
+    /// The search stopped at `path`, which the loader cannot load (a linker script, an
+    /// empty file, a broken ELF file): the loader would fail there.
+    Unloadable { path: PathBuf, reason: String },
+}
+
+impl std::fmt::Display for MissingLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            MissingReason::NotFound => write!(
+                f,
+                "{}: library {} not found",
+                self.needed_by.display(),
+                self.name
+            ),
+            MissingReason::Unloadable { path, reason } => write!(
+                f,
+                "{}: library {} resolves to {}, which the loader cannot load: {reason}",
+                self.needed_by.display(),
+                self.name,
+                path.display()
+            ),
+        }
+    }
 }
 
 /// What the loader would load for one program.
@@ -42,30 +85,346 @@ pub enum ResolveError {
     },
     #[error("{path}: not an ELF file")]
     NotElf { path: PathBuf },
+    #[error("{path}: a linker script, not a library or program")]
+    LinkerScript { path: PathBuf },
     #[error("{path}: malformed ELF: {reason}")]
     Malformed { path: PathBuf, reason: String },
+    #[error("{path}: malformed loader cache: {reason}")]
+    LdCache { path: PathBuf, reason: String },
+}
+
+impl ResolveError {
+    fn from_elf(path: &Path, error: ElfError) -> ResolveError {
+        let path = path.to_path_buf();
+        match error {
+            ElfError::Io(source) => ResolveError::Io { path, source },
+            ElfError::NotElf => ResolveError::NotElf { path },
+            ElfError::LinkerScript => ResolveError::LinkerScript { path },
+            ElfError::Malformed(reason) => ResolveError::Malformed { path, reason },
+        }
+    }
+}
+
+/// An object in the process being modelled.
+struct Loaded {
+    /// Names a DT_NEEDED can match: the names it was loaded by, the path it was opened
+    /// through, its SONAME.
+    names: Vec<String>,
+    facts: Arc<ElfFacts>,
+    file_id: Option<(u64, u64)>,
+    /// `$ORIGIN`: the directory of the path it was opened through (for the program, of
+    /// its real path).
+    origin: Option<String>,
+    /// The object whose DT_NEEDED loaded it (its RPATH applies next).
+    loader: Option<usize>,
+    /// Path inside the root, for `needed_by`.
+    path: PathBuf,
+}
+
+impl Loaded {
+    fn answers_to(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name) || self.facts.soname.as_deref() == Some(name)
+    }
 }
 
 /// Resolves programs against a root (`/`, or a `--sysroot`), reading that root's loader
-/// cache and default directories once.
+/// cache and default directories once and remembering every file it has looked at, so
+/// many programs share the work.
 pub struct Resolver {
-    root: PathBuf,
+    search: LibrarySearch,
 }
 
 impl Resolver {
     pub fn new(root: &Path) -> Result<Resolver, ResolveError> {
-        Ok(Resolver {
-            root: root.to_path_buf(),
-        })
+        let search = LibrarySearch::new(root).map_err(|e| {
+            let path = root.join("etc/ld.so.cache");
+            match e {
+                LdCacheError::Io(source) => ResolveError::Io { path, source },
+                other => ResolveError::LdCache {
+                    path,
+                    reason: other.to_string(),
+                },
+            }
+        })?;
+        Ok(Resolver { search })
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.search.root()
+    }
+
+    /// The library search rules of this root (default directories, token expansion, ...).
+    pub fn search(&self) -> &LibrarySearch {
+        &self.search
+    }
+
+    /// What the loader would load for each program; the programs share parsed libraries
+    /// and search results, and are spread over the CPUs.
+    pub fn resolve_many(&self, programs: &[PathBuf]) -> Vec<Result<Resolution, ResolveError>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let chunk = programs.len().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = programs
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|p| self.resolve(p)).collect::<Vec<_>>())
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("resolver thread panicked"))
+                .collect()
+        })
     }
 
     /// What the loader would load for `program` (a path inside the root).
     pub fn resolve(&self, program: &Path) -> Result<Resolution, ResolveError> {
-        let _ = program;
-        todo!("issue 2: resolution")
+        let program_str = program.to_string_lossy();
+        let host = self
+            .search
+            .host(&program_str)
+            .map_err(|source| ResolveError::Io {
+                path: program.to_path_buf(),
+                source,
+            })?;
+        let facts = ElfFacts::read(&host).map_err(|e| ResolveError::from_elf(program, e))?;
+        let mut resolution = Resolution {
+            program: program.to_path_buf(),
+            interpreter: facts.interpreter.as_ref().map(PathBuf::from),
+            libraries: Vec::new(),
+            missing: Vec::new(),
+        };
+        if facts.is_static() {
+            return Ok(resolution);
+        }
+        let abi = Abi::of(&facts);
+        let real = self
+            .search
+            .real_path(&program_str)
+            .map_err(|source| ResolveError::Io {
+                path: program.to_path_buf(),
+                source,
+            })?;
+        let file_id = std::fs::metadata(&host).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        let mut loaded = vec![Loaded {
+            names: Vec::new(),
+            facts: Arc::new(facts),
+            file_id,
+            origin: real.parent().map(|d| d.to_string_lossy().into_owned()),
+            loader: None,
+            path: program.to_path_buf(),
+        }];
+        if let Some(interp) = loaded[0].facts.interpreter.clone() {
+            self.load_interpreter(&interp, abi, program, &mut loaded, &mut resolution);
+        }
+
+        // Breadth-first: `loaded` is the queue; objects appended while walking it are
+        // walked after the ones before them.
+        let mut next = 0;
+        while next < loaded.len() {
+            let needed = loaded[next].facts.needed.clone();
+            for name in &needed {
+                self.load_needed(name, next, abi, &mut loaded, &mut resolution);
+            }
+            next += 1;
+        }
+        Ok(resolution)
+    }
+
+    /// The kernel maps the interpreter at PT_INTERP's exact path, before any search.
+    fn load_interpreter(
+        &self,
+        interp: &str,
+        abi: Abi,
+        program: &Path,
+        loaded: &mut Vec<Loaded>,
+        resolution: &mut Resolution,
+    ) {
+        let facts = self
+            .search
+            .host(interp)
+            .ok()
+            .and_then(|host| ElfFacts::read(&host).ok())
+            .filter(|f| Abi::of(f) == abi);
+        match facts {
+            Some(facts) => loaded.push(Loaded {
+                names: vec![interp.to_string()],
+                facts: Arc::new(ElfFacts {
+                    // The loader does not walk its own DT_NEEDED (it has none in glibc).
+                    needed: Vec::new(),
+                    ..facts
+                }),
+                file_id: None,
+                origin: None,
+                loader: None,
+                path: PathBuf::from(interp),
+            }),
+            None => resolution.missing.push(MissingLibrary {
+                name: interp.to_string(),
+                needed_by: program.to_path_buf(),
+                reason: MissingReason::NotFound,
+            }),
+        }
+    }
+
+    fn load_needed(
+        &self,
+        raw_name: &str,
+        requester: usize,
+        abi: Abi,
+        loaded: &mut Vec<Loaded>,
+        resolution: &mut Resolution,
+    ) {
+        let req = &loaded[requester];
+        let missing = |reason| MissingLibrary {
+            name: raw_name.to_string(),
+            needed_by: req.path.clone(),
+            reason,
+        };
+        let Some(name) = self
+            .search
+            .expand_tokens(raw_name, req.origin.as_deref(), abi)
+        else {
+            resolution.missing.push(missing(MissingReason::NotFound));
+            return;
+        };
+        if loaded.iter().any(|l| l.answers_to(&name)) {
+            return;
+        }
+        let found = self
+            .search
+            .find(&name, &requester_paths(loaded, requester), abi);
+        let (path, candidate): (String, Arc<Candidate>) = match found {
+            Found::Library { path, candidate } => (path, candidate),
+            Found::NotFound => {
+                resolution.missing.push(missing(MissingReason::NotFound));
+                return;
+            }
+            Found::Unloadable { path, reason } => {
+                resolution.missing.push(missing(MissingReason::Unloadable {
+                    path: PathBuf::from(path),
+                    reason,
+                }));
+                return;
+            }
+        };
+        if let Some(same) = loaded
+            .iter_mut()
+            .find(|l| l.file_id == Some(candidate.file_id))
+        {
+            // The same file under another name: the loader adds the name, loads nothing.
+            same.names.push(name);
+            return;
+        }
+        resolution.libraries.push(LoadedLibrary {
+            name: name.clone(),
+            path: PathBuf::from(&path),
+        });
+        loaded.push(Loaded {
+            names: vec![name, path.clone()],
+            facts: Arc::new(candidate.facts.clone()),
+            file_id: Some(candidate.file_id),
+            origin: Some(origin_of(&path)),
+            loader: Some(requester),
+            path: PathBuf::from(path),
+        });
+    }
+}
+
+/// The search paths that apply to a DT_NEEDED of `requester`: RPATHs up its loader chain
+/// and then the program's, unless the requester has RUNPATH; its own RUNPATH.
+fn requester_paths(loaded: &[Loaded], requester: usize) -> Requester<'_> {
+    let req = &loaded[requester];
+    let mut rpaths = Vec::new();
+    if req.facts.runpath.is_none() {
+        let mut chain = Some(requester);
+        let mut saw_program = false;
+        while let Some(i) = chain {
+            if let Some(paths) = loaded[i].facts.effective_rpath() {
+                rpaths.push(PathSource {
+                    paths,
+                    origin: loaded[i].origin.as_deref(),
+                });
+            }
+            saw_program |= i == 0;
+            chain = loaded[i].loader;
+        }
+        if !saw_program {
+            if let Some(paths) = loaded[0].facts.effective_rpath() {
+                rpaths.push(PathSource {
+                    paths,
+                    origin: loaded[0].origin.as_deref(),
+                });
+            }
+        }
+    }
+    Requester {
+        rpaths,
+        runpath: req.facts.runpath.as_deref().map(|paths| PathSource {
+            paths,
+            origin: req.origin.as_deref(),
+        }),
+        nodeflib: req.facts.nodeflib(),
+    }
+}
+
+/// The directory part of the path an object was opened through, as the loader computes
+/// `l_origin` (no symlink resolution; "/" stays "/").
+fn origin_of(path: &str) -> String {
+    match path.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(at) => path[..at].to_string(),
+        // A relative name without a slash cannot be opened by path; the root then.
+        None => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_is_the_directory_as_spelled() {
+        assert_eq!(
+            origin_of("/opt/x/bin/../lib/libfoo.so"),
+            "/opt/x/bin/../lib"
+        );
+        assert_eq!(origin_of("/libfoo.so"), "/");
+    }
+
+    #[test]
+    fn resolves_the_system_shell() {
+        let resolver = Resolver::new(Path::new("/")).unwrap();
+        let r = resolver.resolve(Path::new("/bin/sh")).unwrap();
+        assert!(r.interpreter.is_some());
+        assert!(r.missing.is_empty(), "{:?}", r.missing);
+        assert!(r.libraries.iter().any(|l| l.name == "libc.so.6"));
+    }
+
+    #[test]
+    fn rejects_non_elf_and_linker_scripts() {
+        let resolver = Resolver::new(Path::new("/")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("script.sh");
+        std::fs::write(&text, "#!/bin/sh\n").unwrap();
+        assert!(matches!(
+            resolver.resolve(&text),
+            Err(ResolveError::NotElf { .. })
+        ));
+        let script = dir.path().join("libc.so");
+        std::fs::write(&script, "/* GNU ld script */\nGROUP ( libc.so.6 )\n").unwrap();
+        assert!(matches!(
+            resolver.resolve(&script),
+            Err(ResolveError::LinkerScript { .. })
+        ));
+        assert!(matches!(
+            resolver.resolve(&dir.path().join("absent")),
+            Err(ResolveError::Io { .. })
+        ));
     }
 }
