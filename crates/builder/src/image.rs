@@ -41,6 +41,14 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
     let mut planned: Vec<(&String, &crate::copy::PlannedEntry)> =
         plan.tree.entries().iter().collect();
     planned.sort_by(|a, b| archive::image_order(a.0, b.0));
+    let sources: Vec<&PathBuf> = planned
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            PlannedKind::File { source, .. } => Some(source),
+            _ => None,
+        })
+        .collect();
+    let mut hashes = hash_files(&sources)?;
     let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
     let mut entries = Vec::with_capacity(planned.len() + 2);
     let mut files = Vec::with_capacity(planned.len() + 1);
@@ -60,10 +68,7 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
                 None,
             ),
             PlannedKind::File { source, identity } => {
-                let sha = digest::sha256_file(source).map_err(|e| ImageError::Hash {
-                    path: source.clone(),
-                    source: e,
-                })?;
+                let sha = hashes.remove(source).unwrap_or_default();
                 let first = identity.and_then(|id| match first_name.get(&id) {
                     Some(first) => Some(first.clone()),
                     None => {
@@ -114,6 +119,40 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
     });
     entries.sort_by(|a, b| archive::image_order(&a.path, &b.path));
     Ok(ImageContents { entries, manifest })
+}
+
+/// sha256 of every source file, spread over the cores: the manifest needs all of them
+/// before the first byte of the archive.
+fn hash_files(sources: &[&PathBuf]) -> Result<HashMap<PathBuf, String>, ImageError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let results: Vec<Result<(PathBuf, String), ImageError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                scope.spawn(move || {
+                    sources
+                        .iter()
+                        .skip(worker)
+                        .step_by(threads)
+                        .map(|source| {
+                            digest::sha256_file(source)
+                                .map(|sha| ((*source).clone(), sha))
+                                .map_err(|e| ImageError::Hash {
+                                    path: (*source).clone(),
+                                    source: e,
+                                })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    results.into_iter().collect()
 }
 
 /// Writes the plan to `target`. A progress bar is drawn on stderr when stderr is a

@@ -12,7 +12,7 @@
 //!
 //! The image side: [`programs`] (finding programs as a shell does, scripts' `#!`),
 //! [`copy`] (the image tree; symlink chains, merged-/usr links, hard links),
-//! [`symbols`] (dynamic symbols, for the extras), [`extras`] (what the loader does not
+//! [`loader_cache`] (the image's own ld.so.cache), [`symbols`] (dynamic symbols, for the extras), [`extras`] (what the loader does not
 //! name: NSS, users, libgcc_s, terminfo, gconv), [`plan`], [`image`] (entries and
 //! manifest, then the writer) and [`report`] (`--dry-run --json`, `--explain`).
 
@@ -25,6 +25,7 @@ pub mod search;
 pub mod copy;
 pub mod extras;
 pub mod image;
+pub mod loader_cache;
 pub mod plan;
 pub mod programs;
 pub mod report;

@@ -7,9 +7,12 @@
 //! loader cache. Nothing is written here; [`crate::image`] writes a plan.
 
 use crate::copy::{CopyError, ImageTree};
+use crate::elf::ElfFacts;
 use crate::extras::{self, Extras};
+use crate::loader_cache;
 use crate::programs::{self, ProgramError, RootPath, Shebang};
-use crate::resolve::{MissingLibrary, Resolution, ResolveError, Resolver};
+use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
+use crate::search::{Abi, Found, Requester};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,9 @@ const MOUNT_POINTS: &[(&str, u32)] = &[
     ("/tmp", 0o1777),
     ("/run", 0o755),
 ];
+
+/// Top-level links a merged-/usr root has into `/usr`.
+const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 /// Scripts may name a script as interpreter (Linux follows a few levels); so do we.
 const MAX_INTERPRETER_DEPTH: usize = 4;
@@ -95,6 +101,8 @@ pub enum PlanError {
         library: String,
         needed_by: PathBuf,
     },
+    #[error("{program}: {missing}; fix or remove that file, or pass --allow-missing")]
+    UnloadableLibrary { program: PathBuf, missing: String },
     #[error("{root}: cannot use as root: {reason}; give an existing directory to --sysroot")]
     Root { root: PathBuf, reason: String },
     #[error("{script}: interpreters nest more than {MAX_INTERPRETER_DEPTH} deep; simplify the script's #! line")]
@@ -105,6 +113,14 @@ pub enum PlanError {
 
 fn resolve_error(error: ResolveError, shown: &Path) -> PlanError {
     match error {
+        ResolveError::LinkerScript { .. } => PlanError::Malformed {
+            path: shown.to_path_buf(),
+            reason: "a linker script, not a program".to_string(),
+        },
+        ResolveError::LdCache { path, reason } => PlanError::Root {
+            root: path,
+            reason: format!("malformed loader cache: {reason}"),
+        },
         ResolveError::NotElf { .. } => PlanError::NotElf {
             path: shown.to_path_buf(),
         },
@@ -176,10 +192,21 @@ impl Plan {
             planner.add_tree(add)?;
         }
         extras::add_all(&mut planner, &request.extras)?;
+        planner.copy_merged_usr_links()?;
         for (path, mode) in MOUNT_POINTS {
             planner
                 .tree
                 .ensure_dir(Path::new(path), *mode, "mount point")?;
+        }
+        if let Some(cache) =
+            loader_cache::image_cache(&planner.resolver, &planner.tree, &planner.objects)
+        {
+            planner.tree.add_generated(
+                Path::new(loader_cache::CACHE_PATH),
+                cache,
+                0o644,
+                "loader cache: libraries outside the default directories",
+            )?;
         }
         let cmd = match &request.cmd {
             Some(cmd) => cmd.clone(),
@@ -269,16 +296,7 @@ impl Planner {
             .resolver
             .resolve(inside)
             .map_err(|e| resolve_error(e, inside))?;
-        if let Some(missing) = resolution.missing.first() {
-            if !self.allow_missing {
-                return Err(PlanError::MissingLibrary {
-                    program: inside.to_path_buf(),
-                    library: missing.name.clone(),
-                    needed_by: missing.needed_by.clone(),
-                });
-            }
-            self.missing.extend(resolution.missing.iter().cloned());
-        }
+        self.check_missing(&resolution, inside)?;
         self.tree.copy_path(inside, reason)?;
         if let Some(interpreter) = &resolution.interpreter {
             self.tree.copy_path(
@@ -294,6 +312,62 @@ impl Planner {
         }
         self.objects.push(resolution.clone());
         Ok(Some(resolution))
+    }
+
+    /// The root's merged-/usr links (`/bin -> usr/bin`, `/lib -> usr/lib`, ...): programs
+    /// and scripts name `/bin/sh` or `/lib/...` paths, which must resolve in the image
+    /// as on the host, whether or not a program was found through them.
+    fn copy_merged_usr_links(&mut self) -> Result<(), PlanError> {
+        for name in MERGED_USR_LINKS {
+            let link = Path::new("/").join(name);
+            let host = self.root().host(&link);
+            let Ok(target) = std::fs::read_link(&host) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            let into_usr = target.trim_start_matches('/').starts_with("usr/");
+            if into_usr && host.is_dir() {
+                self.tree.copy_path(&link, "merged-/usr link")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A library the loader would not find stops the build, unless `--allow-missing`.
+    fn check_missing(&mut self, resolution: &Resolution, shown: &Path) -> Result<(), PlanError> {
+        let Some(missing) = resolution.missing.first() else {
+            return Ok(());
+        };
+        if !self.allow_missing {
+            return Err(match &missing.reason {
+                MissingReason::NotFound => PlanError::MissingLibrary {
+                    program: shown.to_path_buf(),
+                    library: missing.name.clone(),
+                    needed_by: missing.needed_by.clone(),
+                },
+                MissingReason::Unloadable { .. } => PlanError::UnloadableLibrary {
+                    program: shown.to_path_buf(),
+                    missing: missing.to_string(),
+                },
+            });
+        }
+        self.missing.extend(resolution.missing.iter().cloned());
+        Ok(())
+    }
+
+    /// Where libc's dlopen would find `name` (a bare name like `libgcc_s.so.1`): the
+    /// loader's cache and default directories, for libc's ABI. libc has no RPATH or
+    /// RUNPATH, so nothing else applies to what it loads by name.
+    pub(crate) fn find_library(&self, name: &str, libc: &Path) -> Option<PathBuf> {
+        let facts = ElfFacts::read(&self.root().host(libc)).ok()?;
+        match self
+            .resolver
+            .search()
+            .find(name, &Requester::default(), Abi::of(&facts))
+        {
+            Found::Library { path, .. } => Some(PathBuf::from(path)),
+            _ => None,
+        }
     }
 
     /// `--add HOST[:IMAGE]`: a file or a whole tree, each ELF file in it resolved.
@@ -361,16 +435,7 @@ impl Planner {
                 .resolver
                 .resolve(&inside)
                 .map_err(|e| resolve_error(e, host))?;
-            if let Some(missing) = resolution.missing.first() {
-                if !self.allow_missing {
-                    return Err(PlanError::MissingLibrary {
-                        program: host.to_path_buf(),
-                        library: missing.name.clone(),
-                        needed_by: missing.needed_by.clone(),
-                    });
-                }
-                self.missing.extend(resolution.missing.iter().cloned());
-            }
+            self.check_missing(&resolution, host)?;
             if let Some(interpreter) = &resolution.interpreter {
                 self.tree.copy_path(interpreter, &why)?;
             }

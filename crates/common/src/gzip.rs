@@ -27,7 +27,7 @@ pub const LEVEL: i32 = 6;
 /// Bytes of input per gzip member. Large enough that restarting the dictionary at each
 /// boundary costs well under 0.1 % of size, small enough to keep two cores busy on a
 /// few-megabyte image.
-pub const CHUNK_SIZE: usize = 1 << 20;
+pub const CHUNK_SIZE: usize = 2 << 20;
 
 /// gzip member header: magic, CM=deflate, no flags, mtime 0, XFL 0, OS 3 (Unix).
 const MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];

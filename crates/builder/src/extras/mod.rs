@@ -77,24 +77,9 @@ pub(crate) fn libc_path(planner: &Planner) -> Option<PathBuf> {
         .map(|l| l.path.clone())
 }
 
-/// Where libc's own dlopen would find `name` (a bare library name like
-/// `libgcc_s.so.1`), as a path inside the root. The modules libc loads by name
-/// (NSS modules, libgcc_s) are installed beside libc on every distribution, which is
-/// a directory the loader's cache or default path covers; the classic default
-/// directories come after it.
+/// Where libc's dlopen would find `name` (see [`Planner::find_library`]).
 pub(crate) fn find_beside_libc(planner: &Planner, name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(libc) = libc_path(planner) {
-        if let Some(dir) = libc.parent() {
-            dirs.push(dir.to_path_buf());
-        }
-    }
-    for dir in ["/lib64", "/usr/lib64", "/lib", "/usr/lib"] {
-        dirs.push(PathBuf::from(dir));
-    }
-    dirs.into_iter()
-        .map(|dir| dir.join(name))
-        .find(|candidate| planner.root().host(candidate).is_file())
+    planner.find_library(name, &libc_path(planner)?)
 }
 
 /// Every object loaded for any resolved program (the programs themselves included), as
