@@ -63,12 +63,18 @@ struct Args {
     no_gconv: bool,
 }
 
-/// Turns clap's error into the first line of its message, without its `error: `.
+/// Turns clap's error into one line: its first paragraph (the problem; the tips and
+/// usage after it are dropped), without its `error: `.
 fn usage_error(error: &clap::Error) -> String {
     let text = error.to_string();
-    let first = text.lines().next().unwrap_or("bad arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{first}; see mkroot --help")
+    let paragraph: Vec<&str> = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = paragraph.join(" ");
+    let problem = joined.strip_prefix("error: ").unwrap_or(&joined);
+    format!("{problem}; see mkroot --help")
 }
 
 fn run(args: Args) -> Result<(), String> {
