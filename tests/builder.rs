@@ -17,16 +17,14 @@ fn path_str(path: &Path) -> &str {
 fn bash_ps_top_id_whoami_run_with_names_resolved() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("img.tgz");
-    build(
-        &[
-            "-q",
-            "--bins",
-            "bash,ps,top,id,whoami",
-            "-o",
-            path_str(&image),
-        ],
-        dir.path(),
-    );
+    let args = [
+        "-q",
+        "--bins",
+        "bash,ps,top,id,whoami",
+        "--user",
+        "mkroot-e2e-user",
+    ];
+    build(&[&args[..], &["-o", path_str(&image)]].concat(), dir.path());
     let root = dir.path().join("root");
     unpack(&image, &root);
 
@@ -45,6 +43,13 @@ fn bash_ps_top_id_whoami_run_with_names_resolved() {
         "id printed {id:?}"
     );
     assert_eq!(stdout_in_image(&root, &["whoami"], none), "root\n");
+    let user = stdout_in_image(&root, &["id", "mkroot-e2e-user"], none);
+    assert!(
+        user.starts_with("uid=1000(mkroot-e2e-user) gid=1000(mkroot-e2e-user)"),
+        "{user}"
+    );
+    let nobody = stdout_in_image(&root, &["id", "-un", "65534"], none);
+    assert_eq!(nobody, "nobody\n");
     let ps = stdout_in_image(&root, &["ps", "-eo", "user,pid,comm"], none);
     let own_line = ps.lines().find(|l| l.ends_with(" ps")).unwrap_or_default();
     assert!(own_line.starts_with("root "), "ps printed {ps:?}");
@@ -546,4 +551,67 @@ fn scripts_bring_their_interpreters_env_included() {
         serde_json::from_slice(&std::fs::read(image.join(".mkroot/manifest.json")).unwrap())
             .unwrap();
     assert_eq!(manifest["cmd"], serde_json::json!([script, "--flag"]));
+}
+
+#[test]
+fn a_sysroot_is_resolved_on_its_own_terms() {
+    // An image is itself a root without a loader cache: resolving against it must find
+    // the same files there, through its default directories.
+    let dir = tempfile::tempdir().unwrap();
+    let sysroot = dir.path().join("sysroot/");
+    build(
+        &["-q", "--bins", "bash,ps", "-o", path_str(&sysroot)],
+        dir.path(),
+    );
+    let plan = run_mkroot(
+        &[
+            "--sysroot",
+            path_str(&sysroot),
+            "--bins",
+            "bash,ps",
+            "--dry-run",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let files = plan["files"].as_array().unwrap();
+    for file in files.iter().filter(|f| !f["source"].is_null()) {
+        let source = file["source"].as_str().unwrap();
+        assert!(
+            source.starts_with(path_str(&sysroot).trim_end_matches('/')),
+            "{source} outside the sysroot"
+        );
+    }
+    let libs = plan["programs"][1]["libraries"].as_array().unwrap();
+    assert!(libs.iter().any(|l| l["name"] == "libsystemd.so.0"));
+
+    let again = dir.path().join("again.tgz");
+    build(
+        &[
+            "-q",
+            "--sysroot",
+            path_str(&sysroot),
+            "--bins",
+            "bash,ps",
+            "-o",
+            path_str(&again),
+        ],
+        dir.path(),
+    );
+    let root = dir.path().join("again");
+    unpack(&again, &root);
+    assert_eq!(
+        sha256(&root.join("usr/bin/bash")),
+        sha256(Path::new("/usr/bin/bash"))
+    );
+    assert_eq!(
+        stdout_in_image(&root, &["bash", "-c", "echo ok"], &[]),
+        "ok\n"
+    );
 }

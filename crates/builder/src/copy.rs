@@ -145,7 +145,13 @@ impl ImageTree {
                         },
                         mode: 0o777,
                         source: Some(host.clone()),
-                        reason: format!("symlink on the way to {}", inside.display()),
+                        // The link asked for keeps the caller's reason; links met
+                        // on the way say where they lead.
+                        reason: if next == normalize(inside) {
+                            reason.to_string()
+                        } else {
+                            format!("symlink on the way to {}", inside.display())
+                        },
                     },
                 );
                 if target.is_absolute() {

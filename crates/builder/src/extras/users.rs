@@ -83,7 +83,8 @@ fn passwd_and_group(
         if users.iter().any(|u| &u.name == name) {
             continue;
         }
-        let user = match known.iter().find(|u| &u.name == name) {
+        let from_host = known.iter().find(|u| &u.name == name);
+        let user = match from_host {
             Some(user) => user.clone(),
             None => {
                 let uid = (1000..65534)
@@ -102,7 +103,9 @@ fn passwd_and_group(
             }
         };
         if !groups.iter().any(|g| g.1 == user.gid) {
-            let group = host_group_name(host_group, user.gid).unwrap_or_else(|| user.name.clone());
+            // A host user keeps its host group's name; a new user gets a group of its own.
+            let host_name = from_host.and_then(|_| host_group_name(host_group, user.gid));
+            let group = host_name.unwrap_or_else(|| user.name.clone());
             groups.push((group, user.gid));
         }
         users.push(user);
@@ -147,7 +150,7 @@ mod tests {
     #[test]
     fn users_known_to_the_host_keep_their_ids_and_new_ones_get_free_ids() {
         let host = "alice:x:1001:1001:Alice:/home/alice:/bin/zsh\n";
-        let groups = "staff:x:1001:\n";
+        let groups = "staff:x:1001:\nother:x:1000:\n";
         let extra = vec!["alice".to_string(), "bob".to_string()];
         let (passwd, group) = passwd_and_group(&extra, host, groups, "/bin/bash");
         assert_eq!(
