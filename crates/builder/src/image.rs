@@ -48,7 +48,7 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
             _ => None,
         })
         .collect();
-    let mut hashes = hash_files(&sources)?;
+    let hashes = hash_files(&sources)?;
     let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
     let mut entries = Vec::with_capacity(planned.len() + 2);
     let mut files = Vec::with_capacity(planned.len() + 1);
@@ -68,7 +68,7 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
                 None,
             ),
             PlannedKind::File { source, identity } => {
-                let sha = hashes.remove(source).unwrap_or_default();
+                let sha = hashes.get(source).cloned().unwrap_or_default();
                 let first = identity.and_then(|id| match first_name.get(&id) {
                     Some(first) => Some(first.clone()),
                     None => {

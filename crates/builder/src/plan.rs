@@ -398,7 +398,7 @@ impl Planner {
         let at = parent.join(at.file_name().unwrap_or_default());
         if !meta.is_dir() {
             self.tree.add_host_entry(&host_abs, &at, &reason)?;
-            return self.scan_added(&host_abs, &at, &reason);
+            return self.scan_added(&host_abs, &reason);
         }
         for item in walkdir::WalkDir::new(&host_abs).sort_by_file_name() {
             let item = item.map_err(|e| PlanError::Unreadable {
@@ -413,7 +413,7 @@ impl Planner {
             };
             self.tree.add_host_entry(item.path(), &dest, &reason)?;
             if item.file_type().is_file() {
-                self.scan_added(item.path(), &dest, &reason)?;
+                self.scan_added(item.path(), &reason)?;
             }
         }
         Ok(())
@@ -421,14 +421,13 @@ impl Planner {
 
     /// An added ELF file brings what the loader loads for it. The resolver works on
     /// paths inside the root, so only added files under the root can be resolved.
-    fn scan_added(&mut self, host: &Path, at: &Path, reason: &str) -> Result<(), PlanError> {
+    fn scan_added(&mut self, host: &Path, reason: &str) -> Result<(), PlanError> {
         if !is_elf(host) {
             return Ok(());
         }
         let Some(inside) = self.root().inside(host) else {
             return Ok(());
         };
-        let _ = at;
         let why = format!("{reason} (its libraries)");
         if self.resolved.insert(inside.clone()) {
             let resolution = self

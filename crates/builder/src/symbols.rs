@@ -25,7 +25,13 @@ impl DynamicSymbols {
         let Ok(bytes) = std::fs::read(host) else {
             return DynamicSymbols::default();
         };
-        let Ok(elf) = goblin::elf::Elf::parse(&bytes) else {
+        // goblin parses the whole file, more than the resolver looked at; a file it
+        // chokes on (even by panicking) just has no symbols for the extras.
+        std::panic::catch_unwind(|| DynamicSymbols::parse(&bytes)).unwrap_or_default()
+    }
+
+    fn parse(bytes: &[u8]) -> DynamicSymbols {
+        let Ok(elf) = goblin::elf::Elf::parse(bytes) else {
             return DynamicSymbols::default();
         };
         let mut symbols = DynamicSymbols::default();
