@@ -615,3 +615,62 @@ fn a_sysroot_is_resolved_on_its_own_terms() {
         "ok\n"
     );
 }
+
+#[test]
+fn libraries_found_only_through_the_loader_cache_get_an_image_cache() {
+    // A root whose ld.so.conf adds /opt/extra/lib: a program there needs the cache.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = d.join("base/");
+    build(&["-q", "--bins", "bash", "-o", path_str(&base)], d);
+    let lib_dir = base.join("opt/extra/lib");
+    std::fs::create_dir_all(&lib_dir).unwrap();
+    compile_c(
+        &lib_dir,
+        "libextra.so",
+        "int extra(void){return 5;}\n",
+        &["-shared", "-fPIC", "-Wl,-soname,libextra.so"],
+    );
+    let program = compile_c(
+        d,
+        "useextra",
+        "#include <stdio.h>\nint extra(void);\nint main(void){printf(\"extra %d\\n\", extra());return 0;}\n",
+        &["-L", path_str(&lib_dir), "-lextra"],
+    );
+    std::fs::copy(&program, base.join("usr/bin/useextra")).unwrap();
+    std::fs::write(base.join("etc/ld.so.conf"), "/opt/extra/lib\n").unwrap();
+    let ldconfig = Command::new("ldconfig")
+        .arg("-r")
+        .arg(&base)
+        .status()
+        .unwrap();
+    assert!(ldconfig.success());
+
+    let image = d.join("image/");
+    let args = [
+        "-q",
+        "--sysroot",
+        path_str(&base),
+        "--bins",
+        "/usr/bin/useextra",
+    ];
+    build(&[&args[..], &["-o", path_str(&image)]].concat(), d);
+    assert!(
+        image.join("etc/ld.so.cache").is_file(),
+        "no loader cache in the image"
+    );
+    assert_eq!(
+        stdout_in_image(&image, &["/usr/bin/useextra"], &[]),
+        "extra 5\n"
+    );
+    // The cache is what makes it work.
+    std::fs::remove_file(image.join("etc/ld.so.cache")).unwrap();
+    assert!(!run_in_image(&image, &["/usr/bin/useextra"], &[])
+        .status
+        .success());
+
+    // Libraries in default directories need no cache.
+    let plain = d.join("plain/");
+    build(&["-q", "--bins", "bash", "-o", path_str(&plain)], d);
+    assert!(!plain.join("etc/ld.so.cache").exists());
+}
