@@ -421,6 +421,13 @@ fn bad_input_gets_one_line_errors_and_no_panic() {
     let line = one_line_error(&["--bins", &data, "-o", out], d);
     assert!(line.contains("not an ELF"), "{line}");
 
+    let orphan = write_executable(d, "orphan.sh", b"#!/nonexistent/interpreter\necho\n");
+    let line = one_line_error(&["--bins", &orphan, "-o", out], d);
+    assert!(
+        line.contains("orphan.sh") && line.contains("/nonexistent/interpreter"),
+        "{line}"
+    );
+
     let full = std::fs::read("/usr/bin/true").unwrap();
     for (name, len) in [
         ("trunc-ident", 10),

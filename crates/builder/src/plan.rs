@@ -107,6 +107,13 @@ pub enum PlanError {
     Root { root: PathBuf, reason: String },
     #[error("{script}: interpreters nest more than {MAX_INTERPRETER_DEPTH} deep; simplify the script's #! line")]
     InterpreterDepth { script: PathBuf },
+    #[error(
+        "{script}: its interpreter {interpreter} does not exist; install it or fix the #! line"
+    )]
+    MissingInterpreter {
+        script: PathBuf,
+        interpreter: PathBuf,
+    },
     #[error("--bins: no programs given; name at least one, like --bins bash")]
     NoPrograms,
 }
@@ -261,9 +268,11 @@ impl Planner {
                 let why = format!("interpreter of {}", inside.display());
                 match shebang {
                     Shebang::Interpreter(interpreter) => {
+                        self.check_interpreter(inside, &interpreter)?;
                         self.add_program(&interpreter, &why, search_path, depth + 1)?;
                     }
                     Shebang::Env { env, program } => {
+                        self.check_interpreter(inside, &env)?;
                         self.add_program(&env, &why, search_path, depth + 1)?;
                         let found = programs::find_program(&program, self.root(), search_path)?;
                         self.add_program(&found, &why, search_path, depth + 1)?;
@@ -279,6 +288,17 @@ impl Planner {
                 Ok(())
             }
         }
+    }
+
+    /// The kernel runs a script's interpreter by its absolute path; it must exist.
+    fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), PlanError> {
+        if interpreter.is_absolute() && self.root().host(interpreter).is_file() {
+            return Ok(());
+        }
+        Err(PlanError::MissingInterpreter {
+            script: script.to_path_buf(),
+            interpreter: interpreter.to_path_buf(),
+        })
     }
 
     /// Resolves the ELF object `inside` and copies it, its interpreter and its libraries
