@@ -26,6 +26,9 @@ const EXTENSION_TAG_GENERATOR: u32 = 0;
 const EXTENSION_TAG_GLIBC_HWCAPS: u32 = 1;
 /// Marks an entry as living in a glibc-hwcaps subdirectory.
 const HWCAP_EXTENSION: u64 = 1 << 62;
+/// x86 ISA level bits in the high half of an extension entry's hwcap, ignored when telling
+/// extension entries apart.
+const HWCAP_ISA_LEVEL_MASK: u64 = (1 << 10) - 1;
 /// The endianness flag ldconfig writes for little-endian caches.
 const FLAGS_LITTLE_ENDIAN: u8 = 2;
 
@@ -257,7 +260,7 @@ fn parse_new(bytes: &[u8]) -> Result<LdCache, LdCacheError> {
         let name = string_at(bytes, u32_at(bytes, at + 4)? as usize)?;
         let path = string_at(bytes, u32_at(bytes, at + 8)? as usize)?;
         let hwcap = u64_at(bytes, at + 16)?;
-        let hwcaps_subdir = if hwcap >> 32 == HWCAP_EXTENSION >> 32 {
+        let hwcaps_subdir = if (hwcap >> 32) & !HWCAP_ISA_LEVEL_MASK == HWCAP_EXTENSION >> 32 {
             let index = (hwcap & 0xffff_ffff) as usize;
             Some(hwcaps_names.get(index).cloned().ok_or_else(|| {
                 malformed(format!(
@@ -410,8 +413,9 @@ pub fn write_cache(entries: &[CacheEntry]) -> Vec<u8> {
 
     let extension_offset = (strings_start + strings.bytes.len()).next_multiple_of(4);
     let sections = if subdirs.is_empty() { 1 } else { 2 };
-    let generator_offset = extension_offset + 8 + 16 * sections;
-    let hwcaps_offset = generator_offset + generator.len();
+    // The hwcaps array holds u32s: glibc only reads it 4-byte aligned, so it goes first.
+    let hwcaps_offset = extension_offset + 8 + 16 * sections;
+    let generator_offset = hwcaps_offset + 4 * subdirs.len();
 
     let mut out = Vec::with_capacity(hwcaps_offset + 4 * subdirs.len());
     out.extend_from_slice(NEW_MAGIC);
@@ -451,10 +455,10 @@ pub fn write_cache(entries: &[CacheEntry]) -> Vec<u8> {
     if !subdirs.is_empty() {
         section(EXTENSION_TAG_GLIBC_HWCAPS, hwcaps_offset, 4 * subdirs.len());
     }
-    out.extend_from_slice(generator);
     for offset in subdir_offsets {
         out.extend_from_slice(&offset.to_le_bytes());
     }
+    out.extend_from_slice(generator);
     out
 }
 
