@@ -158,25 +158,45 @@ impl Resolver {
         &self.search
     }
 
-    /// What the loader would load for each program; the programs share parsed libraries
-    /// and search results, and are spread over the CPUs.
+    /// What the loader would load for each program, in the order given. The programs
+    /// share parsed libraries and search results; several threads take programs from a
+    /// common queue (more threads than CPUs: on a cold page cache the work waits on disk).
     pub fn resolve_many(&self, programs: &[PathBuf]) -> Vec<Result<Resolution, ResolveError>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(8);
-        let chunk = programs.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = programs
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|p| self.resolve(p)).collect::<Vec<_>>())
+            .max(8)
+            .min(programs.len().max(1));
+        let next = AtomicUsize::new(0);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(program) = programs.get(i) else {
+                                return done;
+                            };
+                            done.push((i, self.resolve(program)));
+                        }
+                    })
                 })
                 .collect();
             workers
                 .into_iter()
                 .flat_map(|w| w.join().expect("resolver thread panicked"))
                 .collect()
-        })
+        });
+        let mut ordered: Vec<Option<Result<Resolution, ResolveError>>> =
+            (0..programs.len()).map(|_| None).collect();
+        for (i, result) in results {
+            ordered[i] = Some(result);
+        }
+        ordered
+            .into_iter()
+            .map(|r| r.expect("every program resolved"))
+            .collect()
     }
 
     /// What the loader would load for `program` (a path inside the root).
