@@ -200,7 +200,19 @@ impl Resolver {
     }
 
     /// What the loader would load for `program` (a path inside the root).
+    /// On the root `/` a relative path is taken from the current directory, as a shell
+    /// would; inside a sysroot, from the root.
     pub fn resolve(&self, program: &Path) -> Result<Resolution, ResolveError> {
+        let absolute;
+        let program = if program.is_relative() && self.root() == Path::new("/") {
+            absolute = std::path::absolute(program).map_err(|source| ResolveError::Io {
+                path: program.to_path_buf(),
+                source,
+            })?;
+            absolute.as_path()
+        } else {
+            program
+        };
         let program_str = program.to_string_lossy();
         let host = self
             .search
@@ -424,6 +436,21 @@ mod tests {
         assert!(r.interpreter.is_some());
         assert!(r.missing.is_empty(), "{:?}", r.missing);
         assert!(r.libraries.iter().any(|l| l.name == "libc.so.6"));
+    }
+
+    #[test]
+    fn relative_programs_are_taken_from_the_current_directory() {
+        let resolver = Resolver::new(Path::new("/")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        let relative: PathBuf = cwd
+            .components()
+            .skip(1)
+            .map(|_| "..")
+            .collect::<PathBuf>()
+            .join(sh.strip_prefix("/").unwrap());
+        let r = resolver.resolve(&relative).unwrap();
+        assert_eq!(r.libraries, resolver.resolve(&sh).unwrap().libraries);
     }
 
     #[test]
