@@ -212,3 +212,40 @@ fn a_linker_script_in_the_search_path_stops_the_loader() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The subdirectories tried under each search directory, in order, are the loader's own:
+/// `LD_DEBUG=libs` prints the search path it builds for the program's RPATH.
+#[test]
+fn hwcaps_subdirectories_are_tried_in_the_loaders_order() {
+    use mkroot_builder::elf::ElfClass;
+    use mkroot_builder::hwcaps::HwCaps;
+    let dir = fixture("rpath_chain");
+    let out = Command::new(dir.join("prog"))
+        .env("LD_DEBUG", "libs")
+        .output()
+        .unwrap();
+    let debug = String::from_utf8_lossy(&out.stderr);
+    let line = debug
+        .lines()
+        .find(|l| l.contains("search path=") && l.contains("(RPATH from file"))
+        .unwrap_or_else(|| panic!("no RPATH search path in LD_DEBUG output:\n{debug}"));
+    let listed = line
+        .split_once("search path=")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let base = format!("{}/P", dir.display());
+    let predicted: Vec<String> = HwCaps::for_process(ElfClass::Elf64, 62)
+        .subdirectories()
+        .map(|sub| {
+            if sub.is_empty() {
+                base.clone()
+            } else {
+                format!("{base}/{sub}")
+            }
+        })
+        .collect();
+    assert_eq!(listed.split(':').collect::<Vec<_>>(), predicted);
+}

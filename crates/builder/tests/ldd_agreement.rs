@@ -116,9 +116,11 @@ fn resolver_agrees_with_ldd() {
     let default_loader_soname = "ld-linux-x86-64.so.2";
     let (mut agreed, mut libraries, mut skipped) = (0, 0, 0);
     let mut disagreements = Vec::new();
+    let mut skipped_files = Vec::new();
     for ((file, resolution), ldd) in files.iter().zip(&resolutions).zip(&ldd) {
         let Some(ldd) = ldd else {
             skipped += 1;
+            skipped_files.push(file.display().to_string());
             continue;
         };
         let resolution = match resolution {
@@ -158,6 +160,7 @@ fn resolver_agrees_with_ldd() {
         "resolver agreed with ldd on {agreed} files ({libraries} libraries), {skipped} skipped \
          (ldd cannot run them); resolving took {resolve_time:?}, ldd {ldd_time:?}"
     );
+    println!("skipped: {}", skipped_files.join(" "));
     assert!(
         disagreements.is_empty(),
         "{} disagreements:\n{}",
