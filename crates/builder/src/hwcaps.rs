@@ -34,9 +34,12 @@ const HWCAP_X86_64: u64 = 1 << 1;
 const HWCAP_X86_AVX512_1: u64 = 1 << 2;
 /// Bit 0 on i386: "sse2".
 const HWCAP_X86_SSE2: u64 = 1 << 0;
-/// Cache-entry hwcap bits that are not CPU features: the platform index (bits 48..56)
-/// and the old "tls" bit 63.
-const HWCAP_NOT_FEATURES: u64 = (0xff << 48) | (1 << 63);
+/// Cache-entry hwcap bits naming a platform: bit 48 + the platform's index in the x86
+/// loader's list (i586, i686, haswell, xeon_phi).
+const HWCAP_PLATFORM: u64 = 0xf << 48;
+const X86_PLATFORMS: [&str; 4] = ["i586", "i686", "haswell", "xeon_phi"];
+/// The old "tls" bit of cache entries.
+const HWCAP_TLS: u64 = 1 << 63;
 
 impl HwCaps {
     /// No hardware subdirectories at all: only the directories themselves are searched.
@@ -97,10 +100,33 @@ impl HwCaps {
             .chain(self.legacy.iter().cloned())
     }
 
-    /// Whether a legacy cache entry with these hwcap bits is usable here (glibc skips
-    /// entries needing a feature bit this CPU lacks).
+    /// Whether a legacy cache entry with these hwcap bits is usable here, as glibc 2.36
+    /// decides: no feature bit this CPU lacks, and platform bits, if any, naming this
+    /// platform (a platform outside the loader's list, such as "x86_64", matches none).
     pub fn accepts_legacy_cache_hwcap(&self, hwcap: u64) -> bool {
-        hwcap & !(self.hwcap_bits | HWCAP_NOT_FEATURES) == 0
+        if hwcap & !(self.hwcap_bits | HWCAP_PLATFORM | HWCAP_TLS) != 0 {
+            return false;
+        }
+        let platform_bits = hwcap & HWCAP_PLATFORM;
+        if platform_bits == 0 {
+            return true;
+        }
+        let ours = self
+            .platform
+            .as_deref()
+            .and_then(|p| X86_PLATFORMS.iter().position(|known| *known == p))
+            .map(|index| 1u64 << (48 + index));
+        ours == Some(platform_bits)
+    }
+
+    /// Whether a glibc-hwcaps cache entry marked with x86 ISA level `level` (0: baseline,
+    /// 1: v2, 2: v3, 3: v4) may be used: glibc skips it when the CPU lacks that level.
+    pub fn supports_isa_level(&self, level: u32) -> bool {
+        level == 0
+            || self
+                .glibc_hwcaps
+                .iter()
+                .any(|name| *name == format!("x86-64-v{}", level + 1))
     }
 }
 
@@ -294,6 +320,29 @@ mod tests {
         assert_eq!(caps.legacy[7], "tls");
         assert_eq!(caps.legacy[8], "haswell/avx512_1/x86_64");
         assert_eq!(caps.legacy[15], "");
+    }
+
+    #[test]
+    fn legacy_cache_entries_need_our_features_and_platform() {
+        let amd = HwCaps::with_legacy(Vec::new(), &[("x86_64", HWCAP_X86_64)], "x86_64");
+        assert!(amd.accepts_legacy_cache_hwcap(0));
+        assert!(amd.accepts_legacy_cache_hwcap(HWCAP_X86_64 | HWCAP_TLS));
+        assert!(!amd.accepts_legacy_cache_hwcap(HWCAP_X86_AVX512_1));
+        // "haswell" is platform index 2; "x86_64" is not in the list: no platform matches.
+        assert!(!amd.accepts_legacy_cache_hwcap(1 << 50));
+        let intel = HwCaps::with_legacy(Vec::new(), &[("x86_64", HWCAP_X86_64)], "haswell");
+        assert!(intel.accepts_legacy_cache_hwcap(1 << 50));
+        assert!(!intel.accepts_legacy_cache_hwcap(1 << 51));
+    }
+
+    #[test]
+    fn isa_levels_need_the_matching_glibc_hwcaps_level() {
+        let mut caps = HwCaps::baseline();
+        assert!(caps.supports_isa_level(0));
+        assert!(!caps.supports_isa_level(1));
+        caps.glibc_hwcaps = vec!["x86-64-v3".into(), "x86-64-v2".into()];
+        assert!(caps.supports_isa_level(2));
+        assert!(!caps.supports_isa_level(3));
     }
 
     /// The loader prints what it decided for this CPU: compare with it.

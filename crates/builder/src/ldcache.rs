@@ -26,6 +26,10 @@ const EXTENSION_TAG_GENERATOR: u32 = 0;
 const EXTENSION_TAG_GLIBC_HWCAPS: u32 = 1;
 /// Marks an entry as living in a glibc-hwcaps subdirectory.
 const HWCAP_EXTENSION: u64 = 1 << 62;
+/// x86 ISA level bits in the high half of an extension entry's hwcap, ignored when telling
+/// extension entries apart.
+const HWCAP_ISA_LEVEL_MASK: u64 = (1 << 10) - 1;
+const ISA_LEVEL_BITS: u64 = HWCAP_ISA_LEVEL_MASK << 32;
 /// The endianness flag ldconfig writes for little-endian caches.
 const FLAGS_LITTLE_ENDIAN: u8 = 2;
 
@@ -46,7 +50,8 @@ pub struct CacheEntry {
     pub path: String,
     /// Library kind and ABI (`FLAG_ELF_LIBC6 | FLAG_X8664_LIB64` for x86-64).
     pub flags: i32,
-    /// Legacy hwcap bits (0 for an ordinary entry).
+    /// Legacy hwcap bits (0 for an ordinary entry); for a glibc-hwcaps entry, only the x86
+    /// ISA level bits (32..42) ldconfig may set.
     pub hwcap: u64,
     /// The glibc-hwcaps subdirectory (`x86-64-v3`) the library sits in, if any.
     pub hwcaps_subdir: Option<String>,
@@ -189,6 +194,10 @@ impl LdCache {
                 continue;
             }
             if let Some(subdir) = &entry.hwcaps_subdir {
+                let isa_level = ((entry.hwcap >> 32) & HWCAP_ISA_LEVEL_MASK) as u32;
+                if !hwcaps.supports_isa_level(isa_level) {
+                    continue;
+                }
                 // Priority 0 is best; subdirectories this CPU cannot use are skipped.
                 if let Some(priority) = hwcaps.glibc_hwcaps.iter().position(|s| s == subdir) {
                     if best.is_none_or(|(_, p)| priority < p) {
@@ -257,7 +266,7 @@ fn parse_new(bytes: &[u8]) -> Result<LdCache, LdCacheError> {
         let name = string_at(bytes, u32_at(bytes, at + 4)? as usize)?;
         let path = string_at(bytes, u32_at(bytes, at + 8)? as usize)?;
         let hwcap = u64_at(bytes, at + 16)?;
-        let hwcaps_subdir = if hwcap >> 32 == HWCAP_EXTENSION >> 32 {
+        let hwcaps_subdir = if (hwcap >> 32) & !HWCAP_ISA_LEVEL_MASK == HWCAP_EXTENSION >> 32 {
             let index = (hwcap & 0xffff_ffff) as usize;
             Some(hwcaps_names.get(index).cloned().ok_or_else(|| {
                 malformed(format!(
@@ -271,7 +280,13 @@ fn parse_new(bytes: &[u8]) -> Result<LdCache, LdCacheError> {
             name,
             path,
             flags,
-            hwcap: if hwcaps_subdir.is_some() { 0 } else { hwcap },
+            // For a glibc-hwcaps entry only the ISA level bits are kept (the rest is the
+            // extension marker and index, which the subdirectory name replaces).
+            hwcap: if hwcaps_subdir.is_some() {
+                hwcap & ISA_LEVEL_BITS
+            } else {
+                hwcap
+            },
             hwcaps_subdir,
         });
     }
@@ -410,8 +425,9 @@ pub fn write_cache(entries: &[CacheEntry]) -> Vec<u8> {
 
     let extension_offset = (strings_start + strings.bytes.len()).next_multiple_of(4);
     let sections = if subdirs.is_empty() { 1 } else { 2 };
-    let generator_offset = extension_offset + 8 + 16 * sections;
-    let hwcaps_offset = generator_offset + generator.len();
+    // The hwcaps array holds u32s: glibc only reads it 4-byte aligned, so it goes first.
+    let hwcaps_offset = extension_offset + 8 + 16 * sections;
+    let generator_offset = hwcaps_offset + 4 * subdirs.len();
 
     let mut out = Vec::with_capacity(hwcaps_offset + 4 * subdirs.len());
     out.extend_from_slice(NEW_MAGIC);
@@ -428,7 +444,7 @@ pub fn write_cache(entries: &[CacheEntry]) -> Vec<u8> {
                     .iter()
                     .position(|s| s == subdir)
                     .expect("collected above");
-                HWCAP_EXTENSION | index as u64
+                HWCAP_EXTENSION | (entry.hwcap & ISA_LEVEL_BITS) | index as u64
             }
             None => entry.hwcap,
         };
@@ -451,10 +467,10 @@ pub fn write_cache(entries: &[CacheEntry]) -> Vec<u8> {
     if !subdirs.is_empty() {
         section(EXTENSION_TAG_GLIBC_HWCAPS, hwcaps_offset, 4 * subdirs.len());
     }
-    out.extend_from_slice(generator);
     for offset in subdir_offsets {
         out.extend_from_slice(&offset.to_le_bytes());
     }
+    out.extend_from_slice(generator);
     out
 }
 
@@ -574,6 +590,30 @@ mod tests {
         assert_eq!(
             cache.lookup("libm.so.6", X86_64, &cpu),
             Some("/lib/glibc-hwcaps/x86-64-v3/libm.so.6")
+        );
+    }
+
+    #[test]
+    fn glibc_hwcaps_entries_above_the_cpu_isa_level_are_skipped() {
+        let v4_marked = CacheEntry {
+            hwcaps_subdir: Some("x86-64-v2".into()),
+            // ISA level 3 (x86-64-v4) in bits 32..42, as ldconfig records a marked library.
+            hwcap: 3 << 32,
+            ..CacheEntry::new("libm.so.6", "/lib/glibc-hwcaps/x86-64-v2/libm.so.6", X86_64)
+        };
+        let plain = CacheEntry::new("libm.so.6", "/lib/libm.so.6", X86_64);
+        let cache = LdCache::parse(&write_cache(&[v4_marked.clone(), plain])).unwrap();
+        assert_eq!(cache.entries[0], v4_marked);
+        let mut cpu = HwCaps::baseline();
+        cpu.glibc_hwcaps = vec!["x86-64-v3".into(), "x86-64-v2".into()];
+        assert_eq!(
+            cache.lookup("libm.so.6", X86_64, &cpu),
+            Some("/lib/libm.so.6")
+        );
+        cpu.glibc_hwcaps.insert(0, "x86-64-v4".into());
+        assert_eq!(
+            cache.lookup("libm.so.6", X86_64, &cpu),
+            Some("/lib/glibc-hwcaps/x86-64-v2/libm.so.6")
         );
     }
 

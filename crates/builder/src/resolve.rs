@@ -158,29 +158,61 @@ impl Resolver {
         &self.search
     }
 
-    /// What the loader would load for each program; the programs share parsed libraries
-    /// and search results, and are spread over the CPUs.
+    /// What the loader would load for each program, in the order given. The programs
+    /// share parsed libraries and search results; several threads take programs from a
+    /// common queue (more threads than CPUs: on a cold page cache the work waits on disk).
     pub fn resolve_many(&self, programs: &[PathBuf]) -> Vec<Result<Resolution, ResolveError>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(8);
-        let chunk = programs.len().div_ceil(threads).max(1);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = programs
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|p| self.resolve(p)).collect::<Vec<_>>())
+            .max(8)
+            .min(programs.len().max(1));
+        let next = AtomicUsize::new(0);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(program) = programs.get(i) else {
+                                return done;
+                            };
+                            done.push((i, self.resolve(program)));
+                        }
+                    })
                 })
                 .collect();
             workers
                 .into_iter()
                 .flat_map(|w| w.join().expect("resolver thread panicked"))
                 .collect()
-        })
+        });
+        let mut ordered: Vec<Option<Result<Resolution, ResolveError>>> =
+            (0..programs.len()).map(|_| None).collect();
+        for (i, result) in results {
+            ordered[i] = Some(result);
+        }
+        ordered
+            .into_iter()
+            .map(|r| r.expect("every program resolved"))
+            .collect()
     }
 
     /// What the loader would load for `program` (a path inside the root).
+    /// On the root `/` a relative path is taken from the current directory, as a shell
+    /// would; inside a sysroot, from the root.
     pub fn resolve(&self, program: &Path) -> Result<Resolution, ResolveError> {
+        let absolute;
+        let program = if program.is_relative() && self.root() == Path::new("/") {
+            absolute = std::path::absolute(program).map_err(|source| ResolveError::Io {
+                path: program.to_path_buf(),
+                source,
+            })?;
+            absolute.as_path()
+        } else {
+            program
+        };
         let program_str = program.to_string_lossy();
         let host = self
             .search
@@ -404,6 +436,21 @@ mod tests {
         assert!(r.interpreter.is_some());
         assert!(r.missing.is_empty(), "{:?}", r.missing);
         assert!(r.libraries.iter().any(|l| l.name == "libc.so.6"));
+    }
+
+    #[test]
+    fn relative_programs_are_taken_from_the_current_directory() {
+        let resolver = Resolver::new(Path::new("/")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let sh = std::fs::canonicalize("/bin/sh").unwrap();
+        let relative: PathBuf = cwd
+            .components()
+            .skip(1)
+            .map(|_| "..")
+            .collect::<PathBuf>()
+            .join(sh.strip_prefix("/").unwrap());
+        let r = resolver.resolve(&relative).unwrap();
+        assert_eq!(r.libraries, resolver.resolve(&sh).unwrap().libraries);
     }
 
     #[test]
