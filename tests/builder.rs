@@ -681,3 +681,80 @@ fn libraries_found_only_through_the_loader_cache_get_an_image_cache() {
     build(&["-q", "--bins", "bash", "-o", path_str(&plain)], d);
     assert!(!plain.join("etc/ld.so.cache").exists());
 }
+
+#[test]
+fn nss_modules_named_by_nsswitch_conf_come_with_their_dependencies() {
+    // A root whose nsswitch.conf asks for the `compat` service: libc dlopens
+    // libnss_compat.so.2 for every user lookup, so the image needs it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = d.join("base/");
+    let module = "/lib/x86_64-linux-gnu/libnss_compat.so.2";
+    build(
+        &["-q", "--bins", "id", "--add", module, "-o", path_str(&base)],
+        d,
+    );
+    std::fs::write(
+        base.join("etc/nsswitch.conf"),
+        "passwd: compat systemd\ngroup: compat\nhosts: files dns\n",
+    )
+    .unwrap();
+
+    let plan = run_mkroot(
+        &[
+            "--sysroot",
+            path_str(&base),
+            "--bins",
+            "id",
+            "--dry-run",
+            "--json",
+        ],
+        d,
+    );
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let files = plan["files"].as_array().unwrap();
+    let compat = files
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with("/libnss_compat.so.2"))
+        .expect("libnss_compat.so.2 in the plan");
+    assert!(
+        compat["reason"].as_str().unwrap().contains("NSS module"),
+        "{compat}"
+    );
+
+    let image = d.join("image/");
+    build(
+        &[
+            "-q",
+            "--sysroot",
+            path_str(&base),
+            "--bins",
+            "id",
+            "-o",
+            path_str(&image),
+        ],
+        d,
+    );
+    let conf = std::fs::read_to_string(image.join("etc/nsswitch.conf")).unwrap();
+    assert!(
+        conf.contains("passwd:") && conf.contains("compat") && !conf.contains("systemd"),
+        "{conf}"
+    );
+    assert_eq!(stdout_in_image(&image, &["id", "-un"], &[]), "root\n");
+    // The module is what answers: without it the name is not found.
+    std::fs::remove_file(image.join(compat["path"].as_str().unwrap().trim_start_matches('/')))
+        .unwrap();
+    assert!(!run_in_image(&image, &["id", "-un"], &[]).status.success());
+
+    let bare = d.join("bare/");
+    build(
+        &["-q", "--no-nss", "--bins", "id", "-o", path_str(&bare)],
+        d,
+    );
+    assert!(!bare.join("etc/nsswitch.conf").exists() && !bare.join("etc/passwd").exists());
+}
