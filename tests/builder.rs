@@ -758,3 +758,54 @@ fn nss_modules_named_by_nsswitch_conf_come_with_their_dependencies() {
     );
     assert!(!bare.join("etc/nsswitch.conf").exists() && !bare.join("etc/passwd").exists());
 }
+
+const ICONV_C: &str = r#"
+#include <iconv.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Converts "héllo" from UTF-8 to argv[1]; prints how many bytes that took. */
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    iconv_t cd = iconv_open(argv[1], "UTF-8");
+    if (cd == (iconv_t)-1) { perror("iconv_open"); return 1; }
+    char in[] = "h\xc3\xa9llo", out[64];
+    char *inp = in, *outp = out;
+    size_t inleft = strlen(in), outleft = sizeof out;
+    if (iconv(cd, &inp, &inleft, &outp, &outleft) == (size_t)-1) { perror("iconv"); return 1; }
+    printf("%zu\n", sizeof out - outleft);
+    return 0;
+}
+"#;
+
+#[test]
+fn programs_using_iconv_get_gconv_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let program = compile_c(d, "conv", ICONV_C, &[]);
+    let run = |flags: &[&str], charset: &str| {
+        let image = d.join(format!("img{}-{charset}/", flags.join("")));
+        build(
+            &[
+                &["-q", "--bins", path_str(&program)],
+                flags,
+                &["-o", path_str(&image)],
+            ]
+            .concat(),
+            d,
+        );
+        run_in_image(&image, &[path_str(&program), charset], &[])
+    };
+    // Detected: the Unicode modules. UTF-16 with a BOM: 2 + 5 * 2 bytes.
+    let utf16 = run(&[], "UTF-16");
+    assert!(utf16.status.success(), "{utf16:?}");
+    assert_eq!(String::from_utf8_lossy(&utf16.stdout), "12\n");
+    assert!(!run(&[], "ISO-8859-2").status.success());
+    // --gconv: every module.
+    let latin2 = run(&["--gconv"], "ISO-8859-2");
+    assert!(latin2.status.success(), "{latin2:?}");
+    assert_eq!(String::from_utf8_lossy(&latin2.stdout), "5\n");
+    // --no-gconv: none; what glibc converts itself still works.
+    assert!(!run(&["--no-gconv"], "UTF-16").status.success());
+    assert!(run(&["--no-gconv"], "UTF-8").status.success());
+}
