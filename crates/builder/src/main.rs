@@ -77,6 +77,19 @@ fn usage_error(error: &clap::Error) -> String {
     format!("{problem}; see mkroot --help")
 }
 
+/// Writes a report to stdout; a reader that went away (`| head`) is not an error.
+fn print_stdout(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!(
+            "stdout: cannot write the report: {e}; check where stdout goes"
+        )),
+    }
+}
+
 fn run(args: Args) -> Result<(), String> {
     for user in &args.users {
         if user.is_empty() || user.contains([':', '\n', '/']) {
@@ -136,13 +149,13 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
     if args.explain {
-        print!("{}", report::explain(&plan));
+        print_stdout(&report::explain(&plan))?;
     }
     if args.dry_run {
         if args.json {
-            print!("{}", report::json(&plan));
+            print_stdout(&report::json(&plan))?;
         } else if !args.explain {
-            print!("{}", report::explain(&plan));
+            print_stdout(&report::explain(&plan))?;
         }
         return Ok(());
     }
