@@ -32,24 +32,34 @@ pub const CHUNK_SIZE: usize = 2 << 20;
 /// gzip member header: magic, CM=deflate, no flags, mtime 0, XFL 0, OS 3 (Unix).
 const MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
 
-type MemberResult = Result<Vec<u8>, String>;
+/// A finished member, and the input buffer handed back for the next chunk.
+struct Member {
+    bytes: Result<Vec<u8>, String>,
+    input: Vec<u8>,
+}
 
 struct Job {
     data: Vec<u8>,
-    reply: mpsc::Sender<MemberResult>,
+    reply: mpsc::Sender<Member>,
 }
 
-/// Compresses one chunk into one complete gzip member.
-fn compress_member(compressor: &mut libdeflater::Compressor, data: &[u8]) -> MemberResult {
+/// Compresses one chunk into one complete gzip member. `scratch` is the worker's own
+/// output buffer, kept between chunks so that it is not zeroed and faulted in anew.
+fn compress_member(
+    compressor: &mut libdeflater::Compressor,
+    scratch: &mut Vec<u8>,
+    data: &[u8],
+) -> Result<Vec<u8>, String> {
     let bound = compressor.deflate_compress_bound(data.len());
-    let mut member = Vec::with_capacity(MEMBER_HEADER.len() + bound + 8);
-    member.extend_from_slice(&MEMBER_HEADER);
-    let start = member.len();
-    member.resize(start + bound, 0);
+    if scratch.len() < bound {
+        scratch.resize(bound, 0);
+    }
     let written = compressor
-        .deflate_compress(data, &mut member[start..])
+        .deflate_compress(data, scratch)
         .map_err(|e| format!("compression failed: {e:?}"))?;
-    member.truncate(start + written);
+    let mut member = Vec::with_capacity(MEMBER_HEADER.len() + written + 8);
+    member.extend_from_slice(&MEMBER_HEADER);
+    member.extend_from_slice(&scratch[..written]);
     let mut crc = libdeflater::Crc::new();
     crc.update(data);
     member.extend_from_slice(&crc.sum().to_le_bytes());
@@ -61,15 +71,19 @@ fn compress_member(compressor: &mut libdeflater::Compressor, data: &[u8]) -> Mem
 fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let level = libdeflater::CompressionLvl::new(LEVEL).unwrap_or_default();
     let mut compressor = libdeflater::Compressor::new(level);
+    let mut scratch = Vec::new();
     loop {
         let job = match jobs.lock() {
             Ok(receiver) => receiver.recv(),
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let member = compress_member(&mut compressor, &job.data);
+        let bytes = compress_member(&mut compressor, &mut scratch, &job.data);
         // The writer may have given up (an error on its side); nothing to do then.
-        let _ = job.reply.send(member);
+        let _ = job.reply.send(Member {
+            bytes,
+            input: job.data,
+        });
     }
 }
 
@@ -80,7 +94,9 @@ pub struct ParallelGzip<W: Write> {
     out: Option<W>,
     buffer: Vec<u8>,
     jobs: Option<mpsc::Sender<Job>>,
-    pending: VecDeque<mpsc::Receiver<MemberResult>>,
+    pending: VecDeque<mpsc::Receiver<Member>>,
+    /// Input buffers back from the workers, reused for the next chunks.
+    spare: Vec<Vec<u8>>,
     workers: Vec<JoinHandle<()>>,
     max_pending: usize,
     members: u64,
@@ -110,6 +126,7 @@ impl<W: Write> ParallelGzip<W> {
             buffer: Vec::with_capacity(CHUNK_SIZE),
             jobs: Some(sender),
             pending: VecDeque::new(),
+            spare: Vec::new(),
             workers,
             // Two chunks per worker in flight: workers never wait for the writer, and
             // memory stays bounded (the image is never held whole).
@@ -130,9 +147,12 @@ impl<W: Write> ParallelGzip<W> {
         };
         let member = receiver
             .recv()
-            .map_err(|_| io::Error::other("gzip worker stopped"))?
-            .map_err(io::Error::other)?;
-        self.output()?.write_all(&member)
+            .map_err(|_| io::Error::other("gzip worker stopped"))?;
+        let mut input = member.input;
+        input.clear();
+        self.spare.push(input);
+        let bytes = member.bytes.map_err(io::Error::other)?;
+        self.output()?.write_all(&bytes)
     }
 
     fn dispatch(&mut self, data: Vec<u8>) -> io::Result<()> {
@@ -185,7 +205,11 @@ impl<W: Write> Write for ParallelGzip<W> {
             self.buffer.extend_from_slice(&data[..take]);
             data = &data[take..];
             if self.buffer.len() == CHUNK_SIZE {
-                let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK_SIZE));
+                let next = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE));
+                let full = std::mem::replace(&mut self.buffer, next);
                 self.dispatch(full)?;
             }
         }
