@@ -98,6 +98,13 @@ fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
+    for add in &args.adds {
+        if add.is_empty() || add.starts_with(':') {
+            return Err(format!(
+                "--add {add:?}: no host path; write --add HOST or --add HOST:IMAGE"
+            ));
+        }
+    }
     let target = match (&args.output, args.dry_run || args.explain) {
         (Some(path), _) => Some(OutputTarget::from_path(path).ok_or_else(|| {
             format!(
