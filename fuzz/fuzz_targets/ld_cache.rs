@@ -15,7 +15,15 @@ fuzz_target!(|data: &[u8]| {
         let again = LdCache::parse(&write_cache(&cache.entries)).expect("own output parses");
         assert_eq!(again.entries.len(), {
             let mut n = cache.entries.clone();
-            n.sort_by(|a, b| (&a.name, &a.path, a.flags, a.hwcap, &a.hwcaps_subdir).cmp(&(&b.name, &b.path, b.flags, b.hwcap, &b.hwcaps_subdir)));
+            n.sort_by(|a, b| {
+                (&a.name, &a.path, a.flags, a.hwcap, &a.hwcaps_subdir).cmp(&(
+                    &b.name,
+                    &b.path,
+                    b.flags,
+                    b.hwcap,
+                    &b.hwcaps_subdir,
+                ))
+            });
             n.dedup();
             n.len()
         });

@@ -307,13 +307,6 @@ fn read_dynamic(
     Ok(())
 }
 
-/// Whether an object of `other` could be loaded into a process of `self`'s class and
-/// machine (the loader's `elf_machine_matches_host`, for the machines that have two ABIs
-/// sharing one `e_machine` such as x86-64 and x32, the class tells them apart).
-pub fn same_abi(a: &ElfFacts, b: &ElfFacts) -> bool {
-    a.class == b.class && a.machine == b.machine
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -398,13 +398,29 @@ fn ldconfig_order(a: &CacheEntry, b: &CacheEntry) -> Ordering {
         .then_with(|| a.path.cmp(&b.path))
 }
 
+type ExactKey<'a> = (&'a str, &'a str, i32, u64, Option<&'a str>);
+
+fn exact_key(e: &CacheEntry) -> ExactKey<'_> {
+    (
+        &e.name,
+        &e.path,
+        e.flags,
+        e.hwcap,
+        e.hwcaps_subdir.as_deref(),
+    )
+}
+
 /// Writes a new-format cache holding `entries`, byte for byte the same for the same set of
 /// entries: sorted as ldconfig sorts, strings laid out in that order without duplicates,
 /// a generator extension naming mkroot and, when any entry needs it, the glibc-hwcaps one.
 pub fn write_cache(entries: &[CacheEntry]) -> Vec<u8> {
+    // Duplicates out first, in a plain total order: ldconfig's order rests on `libcmp`,
+    // which hostile names can make inconsistent, so it alone could leave twins apart.
+    // Sorting that canonical sequence keeps the output a function of the set.
     let mut sorted: Vec<&CacheEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| exact_key(a).cmp(&exact_key(b)));
+    sorted.dedup();
     sorted.sort_by(|a, b| ldconfig_order(a, b));
-    sorted.dedup_by(|a, b| ldconfig_order(a, b) == Ordering::Equal);
 
     let mut subdirs: Vec<&str> = sorted
         .iter()

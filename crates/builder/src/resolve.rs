@@ -454,6 +454,25 @@ mod tests {
     }
 
     #[test]
+    fn truncated_programs_are_errors_not_panics() {
+        let resolver = Resolver::new(Path::new("/")).unwrap();
+        let whole = std::fs::read("/bin/true").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("true");
+        for len in [0, 3, 16, 52, 63, 64, 100, 500, 1000, 4096, whole.len() / 2] {
+            std::fs::write(&cut, &whole[..len.min(whole.len())]).unwrap();
+            if let Err(e) = resolver.resolve(&cut) {
+                assert!(!e.to_string().contains('\n'), "{e}");
+            }
+        }
+        std::fs::write(&cut, &whole[..100]).unwrap();
+        assert!(matches!(
+            resolver.resolve(&cut),
+            Err(ResolveError::Malformed { .. })
+        ));
+    }
+
+    #[test]
     fn rejects_non_elf_and_linker_scripts() {
         let resolver = Resolver::new(Path::new("/")).unwrap();
         let dir = tempfile::tempdir().unwrap();
