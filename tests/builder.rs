@@ -166,9 +166,14 @@ fn two_builds_apart_in_time_and_place_give_identical_bytes() {
 fn archive_entries_are_root_owned_sorted_and_stamped_with_epoch_zero() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("img.tar");
-    build(
-        &["-q", "--bins", "bash", "-o", path_str(&image)],
-        dir.path(),
+    // Not quiet, stderr not a terminal: one summary line, no progress bar drawing.
+    let out = run_mkroot(&["--bins", "bash", "-o", path_str(&image)], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.starts_with("mkroot: wrote ") && !stderr.contains('\r'),
+        "{stderr:?}"
     );
     let listing = Command::new("tar")
         .args(["--numeric-owner", "--full-time", "-tvf"])
