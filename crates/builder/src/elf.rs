@@ -92,7 +92,11 @@ impl ElfFacts {
     /// Reads the facts of the file at `path` (a host path).
     pub fn read(path: &Path) -> Result<ElfFacts, ElfError> {
         let file = File::open(path)?;
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(ElfError::Io(std::io::Error::other("is a directory")));
+        }
+        let len = meta.len();
         if len < 4 {
             return Err(ElfError::NotElf);
         }
