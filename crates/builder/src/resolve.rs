@@ -261,9 +261,23 @@ impl Resolver {
             self.load_interpreter(&interp, abi, program, &mut order, &mut resolution)
         });
 
-        // Walk the search list breadth-first. A DT_NEEDED object joins the end of the list
-        // (and of the loader's list) when first loaded; a filtee is put just before its
-        // filter in both, and is walked next.
+        self.walk(&mut order, abi, &mut resolution);
+        resolution.libraries = order
+            .chain
+            .iter()
+            .filter(|&&i| i != 0 && Some(i) != interpreter)
+            .map(|&i| LoadedLibrary {
+                name: order.objects[i].name.clone(),
+                path: order.objects[i].path.clone(),
+            })
+            .collect();
+        Ok(resolution)
+    }
+
+    /// Walks the search list breadth-first. A DT_NEEDED object joins the end of the list
+    /// (and of the loader's list) when first loaded; a filtee is put just before its filter
+    /// in both, and is walked next.
+    fn walk(&self, order: &mut LoadOrder, abi: Abi, resolution: &mut Resolution) {
         let mut pos = 0;
         while let Some(offset) = order.queue[pos..].iter().position(|(_, walked)| !walked) {
             pos += offset;
@@ -272,8 +286,7 @@ impl Resolver {
             let mut insert_at = pos;
             let dependencies = order.objects[object].facts.dependencies.clone();
             for dependency in &dependencies {
-                let Some(dep) = self.load(dependency, object, abi, &mut order, &mut resolution)
-                else {
+                let Some(dep) = self.load(dependency, object, abi, order, resolution) else {
                     continue;
                 };
                 let queued = order.queue.iter().position(|(o, _)| *o == dep);
@@ -293,16 +306,6 @@ impl Resolver {
                 }
             }
         }
-        resolution.libraries = order
-            .chain
-            .iter()
-            .filter(|&&i| i != 0 && Some(i) != interpreter)
-            .map(|&i| LoadedLibrary {
-                name: order.objects[i].name.clone(),
-                path: order.objects[i].path.clone(),
-            })
-            .collect();
-        Ok(resolution)
     }
 
     /// The kernel maps the interpreter at PT_INTERP's exact path, before any search. It is
