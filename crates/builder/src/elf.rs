@@ -10,7 +10,9 @@ use std::fs::File;
 use std::path::Path;
 
 use goblin::container::Ctx;
-use goblin::elf::dynamic::{Dynamic, DF_1_NODEFLIB, DF_1_PIE, DT_NEEDED, DT_RPATH, DT_RUNPATH};
+use goblin::elf::dynamic::{
+    Dynamic, DF_1_NODEFLIB, DF_1_PIE, DT_NEEDED, DT_RPATH, DT_RUNPATH, DT_SONAME,
+};
 use goblin::elf::header::{self, Header};
 use goblin::elf::program_header::{ProgramHeader, PT_DYNAMIC, PT_INTERP};
 
@@ -39,6 +41,9 @@ pub struct ElfFacts {
     pub has_dynamic: bool,
     /// DT_NEEDED entries, in file order.
     pub needed: Vec<String>,
+    /// DT_NEEDED, DT_FILTER and DT_AUXILIARY entries, in the order of the dynamic section
+    /// (the order the loader walks them in).
+    pub dependencies: Vec<Dependency>,
     pub soname: Option<String>,
     /// DT_RPATH as written (colon-separated, tokens unexpanded).
     pub rpath: Option<String>,
@@ -46,6 +51,27 @@ pub struct ElfFacts {
     pub runpath: Option<String>,
     /// DT_FLAGS_1 (0 when absent).
     pub flags_1: u64,
+}
+
+/// Filter tags (from the GNU/Sun ELF extensions; goblin does not name them).
+const DT_AUXILIARY: u64 = 0x7fff_fffd;
+const DT_FILTER: u64 = 0x7fff_ffff;
+
+/// How an object names another it needs loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyKind {
+    /// DT_NEEDED: must be found.
+    Needed,
+    /// DT_FILTER: a filtee, loaded before the filter; must be found.
+    Filter,
+    /// DT_AUXILIARY: a filtee the loader loads if it finds it, and otherwise goes on.
+    Auxiliary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    pub kind: DependencyKind,
+    pub name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +92,11 @@ impl ElfFacts {
     /// Reads the facts of the file at `path` (a host path).
     pub fn read(path: &Path) -> Result<ElfFacts, ElfError> {
         let file = File::open(path)?;
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        if meta.is_dir() {
+            return Err(ElfError::Io(std::io::Error::other("is a directory")));
+        }
+        let len = meta.len();
         if len < 4 {
             return Err(ElfError::NotElf);
         }
@@ -103,6 +133,7 @@ impl ElfFacts {
             interpreter: interpreter(bytes, &phdrs)?,
             has_dynamic: phdrs.iter().any(|p| p.p_type == PT_DYNAMIC),
             needed: Vec::new(),
+            dependencies: Vec::new(),
             soname: None,
             rpath: None,
             runpath: None,
@@ -262,8 +293,10 @@ fn read_dynamic(
     let info = &dynamic.info;
     facts.flags_1 = info.flags_1;
     let names_string = dynamic.dyns.iter().any(|d| {
-        matches!(d.d_tag, DT_NEEDED | DT_RPATH | DT_RUNPATH)
-            || d.d_tag == goblin::elf::dynamic::DT_SONAME
+        matches!(
+            d.d_tag,
+            DT_NEEDED | DT_RPATH | DT_RUNPATH | DT_SONAME | DT_FILTER | DT_AUXILIARY
+        )
     });
     if !names_string {
         return Ok(());
@@ -297,8 +330,23 @@ fn read_dynamic(
     };
     for entry in &dynamic.dyns {
         match entry.d_tag {
-            DT_NEEDED => facts.needed.push(string_at(entry.d_val)?),
-            goblin::elf::dynamic::DT_SONAME => facts.soname = Some(string_at(entry.d_val)?),
+            DT_NEEDED => {
+                let name = string_at(entry.d_val)?;
+                facts.needed.push(name.clone());
+                facts.dependencies.push(Dependency {
+                    kind: DependencyKind::Needed,
+                    name,
+                });
+            }
+            DT_FILTER | DT_AUXILIARY => facts.dependencies.push(Dependency {
+                kind: if entry.d_tag == DT_FILTER {
+                    DependencyKind::Filter
+                } else {
+                    DependencyKind::Auxiliary
+                },
+                name: string_at(entry.d_val)?,
+            }),
+            DT_SONAME => facts.soname = Some(string_at(entry.d_val)?),
             DT_RPATH => facts.rpath = Some(string_at(entry.d_val)?),
             DT_RUNPATH => facts.runpath = Some(string_at(entry.d_val)?),
             _ => {}

@@ -1,17 +1,19 @@
 //! Load order: which libraries the loader would load for a program, found breadth-first
 //! as ld.so does, first loaded wins by name/SONAME.
 //!
-//! The loader's `_dl_map_object_deps` walks DT_NEEDED breadth-first: the program's needs
-//! in order, then each newly loaded object's needs in load order. Before searching, a name
-//! is matched against every object already loaded (the name it was loaded by, the path it
-//! was opened through, its SONAME); after searching, a file already loaded under another
-//! name (same device and inode) is not loaded again. The interpreter (PT_INTERP) is loaded
-//! by the kernel before all of this and answers to its path and its SONAME.
+//! The loader's `_dl_map_object_deps` walks a search list breadth-first: the program's
+//! dependencies in dynamic-section order, then each newly loaded object's in turn. Before
+//! searching, a name is matched against every object already loaded (the name it was
+//! loaded by, the path it was opened through, its SONAME); after searching, a file already
+//! loaded under another name (same device and inode) is not loaded again. Filtees
+//! (DT_FILTER, DT_AUXILIARY) go just before their filter and are walked next; a missing
+//! auxiliary filtee is no error. The interpreter (PT_INTERP) is mapped by the kernel
+//! before all of this and answers to its path and its SONAME.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::elf::{ElfError, ElfFacts};
+use crate::elf::{Dependency, DependencyKind, ElfError, ElfFacts};
 use crate::ldcache::LdCacheError;
 use crate::search::{Abi, Candidate, Found, LibrarySearch, PathSource, Requester};
 
@@ -107,6 +109,8 @@ impl ResolveError {
 
 /// An object in the process being modelled.
 struct Loaded {
+    /// The name it was first loaded by (its DT_NEEDED entry).
+    name: String,
     /// Names a DT_NEEDED can match: the names it was loaded by, the path it was opened
     /// through, its SONAME.
     names: Vec<String>,
@@ -243,128 +247,208 @@ impl Resolver {
             use std::os::unix::fs::MetadataExt;
             (m.dev(), m.ino())
         });
-        let mut loaded = vec![Loaded {
+        let mut order = LoadOrder::new(Loaded {
+            name: String::new(),
             names: Vec::new(),
             facts: Arc::new(facts),
             file_id,
             origin: real.parent().map(|d| d.to_string_lossy().into_owned()),
             loader: None,
             path: program.to_path_buf(),
-        }];
-        if let Some(interp) = loaded[0].facts.interpreter.clone() {
-            self.load_interpreter(&interp, abi, program, &mut loaded, &mut resolution);
-        }
+        });
+        let interpreter = order.objects[0].facts.interpreter.clone();
+        let interpreter = interpreter.and_then(|interp| {
+            self.load_interpreter(&interp, abi, program, &mut order, &mut resolution)
+        });
 
-        // Breadth-first: `loaded` is the queue; objects appended while walking it are
-        // walked after the ones before them.
-        let mut next = 0;
-        while next < loaded.len() {
-            let needed = loaded[next].facts.needed.clone();
-            for name in &needed {
-                self.load_needed(name, next, abi, &mut loaded, &mut resolution);
-            }
-            next += 1;
-        }
+        self.walk(&mut order, abi, &mut resolution);
+        resolution.libraries = order
+            .chain
+            .iter()
+            .filter(|&&i| i != 0 && Some(i) != interpreter)
+            .map(|&i| LoadedLibrary {
+                name: order.objects[i].name.clone(),
+                path: order.objects[i].path.clone(),
+            })
+            .collect();
         Ok(resolution)
     }
 
-    /// The kernel maps the interpreter at PT_INTERP's exact path, before any search.
+    /// Walks the search list breadth-first. A DT_NEEDED object joins the end of the list
+    /// (and of the loader's list) when first loaded; a filtee is put just before its filter
+    /// in both, and is walked next.
+    fn walk(&self, order: &mut LoadOrder, abi: Abi, resolution: &mut Resolution) {
+        let mut pos = 0;
+        while let Some(offset) = order.queue[pos..].iter().position(|(_, walked)| !walked) {
+            pos += offset;
+            order.queue[pos].1 = true;
+            let object = order.queue[pos].0;
+            let mut insert_at = pos;
+            let dependencies = order.objects[object].facts.dependencies.clone();
+            for dependency in &dependencies {
+                let Some(dep) = self.load(dependency, object, abi, order, resolution) else {
+                    continue;
+                };
+                let queued = order.queue.iter().position(|(o, _)| *o == dep);
+                match (dependency.kind, queued) {
+                    (DependencyKind::Needed, Some(_)) => {}
+                    (DependencyKind::Needed, None) => order.queue.push((dep, false)),
+                    // A filtee already ahead in the list stays where it is.
+                    (_, Some(at)) if at <= insert_at => {}
+                    (_, queued) => {
+                        if let Some(at) = queued {
+                            order.queue.remove(at);
+                        }
+                        order.queue.insert(insert_at, (dep, false));
+                        insert_at += 1;
+                        order.move_before(dep, object);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel maps the interpreter at PT_INTERP's exact path, before any search. It is
+    /// in the loader's list, not in the search list until something needs it.
     fn load_interpreter(
         &self,
         interp: &str,
         abi: Abi,
         program: &Path,
-        loaded: &mut Vec<Loaded>,
+        order: &mut LoadOrder,
         resolution: &mut Resolution,
-    ) {
+    ) -> Option<usize> {
         let facts = self
             .search
             .host(interp)
             .ok()
             .and_then(|host| ElfFacts::read(&host).ok())
             .filter(|f| Abi::of(f) == abi);
-        match facts {
-            Some(facts) => loaded.push(Loaded {
-                names: vec![interp.to_string()],
-                facts: Arc::new(ElfFacts {
-                    // The loader does not walk its own DT_NEEDED (it has none in glibc).
-                    needed: Vec::new(),
-                    ..facts
-                }),
-                file_id: None,
-                origin: None,
-                loader: None,
-                path: PathBuf::from(interp),
-            }),
-            None => resolution.missing.push(MissingLibrary {
+        let Some(facts) = facts else {
+            resolution.missing.push(MissingLibrary {
                 name: interp.to_string(),
                 needed_by: program.to_path_buf(),
                 reason: MissingReason::NotFound,
-            }),
-        }
+            });
+            return None;
+        };
+        Some(order.add(Loaded {
+            name: interp.to_string(),
+            names: vec![interp.to_string()],
+            facts: Arc::new(facts),
+            file_id: None,
+            origin: None,
+            loader: None,
+            path: PathBuf::from(interp),
+        }))
     }
 
-    fn load_needed(
+    /// Loads one dependency of `requester` as `_dl_map_object` does: an object already
+    /// loaded answers by name or SONAME, else the search runs and a file already loaded
+    /// under another name is not loaded again. Returns the object, or `None` when there
+    /// is none (recorded as missing, except for an auxiliary filtee: the loader goes on).
+    fn load(
         &self,
-        raw_name: &str,
+        dependency: &Dependency,
         requester: usize,
         abi: Abi,
-        loaded: &mut Vec<Loaded>,
+        order: &mut LoadOrder,
         resolution: &mut Resolution,
-    ) {
-        let req = &loaded[requester];
+    ) -> Option<usize> {
+        let optional = dependency.kind == DependencyKind::Auxiliary;
+        let req = &order.objects[requester];
         let missing = |reason| MissingLibrary {
-            name: raw_name.to_string(),
+            name: dependency.name.clone(),
             needed_by: req.path.clone(),
             reason,
         };
         let Some(name) = self
             .search
-            .expand_tokens(raw_name, req.origin.as_deref(), abi)
+            .expand_tokens(&dependency.name, req.origin.as_deref(), abi)
         else {
-            resolution.missing.push(missing(MissingReason::NotFound));
-            return;
+            if !optional {
+                resolution.missing.push(missing(MissingReason::NotFound));
+            }
+            return None;
         };
-        if loaded.iter().any(|l| l.answers_to(&name)) {
-            return;
+        if let Some(i) = order.objects.iter().position(|l| l.answers_to(&name)) {
+            return Some(i);
         }
         let found = self
             .search
-            .find(&name, &requester_paths(loaded, requester), abi);
+            .find(&name, &requester_paths(&order.objects, requester), abi);
         let (path, candidate): (String, Arc<Candidate>) = match found {
             Found::Library { path, candidate } => (path, candidate),
             Found::NotFound => {
-                resolution.missing.push(missing(MissingReason::NotFound));
-                return;
+                if !optional {
+                    resolution.missing.push(missing(MissingReason::NotFound));
+                }
+                return None;
             }
             Found::Unloadable { path, reason } => {
-                resolution.missing.push(missing(MissingReason::Unloadable {
-                    path: PathBuf::from(path),
-                    reason,
-                }));
-                return;
+                if !optional {
+                    resolution.missing.push(missing(MissingReason::Unloadable {
+                        path: PathBuf::from(path),
+                        reason,
+                    }));
+                }
+                return None;
             }
         };
-        if let Some(same) = loaded
-            .iter_mut()
-            .find(|l| l.file_id == Some(candidate.file_id))
+        if let Some(i) = order
+            .objects
+            .iter()
+            .position(|l| l.file_id == Some(candidate.file_id))
         {
             // The same file under another name: the loader adds the name, loads nothing.
-            same.names.push(name);
-            return;
+            order.objects[i].names.push(name);
+            return Some(i);
         }
-        resolution.libraries.push(LoadedLibrary {
+        Some(order.add(Loaded {
             name: name.clone(),
-            path: PathBuf::from(&path),
-        });
-        loaded.push(Loaded {
             names: vec![name, path.clone()],
             facts: Arc::new(candidate.facts.clone()),
             file_id: Some(candidate.file_id),
             origin: Some(origin_of(&path)),
             loader: Some(requester),
             path: PathBuf::from(path),
-        });
+        }))
+    }
+}
+
+/// The process being modelled: every object loaded, the loader's list of them (its
+/// `l_next` chain: what `ldd` and `dl_iterate_phdr` report) and the search list walked
+/// breadth-first.
+struct LoadOrder {
+    objects: Vec<Loaded>,
+    /// Indices into `objects`, in the loader's list order.
+    chain: Vec<usize>,
+    /// The search list: (object, walked already).
+    queue: Vec<(usize, bool)>,
+}
+
+impl LoadOrder {
+    fn new(program: Loaded) -> LoadOrder {
+        LoadOrder {
+            objects: vec![program],
+            chain: vec![0],
+            queue: vec![(0, false)],
+        }
+    }
+
+    /// A newly mapped object joins the end of the loader's list.
+    fn add(&mut self, object: Loaded) -> usize {
+        self.objects.push(object);
+        let i = self.objects.len() - 1;
+        self.chain.push(i);
+        i
+    }
+
+    /// Moves `filtee` just before `filter` in the loader's list.
+    fn move_before(&mut self, filtee: usize, filter: usize) {
+        self.chain.retain(|&i| i != filtee);
+        let at = self.chain.iter().position(|&i| i == filter).unwrap_or(0);
+        self.chain.insert(at, filtee);
     }
 }
 

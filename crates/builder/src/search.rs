@@ -14,6 +14,10 @@
 //! A candidate of another ELF class or machine is passed over and the search goes on, as
 //! the loader does; a candidate that is not a loadable ELF object at all (a linker script,
 //! an empty file) stops the loader with an error, and stops this search the same way.
+//!
+//! Not modelled, on purpose: LD_LIBRARY_PATH, LD_PRELOAD and `/etc/ld.so.preload` (the
+//! builder's environment and host configuration, which an image does not carry), and
+//! secure-mode (setuid) restrictions on `$ORIGIN`.
 
 use std::collections::HashMap;
 use std::io;

@@ -249,3 +249,14 @@ fn hwcaps_subdirectories_are_tried_in_the_loaders_order() {
         .collect();
     assert_eq!(listed.split(':').collect::<Vec<_>>(), predicted);
 }
+
+#[test]
+fn filtees_load_before_their_filter_and_a_missing_auxiliary_is_no_error() {
+    let dir = fixture("filters");
+    let r = check(&dir.join("prog"));
+    let names: Vec<&str> = r.libraries.iter().map(|l| l.name.as_str()).collect();
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(at("libfilt.so") < at("libfront.so"), "{names:?}");
+    assert!(at("libaux.so") < at("libfront.so"), "{names:?}");
+    assert!(!names.contains(&"libauxmissing.so"));
+}
