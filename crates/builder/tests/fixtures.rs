@@ -275,6 +275,7 @@ fn a_library_of_another_byte_order_stops_the_loader() {
 fn needed_with_origin_is_expanded_then_opened_as_a_path() {
     let dir = fixture("slash_needed");
     let r = check(&dir.join("prog-origin"));
+    assert_eq!(r.libraries[0].name, "$ORIGIN/lib/libdst.so");
     assert_eq!(
         r.libraries[0].path,
         Path::new(&format!("{}/lib/libdst.so", dir.display()))
