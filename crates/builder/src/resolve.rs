@@ -405,7 +405,7 @@ impl Resolver {
             return Some(i);
         }
         Some(order.add(Loaded {
-            name: name.clone(),
+            name: dependency.name.clone(),
             names: vec![name, path.clone()],
             facts: Arc::new(candidate.facts.clone()),
             file_id: Some(candidate.file_id),

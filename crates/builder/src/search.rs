@@ -32,11 +32,12 @@ use crate::elf::{ElfClass, ElfError, ElfFacts};
 use crate::hwcaps::HwCaps;
 use crate::ldcache::{self, LdCache};
 
-/// The ABI of a process: the class and machine of its program. Libraries of another ABI
-/// are skipped by the loader.
+/// The ABI of a process: the class, byte order and machine of its program. The loader
+/// passes over libraries of another class or machine, and refuses another byte order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Abi {
     pub class: ElfClass,
+    pub little_endian: bool,
     pub machine: u16,
 }
 
@@ -44,6 +45,7 @@ impl Abi {
     pub fn of(facts: &ElfFacts) -> Abi {
         Abi {
             class: facts.class,
+            little_endian: facts.little_endian,
             machine: facts.machine,
         }
     }
@@ -377,9 +379,14 @@ impl LibrarySearch {
                 probe
             }
         };
+        // The checks of the loader's `open_verify`, in its order.
         match probe {
             // Another class or machine: passed over, the search goes on.
-            Probe::Library(c) if Abi::of(&c.facts) != abi => Probe::Absent,
+            Probe::Library(c) if c.facts.class != abi.class => Probe::Absent,
+            Probe::Library(c) if c.facts.little_endian != abi.little_endian => {
+                Probe::Unloadable("ELF file data encoding does not match the program's".into())
+            }
+            Probe::Library(c) if c.facts.machine != abi.machine => Probe::Absent,
             Probe::Library(c) if !matches!(c.facts.elf_type, ET_DYN | ET_EXEC) => {
                 Probe::Unloadable("only ET_DYN and ET_EXEC can be loaded".into())
             }
@@ -528,6 +535,7 @@ mod tests {
 
     const X86_64: Abi = Abi {
         class: ElfClass::Elf64,
+        little_endian: true,
         machine: EM_X86_64,
     };
 

@@ -260,3 +260,24 @@ fn filtees_load_before_their_filter_and_a_missing_auxiliary_is_no_error() {
     assert!(at("libaux.so") < at("libfront.so"), "{names:?}");
     assert!(!names.contains(&"libauxmissing.so"));
 }
+
+#[test]
+fn a_library_of_another_byte_order_stops_the_loader() {
+    let dir = fixture("byte_order");
+    let r = check(&dir.join("prog"));
+    match &r.missing[0].reason {
+        MissingReason::Unloadable { path, .. } => assert_eq!(path, &dir.join("E/libbo.so")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn needed_with_origin_is_expanded_then_opened_as_a_path() {
+    let dir = fixture("slash_needed");
+    let r = check(&dir.join("prog-origin"));
+    assert_eq!(r.libraries[0].name, "$ORIGIN/lib/libdst.so");
+    assert_eq!(
+        r.libraries[0].path,
+        Path::new(&format!("{}/lib/libdst.so", dir.display()))
+    );
+}

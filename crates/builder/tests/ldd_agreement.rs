@@ -69,7 +69,12 @@ fn as_trace(resolution: &Resolution, default_loader_soname: &str) -> Vec<common:
         // is then already loaded and answers to its SONAME.
         .filter(|l| resolution.interpreter.is_some() || l.name != default_loader_soname)
         .map(|l| common::Traced {
-            name: l.name.clone(),
+            // ldd prints a name with a slash as its path alone.
+            name: if l.name.contains('/') {
+                l.path.to_string_lossy().into_owned()
+            } else {
+                l.name.clone()
+            },
             path: Some(l.path.to_string_lossy().into_owned()),
         })
         .collect();

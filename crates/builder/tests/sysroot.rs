@@ -138,3 +138,70 @@ fn resolves_inside_the_root_as_the_chrooted_loader_does() {
         .collect();
     assert_eq!(predicted, loaded);
 }
+
+/// Writes a copy of `from` at `to` with e_machine set to AArch64 (183), as a stand-in for
+/// a foreign-architecture file (no cross compiler needed; nothing here is run).
+fn copy_as_aarch64(from: &Path, to: &Path) {
+    let mut bytes = std::fs::read(from).unwrap();
+    bytes[18..20].copy_from_slice(&183u16.to_le_bytes());
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+    std::fs::write(to, bytes).unwrap();
+}
+
+#[test]
+fn a_root_of_another_architecture_uses_its_own_directories_and_cache_flags() {
+    const EM_AARCH64: u16 = 183;
+    let fixtures = common::fixtures().join("wrong_class");
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let host_libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6")
+        .canonicalize()
+        .unwrap();
+    copy_as_aarch64(&fixtures.join("prog"), &r.join("bin/prog"));
+    // Debian's first default directory holds an x86-64 libwc.so: passed over.
+    copy(
+        &fixtures.join("G/libwc.so"),
+        &r.join("lib/aarch64-linux-gnu/libwc.so"),
+    );
+    copy_as_aarch64(
+        &fixtures.join("G/libwc.so"),
+        &r.join("usr/lib/aarch64-linux-gnu/libwc.so"),
+    );
+    // The cache names libc.so.6 twice; only the AArch64-flagged entry applies.
+    copy(&host_libc, &r.join("opt/x86/libc.so.6"));
+    copy_as_aarch64(&host_libc, &r.join("opt/arm/libc.so.6"));
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::write(
+        r.join("etc/ld.so.cache"),
+        write_cache(&[
+            CacheEntry::new(
+                "libc.so.6",
+                "/opt/x86/libc.so.6",
+                flags_for(ElfClass::Elf64, EM_X86_64),
+            ),
+            CacheEntry::new(
+                "libc.so.6",
+                "/opt/arm/libc.so.6",
+                flags_for(ElfClass::Elf64, EM_AARCH64),
+            ),
+        ]),
+    )
+    .unwrap();
+
+    let resolver = Resolver::new(r).unwrap();
+    let resolution = resolver.resolve(Path::new("/bin/prog")).unwrap();
+    let paths: Vec<String> = resolution
+        .libraries
+        .iter()
+        .map(|l| l.path.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/usr/lib/aarch64-linux-gnu/libwc.so", "/opt/arm/libc.so.6"]
+    );
+    // The x86-64 interpreter and libc's x86-64 loader are not in this root.
+    assert!(resolution
+        .missing
+        .iter()
+        .all(|m| m.name.contains("ld-linux-x86-64")));
+}
