@@ -1,0 +1,232 @@
+//! One container, start to end, in the order the kernel needs it. Read this file top
+//! to bottom to follow a launch: the launcher's side ([`run`]) and the container's side
+//! ([`set_up`]), each step a call into the module of its kernel concept.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::error::LaunchError;
+use crate::namespaces::{self, CloneResult, CONTAINER_NAMESPACES};
+use crate::process::EXIT_LAUNCH_FAILED;
+use crate::rootfs::{self, MountPoint, WritableLayer};
+use crate::spec::ContainerSpec;
+use crate::{devices, etc_files, init, network, pty, security, userns};
+
+/// Starts the container and waits for it; returns the exit status `launch` exits with.
+pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
+    // Signals are blocked before the clone so none sent in between is lost; the
+    // launcher takes them with sigwaitinfo (or a signalfd) and passes them on.
+    let signals = init::signal_set();
+    let command_mask = init::block(&signals);
+    let (go_read, go_write) = pipe()?;
+    let pty_channel = spec.tty.then(socket_pair).transpose()?;
+
+    let mut flags = CONTAINER_NAMESPACES;
+    if spec.id_mapping.is_some() {
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
+    let child = match namespaces::clone_into_namespaces(flags) {
+        Ok(CloneResult::Child) => {
+            drop(go_write);
+            let pty_end = pty_channel.map(|(_, container_end)| container_end);
+            container_main(spec, go_read, pty_end, &command_mask)
+        }
+        Ok(CloneResult::Parent(pid)) => pid,
+        Err(e) if spec.id_mapping.is_some() && userns::is_permission_error(&e) => {
+            return Err(userns::explain_clone_failure(e));
+        }
+        Err(e) => return Err(e),
+    };
+    drop(go_read);
+
+    if let Some(mapping) = &spec.id_mapping {
+        if let Err(e) = mapping.write_for(child) {
+            kill_and_reap(child);
+            return Err(e);
+        }
+    }
+    // SAFETY: writing one byte from a valid buffer.
+    unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    drop(go_write);
+
+    let status = match pty_channel {
+        Some((launcher_end, container_end)) => {
+            drop(container_end);
+            match pty::receive_fd(&launcher_end)? {
+                Some(master) => pty::relay(master, child)?,
+                // The container failed before making its pty; it said why.
+                None => wait_forwarding_signals(child, &signals),
+            }
+        }
+        None => wait_forwarding_signals(child, &signals),
+    };
+    init::set_mask(&command_mask);
+    Ok(status)
+}
+
+/// The container's first process (PID 1 inside): sets the container up, then becomes
+/// its init. A setup failure is reported in one line and ends the launch with 125.
+fn container_main(
+    spec: &ContainerSpec,
+    go: OwnedFd,
+    pty_channel: Option<OwnedFd>,
+    command_mask: &libc::sigset_t,
+) -> ! {
+    match set_up(spec, go, pty_channel) {
+        Ok(terminal) => init::run(&spec.command, terminal, command_mask),
+        Err(e) => {
+            eprintln!("launch: {e}");
+            // SAFETY: leaving the forked child without running the parent's cleanup.
+            unsafe { libc::_exit(EXIT_LAUNCH_FAILED) }
+        }
+    }
+}
+
+/// Everything between the clone and the command, in kernel order. Returns the pty's
+/// slave end for an interactive container.
+fn set_up(
+    spec: &ContainerSpec,
+    go: OwnedFd,
+    pty_channel: Option<OwnedFd>,
+) -> Result<Option<OwnedFd>, LaunchError> {
+    let in_userns = spec.id_mapping.is_some();
+    // 1. Die with the launcher; wait until it has written our uid/gid maps.
+    init::tie_to_launcher(go)?;
+    // Modes below are given exactly (device nodes 0666, /tmp 1777).
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
+
+    // 2. Mounts, all in our own mount namespace, none propagating to the host.
+    rootfs::make_mounts_private()?;
+    let layer = WritableLayer::mount(&spec.image_root, in_userns)?;
+    let root = &layer.root;
+    let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // proc and sysfs are mounted while the host's are still reachable: in a user
+    // namespace the kernel only allows them when a full instance is already visible.
+    rootfs::mount_fresh(root, "/proc", c"proc", hidden, None)?;
+    mount_sysfs(root)?;
+    devices::populate(root, in_userns)?;
+    let tmp = libc::MS_NOSUID | libc::MS_NODEV;
+    rootfs::mount_fresh(root, "/tmp", c"tmpfs", tmp, Some(c"mode=1777"))?;
+    rootfs::mount_fresh(root, "/run", c"tmpfs", tmp, Some(c"mode=0755"))?;
+    etc_files::install(&layer.scratch, root, &spec.hostname)?;
+    for volume in &spec.volumes {
+        let kind = if volume.host.is_dir() {
+            MountPoint::Dir
+        } else {
+            MountPoint::File
+        };
+        rootfs::bind(
+            root,
+            &volume.host,
+            &volume.container,
+            kind,
+            volume.read_only,
+        )?;
+    }
+    for path in &spec.tmpfs {
+        rootfs::mount_fresh(root, path, c"tmpfs", tmp, Some(c"mode=1777"))?;
+    }
+
+    // 3. Into the new root; the host's tree is detached and out of reach.
+    rootfs::pivot_into(root)?;
+    drop(layer);
+    if spec.read_only {
+        rootfs::make_root_read_only()?;
+    }
+
+    // 4. UTS and network namespaces: our own name, loopback up.
+    // SAFETY: valid buffer and length.
+    if unsafe { libc::sethostname(spec.hostname.as_ptr().cast(), spec.hostname.len()) } < 0 {
+        return Err(LaunchError::setup(
+            "sethostname",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    network::bring_up_loopback()?;
+
+    // 5. The pty, from the container's own devpts; its master end goes to the launcher.
+    let terminal = match pty_channel {
+        Some(channel) => {
+            let (master, slave) = pty::open_pair()?;
+            pty::send_fd(&channel, &master)?;
+            Some(slave)
+        }
+        None => None,
+    };
+
+    // 6. Privileges, last: no exec may gain any, and root keeps a small set.
+    security::set_no_new_privs()?;
+    security::limit_capabilities(&security::DEFAULT_CAPABILITIES)?;
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o022) };
+    Ok(terminal)
+}
+
+/// `/sys`, read-only. A fresh sysfs shows only the container's network devices; where
+/// the kernel refuses one (some user namespaces), the host's is bound read-only.
+fn mount_sysfs(root: &OwnedFd) -> Result<(), LaunchError> {
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    rootfs::mount_fresh(root, "/sys", c"sysfs", flags, None).or_else(|_| {
+        rootfs::bind(
+            root,
+            std::path::Path::new("/sys"),
+            "/sys",
+            MountPoint::Dir,
+            true,
+        )
+    })
+}
+
+/// Waits for the container's init, forwarding the launcher's signals to it.
+fn wait_forwarding_signals(child: libc::pid_t, signals: &libc::sigset_t) -> i32 {
+    loop {
+        if let Some(code) = pty::try_wait(child) {
+            return code;
+        }
+        // SAFETY: valid sigset; the siginfo is not needed.
+        let sig = unsafe { libc::sigwaitinfo(signals, std::ptr::null_mut()) };
+        if init::FORWARDED_SIGNALS.contains(&sig) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child, sig) };
+        }
+    }
+}
+
+fn kill_and_reap(child: libc::pid_t) {
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(LaunchError::setup("pipe2", std::io::Error::last_os_error()));
+    }
+    // SAFETY: two new fds that we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two fds.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(LaunchError::setup(
+            "socketpair",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: two new fds that we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

@@ -1,0 +1,440 @@
+//! The container's root filesystem, built inside the new mount namespace so that every
+//! mount dies with it: nothing is ever mounted in the host's namespace.
+//!
+//! The cached image is the read-only lower layer of an overlay. Its writable upper layer
+//! lives on a tmpfs mounted (in our namespace only) over the image directory itself: the
+//! host sees no per-launch directory at all, and the layer vanishes with the namespace,
+//! even when `launch` is killed with SIGKILL.
+//!
+//! Every mount point inside the new root is resolved with openat2(RESOLVE_IN_ROOT), so a
+//! symlink in the image (`/etc -> /host/etc`, `/proc -> ../../..`) cannot steer a mount
+//! out of the root; the mount then targets the resolved fd through /proc/self/fd.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{check, LaunchError};
+
+/// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub container: String,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = LaunchError;
+
+    fn from_str(spec: &str) -> Result<Volume, LaunchError> {
+        let invalid = |why: &str| {
+            LaunchError::Invalid(format!(
+                "--volume {spec}: {why}; give HOST:CONTAINER or HOST:CONTAINER:ro"
+            ))
+        };
+        let mut parts = spec.split(':');
+        let (host, container) = match (parts.next(), parts.next()) {
+            (Some(h), Some(c)) if !h.is_empty() && !c.is_empty() => (h, c),
+            _ => return Err(invalid("needs a host and a container path")),
+        };
+        let read_only = match parts.next() {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(other) => return Err(invalid(&format!("unknown mode `{other}`"))),
+        };
+        if parts.next().is_some() {
+            return Err(invalid("too many `:`"));
+        }
+        if !container.starts_with('/') {
+            return Err(invalid("the container path must be absolute"));
+        }
+        let host = std::fs::canonicalize(host)
+            .map_err(|e| LaunchError::Invalid(format!("--volume {spec}: host path {host}: {e}")))?;
+        Ok(Volume {
+            host,
+            container: container.to_string(),
+            read_only,
+        })
+    }
+}
+
+/// What a mount point must be when it has to be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountPoint {
+    Dir,
+    File,
+}
+
+/// The per-launch scratch tmpfs and the overlay root built on it.
+pub struct WritableLayer {
+    /// The scratch tmpfs: holds `upper`, `work`, `merged` and the per-launch /etc files.
+    pub scratch: OwnedFd,
+    /// The overlay's root (the future `/`).
+    pub root: OwnedFd,
+}
+
+/// Makes every mount in our new namespace private, before the first mount: no mount made
+/// here propagates to the host, and no host mount event reaches in.
+pub fn make_mounts_private() -> Result<(), LaunchError> {
+    mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| LaunchError::setup("making mounts private", e))
+}
+
+impl WritableLayer {
+    /// Mounts the scratch tmpfs over `image` and the overlay (image below, tmpfs above).
+    pub fn mount(image: &Path, in_user_namespace: bool) -> Result<WritableLayer, LaunchError> {
+        let image_c = path_c(image)?;
+        // The image directory, held open: the tmpfs about to cover it stays reachable
+        // through this fd as the overlay's lower layer.
+        let lower = open_path(libc::AT_FDCWD, &image_c, libc::O_DIRECTORY)
+            .map_err(|e| LaunchError::setup(format!("opening image {}", image.display()), e))?;
+        mount(
+            Some(c"tmpfs"),
+            &image_c,
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            Some(c"mode=0755"),
+        )
+        .map_err(|e| LaunchError::setup("mounting the writable layer's tmpfs", e))?;
+        let scratch = open_path(libc::AT_FDCWD, &image_c, libc::O_DIRECTORY)
+            .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
+        for dir in [c"upper", c"work", c"merged", c"etc"] {
+            mkdir_at(scratch.as_raw_fd(), dir, 0o755)
+                .map_err(|e| LaunchError::setup("creating the writable layer's dirs", e))?;
+        }
+        let scratch_path = fd_path(scratch.as_raw_fd());
+        // In a user namespace the overlay keeps its own metadata in user.* xattrs, the
+        // only ones an unprivileged mounter may write.
+        let options = format!(
+            "lowerdir={lower},upperdir={scratch_path}/upper,workdir={scratch_path}/work{extra}",
+            lower = fd_path(lower.as_raw_fd()),
+            extra = if in_user_namespace { ",userxattr" } else { "" },
+        );
+        let merged = CString::new(format!("{scratch_path}/merged")).expect("no NUL");
+        mount(
+            Some(c"overlay"),
+            &merged,
+            Some(c"overlay"),
+            libc::MS_NOSUID,
+            Some(&CString::new(options).expect("no NUL")),
+        )
+        .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
+        let root = open_path(libc::AT_FDCWD, &merged, libc::O_DIRECTORY)
+            .map_err(|e| LaunchError::setup("opening the overlay root", e))?;
+        Ok(WritableLayer { scratch, root })
+    }
+}
+
+/// Mounts a fresh filesystem (`proc`, `tmpfs`, ...) at `path` inside the new root.
+pub fn mount_fresh(
+    root: &OwnedFd,
+    path: &str,
+    fstype: &std::ffi::CStr,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> Result<(), LaunchError> {
+    let target = mount_point(root, path, MountPoint::Dir)?;
+    mount(
+        Some(fstype),
+        &fd_path_c(target.as_raw_fd()),
+        Some(fstype),
+        flags,
+        data,
+    )
+    .map_err(|e| {
+        LaunchError::setup(
+            format!("mounting {} on {path}", fstype.to_string_lossy()),
+            e,
+        )
+    })
+}
+
+/// Bind-mounts `source` (a host path, or a /proc/self/fd path) onto `path` inside the new
+/// root, recursively, read-only when asked. Uses a detached copy of the source tree
+/// (open_tree), made read-only before it is attached, so it is never writable inside.
+pub fn bind(
+    root: &OwnedFd,
+    source: &Path,
+    path: &str,
+    kind: MountPoint,
+    read_only: bool,
+) -> Result<(), LaunchError> {
+    let step = || format!("bind-mounting {} on {path}", source.display());
+    let source_c = path_c(source)?;
+    // SAFETY: plain syscall with a valid C string.
+    let tree = check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source_c.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE,
+            )
+        },
+        step,
+    )?;
+    // SAFETY: open_tree returned a new fd that we own.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    if read_only {
+        set_read_only(
+            tree.as_raw_fd(),
+            c"",
+            libc::AT_EMPTY_PATH | AT_RECURSIVE as i32,
+        )
+        .map_err(|e| LaunchError::setup(step(), e))?;
+    }
+    let target = mount_point(root, path, kind)?;
+    // SAFETY: both fds are valid; empty paths with the EMPTY_PATH flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    check(ret, step)?;
+    Ok(())
+}
+
+/// Makes the new root the process's `/` with pivot_root, and detaches the old root so
+/// no path, not even `..` from a leaked fd's mount, leads back to the host's tree.
+pub fn pivot_into(root: &OwnedFd) -> Result<(), LaunchError> {
+    fn step(what: &str) -> impl FnOnce(std::io::Error) -> LaunchError + '_ {
+        move |e| LaunchError::setup(format!("pivot_root: {what}"), e)
+    }
+    // SAFETY: root is a valid directory fd (O_PATH fds are accepted by fchdir).
+    if unsafe { libc::fchdir(root.as_raw_fd()) } < 0 {
+        return Err(step("entering the new root")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // pivot_root(".", "."): the old root ends up stacked on the new one, then is
+    // detached; this needs no directory for it inside the image.
+    // SAFETY: plain syscalls on C strings.
+    unsafe {
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0 {
+            return Err(step("switching roots")(std::io::Error::last_os_error()));
+        }
+        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 {
+            return Err(step("detaching the old root")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if libc::chdir(c"/".as_ptr()) < 0 {
+            return Err(step("entering /")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// `--read-only`: the root mount (only it: /tmp, /run, volumes keep their own mode).
+pub fn make_root_read_only() -> Result<(), LaunchError> {
+    set_read_only(libc::AT_FDCWD, c"/", 0)
+        .map_err(|e| LaunchError::setup("making the root read-only", e))
+}
+
+/// Resolves `path` inside `root` (symlinks resolved as if `root` were `/`), creating the
+/// missing directories and, when `kind` is a file, the final file, in the writable layer.
+/// Returns an O_PATH fd of the mount point.
+pub fn mount_point(root: &OwnedFd, path: &str, kind: MountPoint) -> Result<OwnedFd, LaunchError> {
+    let step = || format!("mount point {path} in the container");
+    let relative = path.trim_start_matches('/');
+    if relative.is_empty() {
+        return open_in_root(root, c".").map_err(|e| LaunchError::setup(step(), e));
+    }
+    let relative_c = CString::new(relative)
+        .map_err(|_| LaunchError::Invalid(format!("{path}: contains a NUL byte")))?;
+    match open_in_root(root, &relative_c) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(LaunchError::setup(step(), e)),
+    }
+    let (parent, name) = match relative.rsplit_once('/') {
+        Some((parent, name)) => (mount_point(root, parent, MountPoint::Dir)?, name),
+        None => (
+            open_in_root(root, c".").map_err(|e| LaunchError::setup(step(), e))?,
+            relative,
+        ),
+    };
+    let name_c = CString::new(name).expect("checked above");
+    // The parent is a real directory inside the root now; the name may still be a
+    // dangling symlink from the image: replace it with a real entry in the upper layer.
+    let create = || match kind {
+        MountPoint::Dir => mkdir_at(parent.as_raw_fd(), &name_c, 0o755),
+        MountPoint::File => create_file_at(parent.as_raw_fd(), &name_c),
+    };
+    let created = match create() {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            // SAFETY: valid fd and C string.
+            unsafe { libc::unlinkat(parent.as_raw_fd(), name_c.as_ptr(), 0) };
+            create()
+        }
+        other => other,
+    };
+    created.map_err(|e| LaunchError::setup(step(), e))?;
+    open_in_root(root, &relative_c).map_err(|e| LaunchError::setup(step(), e))
+}
+
+fn open_in_root(root: &OwnedFd, relative: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: open_how is plain data; zero is its default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid fd, C string and open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            relative.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub(crate) fn open_path(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    extra: libc::c_int,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::openat(dir, path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | extra) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn mkdir_at(
+    dir: RawFd,
+    name: &std::ffi::CStr,
+    mode: libc::mode_t,
+) -> std::io::Result<()> {
+    // SAFETY: valid C string.
+    if unsafe { libc::mkdirat(dir, name.as_ptr(), mode) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn create_file_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: valid C string; the fd is closed right away.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+pub(crate) fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> std::io::Result<()> {
+    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: valid C strings or nulls.
+    let ret = unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_read_only(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        ..MountAttr::default()
+    };
+    // SAFETY: valid fd, C string and struct.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dir,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The magic-link path of an fd: mounting on it mounts on what the fd resolved to.
+pub(crate) fn fd_path(fd: RawFd) -> String {
+    format!("/proc/self/fd/{fd}")
+}
+
+pub(crate) fn fd_path_c(fd: RawFd) -> CString {
+    CString::new(fd_path(fd)).expect("no NUL")
+}
+
+fn path_c(path: &Path) -> Result<CString, LaunchError> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", path.display())))
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+#[derive(Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const OPEN_TREE_CLONE: u32 = 0x1;
+const AT_RECURSIVE: u32 = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_modes_parse() {
+        let v: Volume = "/tmp:/data:ro".parse().unwrap();
+        assert!(v.read_only);
+        assert_eq!(v.container, "/data");
+        let v: Volume = "/tmp:/data".parse().unwrap();
+        assert!(!v.read_only);
+        assert!("/tmp:data".parse::<Volume>().is_err());
+        assert!("/tmp:/data:rx".parse::<Volume>().is_err());
+        assert!("/does/not/exist:/data".parse::<Volume>().is_err());
+    }
+}
