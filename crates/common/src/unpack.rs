@@ -37,7 +37,7 @@
 mod in_root;
 mod stream;
 
-pub use in_root::{force_openat_walk, remove_tree};
+pub use in_root::remove_tree;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
@@ -76,6 +76,9 @@ pub struct UnpackOptions {
     /// Give entries the archive's uid/gid. Only root can; the default is "when root".
     /// Otherwise every entry belongs to the caller (who is root inside a rootless container).
     pub preserve_owner: bool,
+    /// Resolve paths with openat2(RESOLVE_IN_ROOT) where the kernel has it (the default);
+    /// `false` always takes the `openat(O_NOFOLLOW)` walk, as on kernels before 5.6.
+    pub use_openat2: bool,
 }
 
 impl Default for UnpackOptions {
@@ -85,6 +88,7 @@ impl Default for UnpackOptions {
             max_entries: DEFAULT_MAX_ENTRIES,
             keep_setid: false,
             preserve_owner: unsafe { libc::geteuid() } == 0,
+            use_openat2: true,
         }
     }
 }
@@ -197,7 +201,7 @@ pub fn unpack<R: Read + Send>(
     target: &Path,
     options: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
-    let root = open_empty_target(target)?;
+    let root = open_empty_target(target, options.use_openat2)?;
     let (compression, decoded) = stream::open(source).map_err(|err| UnpackError::Corrupt {
         after: None,
         detail: err.to_string(),
@@ -227,7 +231,7 @@ pub fn unpack_file(
     unpack(file, target, options)
 }
 
-fn open_empty_target(target: &Path) -> Result<in_root::RootDir, UnpackError> {
+fn open_empty_target(target: &Path, use_openat2: bool) -> Result<in_root::RootDir, UnpackError> {
     let target_error = |source| UnpackError::Target {
         path: target.to_path_buf(),
         source,
@@ -238,7 +242,7 @@ fn open_empty_target(target: &Path) -> Result<in_root::RootDir, UnpackError> {
             path: target.to_path_buf(),
         });
     }
-    in_root::RootDir::open(target).map_err(target_error)
+    in_root::RootDir::open(target, use_openat2).map_err(target_error)
 }
 
 /// A name split into its components with `.`, empty parts and a leading `/` gone, and `..`
@@ -397,6 +401,7 @@ impl<'o> Unpacker<'o> {
     }
 
     fn run(&mut self, reader: PipedReader) -> Result<(), UnpackError> {
+        let source_failed = reader.source_failed.clone();
         let mut archive = tar::Archive::new(reader);
         let mut headers: u64 = 0;
         let mut last: Option<EntryName> = None;
@@ -410,7 +415,9 @@ impl<'o> Unpacker<'o> {
                 let mut entry = match entries.next() {
                     None => break,
                     Some(Ok(entry)) => entry,
-                    Some(Err(err)) if headers == 0 => {
+                    // A bad first header means this is no tarball; a failing gzip stream
+                    // means a broken one.
+                    Some(Err(err)) if headers == 0 && !source_failed.get() => {
                         return Err(UnpackError::NotTar(err.to_string()))
                     }
                     Some(Err(err)) => return Err(corrupt(last, err)),

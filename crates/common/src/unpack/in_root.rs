@@ -9,24 +9,16 @@
 //! to that directory fd with `O_NOFOLLOW`/`O_EXCL`, so nothing is ever written *through* a
 //! symlink.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// More symlinks than this in one path is a loop (the kernel's own limit is 40).
 const MAX_SYMLINKS: u32 = 40;
-
-/// Set once openat2 turned out to be unusable, so later lookups go straight to the walk.
-static OPENAT2_UNUSABLE: AtomicBool = AtomicBool::new(false);
-
-/// Forces the `openat` walk even where openat2 works (tests run both resolvers).
-pub fn force_openat_walk(force: bool) {
-    OPENAT2_UNUSABLE.store(force, Ordering::Relaxed);
-}
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -53,10 +45,15 @@ fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int, mode: libc::mode_t) -> i
 /// The root of an unpack: a directory fd every other path is resolved under.
 pub struct RootDir {
     fd: OwnedFd,
+    /// Cleared once openat2 turned out to be unusable, so later lookups go straight to
+    /// the walk.
+    use_openat2: Cell<bool>,
 }
 
 impl RootDir {
-    pub fn open(path: &Path) -> io::Result<RootDir> {
+    /// Opens the root at `path`; `use_openat2: false` always takes the `openat` walk
+    /// (for tests of the fallback, and kernels where openat2 misbehaves).
+    pub fn open(path: &Path, use_openat2: bool) -> io::Result<RootDir> {
         let cpath = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in path"))?;
         let fd = open_at(
@@ -65,7 +62,10 @@ impl RootDir {
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?;
-        Ok(RootDir { fd })
+        Ok(RootDir {
+            fd,
+            use_openat2: Cell::new(use_openat2),
+        })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -79,11 +79,11 @@ impl RootDir {
         if components.is_empty() {
             return open_at(self.fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0);
         }
-        if !OPENAT2_UNUSABLE.load(Ordering::Relaxed) {
+        if self.use_openat2.get() {
             match self.open_dir_openat2(components) {
                 Ok(fd) => return Ok(fd),
                 Err(err) if errno_is(&err, libc::ENOSYS) || errno_is(&err, libc::EPERM) => {
-                    OPENAT2_UNUSABLE.store(true, Ordering::Relaxed);
+                    self.use_openat2.set(false);
                 }
                 // Missing parents are made by the walk; an over-long path (the kernel's
                 // PATH_MAX) and a concurrent-rename EAGAIN are handled one step at a time.
@@ -358,7 +358,7 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
             "refusing to remove a path without a final name",
         ));
     };
-    let dir = RootDir::open(parent)?;
+    let dir = RootDir::open(parent, false)?;
     match remove_at(dir.fd(), &c_name(name.as_bytes())?) {
         Err(err) if errno_is(&err, libc::ENOENT) => Ok(()),
         other => other,

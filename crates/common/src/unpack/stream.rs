@@ -1,7 +1,9 @@
 //! The byte stream of a tar archive: compression detected by magic number (never by file
 //! name), decompressed on a thread of its own so inflating and writing files overlap.
 
+use std::cell::Cell;
 use std::io::{self, BufReader, Read};
+use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 /// How much raw input is read at once.
@@ -78,6 +80,9 @@ pub struct PipedReader {
     at_end: bool,
     /// Set when a read returned 0 bytes (end of input) to the consumer.
     pub hit_end: bool,
+    /// Set when reading or decompressing the source failed (as opposed to the tar format).
+    /// Shared, so it can be read while the tar reader holds this reader.
+    pub source_failed: Rc<Cell<bool>>,
     /// Bytes handed to the consumer so far.
     pub consumed: u64,
 }
@@ -93,18 +98,20 @@ pub fn spawn_reader<'scope, 'env>(
     scope.spawn(move || loop {
         let mut buf = spare_rx.try_recv().unwrap_or_default();
         buf.resize(CHUNK, 0);
-        let filled = match fill(&mut source, &mut buf) {
-            Ok(n) => n,
-            Err(err) => {
-                let _ = chunk_tx.send(Err(err));
-                return;
-            }
-        };
+        let (filled, failure) = fill(&mut source, &mut buf);
         buf.truncate(filled);
-        let done = filled == 0;
-        if chunk_tx.send(Ok(buf)).is_err() || done {
+        // Data read before a failure goes first, so the error surfaces at the entry where
+        // the stream broke.
+        if filled > 0 && chunk_tx.send(Ok(buf)).is_err() {
             return;
         }
+        let last = match failure {
+            Some(err) => Err(err),
+            None if filled == 0 => Ok(Vec::new()),
+            None => continue,
+        };
+        let _ = chunk_tx.send(last);
+        return;
     });
     PipedReader {
         chunks: chunk_rx,
@@ -113,22 +120,24 @@ pub fn spawn_reader<'scope, 'env>(
         pos: 0,
         at_end: false,
         hit_end: false,
+        source_failed: Rc::new(Cell::new(false)),
         consumed: 0,
     }
 }
 
-/// Reads until `buf` is full or the input ends; returns how much was read.
-fn fill(source: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full, the input ends or fails; returns how much was read, and the
+/// failure if there was one.
+fn fill(source: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
     let mut filled = 0;
     while filled < buf.len() {
         match source.read(&mut buf[filled..]) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
+            Err(err) => return (filled, Some(err)),
         }
     }
-    Ok(filled)
+    (filled, None)
 }
 
 impl Read for PipedReader {
@@ -145,7 +154,10 @@ impl Read for PipedReader {
                     self.pos = 0;
                     self.at_end = self.current.is_empty();
                 }
-                Ok(Err(err)) => return Err(err),
+                Ok(Err(err)) => {
+                    self.source_failed.set(true);
+                    return Err(err);
+                }
                 Err(_) => {
                     return Err(io::Error::new(
                         io::ErrorKind::BrokenPipe,
