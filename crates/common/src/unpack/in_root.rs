@@ -308,14 +308,21 @@ pub fn remove_tree_at(dir: RawFd, name: &CStr) -> io::Result<()> {
         match cvt(unsafe { libc::unlinkat(sub.as_raw_fd(), cchild.as_ptr(), 0) }) {
             Ok(_) => {}
             Err(err) if errno_is(&err, libc::EISDIR) || errno_is(&err, libc::EPERM) => {
-                remove_tree_at(sub.as_raw_fd(), &cchild)?
+                match remove_tree_at(sub.as_raw_fd(), &cchild) {
+                    // Someone else removing the same tree got there first.
+                    Err(err) if errno_is(&err, libc::ENOENT) => {}
+                    other => other?,
+                }
             }
             Err(err) if errno_is(&err, libc::ENOENT) => {}
             Err(err) => return Err(err),
         }
     }
     drop(sub);
-    cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) }).map(drop)
+    match cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), libc::AT_REMOVEDIR) }) {
+        Err(err) if !errno_is(&err, libc::ENOENT) => Err(err),
+        _ => Ok(()),
+    }
 }
 
 /// The names in a directory, without `.` and `..`.
