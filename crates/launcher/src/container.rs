@@ -20,6 +20,14 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     let (go_read, go_write) = pipe()?;
     let pty_channel = spec.tty.then(socket_pair).transpose()?;
 
+    // The image tree goes to the container as our working directory: the clone moves it
+    // into the new mount namespace (see `WritableLayer::mount`). Nothing the launcher
+    // does afterwards depends on its cwd.
+    // SAFETY: a valid directory fd.
+    if unsafe { libc::fchdir(spec.image.as_raw_fd()) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(LaunchError::setup("entering the image tree", e));
+    }
     let mut flags = CONTAINER_NAMESPACES;
     if spec.id_mapping.is_some() {
         flags |= libc::CLONE_NEWUSER as u64;
@@ -97,7 +105,7 @@ fn set_up(
 
     // 2. Mounts, all in our own mount namespace, none propagating to the host.
     rootfs::make_mounts_private()?;
-    let layer = WritableLayer::mount(&spec.image_root, in_userns)?;
+    let layer = WritableLayer::mount(in_userns)?;
     let root = &layer.root;
     let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // proc and sysfs are mounted while the host's are still reachable: in a user

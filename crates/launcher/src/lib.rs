@@ -25,31 +25,36 @@ pub mod userns;
 pub use error::LaunchError;
 pub use spec::{ContainerSpec, LaunchOptions};
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cache::ImageCache;
 
 /// Launches the container `options` describe; returns the exit status for `launch`.
 pub fn launch(options: &LaunchOptions) -> Result<i32, LaunchError> {
-    let image_root = image_root(options)?;
-    let spec = ContainerSpec::new(options, &image_root)?;
+    // The cache stays open until the container ends: it marks the image in use, so a
+    // concurrent `launch cache prune` leaves it alone.
+    let (tree, _cache) = image_tree(options)?;
+    let image = spec::open_image_tree(&tree, &options.image)?;
+    let spec = ContainerSpec::new(options, image)?;
     container::run(&spec)
 }
 
-/// The read-only tree of the image: a directory is used in place, a tarball comes
-/// from the cache (unpacked there on first use).
-fn image_root(options: &LaunchOptions) -> Result<std::path::PathBuf, LaunchError> {
+/// The read-only tree of the image: a directory is used in place (the cache is not
+/// even opened), a tarball comes from the cache, unpacked there on first use.
+fn image_tree(options: &LaunchOptions) -> Result<(PathBuf, Option<ImageCache>), LaunchError> {
     let image = &options.image;
     let meta = std::fs::metadata(image)
         .map_err(|e| LaunchError::Invalid(format!("image {}: {e}", image.display())))?;
     if meta.is_dir() {
-        return std::fs::canonicalize(image)
-            .map_err(|e| LaunchError::Invalid(format!("image {}: {e}", image.display())));
+        return Ok((image.clone(), None));
     }
-    let dir = options
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| Path::new("/var/cache/mkroot-launch").to_path_buf());
-    let cache = ImageCache::open(&dir)?;
-    Ok(cache.get_or_unpack(image)?.root)
+    let cache = open_cache(options.cache_dir.as_deref())?;
+    let tree = cache.get_or_unpack(image)?.root;
+    Ok((tree, Some(cache)))
+}
+
+/// The image cache at `dir`, or at its default place.
+pub fn open_cache(dir: Option<&Path>) -> Result<ImageCache, LaunchError> {
+    let dir = dir.map_or_else(ImageCache::default_dir, Path::to_path_buf);
+    Ok(ImageCache::open(&dir)?)
 }

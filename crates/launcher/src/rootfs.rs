@@ -2,9 +2,9 @@
 //! mount dies with it: nothing is ever mounted in the host's namespace.
 //!
 //! The cached image is the read-only lower layer of an overlay. Its writable upper layer
-//! lives on a tmpfs mounted (in our namespace only) over the image directory itself: the
-//! host sees no per-launch directory at all, and the layer vanishes with the namespace,
-//! even when `launch` is killed with SIGKILL.
+//! lives on a tmpfs that is never attached anywhere (a detached mount, held by an fd):
+//! the host sees no per-launch directory at all, and the layer vanishes with the
+//! namespace, even when `launch` is killed with SIGKILL. Nothing needs sweeping.
 //!
 //! Every mount point inside the new root is resolved with openat2(RESOLVE_IN_ROOT), so a
 //! symlink in the image (`/etc -> /host/etc`, `/proc -> ../../..`) cannot steer a mount
@@ -66,9 +66,10 @@ pub enum MountPoint {
     File,
 }
 
-/// The per-launch scratch tmpfs and the overlay root built on it.
+/// The per-launch writable layer and the overlay root built on it.
 pub struct WritableLayer {
-    /// The scratch tmpfs: holds `upper`, `work`, `merged` and the per-launch /etc files.
+    /// The scratch tmpfs (never attached anywhere): holds `upper`, `work` and the
+    /// per-launch /etc files.
     pub scratch: OwnedFd,
     /// The overlay's root (the future `/`).
     pub root: OwnedFd,
@@ -82,48 +83,134 @@ pub fn make_mounts_private() -> Result<(), LaunchError> {
 }
 
 impl WritableLayer {
-    /// Mounts the scratch tmpfs over `image` and the overlay (image below, tmpfs above).
-    pub fn mount(image: &Path, in_user_namespace: bool) -> Result<WritableLayer, LaunchError> {
-        let image_c = path_c(image)?;
-        // The image directory, held open: the tmpfs about to cover it stays reachable
-        // through this fd as the overlay's lower layer.
-        let lower = open_path(libc::AT_FDCWD, &image_c, libc::O_DIRECTORY)
-            .map_err(|e| LaunchError::setup(format!("opening image {}", image.display()), e))?;
-        mount(
-            Some(c"tmpfs"),
-            &image_c,
-            Some(c"tmpfs"),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            Some(c"mode=0755"),
-        )
-        .map_err(|e| LaunchError::setup("mounting the writable layer's tmpfs", e))?;
-        let scratch = open_path(libc::AT_FDCWD, &image_c, libc::O_DIRECTORY)
-            .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
-        for dir in [c"upper", c"work", c"merged", c"etc"] {
+    /// Builds the overlay: the image tree below, a fresh tmpfs above; and attaches it
+    /// over the image directory, in our mount namespace only.
+    ///
+    /// The image tree is the working directory the launcher handed down through the
+    /// clone: the kernel moves a cloned process's cwd into the new mount namespace (an
+    /// fd opened before the clone would still point into the host's, which overlayfs
+    /// refuses). No path is resolved here, so no directory above the image (a 0700
+    /// cache) needs to be searchable from inside a user namespace.
+    pub fn mount(in_user_namespace: bool) -> Result<WritableLayer, LaunchError> {
+        // SAFETY: valid C string.
+        let image = unsafe {
+            libc::open(
+                c".".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if image < 0 {
+            return Err(LaunchError::setup(
+                "opening the image tree",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: a new fd that we own.
+        let image = unsafe { OwnedFd::from_raw_fd(image) };
+        let scratch = new_mount(c"tmpfs", &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            .map_err(|e| LaunchError::setup("creating the writable layer's tmpfs", e))?;
+        for dir in [c"upper", c"work", c"etc"] {
             mkdir_at(scratch.as_raw_fd(), dir, 0o755)
                 .map_err(|e| LaunchError::setup("creating the writable layer's dirs", e))?;
         }
         let scratch_path = fd_path(scratch.as_raw_fd());
+        let c = |s: String| CString::new(s).expect("no NUL");
+        let lower = c(fd_path(image.as_raw_fd()));
+        let upper = c(format!("{scratch_path}/upper"));
+        let work = c(format!("{scratch_path}/work"));
+        let mut options: Vec<(&std::ffi::CStr, Option<&std::ffi::CStr>)> = vec![
+            (c"lowerdir", Some(&lower)),
+            (c"upperdir", Some(&upper)),
+            (c"workdir", Some(&work)),
+        ];
         // In a user namespace the overlay keeps its own metadata in user.* xattrs, the
         // only ones an unprivileged mounter may write.
-        let options = format!(
-            "lowerdir={lower},upperdir={scratch_path}/upper,workdir={scratch_path}/work{extra}",
-            lower = fd_path(lower.as_raw_fd()),
-            extra = if in_user_namespace { ",userxattr" } else { "" },
-        );
-        let merged = CString::new(format!("{scratch_path}/merged")).expect("no NUL");
-        mount(
-            Some(c"overlay"),
-            &merged,
-            Some(c"overlay"),
-            libc::MS_NOSUID,
-            Some(&CString::new(options).expect("no NUL")),
-        )
-        .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
-        let root = open_path(libc::AT_FDCWD, &merged, libc::O_DIRECTORY)
-            .map_err(|e| LaunchError::setup("opening the overlay root", e))?;
+        if in_user_namespace {
+            options.push((c"userxattr", None));
+        }
+        let root = new_mount(c"overlay", &options, MOUNT_ATTR_NOSUID)
+            .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
+        // Attached over the image directory: pivot_root needs the new root in the tree.
+        move_mount(&root, &image)
+            .map_err(|e| LaunchError::setup("attaching the overlay root", e))?;
         Ok(WritableLayer { scratch, root })
     }
+}
+
+/// Creates a filesystem instance and a detached mount of it (fsopen, fsconfig,
+/// fsmount); `options` are (key, value) pairs, a `None` value setting a flag.
+fn new_mount(
+    fstype: &std::ffi::CStr,
+    options: &[(&std::ffi::CStr, Option<&std::ffi::CStr>)],
+    attributes: u32,
+) -> std::io::Result<OwnedFd> {
+    let last_error = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls with valid C strings; each new fd is owned at once.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC);
+        if fs < 0 {
+            return Err(last_error());
+        }
+        let fs = OwnedFd::from_raw_fd(fs as RawFd);
+        for (key, value) in options {
+            let (command, value) = match value {
+                Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+                None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+            };
+            if libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                command,
+                key.as_ptr(),
+                value,
+                0,
+            ) < 0
+            {
+                return Err(last_error());
+            }
+        }
+        let null = std::ptr::null::<libc::c_char>();
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            null,
+            null,
+            0,
+        ) < 0
+        {
+            return Err(last_error());
+        }
+        let mnt = libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attributes,
+        );
+        if mnt < 0 {
+            return Err(last_error());
+        }
+        Ok(OwnedFd::from_raw_fd(mnt as RawFd))
+    }
+}
+
+/// Attaches the detached mount `mount` on what `target` (an fd) refers to.
+fn move_mount(mount: &OwnedFd, target: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: both fds are valid; empty paths with the EMPTY_PATH flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Mounts a fresh filesystem (`proc`, `tmpfs`, ...) at `path` inside the new root.
@@ -185,19 +272,7 @@ pub fn bind(
         .map_err(|e| LaunchError::setup(step(), e))?;
     }
     let target = mount_point(root, path, kind)?;
-    // SAFETY: both fds are valid; empty paths with the EMPTY_PATH flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    check(ret, step)?;
-    Ok(())
+    move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))
 }
 
 /// Makes the new root the process's `/` with pivot_root, and detaches the old root so
@@ -299,20 +374,6 @@ fn open_in_root(root: &OwnedFd, relative: &std::ffi::CStr) -> std::io::Result<Ow
     }
     // SAFETY: a new fd that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-pub(crate) fn open_path(
-    dir: RawFd,
-    path: &std::ffi::CStr,
-    extra: libc::c_int,
-) -> std::io::Result<OwnedFd> {
-    // SAFETY: valid C string.
-    let fd = unsafe { libc::openat(dir, path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | extra) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 pub(crate) fn mkdir_at(
@@ -421,6 +482,13 @@ const OPEN_TREE_CLONE: u32 = 0x1;
 const AT_RECURSIVE: u32 = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+const MOUNT_ATTR_NOSUID: u32 = 0x2;
+const MOUNT_ATTR_NODEV: u32 = 0x4;
+const FSOPEN_CLOEXEC: u32 = 0x1;
+const FSMOUNT_CLOEXEC: u32 = 0x1;
+const FSCONFIG_SET_FLAG: u32 = 0;
+const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_CMD_CREATE: u32 = 6;
 
 #[cfg(test)]
 mod tests {

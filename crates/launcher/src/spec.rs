@@ -37,10 +37,10 @@ pub struct LaunchOptions {
 }
 
 /// A container ready to be started.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ContainerSpec {
-    /// The read-only image tree, the overlay's lower layer.
-    pub image_root: PathBuf,
+    /// The read-only image tree (an O_PATH fd), the overlay's lower layer.
+    pub image: OwnedFd,
     pub hostname: String,
     pub command: Command,
     pub volumes: Vec<Volume>,
@@ -52,9 +52,10 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
-    pub fn new(options: &LaunchOptions, image_root: &Path) -> Result<ContainerSpec, LaunchError> {
+    /// `image` is the image tree, opened by [`open_image_tree`].
+    pub fn new(options: &LaunchOptions, image: OwnedFd) -> Result<ContainerSpec, LaunchError> {
         let manifest = if options.command.is_empty() {
-            read_manifest(image_root)?
+            read_manifest(&image, &options.image)?
         } else {
             None
         };
@@ -94,7 +95,7 @@ impl ContainerSpec {
             None
         };
         Ok(ContainerSpec {
-            image_root: image_root.to_path_buf(),
+            image,
             hostname,
             command: Command {
                 argv,
@@ -165,29 +166,33 @@ fn environment(
     Ok(env)
 }
 
-/// Reads the image's manifest, if it has one. Opened with RESOLVE_IN_ROOT: a symlink in
-/// an image cannot make the launcher read a host file.
-fn read_manifest(image_root: &Path) -> Result<Option<ImageManifest>, LaunchError> {
+/// Opens an image tree (a directory) for the container: an O_PATH fd, through which
+/// alone the container's setup reaches it.
+pub fn open_image_tree(tree: &Path, image: &Path) -> Result<OwnedFd, LaunchError> {
     use std::os::unix::ffi::OsStrExt;
-    let root_c = CString::new(image_root.as_os_str().as_bytes()).map_err(|_| {
-        LaunchError::Invalid(format!("{}: contains a NUL byte", image_root.display()))
-    })?;
+    let tree_c = CString::new(tree.as_os_str().as_bytes())
+        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", image.display())))?;
     // SAFETY: valid C string.
-    let root = unsafe {
+    let fd = unsafe {
         libc::open(
-            root_c.as_ptr(),
+            tree_c.as_ptr(),
             libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
         )
     };
-    if root < 0 {
+    if fd < 0 {
         let e = std::io::Error::last_os_error();
-        return Err(LaunchError::setup(
-            format!("opening image {}", image_root.display()),
-            e,
-        ));
+        return Err(LaunchError::Invalid(format!(
+            "image {}: {e}",
+            image.display()
+        )));
     }
     // SAFETY: a new fd that we own.
-    let root = unsafe { OwnedFd::from_raw_fd(root) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads the image's manifest, if it has one. Opened with RESOLVE_IN_ROOT: a symlink in
+/// an image cannot make the launcher read a host file.
+fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ImageManifest>, LaunchError> {
     // SAFETY: open_how is plain data; zero is its default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
@@ -197,13 +202,13 @@ fn read_manifest(image_root: &Path) -> Result<Option<ImageManifest>, LaunchError
     let fd = unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            root.as_raw_fd(),
+            tree.as_raw_fd(),
             path.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
         )
     };
-    let where_ = || format!("{}/{MANIFEST_PATH}", image_root.display());
+    let where_ = || format!("{}: {MANIFEST_PATH}", image.display());
     if fd < 0 {
         let e = std::io::Error::last_os_error();
         return match e.raw_os_error() {
