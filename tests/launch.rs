@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mkroot_e2e::launch::{
-    describe, host_mounts, launch, launch_bin, stdout, tree_listing, BusyboxImage, TestUser,
+    describe, host_mounts, launch, launch_bin, open_up, stdout, tree_listing, BusyboxImage,
+    TestUser,
 };
 
 fn run_in(image: &BusyboxImage, script: &str) -> std::process::Output {
@@ -153,6 +154,21 @@ fn rootless_maps_the_caller_to_root() {
     assert_eq!(text.lines().nth(2), Some("0"), "root inside: {text}");
     assert!(text.ends_with("x\n"), "{text}");
     assert!(!root.join("written").exists(), "the image is untouched");
+
+    // A tarball, unpacked into the user's own cache (~/.cache/mkroot-launch).
+    let tarball = image.tarball();
+    open_up(&tarball);
+    let out = user.launch(&[
+        tarball.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; ls /bin/busybox",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "0\n/bin/busybox\n");
+    let home = std::path::PathBuf::from(format!("/home/{}", user.name));
+    assert_eq!(names_in(&home.join(".cache/mkroot-launch/images")).len(), 1);
 }
 
 #[test]
@@ -307,14 +323,32 @@ fn a_file_written_to_root_is_gone_at_the_next_launch() {
     assert!(String::from_utf8_lossy(&ro.stderr).contains("Read-only file system"));
 }
 
+/// The names in `dir` (empty when it does not exist).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 #[test]
-fn ten_launches_of_one_image_at_once_all_succeed() {
+fn ten_launches_of_one_image_at_once_all_succeed_and_share_one_cache_entry() {
     let image = BusyboxImage::new();
-    let root = image.root();
+    let tarball = image.tarball();
+    let cache = tempfile::tempdir().unwrap();
     let children: Vec<_> = (0..10)
         .map(|i| {
             Command::new(launch_bin())
-                .args([root.to_str().unwrap(), "--", "/bin/sh", "-c"])
+                .arg("--cache-dir")
+                .arg(cache.path())
+                .arg(&tarball)
+                .args(["--", "/bin/sh", "-c"])
                 .arg(format!("echo {i} > /mine && cat /mine"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -332,6 +366,42 @@ fn ten_launches_of_one_image_at_once_all_succeed() {
             "each container its own layer"
         );
     }
+    assert_eq!(
+        names_in(&cache.path().join("images")).len(),
+        1,
+        "one cache entry"
+    );
+    assert!(
+        names_in(&cache.path().join("tmp")).is_empty(),
+        "no unpack left over"
+    );
+    assert!(
+        names_in(&cache.path().join("layers")).is_empty(),
+        "no layer left over"
+    );
+}
+
+#[test]
+fn the_cache_is_listed_and_pruned() {
+    let image = BusyboxImage::new();
+    let tarball = image.tarball();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    let out = launch(["--cache-dir", dir, tarball.to_str().unwrap(), "--", "true"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let digest = names_in(&cache.path().join("images"))
+        .pop()
+        .expect("cached");
+
+    let ls = launch(["cache", "ls", "--cache-dir", dir]);
+    assert!(ls.status.success(), "{}", describe(&ls));
+    assert!(stdout(&ls).contains(&digest[..16]), "{}", describe(&ls));
+
+    let prune = launch(["cache", "prune", "--cache-dir", dir]);
+    assert!(prune.status.success(), "{}", describe(&prune));
+    assert!(names_in(&cache.path().join("images")).is_empty());
+    let ls = launch(["cache", "ls", "--cache-dir", dir]);
+    assert!(!stdout(&ls).contains(&digest[..16]), "{}", describe(&ls));
 }
 
 #[test]
@@ -365,11 +435,24 @@ fn an_interactive_shell_through_a_real_pty() {
 fn nothing_is_left_behind_after_exit_error_or_sigkill() {
     let image = BusyboxImage::new();
     let root = image.root();
+    let cache = tempfile::tempdir().unwrap();
     let mounts = host_mounts();
     let files = tree_listing(&root);
 
     let ok = run_in(&image, "touch /a /tmp/b; mount | grep -c overlay");
     assert!(ok.status.success(), "{}", describe(&ok));
+    let tarball = image.tarball();
+    let cached = launch([
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        tarball.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "touch /a /tmp/b",
+    ]);
+    assert!(cached.status.success(), "{}", describe(&cached));
+    let cached_files = tree_listing(cache.path());
     let failed = launch([
         root.to_str().unwrap(),
         "--workdir",
@@ -408,4 +491,11 @@ fn nothing_is_left_behind_after_exit_error_or_sigkill() {
 
     assert_eq!(host_mounts(), mounts, "no mount leaked into the host");
     assert_eq!(tree_listing(&root), files, "no file left in the image dir");
+    assert_eq!(
+        tree_listing(cache.path()),
+        cached_files,
+        "nothing added to the cache"
+    );
+    assert!(names_in(&cache.path().join("tmp")).is_empty());
+    assert!(names_in(&cache.path().join("layers")).is_empty());
 }
