@@ -499,3 +499,46 @@ fn nothing_is_left_behind_after_exit_error_or_sigkill() {
     assert!(names_in(&cache.path().join("tmp")).is_empty());
     assert!(names_in(&cache.path().join("layers")).is_empty());
 }
+
+#[test]
+fn user_workdir_and_environment_reach_the_command() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let env_file = image.dir.path().join("env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=1\nBOTH=file\n").unwrap();
+    let out = launch([
+        root.to_str().unwrap(),
+        "-u",
+        "1000:1001",
+        "-w",
+        "/tmp",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-e",
+        "BOTH=flag",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; id -g; pwd; echo $FROM_FILE $BOTH; grep Cap[EP][fr][fm] /proc/self/status",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..4], ["1000", "1001", "/tmp", "1 flag"], "{text}");
+    // Not root: no capabilities left at all.
+    for line in &lines[4..] {
+        assert!(line.ends_with("0000000000000000"), "{text}");
+    }
+
+    let root_caps = run_in(&image, "grep CapBnd /proc/self/status");
+    let mask = stdout(&root_caps);
+    let mask = u64::from_str_radix(mask.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    assert_eq!(
+        mask & (CAP_SYS_ADMIN | CAP_NET_ADMIN),
+        0,
+        "root inside keeps a small set"
+    );
+    assert!(mask.count_ones() <= 14, "{mask:x}");
+}

@@ -6,18 +6,22 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::error::LaunchError;
 use crate::namespaces::{self, CloneResult, CONTAINER_NAMESPACES};
-use crate::process::EXIT_LAUNCH_FAILED;
+use crate::process::{self, EXIT_LAUNCH_FAILED};
 use crate::rootfs::{self, MountPoint, WritableLayer};
 use crate::spec::ContainerSpec;
 use crate::{devices, etc_files, init, network, pty, security, userns};
 
 /// Starts the container and waits for it; returns the exit status `launch` exits with.
 pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
-    // Signals are blocked before the clone so none sent in between is lost; the
-    // launcher takes them with sigwaitinfo (or a signalfd) and passes them on.
+    // Signals are blocked before the clone so none sent in between is lost; once the
+    // child's PID is known the launcher passes them on.
     let signals = init::signal_set();
     let command_mask = init::block(&signals);
     let (go_read, go_write) = pipe()?;
+    // The container's init reports the command's exit status here once everything in
+    // the container is dead, so the launcher can exit without also waiting while the
+    // kernel tears the namespaces down (several RCU grace periods).
+    let (status_read, status_write) = pipe()?;
     let pty_channel = spec.tty.then(socket_pair).transpose()?;
 
     // The image tree goes to the container as our working directory: the clone moves it
@@ -35,8 +39,9 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     let child = match namespaces::clone_into_namespaces(flags) {
         Ok(CloneResult::Child) => {
             drop(go_write);
+            drop(status_read);
             let pty_end = pty_channel.map(|(_, container_end)| container_end);
-            container_main(spec, go_read, pty_end, &command_mask)
+            container_main(spec, go_read, status_write, pty_end, &command_mask)
         }
         Ok(CloneResult::Parent(pid)) => pid,
         Err(e) if spec.id_mapping.is_some() && userns::is_permission_error(&e) => {
@@ -45,6 +50,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         Err(e) => return Err(e),
     };
     drop(go_read);
+    drop(status_write);
 
     if let Some(mapping) = &spec.id_mapping {
         if let Err(e) = mapping.write_for(child) {
@@ -56,19 +62,19 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) };
     drop(go_write);
 
-    let status = match pty_channel {
+    let code = match pty_channel {
         Some((launcher_end, container_end)) => {
             drop(container_end);
             match pty::receive_fd(&launcher_end)? {
-                Some(master) => pty::relay(master, child)?,
+                Some(master) => pty::relay(master, child, &status_read)?,
                 // The container failed before making its pty; it said why.
-                None => wait_forwarding_signals(child, &signals),
+                None => wait_for_exit_status(child, &status_read, &command_mask),
             }
         }
-        None => wait_forwarding_signals(child, &signals),
+        None => wait_for_exit_status(child, &status_read, &command_mask),
     };
     init::set_mask(&command_mask);
-    Ok(status)
+    Ok(code)
 }
 
 /// The container's first process (PID 1 inside): sets the container up, then becomes
@@ -76,11 +82,12 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
 fn container_main(
     spec: &ContainerSpec,
     go: OwnedFd,
+    status: OwnedFd,
     pty_channel: Option<OwnedFd>,
     command_mask: &libc::sigset_t,
 ) -> ! {
     match set_up(spec, go, pty_channel) {
-        Ok(terminal) => init::run(&spec.command, terminal, command_mask),
+        Ok(terminal) => init::run(&spec.command, terminal, status, command_mask),
         Err(e) => {
             eprintln!("launch: {e}");
             // SAFETY: leaving the forked child without running the parent's cleanup.
@@ -185,17 +192,19 @@ fn mount_sysfs(root: &OwnedFd) -> Result<(), LaunchError> {
     })
 }
 
-/// Waits for the container's init, forwarding the launcher's signals to it.
-fn wait_forwarding_signals(child: libc::pid_t, signals: &libc::sigset_t) -> i32 {
-    loop {
-        if let Some(code) = pty::try_wait(child) {
-            return code;
-        }
-        // SAFETY: valid sigset; the siginfo is not needed.
-        let sig = unsafe { libc::sigwaitinfo(signals, std::ptr::null_mut()) };
-        if init::FORWARDED_SIGNALS.contains(&sig) {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child, sig) };
+/// Waits for the command's exit status from the container's init, forwarding the
+/// launcher's signals to it meanwhile. If init dies without a word (killed, or setup
+/// failed and said why), its own exit status is the answer.
+fn wait_for_exit_status(child: libc::pid_t, status: &OwnedFd, mask: &libc::sigset_t) -> i32 {
+    init::forward_signals_to(child);
+    init::set_mask(mask);
+    match init::read_exit_status(status) {
+        Some(code) => code,
+        None => {
+            let mut wait_status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(child, &mut wait_status, 0) };
+            process::exit_code(wait_status)
         }
     }
 }

@@ -5,9 +5,10 @@
 //! command's status once it ends (the kernel then kills what is left in the namespace).
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::LaunchError;
-use crate::process::{self, Command};
+use crate::process::{self, Command, PreparedCommand};
 
 /// The signals `launch` passes on to the command.
 pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
@@ -74,7 +75,12 @@ pub fn tie_to_launcher(go: OwnedFd) -> Result<(), LaunchError> {
 
 /// Runs the command under this init. `terminal` is the pty's slave end for an
 /// interactive container; `command_mask` the signal mask the command starts with.
-pub fn run(command: &Command, terminal: Option<OwnedFd>, command_mask: &libc::sigset_t) -> ! {
+pub fn run(
+    command: &Command,
+    terminal: Option<OwnedFd>,
+    status: OwnedFd,
+    command_mask: &libc::sigset_t,
+) -> ! {
     // Init runs the launcher's binary: not dumpable, no process in the container may
     // open /proc/1/exe, /proc/1/mem or ptrace it (the command, once exec'd, is dumpable
     // again as usual).
@@ -86,23 +92,29 @@ pub fn run(command: &Command, terminal: Option<OwnedFd>, command_mask: &libc::si
         // SAFETY: installing a handler that does nothing.
         unsafe { libc::signal(sig, ignore_signal as *const () as libc::sighandler_t) };
     }
-    // SAFETY: fork in a single-threaded process.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        eprintln!("launch: fork: {}", std::io::Error::last_os_error());
-        // SAFETY: exiting PID 1 ends the container.
-        unsafe { libc::_exit(process::EXIT_LAUNCH_FAILED) };
-    }
-    if child == 0 {
-        start_command(command, terminal, command_mask);
-    }
+    let prepared = PreparedCommand::new(
+        command,
+        terminal.as_ref().map(AsRawFd::as_raw_fd),
+        *command_mask,
+    );
+    let child = match prepared.spawn() {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("launch: starting the command: {e}");
+            // SAFETY: exiting PID 1 ends the container.
+            unsafe { libc::_exit(process::EXIT_LAUNCH_FAILED) };
+        }
+    };
+    drop(prepared);
     drop(terminal);
     let waited = signal_set();
     loop {
         // SAFETY: valid sigset; the siginfo is not needed.
         let sig = unsafe { libc::sigwaitinfo(&waited, std::ptr::null_mut()) };
         if sig == libc::SIGCHLD {
-            reap(child);
+            if let Some(code) = reap(child) {
+                finish(code, status);
+            }
         } else if FORWARDED_SIGNALS.contains(&sig) {
             // SAFETY: plain kill of our own child.
             unsafe { libc::kill(child, sig) };
@@ -110,38 +122,79 @@ pub fn run(command: &Command, terminal: Option<OwnedFd>, command_mask: &libc::si
     }
 }
 
-/// Reaps every finished child; exits with the command's status when it is among them.
-fn reap(command: libc::pid_t) {
+/// Reaps every finished child; the command's exit code when it is among them.
+fn reap(command: libc::pid_t) -> Option<i32> {
     loop {
         let mut status = 0;
         // SAFETY: valid status pointer.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
         if pid <= 0 {
-            return;
+            return None;
         }
         if pid == command {
-            // SAFETY: PID 1 exits; the kernel kills the rest of the namespace.
-            unsafe { libc::_exit(process::exit_code(status)) };
+            return Some(process::exit_code(status));
         }
     }
 }
 
-fn start_command(command: &Command, terminal: Option<OwnedFd>, mask: &libc::sigset_t) -> ! {
-    set_mask(mask);
-    // A session of its own: the command cannot reach the launcher's terminal (no
-    // TIOCSTI into the host's shell), and with a pty it gets that pty as its own.
-    // SAFETY: plain syscalls on a valid fd.
+/// The command has ended: kill and reap whatever it left running, so the container is
+/// empty, then tell the launcher the exit code and leave. The kernel's teardown of the
+/// namespaces (and their mounts) follows without holding the launcher up.
+fn finish(code: i32, status: OwnedFd) -> ! {
+    // SAFETY: kill(-1) from a PID namespace's init reaches every other process in it
+    // and nothing outside; then reap them all.
     unsafe {
-        libc::setsid();
-        if let Some(tty) = &terminal {
-            let fd = tty.as_raw_fd();
-            libc::ioctl(fd, libc::TIOCSCTTY, 0);
-            for target in 0..=2 {
-                libc::dup2(fd, target);
-            }
+        libc::kill(-1, libc::SIGKILL);
+        while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {}
+        let bytes = code.to_ne_bytes();
+        libc::write(status.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(code)
+    }
+}
+
+/// The launcher's side: reads the exit code [`finish`] sent; `None` when init died
+/// without sending one.
+pub fn read_exit_status(status: &OwnedFd) -> Option<i32> {
+    let mut bytes = [0u8; 4];
+    loop {
+        // SAFETY: reading into a valid buffer.
+        let n = unsafe { libc::read(status.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+        if n == 4 {
+            return Some(i32::from_ne_bytes(bytes));
+        }
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Where the launcher's signal handlers send what they catch: the container's init.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// The launcher's side: passes the forwarded signals on to `child` (its init) from
+/// now on. The signals must still be blocked; unblock them afterwards.
+pub fn forward_signals_to(child: libc::pid_t) {
+    FORWARD_TO.store(child, Ordering::Relaxed);
+    for sig in FORWARDED_SIGNALS {
+        // SAFETY: sigaction is plain data; the handler is async-signal-safe. SA_RESTART
+        // keeps the launcher's read of the exit status going.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(sig, &action, std::ptr::null_mut());
         }
     }
-    process::exec(command)
 }
 
 extern "C" fn ignore_signal(_: libc::c_int) {}

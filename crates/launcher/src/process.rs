@@ -2,7 +2,7 @@
 //! the launcher's exit status (docker's conventions).
 
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::RawFd;
 
 use crate::error::LaunchError;
 use crate::security;
@@ -59,101 +59,176 @@ pub fn exit_code(status: libc::c_int) -> i32 {
     }
 }
 
-/// Runs in the command's own process: switches user and directory, closes inherited
-/// fds and execs. Never returns; when exec fails the process exits 126 or 127.
-pub fn exec(command: &Command) -> ! {
-    let fail = |code: i32, message: String| -> ! {
-        eprintln!("launch: {message}");
-        // SAFETY: _exit in a forked child, skipping the parent's atexit state.
-        unsafe { libc::_exit(code) }
-    };
-    let Some(program) = command.argv.first() else {
-        fail(EXIT_LAUNCH_FAILED, "no command to run".to_string())
-    };
-    if let Some(user) = command.user {
-        if let Err(e) = switch_user(user) {
-            fail(EXIT_LAUNCH_FAILED, e.to_string());
+/// The command made ready to exec before the process that runs it exists: that process
+/// shares init's memory until it execs (as posix_spawn does: no page tables copied, no
+/// copy-on-write faults), so it must not allocate. Everything it needs is here.
+pub struct PreparedCommand {
+    /// Own the strings the pointer arrays point into.
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    env_ptrs: Vec<*const libc::c_char>,
+    /// The program as given (when it has a `/`), else each PATH entry joined with it.
+    candidates: Vec<CString>,
+    workdir: CString,
+    user: Option<User>,
+    terminal: Option<RawFd>,
+    mask: libc::sigset_t,
+    /// Messages for the failures, formatted in advance.
+    not_found: Vec<u8>,
+    cannot_run: Vec<u8>,
+    bad_workdir: Vec<u8>,
+    bad_user: Vec<u8>,
+}
+
+impl PreparedCommand {
+    /// `terminal` becomes the command's controlling terminal and stdio; `mask` its
+    /// signal mask.
+    pub fn new(
+        command: &Command,
+        terminal: Option<RawFd>,
+        mask: libc::sigset_t,
+    ) -> PreparedCommand {
+        let c = |s: &str| CString::new(s).unwrap_or_default();
+        let argv: Vec<CString> = command.argv.iter().map(|a| c(a)).collect();
+        let env: Vec<CString> = command.env.iter().map(|e| c(e)).collect();
+        let pointers = |items: &[CString]| -> Vec<*const libc::c_char> {
+            items
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain([std::ptr::null()])
+                .collect()
+        };
+        let program = command.argv.first().map(String::as_str).unwrap_or("");
+        let path_var = command
+            .env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        PreparedCommand {
+            argv_ptrs: pointers(&argv),
+            env_ptrs: pointers(&env),
+            _argv: argv,
+            _env: env,
+            candidates: candidates(program, path_var),
+            workdir: c(&command.workdir),
+            user: command.user,
+            terminal,
+            mask,
+            not_found: format!("launch: {program}: command not found\n").into_bytes(),
+            cannot_run: format!("launch: {program}: ").into_bytes(),
+            bad_workdir: format!("launch: --workdir {}: ", command.workdir).into_bytes(),
+            bad_user: b"launch: --user: ".to_vec(),
         }
     }
-    let workdir = CString::new(command.workdir.as_str()).unwrap_or_default();
-    // SAFETY: valid C string. The path is resolved after pivot_root, inside the container.
-    if unsafe { libc::chdir(workdir.as_ptr()) } < 0 {
-        let e = std::io::Error::last_os_error();
-        fail(
-            EXIT_LAUNCH_FAILED,
-            format!("--workdir {}: {e}", command.workdir),
-        );
+
+    /// Starts the command in a child that shares this process's memory until it execs
+    /// (CLONE_VM | CLONE_VFORK: the caller waits meanwhile). Returns its PID.
+    pub fn spawn(&self) -> std::io::Result<libc::pid_t> {
+        let mut stack = vec![0u8; 64 * 1024];
+        // SAFETY: the stack outlives the child's use of it (CLONE_VFORK returns only once
+        // the child has exec'd or exited); `start` only reads `self` and makes syscalls.
+        let pid = unsafe {
+            let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+            libc::clone(
+                start_command,
+                top as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                self as *const PreparedCommand as *mut libc::c_void,
+            )
+        };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(pid)
     }
-    let path_var = command
-        .env
-        .iter()
-        .find_map(|kv| kv.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH);
-    let Some(resolved) = find_program(program, path_var) else {
-        fail(EXIT_NOT_FOUND, format!("{program}: command not found"))
-    };
-    let to_c = |items: &[String]| -> Vec<CString> {
-        items
-            .iter()
-            .map(|s| CString::new(s.as_str()).unwrap_or_default())
-            .collect()
-    };
-    let argv = to_c(&command.argv);
-    let env = to_c(&command.env);
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut env_ptrs: Vec<*const libc::c_char> = env.iter().map(|s| s.as_ptr()).collect();
-    env_ptrs.push(std::ptr::null());
-    security::close_inherited_fds();
-    // SAFETY: null-terminated arrays of valid C strings, alive across the call.
-    unsafe { libc::execve(resolved.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
-    let e = std::io::Error::last_os_error();
-    let code = match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => EXIT_NOT_FOUND,
-        _ => EXIT_CANNOT_RUN,
-    };
-    fail(code, format!("{program}: {e}"))
+}
+
+/// The command's process, from clone to exec. Only syscalls: no allocation, no locks.
+extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the PreparedCommand that `spawn` passed, alive while we run.
+    let p = unsafe { &*(arg as *const PreparedCommand) };
+    // SAFETY: syscalls on data prepared for them.
+    unsafe {
+        libc::sigprocmask(libc::SIG_SETMASK, &p.mask, std::ptr::null_mut());
+        // A session of its own: the command cannot reach the launcher's terminal (no
+        // TIOCSTI into the host's shell), and with a pty it gets that pty as its own.
+        libc::setsid();
+        if let Some(tty) = p.terminal {
+            libc::ioctl(tty, libc::TIOCSCTTY, 0);
+            for target in 0..=2 {
+                libc::dup2(tty, target);
+            }
+        }
+        if let Some(user) = p.user {
+            // setgroups is denied in a user namespace (by design): the groups stay as
+            // the namespace has them.
+            let groups_ok = libc::setgroups(1, &user.gid) == 0 || errno() == libc::EPERM;
+            if !groups_ok || libc::setgid(user.gid) < 0 || libc::setuid(user.uid) < 0 {
+                fail(&p.bad_user, errno(), EXIT_LAUNCH_FAILED);
+            }
+        }
+        // Resolved after pivot_root: inside the container.
+        if libc::chdir(p.workdir.as_ptr()) < 0 {
+            fail(&p.bad_workdir, errno(), EXIT_LAUNCH_FAILED);
+        }
+        security::close_inherited_fds();
+        // Like execvp: the first candidate that runs wins; a candidate that exists but
+        // cannot run is remembered, the search goes on past names that do not exist.
+        let mut error = libc::ENOENT;
+        for candidate in &p.candidates {
+            libc::execve(
+                candidate.as_ptr(),
+                p.argv_ptrs.as_ptr(),
+                p.env_ptrs.as_ptr(),
+            );
+            match errno() {
+                libc::ENOENT | libc::ENOTDIR => {}
+                e => error = e,
+            }
+        }
+        if error == libc::ENOENT {
+            libc::write(2, p.not_found.as_ptr().cast(), p.not_found.len());
+            libc::_exit(EXIT_NOT_FOUND);
+        }
+        fail(&p.cannot_run, error, EXIT_CANNOT_RUN)
+    }
+}
+
+/// Writes `prefix`, the error's text and a newline to stderr, and exits with `code`.
+/// Allocation-free, for the command's process before exec.
+fn fail(prefix: &[u8], error: libc::c_int, code: i32) -> ! {
+    // SAFETY: writes from valid buffers; strerror returns a static string for errnos.
+    unsafe {
+        libc::write(2, prefix.as_ptr().cast(), prefix.len());
+        let text = std::ffi::CStr::from_ptr(libc::strerror(error)).to_bytes();
+        libc::write(2, text.as_ptr().cast(), text.len());
+        libc::write(2, b"\n".as_ptr().cast(), 1);
+        libc::_exit(code)
+    }
+}
+
+fn errno() -> libc::c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// The PATH used when neither the image nor the user sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Finds `program` like execvp: a name with a `/` is used as is, otherwise the first
-/// executable regular file of that name in `path_var`.
-fn find_program(program: &str, path_var: &str) -> Option<CString> {
+/// Where execvp would look for `program`: the name itself when it has a `/`, else each
+/// PATH entry joined with it.
+fn candidates(program: &str, path_var: &str) -> Vec<CString> {
     if program.contains('/') {
-        return CString::new(program).ok();
+        return CString::new(program).into_iter().collect();
+    }
+    if program.is_empty() {
+        return Vec::new();
     }
     path_var
         .split(':')
         .filter(|dir| !dir.is_empty())
-        .find_map(|dir| {
-            let candidate = std::path::Path::new(dir).join(program);
-            let c = CString::new(candidate.as_os_str().as_bytes()).ok()?;
-            // SAFETY: valid C string.
-            let executable = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
-            (executable && candidate.is_file()).then_some(c)
-        })
-}
-
-fn switch_user(user: User) -> Result<(), LaunchError> {
-    let fail = |what: String| LaunchError::setup(what, std::io::Error::last_os_error());
-    // SAFETY: plain syscalls. setgroups is denied in a user namespace (by design); the
-    // supplementary groups then stay what the namespace gave (none mapped).
-    unsafe {
-        if libc::setgroups(1, &user.gid) < 0
-            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
-        {
-            return Err(fail(format!("--user: setting groups to {}", user.gid)));
-        }
-        if libc::setgid(user.gid) < 0 {
-            return Err(fail(format!("--user: switching to gid {}", user.gid)));
-        }
-        if libc::setuid(user.uid) < 0 {
-            return Err(fail(format!("--user: switching to uid {}", user.uid)));
-        }
-    }
-    Ok(())
+        .filter_map(|dir| CString::new(format!("{}/{program}", dir.trim_end_matches('/'))).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -182,12 +257,15 @@ mod tests {
     }
 
     #[test]
-    fn programs_are_found_on_path() {
+    fn programs_are_looked_up_like_execvp() {
+        let names = |list: Vec<CString>| -> Vec<String> {
+            list.into_iter().map(|c| c.into_string().unwrap()).collect()
+        };
+        assert_eq!(names(candidates("/x/y", "/bin")), ["/x/y"]);
         assert_eq!(
-            find_program("/x/y", "/bin").unwrap().to_str().unwrap(),
-            "/x/y"
+            names(candidates("sh", "/usr/bin/::/bin")),
+            ["/usr/bin/sh", "/bin/sh"]
         );
-        assert!(find_program("sh", "/nonexistent:/bin").is_some());
-        assert!(find_program("no-such-program-here", "/bin").is_none());
+        assert!(candidates("", "/bin").is_empty());
     }
 }

@@ -118,8 +118,9 @@ pub fn sync_window_size(master: BorrowedFd) {
 }
 
 /// Relays between the user's stdin/stdout and the pty `master` until the container's
-/// init (`child`) exits; forwards signals to it. Returns its exit status.
-pub fn relay(master: OwnedFd, child: libc::pid_t) -> Result<i32, LaunchError> {
+/// init (`child`) reports the command's exit status on `status`; forwards signals to
+/// it meanwhile. Returns that status.
+pub fn relay(master: OwnedFd, child: libc::pid_t, status: &OwnedFd) -> Result<i32, LaunchError> {
     let _terminal = RawTerminal::enter();
     sync_window_size(master.as_fd());
     let set = init::signal_set();
@@ -141,6 +142,7 @@ pub fn relay(master: OwnedFd, child: libc::pid_t) -> Result<i32, LaunchError> {
             pollfd(signals.as_raw_fd(), true),
             pollfd(master.as_raw_fd(), master_open),
             pollfd(libc::STDIN_FILENO, stdin_open && master_open),
+            pollfd(status.as_raw_fd(), true),
         ];
         // SAFETY: valid pollfd array.
         if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
@@ -174,28 +176,25 @@ pub fn relay(master: OwnedFd, child: libc::pid_t) -> Result<i32, LaunchError> {
             let sig = info.ssi_signo as libc::c_int;
             if sig == libc::SIGWINCH {
                 sync_window_size(master.as_fd());
-            } else if sig == libc::SIGCHLD {
-                if let Some(code) = try_wait(child) {
-                    // The command may have written its last words just before exiting.
-                    while master_open && readable(master.as_raw_fd()) {
-                        master_open = copy(master.as_raw_fd(), libc::STDOUT_FILENO, &mut buf);
-                    }
-                    return Ok(code);
-                }
-            } else {
+            } else if init::FORWARDED_SIGNALS.contains(&sig) {
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(child, sig) };
             }
         }
+        if fds[3].revents != 0 {
+            let code = init::read_exit_status(status).unwrap_or_else(|| {
+                let mut wait_status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(child, &mut wait_status, 0) };
+                process::exit_code(wait_status)
+            });
+            // The command may have written its last words just before exiting.
+            while master_open && readable(master.as_raw_fd()) {
+                master_open = copy(master.as_raw_fd(), libc::STDOUT_FILENO, &mut buf);
+            }
+            return Ok(code);
+        }
     }
-}
-
-/// Waits for `child` without blocking; its exit status once it has ended.
-pub fn try_wait(child: libc::pid_t) -> Option<i32> {
-    let mut status = 0;
-    // SAFETY: valid status pointer.
-    let pid = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
-    (pid == child).then(|| process::exit_code(status))
 }
 
 fn pollfd(fd: RawFd, wanted: bool) -> libc::pollfd {

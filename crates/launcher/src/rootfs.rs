@@ -2,9 +2,9 @@
 //! mount dies with it: nothing is ever mounted in the host's namespace.
 //!
 //! The cached image is the read-only lower layer of an overlay. Its writable upper layer
-//! lives on a tmpfs that is never attached anywhere (a detached mount, held by an fd):
-//! the host sees no per-launch directory at all, and the layer vanishes with the
-//! namespace, even when `launch` is killed with SIGKILL. Nothing needs sweeping.
+//! lives on a tmpfs that exists only in the container's mount namespace: the host sees
+//! no per-launch directory at all, and the layer vanishes with the namespace, even
+//! when `launch` is killed with SIGKILL. Nothing needs sweeping.
 //!
 //! Every mount point inside the new root is resolved with openat2(RESOLVE_IN_ROOT), so a
 //! symlink in the image (`/etc -> /host/etc`, `/proc -> ../../..`) cannot steer a mount
@@ -68,8 +68,8 @@ pub enum MountPoint {
 
 /// The per-launch writable layer and the overlay root built on it.
 pub struct WritableLayer {
-    /// The scratch tmpfs (never attached anywhere): holds `upper`, `work` and the
-    /// per-launch /etc files.
+    /// The scratch tmpfs: holds `upper`, `work` and the per-launch /etc files. Attached
+    /// under the old root only, so it is out of reach once the old root is detached.
     pub scratch: OwnedFd,
     /// The overlay's root (the future `/`).
     pub root: OwnedFd,
@@ -109,6 +109,12 @@ impl WritableLayer {
         let image = unsafe { OwnedFd::from_raw_fd(image) };
         let scratch = new_mount(c"tmpfs", &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
             .map_err(|e| LaunchError::setup("creating the writable layer's tmpfs", e))?;
+        // Attached (over the image directory, in the old root's tree, our namespace only)
+        // rather than left detached: a detached mount is torn down on its own when its
+        // last fd closes, with a full RCU grace period; attached, it goes with the old
+        // root in one batch.
+        move_mount(&scratch, &image)
+            .map_err(|e| LaunchError::setup("attaching the writable layer's tmpfs", e))?;
         for dir in [c"upper", c"work", c"etc"] {
             mkdir_at(scratch.as_raw_fd(), dir, 0o755)
                 .map_err(|e| LaunchError::setup("creating the writable layer's dirs", e))?;
@@ -130,7 +136,8 @@ impl WritableLayer {
         }
         let root = new_mount(c"overlay", &options, MOUNT_ATTR_NOSUID)
             .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
-        // Attached over the image directory: pivot_root needs the new root in the tree.
+        // Attached over the image directory (on top of the scratch tmpfs): pivot_root
+        // needs the new root in the tree.
         move_mount(&root, &image)
             .map_err(|e| LaunchError::setup("attaching the overlay root", e))?;
         Ok(WritableLayer { scratch, root })
