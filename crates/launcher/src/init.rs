@@ -142,9 +142,13 @@ fn reap(command: libc::pid_t) -> Option<i32> {
 /// namespaces (and their mounts) follows without holding the launcher up.
 fn finish(code: i32, status: OwnedFd) -> ! {
     // SAFETY: kill(-1) from a PID namespace's init reaches every other process in it
-    // and nothing outside; then reap them all.
+    // and nothing outside; then reap them all. Outside a PID namespace kill(-1) would
+    // reach every process of the host: only PID 1 may ever make this call, so a
+    // mistake elsewhere can never turn it loose on the host.
     unsafe {
-        libc::kill(-1, libc::SIGKILL);
+        if libc::getpid() == 1 {
+            libc::kill(-1, libc::SIGKILL);
+        }
         while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {}
         let bytes = code.to_ne_bytes();
         libc::write(status.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
