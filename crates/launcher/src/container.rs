@@ -32,8 +32,15 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         let e = std::io::Error::last_os_error();
         return Err(LaunchError::setup("entering the image tree", e));
     }
+    // SAFETY: getpid cannot fail.
+    let launcher = unsafe { libc::getpid() };
+    // Without a user namespace the launcher makes the network namespace in parallel
+    // (see `network`); with one, it comes with the clone.
+    let net_from_launcher = spec.id_mapping.is_none();
     let mut flags = CONTAINER_NAMESPACES;
-    if spec.id_mapping.is_some() {
+    if net_from_launcher {
+        flags &= !(libc::CLONE_NEWNET as u64);
+    } else {
         flags |= libc::CLONE_NEWUSER as u64;
     }
     let child = match namespaces::clone_into_namespaces(flags) {
@@ -41,7 +48,14 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
             drop(go_write);
             drop(status_read);
             let pty_end = pty_channel.map(|(_, container_end)| container_end);
-            container_main(spec, go_read, status_write, pty_end, &command_mask)
+            container_main(
+                spec,
+                launcher,
+                go_read,
+                status_write,
+                pty_end,
+                &command_mask,
+            )
         }
         Ok(CloneResult::Parent(pid)) => pid,
         Err(e) if spec.id_mapping.is_some() && userns::is_permission_error(&e) => {
@@ -58,8 +72,14 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
             return Err(e);
         }
     }
-    // SAFETY: writing one byte from a valid buffer.
-    unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    init::let_container_go_on(&go_write);
+    if net_from_launcher {
+        if let Err(e) = network::create_for_container() {
+            kill_and_reap(child);
+            return Err(e);
+        }
+        init::let_container_go_on(&go_write);
+    }
     drop(go_write);
 
     let code = match pty_channel {
@@ -81,12 +101,13 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
 /// its init. A setup failure is reported in one line and ends the launch with 125.
 fn container_main(
     spec: &ContainerSpec,
+    launcher: libc::pid_t,
     go: OwnedFd,
     status: OwnedFd,
     pty_channel: Option<OwnedFd>,
     command_mask: &libc::sigset_t,
 ) -> ! {
-    match set_up(spec, go, pty_channel) {
+    match set_up(spec, launcher, go, pty_channel) {
         Ok(terminal) => init::run(&spec.command, terminal, status, command_mask),
         Err(e) => {
             eprintln!("launch: {e}");
@@ -100,25 +121,25 @@ fn container_main(
 /// slave end for an interactive container.
 fn set_up(
     spec: &ContainerSpec,
+    launcher: libc::pid_t,
     go: OwnedFd,
     pty_channel: Option<OwnedFd>,
 ) -> Result<Option<OwnedFd>, LaunchError> {
     let in_userns = spec.id_mapping.is_some();
     // 1. Die with the launcher; wait until it has written our uid/gid maps.
-    init::tie_to_launcher(go)?;
+    init::tie_to_launcher(&go)?;
     // Modes below are given exactly (device nodes 0666, /tmp 1777).
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
 
     // 2. Mounts, all in our own mount namespace, none propagating to the host.
     rootfs::make_mounts_private()?;
-    let layer = WritableLayer::mount(in_userns)?;
+    let layer = WritableLayer::mount(in_userns, &mount_points(spec))?;
     let root = &layer.root;
     let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // proc and sysfs are mounted while the host's are still reachable: in a user
     // namespace the kernel only allows them when a full instance is already visible.
     rootfs::mount_fresh(root, "/proc", c"proc", hidden, None)?;
-    mount_sysfs(root)?;
     devices::populate(root, in_userns)?;
     let tmp = libc::MS_NOSUID | libc::MS_NODEV;
     rootfs::mount_fresh(root, "/tmp", c"tmpfs", tmp, Some(c"mode=1777"))?;
@@ -142,14 +163,23 @@ fn set_up(
         rootfs::mount_fresh(root, path, c"tmpfs", tmp, Some(c"mode=1777"))?;
     }
 
-    // 3. Into the new root; the host's tree is detached and out of reach.
+    // 3. The network namespace: joined now if the launcher made it. sysfs comes after,
+    // as it shows the network devices of the namespace that mounts it.
+    if !in_userns {
+        init::wait_for_launcher(&go);
+        network::join_launchers(launcher)?;
+    }
+    drop(go);
+    mount_sysfs(root)?;
+
+    // 4. Into the new root; the host's tree is detached and out of reach.
     rootfs::pivot_into(root)?;
     drop(layer);
     if spec.read_only {
         rootfs::make_root_read_only()?;
     }
 
-    // 4. UTS and network namespaces: our own name, loopback up.
+    // 5. UTS (our own name); in a user namespace, the network's loopback comes up here.
     // SAFETY: valid buffer and length.
     if unsafe { libc::sethostname(spec.hostname.as_ptr().cast(), spec.hostname.len()) } < 0 {
         return Err(LaunchError::setup(
@@ -157,9 +187,11 @@ fn set_up(
             std::io::Error::last_os_error(),
         ));
     }
-    network::bring_up_loopback()?;
+    if in_userns {
+        network::bring_up_loopback()?;
+    }
 
-    // 5. The pty, from the container's own devpts; its master end goes to the launcher.
+    // 6. The pty, from the container's own devpts; its master end goes to the launcher.
     let terminal = match pty_channel {
         Some(channel) => {
             let (master, slave) = pty::open_pair()?;
@@ -169,12 +201,32 @@ fn set_up(
         None => None,
     };
 
-    // 6. Privileges, last: no exec may gain any, and root keeps a small set.
+    // 7. Privileges, last: no exec may gain any, and root keeps a small set.
     security::set_no_new_privs()?;
     security::limit_capabilities(&security::DEFAULT_CAPABILITIES)?;
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o022) };
     Ok(terminal)
+}
+
+/// Every path the setup mounts on, in the container.
+fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
+    let fixed = ["/proc", "/sys", "/dev", "/tmp", "/run"].map(|p| (p, MountPoint::Dir));
+    let volumes = spec.volumes.iter().map(|v| {
+        let kind = if v.host.is_dir() {
+            MountPoint::Dir
+        } else {
+            MountPoint::File
+        };
+        (v.container.as_str(), kind)
+    });
+    let tmpfs = spec.tmpfs.iter().map(|p| (p.as_str(), MountPoint::Dir));
+    fixed
+        .into_iter()
+        .chain(etc_files::MOUNT_POINTS)
+        .chain(volumes)
+        .chain(tmpfs)
+        .collect()
 }
 
 /// `/sys`, read-only. A fresh sysfs shows only the container's network devices; where
@@ -198,7 +250,8 @@ fn mount_sysfs(root: &OwnedFd) -> Result<(), LaunchError> {
 fn wait_for_exit_status(child: libc::pid_t, status: &OwnedFd, mask: &libc::sigset_t) -> i32 {
     init::forward_signals_to(child);
     init::set_mask(mask);
-    match init::read_exit_status(status) {
+    let r = init::read_exit_status(status);
+    match r {
         Some(code) => code,
         None => {
             let mut wait_status = 0;

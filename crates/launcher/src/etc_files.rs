@@ -5,7 +5,6 @@
 use std::ffi::CString;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
 
 use crate::error::LaunchError;
 use crate::rootfs::{self, MountPoint};
@@ -28,20 +27,31 @@ pub fn contents(hostname: &str) -> [(&'static str, String); 3] {
     ]
 }
 
-/// Writes the files into `scratch/etc` and bind-mounts each read-only on `/etc/<name>`.
+/// Where the files go in the container: mount points for [`install`].
+pub const MOUNT_POINTS: [(&str, MountPoint); 3] = [
+    ("/etc/hostname", MountPoint::File),
+    ("/etc/hosts", MountPoint::File),
+    ("/etc/resolv.conf", MountPoint::File),
+];
+
+/// Writes the files into `scratch/etc` and bind-mounts each on `/etc/<name>`. They stay
+/// writable, as docker's are (a program may add a host or a name server): writes land
+/// in the scratch copy, never in the image.
 pub fn install(scratch: &OwnedFd, root: &OwnedFd, hostname: &str) -> Result<(), LaunchError> {
     let etc = rootfs::fd_path(scratch.as_raw_fd()) + "/etc";
     for (name, content) in contents(hostname) {
         let path = format!("{etc}/{name}");
         write_new(&path, content.as_bytes())
             .map_err(|e| LaunchError::setup(format!("writing /etc/{name}"), e))?;
-        rootfs::bind(
-            root,
-            Path::new(&path),
-            &format!("/etc/{name}"),
-            MountPoint::File,
-            true,
-        )?;
+        let target = rootfs::mount_point(root, &format!("/etc/{name}"), MountPoint::File)?;
+        rootfs::mount(
+            Some(&CString::new(path).expect("no NUL")),
+            &rootfs::fd_path_c(target.as_raw_fd()),
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .map_err(|e| LaunchError::setup(format!("bind-mounting /etc/{name}"), e))?;
     }
     Ok(())
 }

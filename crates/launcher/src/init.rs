@@ -55,7 +55,7 @@ pub fn set_mask(mask: &libc::sigset_t) {
 /// Waits for the launcher's go-ahead (sent once our user namespace maps are written),
 /// having first asked the kernel to kill us if the launcher dies: nothing of the
 /// container may outlive a launcher killed with SIGKILL. EOF means it died already.
-pub fn tie_to_launcher(go: OwnedFd) -> Result<(), LaunchError> {
+pub fn tie_to_launcher(go: &OwnedFd) -> Result<(), LaunchError> {
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
         return Err(LaunchError::setup(
@@ -63,6 +63,12 @@ pub fn tie_to_launcher(go: OwnedFd) -> Result<(), LaunchError> {
             std::io::Error::last_os_error(),
         ));
     }
+    wait_for_launcher(go);
+    Ok(())
+}
+
+/// Waits for the launcher's next go-ahead byte on `go`; exits at EOF (it is gone).
+pub fn wait_for_launcher(go: &OwnedFd) {
     let mut byte = 0u8;
     // SAFETY: reading one byte into a valid buffer.
     let n = unsafe { libc::read(go.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
@@ -70,7 +76,12 @@ pub fn tie_to_launcher(go: OwnedFd) -> Result<(), LaunchError> {
         // SAFETY: the launcher is gone; nobody is left to report to.
         unsafe { libc::_exit(process::EXIT_LAUNCH_FAILED) };
     }
-    Ok(())
+}
+
+/// The launcher's side of [`wait_for_launcher`].
+pub fn let_container_go_on(go: &OwnedFd) {
+    // SAFETY: writing one byte from a valid buffer.
+    unsafe { libc::write(go.as_raw_fd(), b"g".as_ptr().cast(), 1) };
 }
 
 /// Runs the command under this init. `terminal` is the pty's slave end for an

@@ -91,7 +91,15 @@ impl WritableLayer {
     /// fd opened before the clone would still point into the host's, which overlayfs
     /// refuses). No path is resolved here, so no directory above the image (a 0700
     /// cache) needs to be searchable from inside a user namespace.
-    pub fn mount(in_user_namespace: bool) -> Result<WritableLayer, LaunchError> {
+    ///
+    /// `mount_points` are the paths the setup will mount on: those the image lacks are
+    /// made in the upper layer before the overlay exists (plain mkdir on the tmpfs),
+    /// rather than through the overlay later, which would first copy their parent
+    /// directory up.
+    pub fn mount(
+        in_user_namespace: bool,
+        mount_points: &[(&str, MountPoint)],
+    ) -> Result<WritableLayer, LaunchError> {
         // SAFETY: valid C string.
         let image = unsafe {
             libc::open(
@@ -119,6 +127,14 @@ impl WritableLayer {
             mkdir_at(scratch.as_raw_fd(), dir, 0o755)
                 .map_err(|e| LaunchError::setup("creating the writable layer's dirs", e))?;
         }
+        let upper = open_dir_at(scratch.as_raw_fd(), c"upper")
+            .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
+        for (path, kind) in mount_points {
+            seed_mount_point(&image, &upper, path, *kind).map_err(|e| {
+                LaunchError::setup(format!("mount point {path} in the container"), e)
+            })?;
+        }
+        drop(upper);
         let scratch_path = fd_path(scratch.as_raw_fd());
         let c = |s: String| CString::new(s).expect("no NUL");
         let lower = c(fd_path(image.as_raw_fd()));
@@ -142,6 +158,97 @@ impl WritableLayer {
             .map_err(|e| LaunchError::setup("attaching the overlay root", e))?;
         Ok(WritableLayer { scratch, root })
     }
+}
+
+/// Makes `path` (relative to the root) in `upper` when the image (`lower`) lacks it,
+/// with the parent directories it needs copied from the image's (mode and owner). Stops
+/// quietly at a symlink in the image: such a path is resolved later, inside the root.
+fn seed_mount_point(
+    lower: &OwnedFd,
+    upper: &OwnedFd,
+    path: &str,
+    kind: MountPoint,
+) -> std::io::Result<()> {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let mut prefix = String::new();
+    for (i, name) in components.iter().enumerate() {
+        if *name == "." || *name == ".." {
+            return Ok(());
+        }
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(name);
+        let last = i + 1 == components.len();
+        let prefix_c = CString::new(prefix.as_str()).map_err(|_| einval())?;
+        // SAFETY: stat is plain data; valid fd and C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let found = unsafe {
+            libc::fstatat(
+                lower.as_raw_fd(),
+                prefix_c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } == 0;
+        let is_dir = found && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        match (found, last) {
+            // In the image already: nothing to make (a mount on it needs no copy-up).
+            (true, true) => return Ok(()),
+            // A symlink or file on the way: leave it to the in-root resolution.
+            (true, false) if !is_dir => return Ok(()),
+            // A directory on the way: the upper layer needs it to hold what follows.
+            (true, false) => match mkdir_at(upper.as_raw_fd(), &prefix_c, st.st_mode & 0o7777) {
+                Ok(()) => {
+                    // SAFETY: valid fd and C string. An owner the user namespace does
+                    // not map stays root's.
+                    unsafe {
+                        libc::fchownat(
+                            upper.as_raw_fd(),
+                            prefix_c.as_ptr(),
+                            st.st_uid,
+                            st.st_gid,
+                            0,
+                        )
+                    };
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            },
+            (false, _) => {
+                let made = if last && kind == MountPoint::File {
+                    create_file_at(upper.as_raw_fd(), &prefix_c)
+                } else {
+                    mkdir_at(upper.as_raw_fd(), &prefix_c, 0o755)
+                };
+                match made {
+                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn einval() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+fn open_dir_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: valid fd and C string.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Creates a filesystem instance and a detached mount of it (fsopen, fsconfig,
