@@ -542,3 +542,68 @@ fn user_workdir_and_environment_reach_the_command() {
     );
     assert!(mask.count_ones() <= 14, "{mask:x}");
 }
+
+#[test]
+fn the_images_recorded_command_and_environment_are_the_default() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    std::fs::create_dir_all(root.join(".mkroot")).unwrap();
+    let manifest = mkroot_common::manifest::ImageManifest {
+        version: mkroot_common::manifest::MANIFEST_VERSION,
+        cmd: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo from-manifest $IMAGE_VAR".into(),
+        ],
+        env: vec!["IMAGE_VAR=7".into()],
+        files: Vec::new(),
+    };
+    std::fs::write(
+        root.join(mkroot_common::manifest::MANIFEST_PATH),
+        manifest.to_json_bytes(),
+    )
+    .unwrap();
+    let out = launch([root.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "from-manifest 7\n");
+    // A command given after `--` wins; the image's environment still applies.
+    let out = launch([
+        root.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo $IMAGE_VAR",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "\n",
+        "the image env comes with the image's command only"
+    );
+}
+
+#[test]
+fn userns_as_root_maps_root_inside_to_an_unprivileged_range() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let out = launch([
+        root.to_str().unwrap(),
+        "--userns",
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u; echo w > /written && cat /written",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let map: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(map[0], 0, "{text}");
+    assert!(map[1] >= 1000, "root inside is not root outside: {text}");
+    assert!(map[2] >= 1, "{text}");
+    assert!(text.ends_with("0\nw\n"), "{text}");
+}

@@ -128,6 +128,9 @@ fn set_up(
     let in_userns = spec.id_mapping.is_some();
     // 1. Die with the launcher; wait until it has written our uid/gid maps.
     init::tie_to_launcher(&go)?;
+    if in_userns {
+        userns::become_root_inside()?;
+    }
     // Modes below are given exactly (device nodes 0666, /tmp 1777).
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };

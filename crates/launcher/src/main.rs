@@ -84,7 +84,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            eprintln!("launch: {e}");
+            // One line, whatever the message carries (a library error may quote input).
+            let message = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("launch: {message}");
             ExitCode::from(EXIT_LAUNCH_FAILED as u8)
         }
     }

@@ -73,6 +73,22 @@ impl IdMapping {
     }
 }
 
+/// In the container, once the maps are written: takes uid and gid 0 of the new
+/// namespace. Rootless the caller is that already; as root with `--userns` the process
+/// is still the host's root (unmapped inside) until it does this.
+pub fn become_root_inside() -> Result<(), LaunchError> {
+    // SAFETY: plain syscalls.
+    unsafe {
+        if libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 {
+            return Err(LaunchError::setup(
+                "becoming root in the user namespace",
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn map_line(range: IdRange) -> String {
     format!("{} {} {}\n", range.inside, range.outside, range.count)
 }
