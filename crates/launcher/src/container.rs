@@ -58,9 +58,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
             )
         }
         Ok(CloneResult::Parent(pid)) => pid,
-        Err(e) if spec.id_mapping.is_some() && userns::is_permission_error(&e) => {
-            return Err(userns::explain_clone_failure(e));
-        }
+        Err(e) if spec.id_mapping.is_some() => return Err(userns::explain_clone_failure(e)),
         Err(e) => return Err(e),
     };
     drop(go_read);
@@ -140,8 +138,8 @@ fn set_up(
     let layer = WritableLayer::mount(in_userns, &mount_points(spec))?;
     let root = &layer.root;
     let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    // proc and sysfs are mounted while the host's are still reachable: in a user
-    // namespace the kernel only allows them when a full instance is already visible.
+    // proc and sysfs are mounted before pivot_root, while the host's are still visible:
+    // in a user namespace the kernel only allows them when a full instance is.
     rootfs::mount_fresh(root, "/proc", c"proc", hidden, None)?;
     devices::populate(root, in_userns)?;
     let tmp = libc::MS_NOSUID | libc::MS_NODEV;
@@ -149,16 +147,11 @@ fn set_up(
     rootfs::mount_fresh(root, "/run", c"tmpfs", tmp, Some(c"mode=0755"))?;
     etc_files::install(&layer.scratch, root, &spec.hostname)?;
     for volume in &spec.volumes {
-        let kind = if volume.host.is_dir() {
-            MountPoint::Dir
-        } else {
-            MountPoint::File
-        };
         rootfs::bind(
             root,
             &volume.host,
             &volume.container,
-            kind,
+            volume.mount_point(),
             volume.read_only,
         )?;
     }
@@ -215,14 +208,10 @@ fn set_up(
 /// Every path the setup mounts on, in the container.
 fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
     let fixed = ["/proc", "/sys", "/dev", "/tmp", "/run"].map(|p| (p, MountPoint::Dir));
-    let volumes = spec.volumes.iter().map(|v| {
-        let kind = if v.host.is_dir() {
-            MountPoint::Dir
-        } else {
-            MountPoint::File
-        };
-        (v.container.as_str(), kind)
-    });
+    let volumes = spec
+        .volumes
+        .iter()
+        .map(|v| (v.container.as_str(), v.mount_point()));
     let tmpfs = spec.tmpfs.iter().map(|p| (p.as_str(), MountPoint::Dir));
     fixed
         .into_iter()
@@ -253,8 +242,7 @@ fn mount_sysfs(root: &OwnedFd) -> Result<(), LaunchError> {
 fn wait_for_exit_status(child: libc::pid_t, status: &OwnedFd, mask: &libc::sigset_t) -> i32 {
     init::forward_signals_to(child);
     init::set_mask(mask);
-    let r = init::read_exit_status(status);
-    match r {
+    match init::read_exit_status(status) {
         Some(code) => code,
         None => {
             let mut wait_status = 0;

@@ -1,5 +1,7 @@
-//! Creating the container's process: one clone3 call with every namespace flag at once,
-//! so the kernel builds all namespaces in a single step (no unshare-then-fork chain).
+//! Creating the container's process: one clone3 call with the namespace flags at once,
+//! so the kernel builds them in a single step (no unshare-then-fork chain). Only the
+//! network namespace may come separately, made by the launcher in parallel (see
+//! [`crate::network`]).
 
 use crate::error::{check, LaunchError};
 

@@ -59,6 +59,17 @@ impl std::str::FromStr for Volume {
     }
 }
 
+impl Volume {
+    /// A directory for a directory, a file for anything else.
+    pub fn mount_point(&self) -> MountPoint {
+        if self.host.is_dir() {
+            MountPoint::Dir
+        } else {
+            MountPoint::File
+        }
+    }
+}
+
 /// What a mount point must be when it has to be created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountPoint {

@@ -109,15 +109,20 @@ fn subordinate_range_of_root(file: &str) -> Option<IdRange> {
     })
 }
 
-/// Explains a failed clone with CLONE_NEWUSER: when the kernel's settings forbid
-/// unprivileged user namespaces, says which one; otherwise passes the error on.
+/// Explains a failed clone with CLONE_NEWUSER: when the kernel refused and its
+/// settings forbid unprivileged user namespaces, says which one; otherwise passes the
+/// error on.
 pub fn explain_clone_failure(error: LaunchError) -> LaunchError {
+    let refused = matches!(&error, LaunchError::Setup { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EPERM | libc::ENOSPC | libc::EUSERS)));
     let forbids = |path: &str, forbidden: &str| {
         fs::read_to_string(path)
             .map(|v| v.trim() == forbidden)
             .unwrap_or(false)
     };
-    let setting = if forbids("/proc/sys/kernel/unprivileged_userns_clone", "0") {
+    let setting = if !refused {
+        return error;
+    } else if forbids("/proc/sys/kernel/unprivileged_userns_clone", "0") {
         "kernel.unprivileged_userns_clone = 0"
     } else if forbids("/proc/sys/user/max_user_namespaces", "0") {
         "user.max_user_namespaces = 0"
@@ -132,13 +137,6 @@ pub fn explain_clone_failure(error: LaunchError) -> LaunchError {
     LaunchError::UserNamespacesForbidden {
         setting: setting.to_string(),
     }
-}
-
-/// Whether this error means the kernel refused a new user namespace outright.
-pub fn is_permission_error(error: &LaunchError) -> bool {
-    matches!(error, LaunchError::Setup { source, .. }
-        if matches!(source.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EUSERS))
-            || source.kind() == io::ErrorKind::PermissionDenied)
 }
 
 #[cfg(test)]
