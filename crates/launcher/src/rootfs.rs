@@ -145,24 +145,32 @@ impl WritableLayer {
                 LaunchError::setup(format!("mount point {path} in the container"), e)
             })?;
         }
-        drop(upper);
-        let scratch_path = fd_path(scratch.as_raw_fd());
-        let c = |s: String| CString::new(s).expect("no NUL");
-        let lower = c(fd_path(image.as_raw_fd()));
-        let upper = c(format!("{scratch_path}/upper"));
-        let work = c(format!("{scratch_path}/work"));
-        let mut options: Vec<(&std::ffi::CStr, Option<&std::ffi::CStr>)> = vec![
-            (c"lowerdir", Some(&lower)),
-            (c"upperdir", Some(&upper)),
-            (c"workdir", Some(&work)),
+        let work = open_dir_at(scratch.as_raw_fd(), c"work")
+            .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
+        // The layers are given as fds, so no path is looked up again; kernels before 6.13
+        // take only paths, given through /proc/self/fd.
+        let by_fd = [
+            (c"lowerdir+", FsValue::Fd(image.as_raw_fd())),
+            (c"upperdir", FsValue::Fd(upper.as_raw_fd())),
+            (c"workdir", FsValue::Fd(work.as_raw_fd())),
+        ];
+        let by_path = [
+            (c"lowerdir", FsValue::Str(fd_path_c(image.as_raw_fd()))),
+            (c"upperdir", FsValue::Str(fd_path_c(upper.as_raw_fd()))),
+            (c"workdir", FsValue::Str(fd_path_c(work.as_raw_fd()))),
         ];
         // In a user namespace the overlay keeps its own metadata in user.* xattrs, the
         // only ones an unprivileged mounter may write.
-        if in_user_namespace {
-            options.push((c"userxattr", None));
+        let userxattr = in_user_namespace.then_some((c"userxattr", FsValue::Flag));
+        let overlay = |layers: [(&'static std::ffi::CStr, FsValue); 3]| {
+            let options: Vec<_> = layers.into_iter().chain(userxattr.clone()).collect();
+            new_mount(c"overlay", &options, MOUNT_ATTR_NOSUID)
+        };
+        let root = match overlay(by_fd) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => overlay(by_path),
+            other => other,
         }
-        let root = new_mount(c"overlay", &options, MOUNT_ATTR_NOSUID)
-            .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
+        .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
         // Attached over the image directory (on top of the scratch tmpfs): pivot_root
         // needs the new root in the tree.
         move_mount(&root, &image)
@@ -262,11 +270,19 @@ fn open_dir_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A value for [`new_mount`]'s options.
+#[derive(Clone)]
+enum FsValue {
+    Flag,
+    Fd(RawFd),
+    Str(CString),
+}
+
 /// Creates a filesystem instance and a detached mount of it (fsopen, fsconfig,
 /// fsmount); `options` are (key, value) pairs, a `None` value setting a flag.
 fn new_mount(
     fstype: &std::ffi::CStr,
-    options: &[(&std::ffi::CStr, Option<&std::ffi::CStr>)],
+    options: &[(&std::ffi::CStr, FsValue)],
     attributes: u32,
 ) -> std::io::Result<OwnedFd> {
     let last_error = std::io::Error::last_os_error;
@@ -278,9 +294,10 @@ fn new_mount(
         }
         let fs = OwnedFd::from_raw_fd(fs as RawFd);
         for (key, value) in options {
-            let (command, value) = match value {
-                Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
-                None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+            let (command, value, aux) = match value {
+                FsValue::Flag => (FSCONFIG_SET_FLAG, std::ptr::null(), 0),
+                FsValue::Fd(fd) => (FSCONFIG_SET_FD, std::ptr::null(), *fd),
+                FsValue::Str(text) => (FSCONFIG_SET_STRING, text.as_ptr(), 0),
             };
             if libc::syscall(
                 libc::SYS_fsconfig,
@@ -288,7 +305,7 @@ fn new_mount(
                 command,
                 key.as_ptr(),
                 value,
-                0,
+                aux,
             ) < 0
             {
                 return Err(last_error());
@@ -613,6 +630,7 @@ const FSOPEN_CLOEXEC: u32 = 0x1;
 const FSMOUNT_CLOEXEC: u32 = 0x1;
 const FSCONFIG_SET_FLAG: u32 = 0;
 const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_SET_FD: u32 = 5;
 const FSCONFIG_CMD_CREATE: u32 = 6;
 
 #[cfg(test)]
