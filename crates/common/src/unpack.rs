@@ -291,6 +291,13 @@ impl EntryMeta {
     fn read(entry: &tar::Entry<'_, PipedReader>, ext: Extensions) -> Result<EntryMeta, String> {
         let header = entry.header();
         let field = |name: &str, err: io::Error| format!("bad {name} field in the header: {err}");
+        // Some writers leave numeric fields blank (all NULs or spaces); tar reads those as 0.
+        let old = header.as_old();
+        let number = |value: io::Result<u64>, raw: &[u8], name: &str| match value {
+            Ok(n) => Ok(n),
+            Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+            Err(err) => Err(field(name, err)),
+        };
         let mut meta = EntryMeta {
             path: ext
                 .long_name
@@ -299,10 +306,10 @@ impl EntryMeta {
                 .long_link
                 .or_else(|| header.link_name_bytes().map(|l| l.into_owned())),
             kind: header.entry_type(),
-            mode: header.mode().map_err(|e| field("mode", e))?,
-            uid: header.uid().map_err(|e| field("uid", e))?,
-            gid: header.gid().map_err(|e| field("gid", e))?,
-            mtime: (header.mtime().map_err(|e| field("mtime", e))? as i64, 0),
+            mode: number(header.mode().map(u64::from), &old.mode, "mode")? as u32,
+            uid: number(header.uid(), &old.uid, "uid")?,
+            gid: number(header.gid(), &old.gid, "gid")?,
+            mtime: (number(header.mtime(), &old.mtime, "mtime")? as i64, 0),
             size: entry.size(),
         };
         if let Some(pax) = &ext.pax {
