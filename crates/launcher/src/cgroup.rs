@@ -1,8 +1,13 @@
 //! Control groups. Now: the container gets its own cgroup namespace (a flag of the clone,
 //! see [`crate::namespaces::CONTAINER_NAMESPACES`]), so it sees its cgroup as `/`.
 //!
-//! Resource limits (issue 4) will place the container's init into a cgroup of its own
-//! before it leaves the parent's control; the layout of the host decides how.
+//! Resource limits (issue 4) fit in at the launcher's go-ahead (see
+//! [`crate::init::tie_to_launcher`]): the child waits there before its first mount,
+//! so the launcher can create the container's cgroup (per [`CgroupLayout`]: one
+//! hierarchy on v2, each controller's on v1, both on hybrid), write the child's PID
+//! into it and only then let it go on. The child would then unshare its cgroup
+//! namespace itself, so that the namespace is rooted at the new cgroup rather than at
+//! the launcher's (the clone's would be).
 
 use std::path::Path;
 
