@@ -16,7 +16,7 @@ use std::path::Path;
 pub enum CgroupLayout {
     /// One unified hierarchy at /sys/fs/cgroup.
     V2,
-    /// Controllers in v1 hierarchies under /sys/fs/cgroup/<controller>, and the v2
+    /// Controllers in v1 hierarchies under `/sys/fs/cgroup/<controller>`, and the v2
     /// hierarchy (holding no controllers) at /sys/fs/cgroup/unified.
     Hybrid,
     /// v1 hierarchies only.

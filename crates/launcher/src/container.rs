@@ -1,6 +1,6 @@
 //! One container, start to end, in the order the kernel needs it. Read this file top
 //! to bottom to follow a launch: the launcher's side ([`run`]) and the container's side
-//! ([`set_up`]), each step a call into the module of its kernel concept.
+//! (`set_up`), each step a call into the module of its kernel concept.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 

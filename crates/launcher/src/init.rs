@@ -167,7 +167,7 @@ fn finish(code: i32, status: OwnedFd) -> ! {
     }
 }
 
-/// The launcher's side: reads the exit code [`finish`] sent; `None` when init died
+/// The launcher's side: reads the exit code `finish` sent; `None` when init died
 /// without sending one.
 pub fn read_exit_status(status: &OwnedFd) -> Option<i32> {
     let mut bytes = [0u8; 4];
