@@ -124,7 +124,11 @@ fn set_up(
     pty_channel: Option<OwnedFd>,
 ) -> Result<Option<OwnedFd>, LaunchError> {
     let in_userns = spec.id_mapping.is_some();
-    // 1. Die with the launcher; wait until it has written our uid/gid maps.
+    // 1. Die with the launcher; wait until it has written our uid/gid maps. A session
+    // of our own: signals from the user's terminal go to the launcher alone, which
+    // passes them on once.
+    // SAFETY: setsid cannot fail here (the clone is no group leader).
+    unsafe { libc::setsid() };
     init::tie_to_launcher(&go)?;
     if in_userns {
         userns::become_root_inside()?;
