@@ -37,6 +37,13 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     // Without a user namespace the launcher makes the network namespace in parallel
     // (see `network`); with one, it comes with the clone.
     let net_from_launcher = spec.id_mapping.is_none();
+    // Root with --userns: the image's mount, to be idmapped into the container's user
+    // namespace once it exists (see `rootfs::idmapped_copy`).
+    // SAFETY: getuid cannot fail.
+    let idmapped_image = match (&spec.id_mapping, unsafe { libc::getuid() }) {
+        (Some(_), 0) => Some(rootfs::detached_copy(&spec.image)?),
+        _ => None,
+    };
     let mut flags = CONTAINER_NAMESPACES;
     if net_from_launcher {
         flags &= !(libc::CLONE_NEWNET as u64);
@@ -51,9 +58,12 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
             container_main(
                 spec,
                 launcher,
-                go_read,
-                status_write,
-                pty_end,
+                Channels {
+                    go: go_read,
+                    status: status_write,
+                    pty: pty_end,
+                },
+                idmapped_image,
                 &command_mask,
             )
         }
@@ -65,11 +75,18 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     drop(status_write);
 
     if let Some(mapping) = &spec.id_mapping {
-        if let Err(e) = mapping.write_for(child) {
+        let mapped = mapping
+            .write_for(child)
+            .and_then(|()| match &idmapped_image {
+                Some(tree) => rootfs::idmapped_copy(tree, child),
+                None => Ok(()),
+            });
+        if let Err(e) = mapped {
             kill_and_reap(child);
             return Err(e);
         }
     }
+    drop(idmapped_image);
     init::let_container_go_on(&go_write);
     if net_from_launcher {
         if let Err(e) = network::create_for_container() {
@@ -95,17 +112,27 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     Ok(code)
 }
 
+/// The container's ends of the pipes to the launcher.
+struct Channels {
+    /// The launcher's go-aheads.
+    go: OwnedFd,
+    /// Where init reports the command's exit status.
+    status: OwnedFd,
+    /// Where the pty's master end goes, for an interactive container.
+    pty: Option<OwnedFd>,
+}
+
 /// The container's first process (PID 1 inside): sets the container up, then becomes
 /// its init. A setup failure is reported in one line and ends the launch with 125.
 fn container_main(
     spec: &ContainerSpec,
     launcher: libc::pid_t,
-    go: OwnedFd,
-    status: OwnedFd,
-    pty_channel: Option<OwnedFd>,
+    channels: Channels,
+    idmapped_image: Option<OwnedFd>,
     command_mask: &libc::sigset_t,
 ) -> ! {
-    match set_up(spec, launcher, go, pty_channel) {
+    let Channels { go, status, pty } = channels;
+    match set_up(spec, launcher, go, pty, idmapped_image) {
         Ok(terminal) => init::run(&spec.command, terminal, status, command_mask),
         Err(e) => {
             eprintln!("launch: {e}");
@@ -122,6 +149,7 @@ fn set_up(
     launcher: libc::pid_t,
     go: OwnedFd,
     pty_channel: Option<OwnedFd>,
+    idmapped_image: Option<OwnedFd>,
 ) -> Result<Option<OwnedFd>, LaunchError> {
     let in_userns = spec.id_mapping.is_some();
     // 1. Die with the launcher; wait until it has written our uid/gid maps. A session
@@ -139,7 +167,7 @@ fn set_up(
 
     // 2. Mounts, all in our own mount namespace, none propagating to the host.
     rootfs::make_mounts_private()?;
-    let layer = WritableLayer::mount(in_userns, &mount_points(spec))?;
+    let layer = WritableLayer::mount(in_userns, &mount_points(spec), idmapped_image)?;
     let root = &layer.root;
     let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // proc and sysfs are mounted before pivot_root, while the host's are still visible:

@@ -107,9 +107,14 @@ impl WritableLayer {
     /// made in the upper layer before the overlay exists (plain mkdir on the tmpfs),
     /// rather than through the overlay later, which would first copy their parent
     /// directory up.
+    ///
+    /// `idmapped_image` is the image tree as a detached mount, idmapped by the launcher
+    /// (root with `--userns`, see [`idmapped_copy`]); it is attached over the image
+    /// directory and used in its place.
     pub fn mount(
         in_user_namespace: bool,
         mount_points: &[(&str, MountPoint)],
+        idmapped_image: Option<OwnedFd>,
     ) -> Result<WritableLayer, LaunchError> {
         // SAFETY: valid C string.
         let image = unsafe {
@@ -126,6 +131,14 @@ impl WritableLayer {
         }
         // SAFETY: a new fd that we own.
         let image = unsafe { OwnedFd::from_raw_fd(image) };
+        let image = match idmapped_image {
+            Some(tree) => {
+                move_mount(&tree, &image)
+                    .map_err(|e| LaunchError::setup("attaching the idmapped image", e))?;
+                tree
+            }
+            None => image,
+        };
         let scratch = new_mount(c"tmpfs", &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
             .map_err(|e| LaunchError::setup("creating the writable layer's tmpfs", e))?;
         // Attached (over the image directory, in the old root's tree, our namespace only)
@@ -268,6 +281,58 @@ fn open_dir_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: a new fd that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A detached copy of the image tree's mount (made by the launcher, before the clone,
+/// while it can still see the tree).
+pub fn detached_copy(image: &OwnedFd) -> Result<OwnedFd, LaunchError> {
+    // SAFETY: valid fd and empty path with AT_EMPTY_PATH.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            image.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
+        )
+    };
+    check(tree, || "copying the image tree's mount".to_string())?;
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+}
+
+/// Root with `--userns`: maps the ids of `tree` (a [`detached_copy`]) through the user
+/// namespace of process `pid`, so the image's files, owned by root outside, belong to
+/// root inside; without it they show as nobody and no directory of the image could be
+/// written (the overlay could not copy it up). Needs the host's root, which the
+/// container's root is not: the launcher does it between the clone and the go-ahead.
+pub fn idmapped_copy(tree: &OwnedFd, pid: libc::pid_t) -> Result<(), LaunchError> {
+    let step = || "idmapping the image tree".to_string();
+    let path = CString::new(format!("/proc/{pid}/ns/user")).expect("no NUL");
+    // SAFETY: valid C string; the fd is owned at once.
+    let userns = check(
+        unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } as libc::c_long,
+        step,
+    )?;
+    // SAFETY: a new fd that we own.
+    let userns = unsafe { OwnedFd::from_raw_fd(userns as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        userns_fd: userns.as_raw_fd() as u64,
+        ..MountAttr::default()
+    };
+    // SAFETY: valid fds, empty path with AT_EMPTY_PATH, valid struct.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret, step)?;
+    Ok(())
 }
 
 /// A value for [`new_mount`]'s options.
@@ -620,6 +685,7 @@ struct MountAttr {
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 const OPEN_TREE_CLONE: u32 = 0x1;
 const AT_RECURSIVE: u32 = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
