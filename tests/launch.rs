@@ -240,6 +240,22 @@ fn exit_statuses_follow_docker() {
             describe(&out)
         );
     }
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let not_a_tarball = launch(["--cache-dir", cache_dir, "/etc/passwd", "--", "true"]);
+    assert_eq!(
+        not_a_tarball.status.code(),
+        Some(125),
+        "{}",
+        describe(&not_a_tarball)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&not_a_tarball.stderr)
+            .lines()
+            .count(),
+        1
+    );
+
     let bad_image = launch(["/no/such/image.tgz", "--", "true"]);
     assert_eq!(
         bad_image.status.code(),
@@ -253,27 +269,36 @@ fn exit_statuses_follow_docker() {
 }
 
 #[test]
-fn sigterm_to_launch_reaches_the_command() {
+fn signals_to_launch_reach_the_command() {
     let image = BusyboxImage::new();
     let root = image.root();
-    let mut child = Command::new(launch_bin())
-        .args([root.to_str().unwrap(), "--", "/bin/sh", "-c"])
-        .arg("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut ready = [0u8; 6];
-    std::io::Read::read_exact(&mut out, &mut ready).unwrap();
-    assert_eq!(&ready, b"ready\n");
-    // SAFETY: signalling the child we spawned.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    assert_eq!(rest, "got-term\n");
-    assert_eq!(status.code(), Some(7));
+    for (signal, name) in [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGINT, "INT"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGUSR1, "USR1"),
+    ] {
+        let mut child = Command::new(launch_bin())
+            .args([root.to_str().unwrap(), "--", "/bin/sh", "-c"])
+            .arg(format!(
+                "trap 'echo got-{name}; exit 7' {name}; echo ready; while :; do sleep 0.05; done"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut ready = [0u8; 6];
+        std::io::Read::read_exact(&mut out, &mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        // SAFETY: signalling the child we spawned.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert_eq!(rest, format!("got-{name}\n"));
+        assert_eq!(status.code(), Some(7), "SIG{name}");
+    }
 }
 
 #[test]
