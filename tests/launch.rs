@@ -635,3 +635,15 @@ fn userns_as_root_maps_root_inside_to_an_unprivileged_range() {
     assert!(text.ends_with("0\n0\nw\n"), "{text}");
     assert!(!root.join("etc/written").exists(), "the image is untouched");
 }
+
+#[test]
+fn a_command_that_is_an_init_runs_as_pid_1_itself() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let tini = root.join("bin/tini");
+    std::fs::write(&tini, "#!/bin/sh\necho pid=$$\nexit 3\n").unwrap();
+    std::fs::set_permissions(&tini, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = launch([root.to_str().unwrap(), "--", "tini"]);
+    assert_eq!(stdout(&out), "pid=1\n", "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+}

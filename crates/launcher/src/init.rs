@@ -1,5 +1,5 @@
 //! The container's PID 1: a minimal init in front of the command (as tini and bwrap
-//! have). A PID namespace's init gets no default signal actions and inherits every
+//! have), unless the command is an init itself. A PID namespace's init gets no default signal actions and inherits every
 //! orphan, so a plain command as PID 1 would ignore SIGTERM and leave zombies.
 //! This init forwards signals to the command, reaps orphans, and exits with the
 //! command's status once it ends (the kernel then kills what is left in the namespace).
@@ -108,6 +108,17 @@ pub fn run(
         terminal.as_ref().map(AsRawFd::as_raw_fd),
         *command_mask,
     );
+    if command.is_an_init() {
+        // It reaps and passes signals on itself: it becomes PID 1. Exec closes the
+        // status pipe unwritten, so the launcher takes this process's own exit status.
+        for sig in FORWARDED_SIGNALS {
+            // SAFETY: back to the default action before exec (which would reset the
+            // handler anyway).
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+        drop(status);
+        prepared.exec_here();
+    }
     let child = match prepared.spawn() {
         Ok(pid) => pid,
         Err(e) => {

@@ -122,6 +122,14 @@ impl PreparedCommand {
         }
     }
 
+    /// Execs the command in this very process (for a command that is an init itself).
+    /// Never returns: the command runs, or the process exits 126 or 127.
+    pub fn exec_here(&self) -> ! {
+        start_command(self as *const PreparedCommand as *mut libc::c_void);
+        // SAFETY: start_command only returns by exec or _exit; this is unreachable.
+        unsafe { libc::_exit(EXIT_LAUNCH_FAILED) }
+    }
+
     /// Starts the command in a child that shares this process's memory until it execs
     /// (CLONE_VM | CLONE_VFORK: the caller waits meanwhile). Returns its PID.
     pub fn spawn(&self) -> std::io::Result<libc::pid_t> {
@@ -212,6 +220,29 @@ fn errno() -> libc::c_int {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Programs that are an init themselves: they reap and pass signals on, so the
+/// launcher's init steps aside and lets them be PID 1.
+const INITS: [&str; 8] = [
+    "init",
+    "tini",
+    "dumb-init",
+    "catatonit",
+    "systemd",
+    "s6-svscan",
+    "runit",
+    "openrc-init",
+];
+
+impl Command {
+    /// Whether the program is an init (by its name, as tini and docker --init decide).
+    pub fn is_an_init(&self) -> bool {
+        self.argv
+            .first()
+            .and_then(|p| p.rsplit('/').next())
+            .is_some_and(|name| INITS.contains(&name))
+    }
+}
+
 /// The PATH used when neither the image nor the user sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -247,6 +278,20 @@ mod tests {
         assert_eq!("5:7".parse::<User>().unwrap(), User { uid: 5, gid: 7 });
         assert!("bob".parse::<User>().is_err());
         assert!("1:".parse::<User>().is_err());
+    }
+
+    #[test]
+    fn inits_are_known_by_name() {
+        let command = |argv: &[&str]| Command {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: Vec::new(),
+            workdir: "/".into(),
+            user: None,
+        };
+        assert!(command(&["/sbin/init"]).is_an_init());
+        assert!(command(&["tini", "--", "sh"]).is_an_init());
+        assert!(!command(&["/bin/sh", "-c", "init"]).is_an_init());
+        assert!(!command(&[]).is_an_init());
     }
 
     #[test]
