@@ -1,6 +1,7 @@
 //! End-to-end tests of `launch`: real containers from busybox images the tests build.
 //! They need root (CI runs as root); the rootless ones create a user of their own.
 
+use std::os::fd::FromRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -646,4 +647,86 @@ fn a_command_that_is_an_init_runs_as_pid_1_itself() {
     let out = launch([root.to_str().unwrap(), "--", "tini"]);
     assert_eq!(stdout(&out), "pid=1\n", "{}", describe(&out));
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+}
+
+/// Runs `launch args` as uid/gid `id` inside a user namespace of our own in which
+/// user namespaces are forbidden (user.max_user_namespaces = 0 is per namespace), so
+/// the host's setting is left alone. Returns (exit code, stderr).
+fn launch_where_user_namespaces_are_forbidden(id: u32, args: &[&str]) -> (i32, String) {
+    use std::ffi::CString;
+    let bin = CString::new(launch_bin().to_str().unwrap()).unwrap();
+    let argv_c: Vec<CString> = std::iter::once("launch")
+        .chain(args.iter().copied())
+        .map(|a| CString::new(a).unwrap())
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let env_c = [CString::new("HOME=/nonexistent").unwrap()];
+    let env = [env_c[0].as_ptr(), std::ptr::null()];
+    let sysctl = CString::new("/proc/sys/user/max_user_namespaces").unwrap();
+    let mut ready = [0; 2];
+    let mut go = [0; 2];
+    let mut err = [0; 2];
+    // SAFETY: after fork the child makes only async-signal-safe syscalls on data
+    // prepared above, and execs or _exits.
+    unsafe {
+        assert_eq!(libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        let pid = libc::fork();
+        if pid == 0 {
+            let mut byte = 0u8;
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(90);
+            }
+            libc::write(ready[1], b"r".as_ptr().cast(), 1);
+            libc::read(go[0], (&mut byte as *mut u8).cast(), 1);
+            let fd = libc::open(sysctl.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {
+                libc::_exit(91);
+            }
+            libc::dup2(err[1], 2);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(id, id, id) != 0
+                || libc::setresuid(id, id, id) != 0
+            {
+                libc::_exit(92);
+            }
+            libc::execve(bin.as_ptr(), argv.as_ptr(), env.as_ptr());
+            libc::_exit(93);
+        }
+        libc::close(ready[1]);
+        libc::close(go[0]);
+        libc::close(err[1]);
+        let mut byte = 0u8;
+        assert_eq!(libc::read(ready[0], (&mut byte as *mut u8).cast(), 1), 1);
+        // As root outside we may map both root (to write the sysctl) and the user.
+        let map = format!("0 0 1\n{id} {id} 1\n");
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map).unwrap();
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map).unwrap();
+        libc::write(go[1], b"g".as_ptr().cast(), 1);
+        let stderr = std::fs::File::from_raw_fd(err[0]);
+        let stderr = std::io::read_to_string(stderr).unwrap();
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::close(ready[0]);
+        libc::close(go[1]);
+        (libc::WEXITSTATUS(status), stderr)
+    }
+}
+
+#[test]
+fn rootless_says_clearly_when_the_kernel_forbids_user_namespaces() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    open_up(&root);
+    let (code, stderr) =
+        launch_where_user_namespaces_are_forbidden(1000, &[root.to_str().unwrap(), "--", "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("forbids unprivileged user namespaces")
+            && stderr.contains("user.max_user_namespaces = 0"),
+        "{stderr}"
+    );
 }
