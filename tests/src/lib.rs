@@ -122,3 +122,5 @@ pub mod builder {
         out
     }
 }
+
+pub mod launch;

@@ -1,7 +1,64 @@
 //! The content-addressed image cache: each image is unpacked once per digest, installed
 //! atomically, then used read-only by every launch of it.
+//!
+//! # Layout
+//!
+//! ```text
+//! DIR/                                   0700: untrusted image trees live below
+//!   images/<sha256>/root/                the unpacked tree (the overlay's lower layer)
+//!   images/<sha256>/info.json            size and entry count, for `launch cache ls`
+//!   images/<sha256>/used                 mtime = last use; running launches hold a
+//!                                        shared flock on it, prune an exclusive one
+//!   index/<dev>-<ino>-<size>-<mtime>-<ctime>  symlink -> <sha256>: the stat index
+//!   locks/<same key>                     flock'd while that image file is being unpacked
+//!   tmp/unpack-*/                        unpacks in progress (flock'd while alive)
+//!   layers/layer-*/{upper,work}          per-launch writable layers (flock'd while alive)
+//! ```
+//!
+//! # How a launch uses it
+//!
+//! ```no_run
+//! # use mkroot_launcher::cache::ImageCache;
+//! # fn run() -> Result<(), mkroot_launcher::cache::CacheError> {
+//! let cache = ImageCache::open(&ImageCache::default_dir())?;
+//! cache.sweep_stale()?; // optional: layers of launches killed with SIGKILL
+//! let image = cache.get_or_unpack(std::path::Path::new("img.tgz"))?;
+//! let layer = cache.new_layer_dir()?; // overlay upperdir/workdir, removed on drop
+//! // mount overlay lowerdir=image.root, upperdir=layer.upper(), workdir=layer.work() ...
+//! // Keep `cache` (it holds the image's in-use lock) and `layer` alive until the
+//! // container has exited.
+//! # Ok(()) }
+//! ```
+//!
+//! # Why it is safe
+//!
+//! - **First launch:** the image file is hashed *while* it is unpacked (one pass over it),
+//!   into `tmp/unpack-*`, then installed with one `rename` to `images/<sha256>`. A reader
+//!   sees either no entry or a complete one; a crash leaves only a `tmp/` dir, swept later.
+//! - **Concurrent first launches** of one file wait on its `locks/` file, and find the entry
+//!   installed when they get the lock. Two different files with the same content may unpack
+//!   at once; the second `rename` fails on the non-empty target and that copy is discarded.
+//! - **Cached launch:** `fstat` of the image, `readlink` of its index entry, a shared lock
+//!   on `used`: no hashing. The index key holds the file's inode and change time (which no
+//!   one can set), so an edited or replaced file misses and is hashed again.
+//! - **In use:** a launch holds a shared `flock` on `images/<sha256>/used` for as long as its
+//!   [`ImageCache`] lives; prune and remove take an exclusive one without waiting and skip
+//!   (or refuse) entries they cannot lock. Locks die with their process, even on SIGKILL.
+//! - **Stale work:** `tmp/` and `layers/` dirs carry an exclusive `flock` while their owner
+//!   lives; [`ImageCache::sweep_stale`] removes the unlocked ones.
 
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use mkroot_common::unpack::{self, UnpackError, UnpackOptions};
+use sha2::{Digest, Sha256};
 
 /// An image ready to be used as the lower layer of a container's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +69,33 @@ pub struct CachedImage {
     pub root: PathBuf,
 }
 
+/// One cached image, as `launch cache ls` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub digest: String,
+    /// Bytes of file data in the unpacked tree.
+    pub size: u64,
+    /// Number of entries (files, dirs, links) in the tree.
+    pub entries: u64,
+    /// When a launch last used it.
+    pub last_used: SystemTime,
+    /// Whether a running launch holds it now.
+    pub in_use: bool,
+}
+
+/// What [`ImageCache::prune`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Digests of the entries removed.
+    pub removed: Vec<String>,
+    /// Bytes of file data they held.
+    pub freed: u64,
+    /// Entries kept because a running launch uses them.
+    pub in_use: usize,
+    /// Leftovers of crashed runs removed (temp dirs, layers).
+    pub stale: usize,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("{path}: {source}")]
@@ -20,27 +104,670 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}: cannot read the image: {source}", path.display())]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {source}", image.display())]
+    Unpack {
+        image: PathBuf,
+        #[source]
+        source: UnpackError,
+    },
+    #[error("cache directory {}: owned by uid {owner}, not by you (uid {uid}); remove it or pick another cache directory", path.display())]
+    NotOwned { path: PathBuf, owner: u32, uid: u32 },
+    #[error("no cached image has a digest starting with {0:?} (see `launch cache ls`)")]
+    NotCached(String),
+    #[error("{0:?} matches several cached images; give more digits")]
+    Ambiguous(String),
+    #[error("cached image {0} is in use by a running launch")]
+    InUse(String),
 }
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A temp or layer dir younger than this is never swept: its owner may be between
+/// `mkdir` and taking the lock.
+const SWEEP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct ImageCache {
     dir: PathBuf,
+    options: UnpackOptions,
+    /// Shared locks on the `used` files of images this process handed out: they mark the
+    /// images in use until the cache is dropped (or the process dies).
+    leases: Mutex<Vec<File>>,
 }
 
 impl ImageCache {
-    /// Opens (creating if needed) the cache rooted at `dir`.
+    /// Opens (creating if needed) the cache rooted at `dir`. The directory is made 0700 and
+    /// must belong to the caller: it will hold trees from untrusted images.
     pub fn open(dir: &Path) -> Result<ImageCache, CacheError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_error(dir))?;
+        let meta = fs::metadata(dir).map_err(io_error(dir))?;
+        let uid = unsafe { libc::geteuid() };
+        if meta.uid() != uid {
+            return Err(CacheError::NotOwned {
+                path: dir.to_path_buf(),
+                owner: meta.uid(),
+                uid,
+            });
+        }
+        if meta.mode() & 0o077 != 0 {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
+        }
+        for sub in ["images", "index", "locks", "tmp", "layers"] {
+            let path = dir.join(sub);
+            match fs::create_dir(&path) {
+                Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(io_error(&path)(err))
+                }
+                _ => {}
+            }
+        }
         Ok(ImageCache {
             dir: dir.to_path_buf(),
+            options: UnpackOptions::default(),
+            leases: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Where the cache lives by default: `/var/cache/mkroot-launch` for root, else
+    /// `$XDG_CACHE_HOME/mkroot-launch` or `~/.cache/mkroot-launch`.
+    pub fn default_dir() -> PathBuf {
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/cache/mkroot-launch");
+        }
+        let absolute = |var: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+        };
+        if let Some(cache) = absolute("XDG_CACHE_HOME") {
+            return cache.join("mkroot-launch");
+        }
+        if let Some(home) = absolute("HOME") {
+            return home.join(".cache/mkroot-launch");
+        }
+        PathBuf::from(format!("/tmp/mkroot-launch-{}", unsafe { libc::geteuid() }))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The cached tree of `image`, unpacking it first if this digest is not cached yet.
+    /// Limits and policy for unpacking new images (`--max-image-size` sets `max_bytes`).
+    pub fn set_unpack_options(&mut self, options: UnpackOptions) {
+        self.options = options;
+    }
+
+    /// The cached tree of `image`, unpacking it first if this digest is not cached yet. A
+    /// directory image is used in place. The image stays marked in use (safe from prune)
+    /// while this `ImageCache` lives.
     pub fn get_or_unpack(&self, image: &Path) -> Result<CachedImage, CacheError> {
-        let _ = image;
-        todo!("issue 3: the image cache")
+        let image_error = |source| CacheError::Image {
+            path: image.to_path_buf(),
+            source,
+        };
+        let file = File::open(image).map_err(image_error)?;
+        let meta = file.metadata().map_err(image_error)?;
+        if meta.is_dir() {
+            let root = fs::canonicalize(image).map_err(image_error)?;
+            return Ok(CachedImage { digest: None, root });
+        }
+        let key = meta.is_file().then(|| index_key(&meta));
+        if let Some(found) = key.as_deref().and_then(|key| self.lookup(key)) {
+            return Ok(found);
+        }
+        // Miss: one process per image file unpacks; the others wait here, then find it.
+        let _unpacking = match &key {
+            Some(key) => Some(self.lock_key(key)?),
+            None => None,
+        };
+        if let Some(found) = key.as_deref().and_then(|key| self.lookup(key)) {
+            return Ok(found);
+        }
+        let _ = self.sweep_stale();
+        let digest = self.unpack_and_install(image, file)?;
+        if let Some(key) = &key {
+            // Index it only if the file did not change while it was read.
+            let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
+            if unchanged.unwrap_or(false) {
+                self.write_index(key, &digest)?;
+            }
+        }
+        self.lease(&digest)?
+            .ok_or_else(|| CacheError::NotCached(digest.clone()))
+    }
+
+    /// The cached image the stat index names for `key`, leased; `None` on a miss.
+    fn lookup(&self, key: &str) -> Option<CachedImage> {
+        let target = fs::read_link(self.dir.join("index").join(key)).ok()?;
+        let digest = target.to_str().filter(|d| is_digest(d))?.to_string();
+        self.lease(&digest).ok().flatten()
+    }
+
+    /// Marks `digest` in use (shared lock on its `used` file) and returns it, or `None` if
+    /// it is not installed (never was, or was just pruned).
+    fn lease(&self, digest: &str) -> Result<Option<CachedImage>, CacheError> {
+        let entry = self.dir.join("images").join(digest);
+        let used_path = entry.join("used");
+        let used = match File::open(&used_path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io_error(&used_path)(err)),
+        };
+        flock(&used, libc::LOCK_SH).map_err(io_error(&used_path))?;
+        // Prune renames an entry away while holding its lock: make sure the file we locked
+        // is still the installed one.
+        let locked = used.metadata().map_err(io_error(&used_path))?;
+        match fs::metadata(&used_path) {
+            Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => {}
+            _ => return Ok(None),
+        }
+        // Best effort: the last-use time only orders `cache ls`.
+        let _ = used.set_modified(SystemTime::now());
+        self.leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(used);
+        Ok(Some(CachedImage {
+            digest: Some(digest.to_string()),
+            root: entry.join("root"),
+        }))
+    }
+
+    fn lock_key(&self, key: &str) -> Result<File, CacheError> {
+        let path = self.dir.join("locks").join(key);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        flock(&file, libc::LOCK_EX).map_err(io_error(&path))?;
+        Ok(file)
+    }
+
+    /// Unpacks `image` into a temp dir while hashing it, then renames the dir into place.
+    /// Returns the digest; the entry is installed (by us or by a concurrent unpack).
+    fn unpack_and_install(&self, image: &Path, file: File) -> Result<String, CacheError> {
+        let work = LockedDir::create(&self.dir.join("tmp"), "unpack")?;
+        let root = work.path.join("root");
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&root)
+            .map_err(io_error(&root))?;
+        let mut source = HashingReader::new(file);
+        let report = match unpack::unpack(&mut source, &root, &self.options) {
+            Ok(report) => report,
+            Err(source) => {
+                drop(work);
+                return Err(CacheError::Unpack {
+                    image: image.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let digest = source.finish().map_err(|source| CacheError::Image {
+            path: image.to_path_buf(),
+            source,
+        })?;
+        let info = serde_json::json!({
+            "digest": digest,
+            "bytes": report.bytes,
+            "entries": report.entries,
+            "skipped_devices": report.skipped_devices,
+            "skipped_fifos": report.skipped_fifos,
+            "stripped_setid": report.stripped_setid,
+        });
+        let info_path = work.path.join("info.json");
+        fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
+        let used_path = work.path.join("used");
+        File::create(&used_path).map_err(io_error(&used_path))?;
+        let installed = self.dir.join("images").join(&digest);
+        match fs::rename(&work.path, &installed) {
+            Ok(()) => work.forget(),
+            // The same content was installed meanwhile (another file with these bytes):
+            // keep that one, drop ours.
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
+                ) =>
+            {
+                drop(work)
+            }
+            Err(err) => return Err(io_error(&installed)(err)),
+        }
+        Ok(digest)
+    }
+
+    /// Points the stat index entry `key` at `digest` (atomically replacing an old one).
+    fn write_index(&self, key: &str, digest: &str) -> Result<(), CacheError> {
+        let index = self.dir.join("index");
+        let temp = index.join(format!(".{key}.{}", unique_suffix()));
+        std::os::unix::fs::symlink(digest, &temp).map_err(io_error(&temp))?;
+        let path = index.join(key);
+        fs::rename(&temp, &path).map_err(|err| {
+            let _ = fs::remove_file(&temp);
+            io_error(&path)(err)
+        })
+    }
+
+    /// The cached images, most recently used first.
+    pub fn list(&self) -> Result<Vec<CacheEntry>, CacheError> {
+        let images = self.dir.join("images");
+        let mut entries = Vec::new();
+        for digest in read_names(&images)? {
+            let Some(digest) = digest.to_str().filter(|d| is_digest(d)) else {
+                continue;
+            };
+            let entry = images.join(digest);
+            let info: serde_json::Value = fs::read(entry.join("info.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default();
+            let Ok(used) = File::open(entry.join("used")) else {
+                continue; // being removed
+            };
+            let last_used = used
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let in_use = !try_flock(&used, libc::LOCK_EX);
+            entries.push(CacheEntry {
+                digest: digest.to_string(),
+                size: info["bytes"].as_u64().unwrap_or(0),
+                entries: info["entries"].as_u64().unwrap_or(0),
+                last_used,
+                in_use,
+            });
+        }
+        entries.sort_by_key(|e| std::cmp::Reverse(e.last_used));
+        Ok(entries)
+    }
+
+    /// Removes every cached image no running launch uses, index entries pointing nowhere,
+    /// idle lock files and the leftovers of crashed runs.
+    pub fn prune(&self) -> Result<PruneReport, CacheError> {
+        let mut report = PruneReport {
+            stale: self.sweep_stale()?,
+            ..PruneReport::default()
+        };
+        for entry in self.list()? {
+            match self.remove_entry(&entry.digest) {
+                Ok(()) => {
+                    report.freed += entry.size;
+                    report.removed.push(entry.digest);
+                }
+                Err(CacheError::InUse(_)) => report.in_use += 1,
+                Err(CacheError::NotCached(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let index = self.dir.join("index");
+        for name in read_names(&index)? {
+            let path = index.join(&name);
+            let dangling = match fs::read_link(&path) {
+                Ok(target) => !self.dir.join("images").join(target).exists(),
+                Err(_) => true,
+            };
+            if dangling {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        let locks = self.dir.join("locks");
+        for name in read_names(&locks)? {
+            let path = locks.join(&name);
+            // A lock file nobody holds is idle; should an unpack grab it just before the
+            // unlink, it unpacks unserialised and the install rename sorts it out.
+            if let Ok(file) = File::open(&path) {
+                if try_flock(&file, libc::LOCK_EX) {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes the cached image whose digest is `digest` or starts with it (a unique
+    /// prefix); refuses if a running launch uses it. Returns the full digest.
+    pub fn remove(&self, digest: &str) -> Result<String, CacheError> {
+        let matches: Vec<String> = read_names(&self.dir.join("images"))?
+            .into_iter()
+            .filter_map(|n| n.into_string().ok())
+            .filter(|n| is_digest(n) && !digest.is_empty() && n.starts_with(digest))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(CacheError::NotCached(digest.to_string())),
+            [full] => self.remove_entry(full).map(|()| full.clone()),
+            _ => Err(CacheError::Ambiguous(digest.to_string())),
+        }
+    }
+
+    fn remove_entry(&self, digest: &str) -> Result<(), CacheError> {
+        let entry = self.dir.join("images").join(digest);
+        let used_path = entry.join("used");
+        let used = match File::open(&used_path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(CacheError::NotCached(digest.to_string()))
+            }
+            Err(err) => return Err(io_error(&used_path)(err)),
+        };
+        if !try_flock(&used, libc::LOCK_EX) {
+            return Err(CacheError::InUse(digest.to_string()));
+        }
+        // Out of sight first (one rename), then deleted at leisure; a crash in between
+        // leaves an unlocked dir in tmp/ for the next sweep.
+        let trash = self
+            .dir
+            .join("tmp")
+            .join(format!("removed-{}", unique_suffix()));
+        fs::rename(&entry, &trash).map_err(io_error(&entry))?;
+        drop(used);
+        unpack::remove_tree(&trash).map_err(io_error(&trash))
+    }
+
+    /// Removes what crashed runs left: unpacks that never finished and writable layers of
+    /// launches that were killed. Cheap (two small directory listings); returns the count.
+    pub fn sweep_stale(&self) -> Result<usize, CacheError> {
+        let mut removed = 0;
+        for sub in ["tmp", "layers"] {
+            let dir = self.dir.join(sub);
+            for name in read_names(&dir)? {
+                let path = dir.join(&name);
+                if LockedDir::is_abandoned(&path) && unpack::remove_tree(&path).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A fresh per-launch writable layer under the cache dir, with empty `upper` and `work`
+    /// dirs for overlayfs (same filesystem, as overlay requires). It is removed when the
+    /// [`LayerDir`] is dropped, and by [`ImageCache::sweep_stale`] if the launch is killed.
+    pub fn new_layer_dir(&self) -> Result<LayerDir, CacheError> {
+        let dir = LockedDir::create(&self.dir.join("layers"), "layer")?;
+        for sub in ["upper", "work"] {
+            let path = dir.path.join(sub);
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&path)
+                .map_err(io_error(&path))?;
+        }
+        Ok(LayerDir { dir })
+    }
+}
+
+/// A launch's writable layer: `upper` and `work` dirs for an overlay mount. Dropping it
+/// removes the whole layer (in the process that created it only, never in a forked child).
+pub struct LayerDir {
+    dir: LockedDir,
+}
+
+impl LayerDir {
+    pub fn path(&self) -> &Path {
+        &self.dir.path
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path.join("upper")
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path.join("work")
+    }
+}
+
+/// A directory with an exclusive flock held on it while its owner works in it; removed on
+/// drop unless [`LockedDir::forget`] is called.
+struct LockedDir {
+    path: PathBuf,
+    lock: Option<File>,
+    owner: u32,
+}
+
+impl LockedDir {
+    fn create(parent: &Path, prefix: &str) -> Result<LockedDir, CacheError> {
+        let path = parent.join(format!("{prefix}-{}", unique_suffix()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io_error(&path))?;
+        let lock = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        flock(&lock, libc::LOCK_EX).map_err(io_error(&path))?;
+        Ok(LockedDir {
+            path,
+            lock: Some(lock),
+            owner: std::process::id(),
+        })
+    }
+
+    /// Keeps the directory (it was renamed into place) and releases the lock.
+    fn forget(mut self) {
+        self.lock = None;
+        self.owner = 0;
+    }
+
+    /// Whether `path` is a directory nobody holds a lock on, old enough that its owner is
+    /// not just about to take one.
+    fn is_abandoned(path: &Path) -> bool {
+        let Ok(dir) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)
+        else {
+            return false;
+        };
+        let old = dir
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= SWEEP_GRACE);
+        old && try_flock(&dir, libc::LOCK_EX)
+    }
+}
+
+impl Drop for LockedDir {
+    fn drop(&mut self) {
+        if self.owner == std::process::id() {
+            let _ = unpack::remove_tree(&self.path);
+        }
+    }
+}
+
+/// Reads a file through sha256 while something else consumes it.
+struct HashingReader {
+    file: File,
+    hasher: Sha256,
+}
+
+impl HashingReader {
+    fn new(file: File) -> Self {
+        HashingReader {
+            file,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Hashes whatever was not read yet and returns the digest of the whole file.
+    fn finish(mut self) -> io::Result<String> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The stat index key of an image file: what identifies its content without reading it.
+fn index_key(meta: &fs::Metadata) -> String {
+    let ns = |secs: i64, nanos: i64| secs as i128 * 1_000_000_000 + nanos as i128;
+    format!(
+        "{}-{}-{}-{}-{}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        ns(meta.mtime(), meta.mtime_nsec()),
+        ns(meta.ctime(), meta.ctime_nsec())
+    )
+}
+
+fn is_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A name unique across processes and calls: pid, time and a counter.
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}-{:08x}-{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The names in `dir` (hidden temp names included).
+fn read_names(dir: &Path) -> Result<Vec<OsString>, CacheError> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        names.push(entry.map_err(io_error(dir))?.file_name());
+    }
+    Ok(names)
+}
+
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    loop {
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Takes the lock if nobody holds a conflicting one; never waits.
+fn try_flock(file: &File, operation: libc::c_int) -> bool {
+    flock(file, operation | libc::LOCK_NB).is_ok()
+}
+
+/// Parses a size as `--max-image-size` takes it: `8G`, `512MiB`, `100000` (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: not a size (try 8G or 512M)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?}: too large"))
+}
+
+impl std::fmt::Display for CacheEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let age = self.last_used.elapsed().unwrap_or_default().as_secs();
+        write!(
+            f,
+            "{}  {:>10}  {:>7} entries  used {} ago{}",
+            &self.digest[..12],
+            unpack::human_bytes(self.size),
+            self.entries,
+            human_age(age),
+            if self.in_use { "  (in use)" } else { "" }
+        )
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_binary_units() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn digests_are_64_lowercase_hex() {
+        assert!(is_digest(&"ab".repeat(32)));
+        assert!(!is_digest(&"AB".repeat(32)));
+        assert!(!is_digest("../etc"));
+    }
+
+    #[test]
+    fn the_default_dir_depends_on_who_runs() {
+        let dir = ImageCache::default_dir();
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(dir, Path::new("/var/cache/mkroot-launch"));
+        } else {
+            assert!(dir.ends_with("mkroot-launch") || dir.starts_with("/tmp"));
+        }
+    }
+
+    #[test]
+    fn index_keys_change_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        fs::write(&path, b"one").unwrap();
+        let before = index_key(&fs::metadata(&path).unwrap());
+        assert_eq!(before, index_key(&fs::metadata(&path).unwrap()));
+        fs::write(&path, b"two").unwrap();
+        assert_ne!(before, index_key(&fs::metadata(&path).unwrap()));
     }
 }

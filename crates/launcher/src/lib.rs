@@ -1,6 +1,60 @@
 //! launch: run a root filesystem image in a container with full namespace isolation.
 //!
 //! [`cache`] turns an image (tarball or directory) into a read-only tree, unpacked once
-//! per digest; the runtime modules set up the container over it in kernel order.
+//! per digest; [`spec`] completes the user's options with what the image records; and
+//! [`container`] sets the container up over the tree in kernel order, one module per
+//! kernel concept: [`namespaces`], [`userns`], [`rootfs`], [`devices`], [`etc_files`],
+//! [`network`], [`cgroup`], [`security`], [`pty`], [`init`] and [`process`].
 
 pub mod cache;
+pub mod cgroup;
+pub mod container;
+pub mod devices;
+pub mod error;
+pub mod etc_files;
+pub mod init;
+pub mod namespaces;
+pub mod network;
+pub mod process;
+pub mod pty;
+pub mod rootfs;
+pub mod security;
+pub mod spec;
+pub mod userns;
+
+pub use error::LaunchError;
+pub use spec::{ContainerSpec, LaunchOptions};
+
+use std::path::{Path, PathBuf};
+
+use cache::ImageCache;
+
+/// Launches the container `options` describe; returns the exit status for `launch`.
+pub fn launch(options: &LaunchOptions) -> Result<i32, LaunchError> {
+    // The cache stays open until the container ends: it marks the image in use, so a
+    // concurrent `launch cache prune` leaves it alone.
+    let (tree, _cache) = image_tree(options)?;
+    let image = spec::open_image_tree(&tree, &options.image)?;
+    let spec = ContainerSpec::new(options, image)?;
+    container::run(&spec)
+}
+
+/// The read-only tree of the image: a directory is used in place (the cache is not
+/// even opened), a tarball comes from the cache, unpacked there on first use.
+fn image_tree(options: &LaunchOptions) -> Result<(PathBuf, Option<ImageCache>), LaunchError> {
+    let image = &options.image;
+    let meta = std::fs::metadata(image)
+        .map_err(|e| LaunchError::Invalid(format!("image {}: {e}", image.display())))?;
+    if meta.is_dir() {
+        return Ok((image.clone(), None));
+    }
+    let cache = open_cache(options.cache_dir.as_deref())?;
+    let tree = cache.get_or_unpack(image)?.root;
+    Ok((tree, Some(cache)))
+}
+
+/// The image cache at `dir`, or at its default place.
+pub fn open_cache(dir: Option<&Path>) -> Result<ImageCache, LaunchError> {
+    let dir = dir.map_or_else(ImageCache::default_dir, Path::to_path_buf);
+    Ok(ImageCache::open(&dir)?)
+}

@@ -1,4 +1,163 @@
-fn main() {
-    eprintln!("launch: not built yet");
-    std::process::exit(125);
+//! `launch [OPTIONS] IMAGE [-- CMD...]` and `launch cache ls|prune|rm`: parses the
+//! command line and reports errors in one line with exit status 125; the work is in the
+//! library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
+use mkroot_launcher::rootfs::Volume;
+use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
+
+/// Run a root filesystem image (a tarball or a directory) in a container.
+#[derive(Parser)]
+#[command(name = "launch", version, subcommand_negates_reqs = true)]
+struct Cli {
+    #[command(subcommand)]
+    manage: Option<Manage>,
+    /// The image: a tarball (.tar, .tgz) or a directory.
+    #[arg(required = true)]
+    image: Option<PathBuf>,
+    /// The command and its arguments (after `--`); default: the image's, else /bin/sh.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+    /// The container's hostname (default: random).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Set an environment variable: KEY=VALUE, or KEY to pass the current value on.
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Run the command as UID[:GID].
+    #[arg(short = 'u', long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Bind-mount a host path: HOST:CONTAINER[:ro].
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volumes: Vec<String>,
+    /// Make the container's root read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Mount a tmpfs at PATH inside the container.
+    #[arg(long, value_name = "PATH")]
+    tmpfs: Vec<String>,
+    /// Give the command a pty even when stdin is not a terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// As root: run in a user namespace, root inside mapped to an unprivileged range.
+    #[arg(long)]
+    userns: bool,
+    /// The image cache directory (default: /var/cache/mkroot-launch as root, else
+    /// ~/.cache/mkroot-launch).
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Manage {
+    /// Manage the image cache.
+    #[command(subcommand)]
+    Cache(CacheAction),
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// List the cached images.
+    Ls,
+    /// Remove every cached image no running launch uses.
+    Prune,
+    /// Remove one cached image, by digest or a unique prefix of it.
+    Rm { digest: String },
+}
+
+fn main() -> ExitCode {
+    let mut cli = Cli::parse();
+    let result = match cli.manage.take() {
+        Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),
+        None => options(cli).and_then(|options| launch(&options)),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            // One line, whatever the message carries (a library error may quote input).
+            let message = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("launch: {message}");
+            ExitCode::from(EXIT_LAUNCH_FAILED as u8)
+        }
+    }
+}
+
+fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchError> {
+    let cache = open_cache(dir)?;
+    match action {
+        CacheAction::Ls => {
+            println!(
+                "{:<16} {:>12} {:>8}  {:<8} LAST USED",
+                "DIGEST", "BYTES", "ENTRIES", "IN USE"
+            );
+            for entry in cache.list()? {
+                let age = entry.last_used.elapsed().unwrap_or_default().as_secs();
+                println!(
+                    "{:<16} {:>12} {:>8}  {:<8} {} ago",
+                    &entry.digest[..16.min(entry.digest.len())],
+                    entry.size,
+                    entry.entries,
+                    if entry.in_use { "yes" } else { "no" },
+                    human_age(age)
+                );
+            }
+        }
+        CacheAction::Prune => {
+            let report = cache.prune()?;
+            println!(
+                "removed {} image(s), {} bytes; {} in use kept; {} stale leftover(s) removed",
+                report.removed.len(),
+                report.freed,
+                report.in_use,
+                report.stale
+            );
+        }
+        CacheAction::Rm { digest } => println!("removed {}", cache.remove(&digest)?),
+    }
+    Ok(0)
+}
+
+fn human_age(seconds: u64) -> String {
+    match seconds {
+        0..=119 => format!("{seconds}s"),
+        120..=7199 => format!("{}m", seconds / 60),
+        7200..=172_799 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
+fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
+    Ok(LaunchOptions {
+        image: cli.image.expect("clap requires IMAGE"),
+        cache_dir: cli.cache_dir,
+        command: cli.command,
+        hostname: cli.hostname,
+        env: cli.env,
+        env_files: cli.env_files,
+        workdir: cli.workdir,
+        user: cli.user.as_deref().map(str::parse::<User>).transpose()?,
+        volumes: cli
+            .volumes
+            .iter()
+            .map(|v| v.parse::<Volume>())
+            .collect::<Result<_, _>>()?,
+        tmpfs: cli.tmpfs,
+        read_only: cli.read_only,
+        tty: cli.tty,
+        userns: cli.userns,
+    })
 }

@@ -1,0 +1,939 @@
+//! Unpacking an image tarball into an empty directory, safely, whoever made the tarball.
+//!
+//! The launcher runs images the user did not build, so an archive is treated as hostile:
+//!
+//! - **Nothing lands outside the root.** Names are cleaned lexically (a leading `/` dropped,
+//!   `..` stopping at the root, as containerd does), then every parent directory is opened
+//!   *inside* the root (`openat2(RESOLVE_IN_ROOT)`, or an `openat(O_NOFOLLOW)` walk that
+//!   resolves symlinks itself, see [`in_root`]), and the last component is created relative to
+//!   that directory fd with `O_EXCL`/`O_NOFOLLOW`. A symlink planted by an earlier entry (to
+//!   `/`, to `../..`) is followed only within the root, never out of it.
+//! - **No host file is read in.** A hard link may only name an entry already unpacked; its
+//!   target is resolved inside the root like any other path.
+//! - **No device nodes, no fifos.** Character and block devices are skipped (the container's
+//!   `/dev` is built by the launcher); fifos are skipped too: they carry no data, and one
+//!   shared through the read-only cache could link two containers. Both are counted in the
+//!   [`UnpackReport`].
+//! - **setuid/setgid bits are stripped** from regular files unless
+//!   [`UnpackOptions::keep_setid`] is set. Containers run with `no_new_privs`, where the bits
+//!   do nothing; on the host, a setuid-root file from an untrusted image sitting in a cache
+//!   directory is only a risk. File capabilities and other xattrs are not restored either.
+//! - **Bounded work.** [`UnpackOptions::max_bytes`] caps the data of all entries (checked
+//!   against each header before any of it is decompressed, so a gzip bomb stops at once),
+//!   [`UnpackOptions::max_entries`] the number of headers, and extension headers (GNU long
+//!   names, PAX records) are capped at 64 KiB and 1 MiB.
+//! - **Duplicates: the last entry wins.** What stands at its name is removed first (a
+//!   directory with its whole tree), never written through.
+//! - **Truncation and corruption are refused**: a gzip stream must end with its trailer
+//!   (CRC checked), a tar with its end-of-archive marker.
+//!
+//! Directory modes and mtimes are applied after all entries, so a read-only directory in the
+//! archive does not stop its own contents from being written. Nothing is fsynced: the cache
+//! installs the tree by an atomic rename, and a tree from a crashed run is swept, not reused.
+//!
+//! Speed: decompression runs on its own thread ([`stream`]), data moves in 256 KiB-1 MiB
+//! blocks, and parent directory fds are reused across entries.
+
+mod in_root;
+mod stream;
+
+pub use in_root::remove_tree;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use stream::{Compression, PipedReader};
+use tar::EntryType;
+
+/// The default cap on the data an image may unpack to.
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
+/// The default cap on the number of tar headers in an image.
+pub const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+
+/// A GNU long name or link name longer than this is refused (PATH_MAX is 4096).
+const MAX_LONG_NAME: u64 = 64 * 1024;
+/// A PAX extended header larger than this is refused.
+const MAX_PAX_HEADER: u64 = 1024 * 1024;
+/// Data after the end-of-archive marker beyond this is refused (tar pads to 10 KiB records;
+/// a few MiB of zeros is the most any writer adds).
+const MAX_TRAILING: u64 = 16 * 1024 * 1024;
+const COPY_BUFFER: usize = 256 * 1024;
+
+/// Limits and policy for one unpack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackOptions {
+    /// Cap on the total data of all entries, in bytes (`--max-image-size`).
+    pub max_bytes: u64,
+    /// Cap on the number of tar headers (entries and extension headers).
+    pub max_entries: u64,
+    /// Keep setuid/setgid bits on regular files (stripped by default, see the module doc).
+    pub keep_setid: bool,
+    /// Give entries the archive's uid/gid. Only root can; the default is "when root".
+    /// Otherwise every entry belongs to the caller (who is root inside a rootless container).
+    pub preserve_owner: bool,
+    /// Resolve paths with openat2(RESOLVE_IN_ROOT) where the kernel has it (the default);
+    /// `false` always takes the `openat(O_NOFOLLOW)` walk, as on kernels before 5.6.
+    pub use_openat2: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            keep_setid: false,
+            preserve_owner: unsafe { libc::geteuid() } == 0,
+            use_openat2: true,
+        }
+    }
+}
+
+/// What an unpack did, for messages and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackReport {
+    /// Entries unpacked or skipped (extension headers not counted).
+    pub entries: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    pub skipped_devices: u64,
+    pub skipped_fifos: u64,
+    /// Entries of types an image has no use for (volume labels, unknown types).
+    pub skipped_other: u64,
+    /// Regular files whose setuid/setgid bits were stripped.
+    pub stripped_setid: u64,
+    /// What the image was compressed with.
+    pub gzip: bool,
+}
+
+/// An entry name as shown in a message: printable ASCII only (a hostile name cannot break
+/// the one-line error or the terminal), and shortened when it is huge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryName(pub Vec<u8>);
+
+impl fmt::Display for EntryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.0;
+        if name.len() <= 200 {
+            write!(f, "\"{}\"", name.escape_ascii())
+        } else {
+            write!(
+                f,
+                "\"{}...{}\" ({} bytes)",
+                name[..100].escape_ascii(),
+                name[name.len() - 60..].escape_ascii(),
+                name.len()
+            )
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("{}: cannot unpack into it: {source}", path.display())]
+    Target {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: cannot unpack into it: the directory is not empty", path.display())]
+    TargetNotEmpty { path: PathBuf },
+    #[error("the image is empty; an image is a tar archive, plain or gzip-compressed")]
+    Empty,
+    #[error("the image is compressed with {0}, which is not supported: use a plain or gzip-compressed tar")]
+    UnsupportedCompression(&'static str),
+    #[error(
+        "the image is not a tar archive ({0}); an image is a tar archive, plain or gzip-compressed"
+    )]
+    NotTar(String),
+    #[error("the image is truncated or corrupt{}: {detail}", after.as_ref().map(|name| format!(" (after entry {name})")).unwrap_or_default())]
+    Corrupt {
+        after: Option<EntryName>,
+        detail: String,
+    },
+    #[error("the image unpacks to more than {} (the limit; --max-image-size raises it)", human_bytes(*limit))]
+    TooLarge { limit: u64 },
+    #[error("the image has more than {limit} entries (the limit)")]
+    TooManyEntries { limit: u64 },
+    #[error("entry {entry}: {problem}")]
+    BadEntry { entry: EntryName, problem: String },
+    #[error("entry {entry}: cannot unpack it: {source}")]
+    Write {
+        entry: EntryName,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// `8 GiB`, `512 MiB`, `1000 bytes`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            return format!("{:.1} {unit}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// Unpacks the tar archive read from `source` (plain or gzip, told apart by magic number)
+/// into `target`, which must be an existing, empty directory.
+///
+/// `source` is read to its end on success (so a caller hashing it sees every byte). On error
+/// `target` holds a partial tree, still confined to `target`: remove it with
+/// [`remove_tree`].
+pub fn unpack<R: Read + Send>(
+    source: R,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let root = open_empty_target(target, options.use_openat2)?;
+    let (compression, decoded) = stream::open(source).map_err(|err| UnpackError::Corrupt {
+        after: None,
+        detail: err.to_string(),
+    })?;
+    if let Compression::Unsupported(name) = compression {
+        return Err(UnpackError::UnsupportedCompression(name));
+    }
+    std::thread::scope(|scope| {
+        let reader = stream::spawn_reader(scope, decoded);
+        let mut unpacker = Unpacker::new(root, options);
+        unpacker.report.gzip = compression == Compression::Gzip;
+        unpacker.run(reader)?;
+        Ok(unpacker.report)
+    })
+}
+
+/// Unpacks the image file at `image` into `target` (see [`unpack`]).
+pub fn unpack_file(
+    image: &Path,
+    target: &Path,
+    options: &UnpackOptions,
+) -> Result<UnpackReport, UnpackError> {
+    let file = std::fs::File::open(image).map_err(|source| UnpackError::Target {
+        path: image.to_path_buf(),
+        source,
+    })?;
+    unpack(file, target, options)
+}
+
+fn open_empty_target(target: &Path, use_openat2: bool) -> Result<in_root::RootDir, UnpackError> {
+    let target_error = |source| UnpackError::Target {
+        path: target.to_path_buf(),
+        source,
+    };
+    let mut listing = std::fs::read_dir(target).map_err(target_error)?;
+    if listing.next().is_some() {
+        return Err(UnpackError::TargetNotEmpty {
+            path: target.to_path_buf(),
+        });
+    }
+    in_root::RootDir::open(target, use_openat2).map_err(target_error)
+}
+
+/// A name split into its components with `.`, empty parts and a leading `/` gone, and `..`
+/// applied lexically, never above the root (`../../etc/x` is `etc/x`).
+pub fn clean_components(path: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts
+}
+
+/// Extension headers seen so far, describing the next real entry.
+#[derive(Default)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    fn is_empty(&self) -> bool {
+        self.long_name.is_none() && self.long_link.is_none() && self.pax.is_none()
+    }
+}
+
+/// One real entry, its extension headers folded in.
+struct EntryMeta {
+    path: Vec<u8>,
+    link: Option<Vec<u8>>,
+    kind: EntryType,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: (i64, u32),
+    size: u64,
+}
+
+impl EntryMeta {
+    fn read(entry: &tar::Entry<'_, PipedReader>, ext: Extensions) -> Result<EntryMeta, String> {
+        let header = entry.header();
+        let field = |name: &str, err: io::Error| format!("bad {name} field in the header: {err}");
+        // Some writers leave numeric fields blank (all NULs or spaces); tar reads those as 0.
+        let old = header.as_old();
+        let number = |value: io::Result<u64>, raw: &[u8], name: &str| match value {
+            Ok(n) => Ok(n),
+            Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+            Err(err) => Err(field(name, err)),
+        };
+        let mut meta = EntryMeta {
+            path: ext
+                .long_name
+                .unwrap_or_else(|| header.path_bytes().into_owned()),
+            link: ext
+                .long_link
+                .or_else(|| header.link_name_bytes().map(|l| l.into_owned())),
+            kind: header.entry_type(),
+            mode: number(header.mode().map(u64::from), &old.mode, "mode")? as u32,
+            uid: number(header.uid(), &old.uid, "uid")?,
+            gid: number(header.gid(), &old.gid, "gid")?,
+            mtime: (number(header.mtime(), &old.mtime, "mtime")? as i64, 0),
+            size: entry.size(),
+        };
+        if let Some(pax) = &ext.pax {
+            meta.apply_pax(pax)?;
+        }
+        Ok(meta)
+    }
+
+    /// PAX records override the header; the tar crate in raw mode leaves them to us.
+    fn apply_pax(&mut self, pax: &[u8]) -> Result<(), String> {
+        for record in tar::PaxExtensions::new(pax) {
+            let record = record.map_err(|_| "malformed PAX extended header".to_string())?;
+            let key = record.key_bytes();
+            let value = record.value_bytes();
+            let number = || -> Result<u64, String> {
+                std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("bad PAX {} value", key.escape_ascii()))
+            };
+            match key {
+                b"path" => self.path = value.to_vec(),
+                b"linkpath" => self.link = Some(value.to_vec()),
+                b"uid" => self.uid = number()?,
+                b"gid" => self.gid = number()?,
+                b"mtime" => self.mtime = parse_pax_time(value)?,
+                // A size that disagrees with the header would make this reader and others
+                // see different archives; files over 8 GiB (the only honest use) are refused.
+                b"size" if number()? != self.size => {
+                    return Err("PAX size differs from the header's size (not supported)".into())
+                }
+                key if key.starts_with(b"GNU.sparse.") => {
+                    return Err(
+                        "PAX sparse file: not supported (re-create the archive without --sparse)"
+                            .into(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A PAX time, `1700000000` or `1700000000.123456789` (possibly negative).
+fn parse_pax_time(value: &[u8]) -> Result<(i64, u32), String> {
+    let bad = || format!("bad PAX mtime {}", value.escape_ascii());
+    let text = std::str::from_utf8(value).map_err(|_| bad())?;
+    let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
+    let secs: i64 = secs.parse().map_err(|_| bad())?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let nanos: u32 = digits.parse().map_err(|_| bad())?;
+    Ok((secs, nanos))
+}
+
+/// A directory whose mode and mtime are applied once everything is unpacked.
+struct DeferredDir {
+    path: Vec<u8>,
+    mode: u32,
+    mtime: (i64, u32),
+}
+
+struct Unpacker<'o> {
+    root: in_root::RootDir,
+    options: &'o UnpackOptions,
+    report: UnpackReport,
+    /// Open parent directories by cleaned path; cleared whenever an entry replaces another,
+    /// since a removed directory's fd would point at a deleted tree.
+    parents: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    dirs: Vec<DeferredDir>,
+    buf: Vec<u8>,
+    euid: u32,
+    egid: u32,
+}
+
+const MAX_CACHED_PARENTS: usize = 256;
+
+impl<'o> Unpacker<'o> {
+    fn new(root: in_root::RootDir, options: &'o UnpackOptions) -> Self {
+        Unpacker {
+            root,
+            options,
+            report: UnpackReport::default(),
+            parents: HashMap::new(),
+            dirs: Vec::new(),
+            buf: vec![0; COPY_BUFFER],
+            euid: unsafe { libc::geteuid() },
+            egid: unsafe { libc::getegid() },
+        }
+    }
+
+    fn run(&mut self, reader: PipedReader) -> Result<(), UnpackError> {
+        let source_failed = reader.source_failed.clone();
+        let mut archive = tar::Archive::new(reader);
+        let mut headers: u64 = 0;
+        let mut last: Option<EntryName> = None;
+        {
+            let entries = archive.entries().map_err(|e| corrupt(None, e))?;
+            // Raw mode: extension headers come to us, so their size can be capped here
+            // (the tar crate would read a GNU long name of any size into memory).
+            let mut entries = entries.raw(true);
+            let mut ext = Extensions::default();
+            loop {
+                let mut entry = match entries.next() {
+                    None => break,
+                    Some(Ok(entry)) => entry,
+                    // A bad first header means this is no tarball; a failing gzip stream
+                    // means a broken one.
+                    Some(Err(err)) if headers == 0 && !source_failed.get() => {
+                        return Err(UnpackError::NotTar(err.to_string()))
+                    }
+                    Some(Err(err)) => return Err(corrupt(last, err)),
+                };
+                headers += 1;
+                if headers > self.options.max_entries {
+                    return Err(UnpackError::TooManyEntries {
+                        limit: self.options.max_entries,
+                    });
+                }
+                let kind = entry.header().entry_type();
+                let extension = |entry: &mut tar::Entry<'_, PipedReader>, cap, what| {
+                    read_extension(entry, cap, what).map_err(|problem| UnpackError::BadEntry {
+                        entry: EntryName(entry.header().path_bytes().into_owned()),
+                        problem,
+                    })
+                };
+                match kind {
+                    EntryType::GNULongName => {
+                        ext.long_name = Some(trim_nuls(extension(
+                            &mut entry,
+                            MAX_LONG_NAME,
+                            "GNU long name",
+                        )?))
+                    }
+                    EntryType::GNULongLink => {
+                        ext.long_link = Some(trim_nuls(extension(
+                            &mut entry,
+                            MAX_LONG_NAME,
+                            "GNU long link name",
+                        )?))
+                    }
+                    EntryType::XHeader => {
+                        ext.pax = Some(extension(
+                            &mut entry,
+                            MAX_PAX_HEADER,
+                            "PAX extended header",
+                        )?)
+                    }
+                    // Global PAX records (comments, a default mtime) change nothing we keep.
+                    EntryType::XGlobalHeader => {
+                        extension(&mut entry, MAX_PAX_HEADER, "PAX global header")?;
+                    }
+                    _ => {
+                        let ext = std::mem::take(&mut ext);
+                        let meta = EntryMeta::read(&entry, ext).map_err(|problem| {
+                            UnpackError::BadEntry {
+                                entry: EntryName(entry.header().path_bytes().into_owned()),
+                                problem,
+                            }
+                        })?;
+                        last = Some(EntryName(meta.path.clone()));
+                        self.unpack_entry(&mut entry, &meta, &last)?;
+                    }
+                }
+            }
+            if !ext.is_empty() {
+                return Err(corrupt_msg(last, "extension header with no entry after it"));
+            }
+        }
+        let mut reader = archive.into_inner();
+        if headers == 0 && reader.consumed == 0 {
+            return Err(UnpackError::Empty);
+        }
+        if reader.hit_end {
+            return Err(corrupt_msg(
+                last,
+                "the archive ends without its end-of-archive marker",
+            ));
+        }
+        // Read on to the end: a gzip stream's CRC and length are only checked at its trailer,
+        // and a caller hashing the source needs every byte of it read.
+        let trailing = io::copy(&mut (&mut reader).take(MAX_TRAILING + 1), &mut io::sink())
+            .map_err(|e| corrupt(last.clone(), e))?;
+        if trailing > MAX_TRAILING {
+            return Err(corrupt_msg(
+                last,
+                "more than 16 MiB of data after the end-of-archive marker",
+            ));
+        }
+        self.apply_dir_metadata();
+        Ok(())
+    }
+
+    fn charge(&mut self, size: u64) -> Result<(), UnpackError> {
+        let total = self.report.bytes.saturating_add(size);
+        if total > self.options.max_bytes {
+            return Err(UnpackError::TooLarge {
+                limit: self.options.max_bytes,
+            });
+        }
+        self.report.bytes = total;
+        Ok(())
+    }
+
+    fn unpack_entry(
+        &mut self,
+        entry: &mut tar::Entry<'_, PipedReader>,
+        meta: &EntryMeta,
+        name: &Option<EntryName>,
+    ) -> Result<(), UnpackError> {
+        self.report.entries += 1;
+        // Data counts against the limit whether it is written or skipped: it is
+        // decompressed either way.
+        self.charge(meta.size)?;
+        let bad = |problem: &str| UnpackError::BadEntry {
+            entry: EntryName(meta.path.clone()),
+            problem: problem.to_string(),
+        };
+        let parts = clean_components(&meta.path);
+        // Before POSIX, a directory was a regular entry whose name ends in '/'.
+        let is_old_style_dir = meta.kind == EntryType::Regular && meta.path.ends_with(b"/");
+        match meta.kind {
+            EntryType::Directory => self.make_directory(meta, &parts),
+            _ if is_old_style_dir => self.make_directory(meta, &parts),
+            EntryType::Char | EntryType::Block => {
+                self.report.skipped_devices += 1;
+                Ok(())
+            }
+            EntryType::Fifo => {
+                self.report.skipped_fifos += 1;
+                Ok(())
+            }
+            EntryType::GNUSparse => Err(bad(
+                "GNU sparse file: not supported (re-create the archive without --sparse)",
+            )),
+            EntryType::Regular | EntryType::Continuous | EntryType::Symlink | EntryType::Link
+                if parts.is_empty() =>
+            {
+                Err(bad("a file entry names the image root itself"))
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                self.write_file(entry, meta, &parts, name)
+            }
+            EntryType::Symlink => self.make_symlink(meta, &parts),
+            EntryType::Link => self.make_hardlink(meta, &parts),
+            _ => {
+                self.report.skipped_other += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// The open parent directory of `parts`' last component, creating missing ones.
+    fn parent_dir(
+        &mut self,
+        meta: &EntryMeta,
+        parts: &[&[u8]],
+    ) -> Result<Rc<OwnedFd>, UnpackError> {
+        let parent = &parts[..parts.len() - 1];
+        let key = parent.join(&b'/');
+        if let Some(fd) = self.parents.get(&key) {
+            return Ok(fd.clone());
+        }
+        let fd = Rc::new(
+            self.root
+                .open_dir(parent, true)
+                .map_err(|source| write_error(meta, source))?,
+        );
+        if self.parents.len() >= MAX_CACHED_PARENTS {
+            self.parents.clear();
+        }
+        self.parents.insert(key, fd.clone());
+        Ok(fd)
+    }
+
+    /// Removes what stands at `name` so the entry being unpacked can take its place.
+    fn replace(
+        &mut self,
+        dir: RawFd,
+        name: &CStr,
+        parts: &[&[u8]],
+        meta: &EntryMeta,
+    ) -> Result<(), UnpackError> {
+        let was_dir = in_root::stat_at(dir, name)
+            .map(|st| in_root::is_dir(&st))
+            .unwrap_or(false);
+        in_root::remove_at(dir, name).map_err(|source| write_error(meta, source))?;
+        self.parents.clear();
+        if was_dir {
+            // Directories under the removed tree are gone: forget their deferred metadata.
+            let mut prefix = parts.join(&b'/');
+            prefix.push(b'/');
+            self.dirs
+                .retain(|d| !d.path.starts_with(&prefix) && d.path != prefix[..prefix.len() - 1]);
+        }
+        Ok(())
+    }
+
+    fn write_file(
+        &mut self,
+        entry: &mut tar::Entry<'_, PipedReader>,
+        meta: &EntryMeta,
+        parts: &[&[u8]],
+        name: &Option<EntryName>,
+    ) -> Result<(), UnpackError> {
+        let dir = self.parent_dir(meta, parts)?;
+        let cname = leaf_name(meta, parts)?;
+        let mut file = match in_root::create_file(dir.as_raw_fd(), &cname) {
+            Ok(file) => file,
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
+                in_root::create_file(dir.as_raw_fd(), &cname).map_err(|e| write_error(meta, e))?
+            }
+            Err(err) => return Err(write_error(meta, err)),
+        };
+        let mut written: u64 = 0;
+        loop {
+            let n = match entry.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(corrupt(name.clone(), err)),
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|e| write_error(meta, e))?;
+            written += n as u64;
+        }
+        if written != meta.size {
+            return Err(corrupt_msg(
+                name.clone(),
+                "the archive ends inside this entry's data",
+            ));
+        }
+        let fd = file.as_raw_fd();
+        self.set_owner(meta, |uid, gid| unsafe { libc::fchown(fd, uid, gid) })?;
+        let mut mode = meta.mode & 0o7777;
+        if !self.options.keep_setid && mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            mode &= !(libc::S_ISUID | libc::S_ISGID);
+            self.report.stripped_setid += 1;
+        }
+        // After fchown, which clears setuid bits.
+        if unsafe { libc::fchmod(fd, mode) } < 0 {
+            return Err(write_error(meta, io::Error::last_os_error()));
+        }
+        in_root::set_mtime_fd(fd, meta.mtime.0, meta.mtime.1).map_err(|e| write_error(meta, e))
+    }
+
+    fn make_directory(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<(), UnpackError> {
+        if !parts.is_empty() {
+            let dir = self.parent_dir(meta, parts)?;
+            let cname = leaf_name(meta, parts)?;
+            match in_root::make_dir(dir.as_raw_fd(), &cname) {
+                Ok(()) => {}
+                Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                    let existing = in_root::stat_at(dir.as_raw_fd(), &cname)
+                        .map_err(|e| write_error(meta, e))?;
+                    if !in_root::is_dir(&existing) {
+                        self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
+                        in_root::make_dir(dir.as_raw_fd(), &cname)
+                            .map_err(|e| write_error(meta, e))?;
+                    }
+                }
+                Err(err) => return Err(write_error(meta, err)),
+            }
+            let fd = dir.as_raw_fd();
+            self.set_owner(meta, |uid, gid| unsafe {
+                libc::fchownat(fd, cname.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
+            })?;
+        }
+        self.dirs.push(DeferredDir {
+            path: parts.join(&b'/'),
+            mode: meta.mode & 0o7777,
+            mtime: meta.mtime,
+        });
+        Ok(())
+    }
+
+    fn make_symlink(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<(), UnpackError> {
+        let target = match &meta.link {
+            Some(target) if !target.is_empty() => {
+                in_root::c_name(target).map_err(|e| write_error(meta, e))?
+            }
+            _ => return Err(bad_entry(meta, "symlink without a target")),
+        };
+        let dir = self.parent_dir(meta, parts)?;
+        let cname = leaf_name(meta, parts)?;
+        match in_root::make_symlink(dir.as_raw_fd(), &cname, &target) {
+            Ok(()) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
+                in_root::make_symlink(dir.as_raw_fd(), &cname, &target)
+                    .map_err(|e| write_error(meta, e))?;
+            }
+            Err(err) => return Err(write_error(meta, err)),
+        }
+        let fd = dir.as_raw_fd();
+        self.set_owner(meta, |uid, gid| unsafe {
+            libc::fchownat(fd, cname.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
+        })?;
+        in_root::set_mtime_at(fd, &cname, meta.mtime.0, meta.mtime.1)
+            .map_err(|e| write_error(meta, e))
+    }
+
+    fn make_hardlink(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<(), UnpackError> {
+        let link = meta.link.clone().unwrap_or_default();
+        let target_parts = clean_components(&link);
+        if target_parts.is_empty() {
+            return Err(bad_entry(meta, "hard link without a target"));
+        }
+        if target_parts == parts {
+            return Ok(());
+        }
+        let not_in_image = || {
+            bad_entry(
+                meta,
+                &format!(
+                    "hard link to {}, which is not an earlier entry of the image",
+                    EntryName(link.clone())
+                ),
+            )
+        };
+        // The target is looked up inside the root like any other name: a link can only
+        // share an inode with something this unpack wrote, never with a host file.
+        let target_dir = match self
+            .root
+            .open_dir(&target_parts[..target_parts.len() - 1], false)
+        {
+            Ok(fd) => fd,
+            Err(err) if matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Err(not_in_image())
+            }
+            Err(err) => return Err(write_error(meta, err)),
+        };
+        let target_name = in_root::c_name(target_parts[target_parts.len() - 1])
+            .map_err(|e| write_error(meta, e))?;
+        let dir = self.parent_dir(meta, parts)?;
+        let cname = leaf_name(meta, parts)?;
+        let link_now = || {
+            in_root::make_hardlink(
+                target_dir.as_raw_fd(),
+                &target_name,
+                dir.as_raw_fd(),
+                &cname,
+            )
+        };
+        match link_now() {
+            Ok(()) => Ok(()),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Err(not_in_image()),
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
+                let existing = in_root::stat_at(dir.as_raw_fd(), &cname);
+                let source = in_root::stat_at(target_dir.as_raw_fd(), &target_name);
+                if let (Ok(a), Ok(b)) = (existing, source) {
+                    if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
+                        return Ok(());
+                    }
+                }
+                self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
+                link_now().map_err(|e| write_error(meta, e))
+            }
+            Err(err) => Err(write_error(meta, err)),
+        }
+    }
+
+    /// Gives the entry the archive's owner when that is the policy and differs from ours.
+    fn set_owner(
+        &self,
+        meta: &EntryMeta,
+        chown: impl FnOnce(u32, u32) -> libc::c_int,
+    ) -> Result<(), UnpackError> {
+        if !self.options.preserve_owner {
+            return Ok(());
+        }
+        let (Ok(uid), Ok(gid)) = (u32::try_from(meta.uid), u32::try_from(meta.gid)) else {
+            return Err(bad_entry(meta, "owner uid/gid out of range"));
+        };
+        if (uid, gid) == (self.euid, self.egid) {
+            return Ok(());
+        }
+        if chown(uid, gid) < 0 {
+            return Err(write_error(meta, io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Directory modes and mtimes, deepest first, once nothing more is written into them.
+    /// The last entry for a directory wins; one that was replaced meanwhile is skipped.
+    fn apply_dir_metadata(&mut self) {
+        let mut seen = HashSet::new();
+        let mut dirs: Vec<DeferredDir> = Vec::new();
+        for dir in std::mem::take(&mut self.dirs).into_iter().rev() {
+            if seen.insert(dir.path.clone()) {
+                dirs.push(dir);
+            }
+        }
+        dirs.sort_by_key(|d| {
+            std::cmp::Reverse(
+                d.path.iter().filter(|&&b| b == b'/').count() + usize::from(!d.path.is_empty()),
+            )
+        });
+        for dir in dirs {
+            let parts = clean_components(&dir.path);
+            let fd = if parts.is_empty() {
+                in_root::open_dir_fd(self.root.fd(), c".")
+            } else {
+                let Ok(parent) = self.root.open_dir(&parts[..parts.len() - 1], false) else {
+                    continue;
+                };
+                let Ok(name) = in_root::c_name(parts[parts.len() - 1]) else {
+                    continue;
+                };
+                in_root::open_dir_fd(parent.as_raw_fd(), &name)
+            };
+            let Ok(fd) = fd else { continue };
+            // Best effort: a directory the archive also made unwritable is still complete.
+            unsafe { libc::fchmod(fd.as_raw_fd(), dir.mode) };
+            let _ = in_root::set_mtime_fd(fd.as_raw_fd(), dir.mtime.0, dir.mtime.1);
+        }
+    }
+}
+
+/// Reads an extension header's data, refusing more than `cap` bytes.
+fn read_extension(
+    entry: &mut tar::Entry<'_, PipedReader>,
+    cap: u64,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    if entry.size() > cap {
+        return Err(format!(
+            "{what} of {} bytes (more than {} allowed)",
+            entry.size(),
+            cap
+        ));
+    }
+    let mut data = Vec::with_capacity(entry.size() as usize);
+    entry
+        .read_to_end(&mut data)
+        .map_err(|e| format!("{what} is truncated: {e}"))?;
+    if data.len() as u64 != entry.size() {
+        return Err(format!("{what} is truncated"));
+    }
+    Ok(data)
+}
+
+fn trim_nuls(mut name: Vec<u8>) -> Vec<u8> {
+    while name.last() == Some(&0) {
+        name.pop();
+    }
+    name
+}
+
+fn leaf_name(meta: &EntryMeta, parts: &[&[u8]]) -> Result<std::ffi::CString, UnpackError> {
+    in_root::c_name(parts[parts.len() - 1]).map_err(|e| write_error(meta, e))
+}
+
+fn bad_entry(meta: &EntryMeta, problem: &str) -> UnpackError {
+    UnpackError::BadEntry {
+        entry: EntryName(meta.path.clone()),
+        problem: problem.to_string(),
+    }
+}
+
+fn write_error(meta: &EntryMeta, source: io::Error) -> UnpackError {
+    UnpackError::Write {
+        entry: EntryName(meta.path.clone()),
+        source,
+    }
+}
+
+fn corrupt(after: Option<EntryName>, err: io::Error) -> UnpackError {
+    UnpackError::Corrupt {
+        after,
+        detail: err.to_string(),
+    }
+}
+
+fn corrupt_msg(after: Option<EntryName>, detail: &str) -> UnpackError {
+    UnpackError::Corrupt {
+        after,
+        detail: detail.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cleaned_into_the_root() {
+        let joined = |p: &[u8]| clean_components(p).join(&b'/');
+        assert_eq!(joined(b"/etc/passwd"), b"etc/passwd");
+        assert_eq!(joined(b"../../etc/x"), b"etc/x");
+        assert_eq!(joined(b"a/./b//c/../d"), b"a/b/d");
+        assert_eq!(joined(b"./"), b"");
+        assert_eq!(joined(b"\xff/\xfe"), b"\xff/\xfe");
+    }
+
+    #[test]
+    fn pax_times_keep_nanoseconds() {
+        assert_eq!(
+            parse_pax_time(b"1700000000.5").unwrap(),
+            (1700000000, 500_000_000)
+        );
+        assert_eq!(parse_pax_time(b"12").unwrap(), (12, 0));
+        assert!(parse_pax_time(b"12.x").is_err());
+    }
+
+    #[test]
+    fn entry_names_print_on_one_line() {
+        let shown = EntryName(b"evil\nname\xff".to_vec()).to_string();
+        assert_eq!(shown, "\"evil\\nname\\xff\"");
+        let long = EntryName(vec![b'a'; 5000]).to_string();
+        assert!(long.len() < 250 && long.contains("5000 bytes"));
+    }
+
+    #[test]
+    fn sizes_print_in_binary_units() {
+        assert_eq!(human_bytes(8 << 30), "8 GiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(10), "10 bytes");
+    }
+}

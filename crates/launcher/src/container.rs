@@ -1,0 +1,325 @@
+//! One container, start to end, in the order the kernel needs it. Read this file top
+//! to bottom to follow a launch: the launcher's side ([`run`]) and the container's side
+//! (`set_up`), each step a call into the module of its kernel concept.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::error::LaunchError;
+use crate::namespaces::{self, CloneResult, CONTAINER_NAMESPACES};
+use crate::process::{self, EXIT_LAUNCH_FAILED};
+use crate::rootfs::{self, MountPoint, WritableLayer};
+use crate::spec::ContainerSpec;
+use crate::{devices, etc_files, init, network, pty, security, userns};
+
+/// Starts the container and waits for it; returns the exit status `launch` exits with.
+pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
+    // Signals are blocked before the clone so none sent in between is lost; once the
+    // child's PID is known the launcher passes them on.
+    let signals = init::signal_set();
+    let command_mask = init::block(&signals);
+    let (go_read, go_write) = pipe()?;
+    // The container's init reports the command's exit status here once everything in
+    // the container is dead, so the launcher can exit without also waiting while the
+    // kernel tears the namespaces down (several RCU grace periods).
+    let (status_read, status_write) = pipe()?;
+    let pty_channel = spec.tty.then(socket_pair).transpose()?;
+
+    // The image tree goes to the container as our working directory: the clone moves it
+    // into the new mount namespace (see `WritableLayer::mount`). Nothing the launcher
+    // does afterwards depends on its cwd.
+    // SAFETY: a valid directory fd.
+    if unsafe { libc::fchdir(spec.image.as_raw_fd()) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(LaunchError::setup("entering the image tree", e));
+    }
+    // SAFETY: getpid cannot fail.
+    let launcher = unsafe { libc::getpid() };
+    // Without a user namespace the launcher makes the network namespace in parallel
+    // (see `network`); with one, it comes with the clone.
+    let net_from_launcher = spec.id_mapping.is_none();
+    // Root with --userns: the image's mount, to be idmapped into the container's user
+    // namespace once it exists (see `rootfs::idmapped_copy`).
+    // SAFETY: getuid cannot fail.
+    let idmapped_image = match (&spec.id_mapping, unsafe { libc::getuid() }) {
+        (Some(_), 0) => Some(rootfs::detached_copy(&spec.image)?),
+        _ => None,
+    };
+    let mut flags = CONTAINER_NAMESPACES;
+    if net_from_launcher {
+        flags &= !(libc::CLONE_NEWNET as u64);
+    } else {
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
+    let child = match namespaces::clone_into_namespaces(flags) {
+        Ok(CloneResult::Child) => {
+            drop(go_write);
+            drop(status_read);
+            let pty_end = pty_channel.map(|(_, container_end)| container_end);
+            container_main(
+                spec,
+                launcher,
+                Channels {
+                    go: go_read,
+                    status: status_write,
+                    pty: pty_end,
+                },
+                idmapped_image,
+                &command_mask,
+            )
+        }
+        Ok(CloneResult::Parent(pid)) => pid,
+        Err(e) if spec.id_mapping.is_some() => return Err(userns::explain_clone_failure(e)),
+        Err(e) => return Err(e),
+    };
+    drop(go_read);
+    drop(status_write);
+
+    if let Some(mapping) = &spec.id_mapping {
+        let mapped = mapping
+            .write_for(child)
+            .and_then(|()| match &idmapped_image {
+                Some(tree) => rootfs::idmapped_copy(tree, child),
+                None => Ok(()),
+            });
+        if let Err(e) = mapped {
+            kill_and_reap(child);
+            return Err(e);
+        }
+    }
+    drop(idmapped_image);
+    init::let_container_go_on(&go_write);
+    if net_from_launcher {
+        if let Err(e) = network::create_for_container() {
+            kill_and_reap(child);
+            return Err(e);
+        }
+        init::let_container_go_on(&go_write);
+    }
+    drop(go_write);
+
+    let code = match pty_channel {
+        Some((launcher_end, container_end)) => {
+            drop(container_end);
+            match pty::receive_fd(&launcher_end)? {
+                Some(master) => pty::relay(master, child, &status_read)?,
+                // The container failed before making its pty; it said why.
+                None => wait_for_exit_status(child, &status_read, &command_mask),
+            }
+        }
+        None => wait_for_exit_status(child, &status_read, &command_mask),
+    };
+    init::set_mask(&command_mask);
+    Ok(code)
+}
+
+/// The container's ends of the pipes to the launcher.
+struct Channels {
+    /// The launcher's go-aheads.
+    go: OwnedFd,
+    /// Where init reports the command's exit status.
+    status: OwnedFd,
+    /// Where the pty's master end goes, for an interactive container.
+    pty: Option<OwnedFd>,
+}
+
+/// The container's first process (PID 1 inside): sets the container up, then becomes
+/// its init. A setup failure is reported in one line and ends the launch with 125.
+fn container_main(
+    spec: &ContainerSpec,
+    launcher: libc::pid_t,
+    channels: Channels,
+    idmapped_image: Option<OwnedFd>,
+    command_mask: &libc::sigset_t,
+) -> ! {
+    let Channels { go, status, pty } = channels;
+    match set_up(spec, launcher, go, pty, idmapped_image) {
+        Ok(terminal) => init::run(&spec.command, terminal, status, command_mask),
+        Err(e) => {
+            eprintln!("launch: {e}");
+            // SAFETY: leaving the forked child without running the parent's cleanup.
+            unsafe { libc::_exit(EXIT_LAUNCH_FAILED) }
+        }
+    }
+}
+
+/// Everything between the clone and the command, in kernel order. Returns the pty's
+/// slave end for an interactive container.
+fn set_up(
+    spec: &ContainerSpec,
+    launcher: libc::pid_t,
+    go: OwnedFd,
+    pty_channel: Option<OwnedFd>,
+    idmapped_image: Option<OwnedFd>,
+) -> Result<Option<OwnedFd>, LaunchError> {
+    let in_userns = spec.id_mapping.is_some();
+    // 1. Die with the launcher; wait until it has written our uid/gid maps. A session
+    // of our own: signals from the user's terminal go to the launcher alone, which
+    // passes them on once.
+    // SAFETY: setsid cannot fail here (the clone is no group leader).
+    unsafe { libc::setsid() };
+    init::tie_to_launcher(&go)?;
+    if in_userns {
+        userns::become_root_inside()?;
+    }
+    // Modes below are given exactly (device nodes 0666, /tmp 1777).
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
+
+    // 2. Mounts, all in our own mount namespace, none propagating to the host.
+    rootfs::make_mounts_private()?;
+    let layer = WritableLayer::mount(in_userns, &mount_points(spec), idmapped_image)?;
+    let root = &layer.root;
+    let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // proc and sysfs are mounted before pivot_root, while the host's are still visible:
+    // in a user namespace the kernel only allows them when a full instance is.
+    rootfs::mount_fresh(root, "/proc", c"proc", hidden, None)?;
+    devices::populate(root, in_userns)?;
+    let tmp = libc::MS_NOSUID | libc::MS_NODEV;
+    rootfs::mount_fresh(root, "/tmp", c"tmpfs", tmp, Some(c"mode=1777"))?;
+    rootfs::mount_fresh(root, "/run", c"tmpfs", tmp, Some(c"mode=0755"))?;
+    etc_files::install(&layer.scratch, root, &spec.hostname)?;
+    for volume in &spec.volumes {
+        rootfs::bind(
+            root,
+            &volume.host,
+            &volume.container,
+            volume.mount_point(),
+            volume.read_only,
+        )?;
+    }
+    for path in &spec.tmpfs {
+        rootfs::mount_fresh(root, path, c"tmpfs", tmp, Some(c"mode=1777"))?;
+    }
+
+    // 3. The network namespace: joined now if the launcher made it. sysfs comes after,
+    // as it shows the network devices of the namespace that mounts it.
+    if !in_userns {
+        init::wait_for_launcher(&go);
+        network::join_launchers(launcher)?;
+    }
+    drop(go);
+    mount_sysfs(root)?;
+
+    // 4. Into the new root; the host's tree is detached and out of reach.
+    rootfs::pivot_into(root)?;
+    drop(layer);
+    if spec.read_only {
+        rootfs::make_root_read_only()?;
+    }
+
+    // 5. UTS (our own name); in a user namespace, the network's loopback comes up here.
+    // SAFETY: valid buffer and length.
+    if unsafe { libc::sethostname(spec.hostname.as_ptr().cast(), spec.hostname.len()) } < 0 {
+        return Err(LaunchError::setup(
+            "sethostname",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if in_userns {
+        network::bring_up_loopback()?;
+    }
+
+    // 6. The pty, from the container's own devpts; its master end goes to the launcher.
+    let terminal = match pty_channel {
+        Some(channel) => {
+            let (master, slave) = pty::open_pair()?;
+            pty::send_fd(&channel, &master)?;
+            Some(slave)
+        }
+        None => None,
+    };
+
+    // 7. Privileges, last: no exec may gain any, and root keeps a small set.
+    security::set_no_new_privs()?;
+    security::limit_capabilities(&security::DEFAULT_CAPABILITIES)?;
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o022) };
+    Ok(terminal)
+}
+
+/// Every path the setup mounts on, in the container.
+fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
+    let fixed = ["/proc", "/sys", "/dev", "/tmp", "/run"].map(|p| (p, MountPoint::Dir));
+    let volumes = spec
+        .volumes
+        .iter()
+        .map(|v| (v.container.as_str(), v.mount_point()));
+    let tmpfs = spec.tmpfs.iter().map(|p| (p.as_str(), MountPoint::Dir));
+    fixed
+        .into_iter()
+        .chain(etc_files::MOUNT_POINTS)
+        .chain(volumes)
+        .chain(tmpfs)
+        .collect()
+}
+
+/// `/sys`, read-only. A fresh sysfs shows only the container's network devices; where
+/// the kernel refuses one (some user namespaces), the host's is bound read-only.
+fn mount_sysfs(root: &OwnedFd) -> Result<(), LaunchError> {
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    rootfs::mount_fresh(root, "/sys", c"sysfs", flags, None).or_else(|_| {
+        rootfs::bind(
+            root,
+            std::path::Path::new("/sys"),
+            "/sys",
+            MountPoint::Dir,
+            true,
+        )
+    })
+}
+
+/// Waits for the command's exit status from the container's init, forwarding the
+/// launcher's signals to it meanwhile. If init dies without a word (killed, or setup
+/// failed and said why), its own exit status is the answer.
+fn wait_for_exit_status(child: libc::pid_t, status: &OwnedFd, mask: &libc::sigset_t) -> i32 {
+    init::forward_signals_to(child);
+    init::set_mask(mask);
+    match init::read_exit_status(status) {
+        Some(code) => code,
+        None => {
+            let mut wait_status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(child, &mut wait_status, 0) };
+            process::exit_code(wait_status)
+        }
+    }
+}
+
+fn kill_and_reap(child: libc::pid_t) {
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(LaunchError::setup("pipe2", std::io::Error::last_os_error()));
+    }
+    // SAFETY: two new fds that we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two fds.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(LaunchError::setup(
+            "socketpair",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: two new fds that we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

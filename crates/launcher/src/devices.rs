@@ -1,0 +1,110 @@
+//! `/dev` inside the container: a small tmpfs holding only the harmless character
+//! devices, a devpts instance of its own (so the container's terminals are not the
+//! host's), `/dev/shm`, and the usual links into /proc/self/fd.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use crate::error::LaunchError;
+use crate::rootfs::{self, MountPoint};
+
+/// The devices a container gets: (name, major, minor).
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+const LINKS: [(&str, &str); 5] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+];
+
+/// Builds `/dev` in the new root. In a user namespace device nodes cannot be created, so
+/// the host's nodes are bind-mounted instead (as bubblewrap does).
+pub fn populate(root: &OwnedFd, in_user_namespace: bool) -> Result<(), LaunchError> {
+    rootfs::mount_fresh(
+        root,
+        "/dev",
+        c"tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(c"mode=0755,size=64k"),
+    )?;
+    let dev = rootfs::mount_point(root, "/dev", MountPoint::Dir)?;
+    for (name, major, minor) in DEVICES {
+        if in_user_namespace {
+            rootfs::bind(
+                root,
+                Path::new(&format!("/dev/{name}")),
+                &format!("/dev/{name}"),
+                MountPoint::File,
+                false,
+            )?;
+        } else {
+            make_node(&dev, name, major, minor)?;
+        }
+    }
+    for (name, target) in LINKS {
+        symlink(&dev, name, target)?;
+    }
+    // A new devpts instance: the container sees only its own ptys, and `ptmx` is
+    // usable by everyone inside. gid 5 (tty) only where it is mapped.
+    let devpts_options = if in_user_namespace {
+        c"newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        c"newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
+    rootfs::mount_fresh(
+        root,
+        "/dev/pts",
+        c"devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(devpts_options),
+    )?;
+    rootfs::mount_fresh(
+        root,
+        "/dev/shm",
+        c"tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(c"mode=1777"),
+    )
+}
+
+fn make_node(dev: &OwnedFd, name: &str, major: u32, minor: u32) -> Result<(), LaunchError> {
+    let name_c = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: valid fd and C string. The process umask is 0 during setup.
+    let ret = unsafe {
+        libc::mknodat(
+            dev.as_raw_fd(),
+            name_c.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(major, minor),
+        )
+    };
+    if ret < 0 {
+        return Err(LaunchError::setup(
+            format!("creating /dev/{name}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn symlink(dev: &OwnedFd, name: &str, target: &str) -> Result<(), LaunchError> {
+    let name_c = std::ffi::CString::new(name).expect("no NUL");
+    let target_c = std::ffi::CString::new(target).expect("no NUL");
+    // SAFETY: valid fd and C strings.
+    if unsafe { libc::symlinkat(target_c.as_ptr(), dev.as_raw_fd(), name_c.as_ptr()) } < 0 {
+        return Err(LaunchError::setup(
+            format!("linking /dev/{name}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! The container's root filesystem, built inside the new mount namespace so that every
+//! mount dies with it: nothing is ever mounted in the host's namespace.
+//!
+//! The cached image is the read-only lower layer of an overlay. Its writable upper layer
+//! lives on a tmpfs that exists only in the container's mount namespace: the host sees
+//! no per-launch directory at all, and the layer vanishes with the namespace, even
+//! when `launch` is killed with SIGKILL. Nothing needs sweeping.
+//!
+//! Every mount point inside the new root is resolved with openat2(RESOLVE_IN_ROOT), so a
+//! symlink in the image (`/etc -> /host/etc`, `/proc -> ../../..`) cannot steer a mount
+//! out of the root; the mount then targets the resolved fd through /proc/self/fd.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::{check, LaunchError};
+
+/// A bind mount from the host: `-v HOST:CONTAINER[:ro]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub container: String,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = LaunchError;
+
+    fn from_str(spec: &str) -> Result<Volume, LaunchError> {
+        let invalid = |why: &str| {
+            LaunchError::Invalid(format!(
+                "--volume {spec}: {why}; give HOST:CONTAINER or HOST:CONTAINER:ro"
+            ))
+        };
+        let mut parts = spec.split(':');
+        let (host, container) = match (parts.next(), parts.next()) {
+            (Some(h), Some(c)) if !h.is_empty() && !c.is_empty() => (h, c),
+            _ => return Err(invalid("needs a host and a container path")),
+        };
+        let read_only = match parts.next() {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(other) => return Err(invalid(&format!("unknown mode `{other}`"))),
+        };
+        if parts.next().is_some() {
+            return Err(invalid("too many `:`"));
+        }
+        if !container.starts_with('/') {
+            return Err(invalid("the container path must be absolute"));
+        }
+        let host = std::fs::canonicalize(host)
+            .map_err(|e| LaunchError::Invalid(format!("--volume {spec}: host path {host}: {e}")))?;
+        Ok(Volume {
+            host,
+            container: container.to_string(),
+            read_only,
+        })
+    }
+}
+
+impl Volume {
+    /// A directory for a directory, a file for anything else.
+    pub fn mount_point(&self) -> MountPoint {
+        if self.host.is_dir() {
+            MountPoint::Dir
+        } else {
+            MountPoint::File
+        }
+    }
+}
+
+/// What a mount point must be when it has to be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountPoint {
+    Dir,
+    File,
+}
+
+/// The per-launch writable layer and the overlay root built on it.
+pub struct WritableLayer {
+    /// The scratch tmpfs: holds `upper`, `work` and the per-launch /etc files. Attached
+    /// under the old root only, so it is out of reach once the old root is detached.
+    pub scratch: OwnedFd,
+    /// The overlay's root (the future `/`).
+    pub root: OwnedFd,
+}
+
+/// Makes every mount in our new namespace private, before the first mount: no mount made
+/// here propagates to the host, and no host mount event reaches in.
+pub fn make_mounts_private() -> Result<(), LaunchError> {
+    mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(|e| LaunchError::setup("making mounts private", e))
+}
+
+impl WritableLayer {
+    /// Builds the overlay: the image tree below, a fresh tmpfs above; and attaches it
+    /// over the image directory, in our mount namespace only.
+    ///
+    /// The image tree is the working directory the launcher handed down through the
+    /// clone: the kernel moves a cloned process's cwd into the new mount namespace (an
+    /// fd opened before the clone would still point into the host's, which overlayfs
+    /// refuses). No path is resolved here, so no directory above the image (a 0700
+    /// cache) needs to be searchable from inside a user namespace.
+    ///
+    /// `mount_points` are the paths the setup will mount on: those the image lacks are
+    /// made in the upper layer before the overlay exists (plain mkdir on the tmpfs),
+    /// rather than through the overlay later, which would first copy their parent
+    /// directory up.
+    ///
+    /// `idmapped_image` is the image tree as a detached mount, idmapped by the launcher
+    /// (root with `--userns`, see [`idmapped_copy`]); it is attached over the image
+    /// directory and used in its place.
+    pub fn mount(
+        in_user_namespace: bool,
+        mount_points: &[(&str, MountPoint)],
+        idmapped_image: Option<OwnedFd>,
+    ) -> Result<WritableLayer, LaunchError> {
+        // SAFETY: valid C string.
+        let image = unsafe {
+            libc::open(
+                c".".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if image < 0 {
+            return Err(LaunchError::setup(
+                "opening the image tree",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: a new fd that we own.
+        let image = unsafe { OwnedFd::from_raw_fd(image) };
+        let image = match idmapped_image {
+            Some(tree) => {
+                move_mount(&tree, &image)
+                    .map_err(|e| LaunchError::setup("attaching the idmapped image", e))?;
+                tree
+            }
+            None => image,
+        };
+        let scratch = new_mount(c"tmpfs", &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            .map_err(|e| LaunchError::setup("creating the writable layer's tmpfs", e))?;
+        // Attached (over the image directory, in the old root's tree, our namespace only)
+        // rather than left detached: a detached mount is torn down on its own when its
+        // last fd closes, with a full RCU grace period; attached, it goes with the old
+        // root in one batch.
+        move_mount(&scratch, &image)
+            .map_err(|e| LaunchError::setup("attaching the writable layer's tmpfs", e))?;
+        for dir in [c"upper", c"work", c"etc"] {
+            mkdir_at(scratch.as_raw_fd(), dir, 0o755)
+                .map_err(|e| LaunchError::setup("creating the writable layer's dirs", e))?;
+        }
+        let upper = open_dir_at(scratch.as_raw_fd(), c"upper")
+            .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
+        for (path, kind) in mount_points {
+            seed_mount_point(&image, &upper, path, *kind).map_err(|e| {
+                LaunchError::setup(format!("mount point {path} in the container"), e)
+            })?;
+        }
+        let work = open_dir_at(scratch.as_raw_fd(), c"work")
+            .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
+        // The layers are given as fds, so no path is looked up again; kernels before 6.13
+        // take only paths, given through /proc/self/fd.
+        let by_fd = [
+            (c"lowerdir+", FsValue::Fd(image.as_raw_fd())),
+            (c"upperdir", FsValue::Fd(upper.as_raw_fd())),
+            (c"workdir", FsValue::Fd(work.as_raw_fd())),
+        ];
+        let by_path = [
+            (c"lowerdir", FsValue::Str(fd_path_c(image.as_raw_fd()))),
+            (c"upperdir", FsValue::Str(fd_path_c(upper.as_raw_fd()))),
+            (c"workdir", FsValue::Str(fd_path_c(work.as_raw_fd()))),
+        ];
+        // In a user namespace the overlay keeps its own metadata in user.* xattrs, the
+        // only ones an unprivileged mounter may write.
+        let userxattr = in_user_namespace.then_some((c"userxattr", FsValue::Flag));
+        let overlay = |layers: [(&'static std::ffi::CStr, FsValue); 3]| {
+            let options: Vec<_> = layers.into_iter().chain(userxattr.clone()).collect();
+            new_mount(c"overlay", &options, MOUNT_ATTR_NOSUID)
+        };
+        let root = match overlay(by_fd) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => overlay(by_path),
+            other => other,
+        }
+        .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
+        // Attached over the image directory (on top of the scratch tmpfs): pivot_root
+        // needs the new root in the tree.
+        move_mount(&root, &image)
+            .map_err(|e| LaunchError::setup("attaching the overlay root", e))?;
+        Ok(WritableLayer { scratch, root })
+    }
+}
+
+/// Makes `path` (relative to the root) in `upper` when the image (`lower`) lacks it,
+/// with the parent directories it needs copied from the image's (mode and owner). Stops
+/// quietly at a symlink in the image: such a path is resolved later, inside the root.
+fn seed_mount_point(
+    lower: &OwnedFd,
+    upper: &OwnedFd,
+    path: &str,
+    kind: MountPoint,
+) -> std::io::Result<()> {
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let mut prefix = String::new();
+    for (i, name) in components.iter().enumerate() {
+        if *name == "." || *name == ".." {
+            return Ok(());
+        }
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        prefix.push_str(name);
+        let last = i + 1 == components.len();
+        let prefix_c = CString::new(prefix.as_str()).map_err(|_| einval())?;
+        // SAFETY: stat is plain data; valid fd and C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let found = unsafe {
+            libc::fstatat(
+                lower.as_raw_fd(),
+                prefix_c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } == 0;
+        let is_dir = found && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        match (found, last) {
+            // In the image already: nothing to make (a mount on it needs no copy-up).
+            (true, true) => return Ok(()),
+            // A symlink or file on the way: leave it to the in-root resolution.
+            (true, false) if !is_dir => return Ok(()),
+            // A directory on the way: the upper layer needs it to hold what follows.
+            (true, false) => match mkdir_at(upper.as_raw_fd(), &prefix_c, st.st_mode & 0o7777) {
+                Ok(()) => {
+                    // SAFETY: valid fd and C string. An owner the user namespace does
+                    // not map stays root's.
+                    unsafe {
+                        libc::fchownat(
+                            upper.as_raw_fd(),
+                            prefix_c.as_ptr(),
+                            st.st_uid,
+                            st.st_gid,
+                            0,
+                        )
+                    };
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            },
+            (false, _) => {
+                let made = if last && kind == MountPoint::File {
+                    create_file_at(upper.as_raw_fd(), &prefix_c)
+                } else {
+                    mkdir_at(upper.as_raw_fd(), &prefix_c, 0o755)
+                };
+                match made {
+                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn einval() -> std::io::Error {
+    std::io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+fn open_dir_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: valid fd and C string.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A detached copy of the image tree's mount (made by the launcher, before the clone,
+/// while it can still see the tree).
+pub fn detached_copy(image: &OwnedFd) -> Result<OwnedFd, LaunchError> {
+    // SAFETY: valid fd and empty path with AT_EMPTY_PATH.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            image.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
+        )
+    };
+    check(tree, || "copying the image tree's mount".to_string())?;
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+}
+
+/// Root with `--userns`: maps the ids of `tree` (a [`detached_copy`]) through the user
+/// namespace of process `pid`, so the image's files, owned by root outside, belong to
+/// root inside; without it they show as nobody and no directory of the image could be
+/// written (the overlay could not copy it up). Needs the host's root, which the
+/// container's root is not: the launcher does it between the clone and the go-ahead.
+pub fn idmapped_copy(tree: &OwnedFd, pid: libc::pid_t) -> Result<(), LaunchError> {
+    let step = || "idmapping the image tree".to_string();
+    let path = CString::new(format!("/proc/{pid}/ns/user")).expect("no NUL");
+    // SAFETY: valid C string; the fd is owned at once.
+    let userns = check(
+        unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } as libc::c_long,
+        step,
+    )?;
+    // SAFETY: a new fd that we own.
+    let userns = unsafe { OwnedFd::from_raw_fd(userns as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        userns_fd: userns.as_raw_fd() as u64,
+        ..MountAttr::default()
+    };
+    // SAFETY: valid fds, empty path with AT_EMPTY_PATH, valid struct.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret, step)?;
+    Ok(())
+}
+
+/// A value for [`new_mount`]'s options.
+#[derive(Clone)]
+enum FsValue {
+    Flag,
+    Fd(RawFd),
+    Str(CString),
+}
+
+/// Creates a filesystem instance and a detached mount of it (fsopen, fsconfig,
+/// fsmount); `options` are (key, value) pairs, a `None` value setting a flag.
+fn new_mount(
+    fstype: &std::ffi::CStr,
+    options: &[(&std::ffi::CStr, FsValue)],
+    attributes: u32,
+) -> std::io::Result<OwnedFd> {
+    let last_error = std::io::Error::last_os_error;
+    // SAFETY: plain syscalls with valid C strings; each new fd is owned at once.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC);
+        if fs < 0 {
+            return Err(last_error());
+        }
+        let fs = OwnedFd::from_raw_fd(fs as RawFd);
+        for (key, value) in options {
+            let (command, value, aux) = match value {
+                FsValue::Flag => (FSCONFIG_SET_FLAG, std::ptr::null(), 0),
+                FsValue::Fd(fd) => (FSCONFIG_SET_FD, std::ptr::null(), *fd),
+                FsValue::Str(text) => (FSCONFIG_SET_STRING, text.as_ptr(), 0),
+            };
+            if libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                command,
+                key.as_ptr(),
+                value,
+                aux,
+            ) < 0
+            {
+                return Err(last_error());
+            }
+        }
+        let null = std::ptr::null::<libc::c_char>();
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            null,
+            null,
+            0,
+        ) < 0
+        {
+            return Err(last_error());
+        }
+        let mnt = libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attributes,
+        );
+        if mnt < 0 {
+            return Err(last_error());
+        }
+        Ok(OwnedFd::from_raw_fd(mnt as RawFd))
+    }
+}
+
+/// Attaches the detached mount `mount` on what `target` (an fd) refers to.
+fn move_mount(mount: &OwnedFd, target: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: both fds are valid; empty paths with the EMPTY_PATH flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Mounts a fresh filesystem (`proc`, `tmpfs`, ...) at `path` inside the new root.
+pub fn mount_fresh(
+    root: &OwnedFd,
+    path: &str,
+    fstype: &std::ffi::CStr,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> Result<(), LaunchError> {
+    let target = mount_point(root, path, MountPoint::Dir)?;
+    mount(
+        Some(fstype),
+        &fd_path_c(target.as_raw_fd()),
+        Some(fstype),
+        flags,
+        data,
+    )
+    .map_err(|e| {
+        LaunchError::setup(
+            format!("mounting {} on {path}", fstype.to_string_lossy()),
+            e,
+        )
+    })
+}
+
+/// Bind-mounts `source` (a host path, or a /proc/self/fd path) onto `path` inside the new
+/// root, recursively, read-only when asked. Uses a detached copy of the source tree
+/// (open_tree), made read-only before it is attached, so it is never writable inside.
+pub fn bind(
+    root: &OwnedFd,
+    source: &Path,
+    path: &str,
+    kind: MountPoint,
+    read_only: bool,
+) -> Result<(), LaunchError> {
+    let step = || format!("bind-mounting {} on {path}", source.display());
+    let source_c = path_c(source)?;
+    // SAFETY: plain syscall with a valid C string.
+    let tree = check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source_c.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE,
+            )
+        },
+        step,
+    )?;
+    // SAFETY: open_tree returned a new fd that we own.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    if read_only {
+        set_read_only(
+            tree.as_raw_fd(),
+            c"",
+            libc::AT_EMPTY_PATH | AT_RECURSIVE as i32,
+        )
+        .map_err(|e| LaunchError::setup(step(), e))?;
+    }
+    let target = mount_point(root, path, kind)?;
+    move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))
+}
+
+/// Makes the new root the process's `/` with pivot_root, and detaches the old root so
+/// no path, not even `..` from a leaked fd's mount, leads back to the host's tree.
+pub fn pivot_into(root: &OwnedFd) -> Result<(), LaunchError> {
+    fn step(what: &str) -> impl FnOnce(std::io::Error) -> LaunchError + '_ {
+        move |e| LaunchError::setup(format!("pivot_root: {what}"), e)
+    }
+    // SAFETY: root is a valid directory fd (O_PATH fds are accepted by fchdir).
+    if unsafe { libc::fchdir(root.as_raw_fd()) } < 0 {
+        return Err(step("entering the new root")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // pivot_root(".", "."): the old root ends up stacked on the new one, then is
+    // detached; this needs no directory for it inside the image.
+    // SAFETY: plain syscalls on C strings.
+    unsafe {
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0 {
+            return Err(step("switching roots")(std::io::Error::last_os_error()));
+        }
+        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 {
+            return Err(step("detaching the old root")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if libc::chdir(c"/".as_ptr()) < 0 {
+            return Err(step("entering /")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// `--read-only`: the root mount (only it: /tmp, /run, volumes keep their own mode).
+pub fn make_root_read_only() -> Result<(), LaunchError> {
+    set_read_only(libc::AT_FDCWD, c"/", 0)
+        .map_err(|e| LaunchError::setup("making the root read-only", e))
+}
+
+/// Resolves `path` inside `root` (symlinks resolved as if `root` were `/`), creating the
+/// missing directories and, when `kind` is a file, the final file, in the writable layer.
+/// Returns an O_PATH fd of the mount point.
+pub fn mount_point(root: &OwnedFd, path: &str, kind: MountPoint) -> Result<OwnedFd, LaunchError> {
+    let step = || format!("mount point {path} in the container");
+    let relative = path.trim_start_matches('/');
+    if relative.is_empty() {
+        return open_in_root(root, c".").map_err(|e| LaunchError::setup(step(), e));
+    }
+    let relative_c = CString::new(relative)
+        .map_err(|_| LaunchError::Invalid(format!("{path}: contains a NUL byte")))?;
+    match open_in_root(root, &relative_c) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(LaunchError::setup(step(), e)),
+    }
+    let (parent, name) = match relative.rsplit_once('/') {
+        Some((parent, name)) => (mount_point(root, parent, MountPoint::Dir)?, name),
+        None => (
+            open_in_root(root, c".").map_err(|e| LaunchError::setup(step(), e))?,
+            relative,
+        ),
+    };
+    let name_c = CString::new(name).expect("checked above");
+    // The parent is a real directory inside the root now; the name may still be a
+    // dangling symlink from the image: replace it with a real entry in the upper layer.
+    let create = || match kind {
+        MountPoint::Dir => mkdir_at(parent.as_raw_fd(), &name_c, 0o755),
+        MountPoint::File => create_file_at(parent.as_raw_fd(), &name_c),
+    };
+    let created = match create() {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            // SAFETY: valid fd and C string.
+            unsafe { libc::unlinkat(parent.as_raw_fd(), name_c.as_ptr(), 0) };
+            create()
+        }
+        other => other,
+    };
+    created.map_err(|e| LaunchError::setup(step(), e))?;
+    open_in_root(root, &relative_c).map_err(|e| LaunchError::setup(step(), e))
+}
+
+fn open_in_root(root: &OwnedFd, relative: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    // SAFETY: open_how is plain data; zero is its default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid fd, C string and open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            relative.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub(crate) fn mkdir_at(
+    dir: RawFd,
+    name: &std::ffi::CStr,
+    mode: libc::mode_t,
+) -> std::io::Result<()> {
+    // SAFETY: valid C string.
+    if unsafe { libc::mkdirat(dir, name.as_ptr(), mode) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn create_file_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: valid C string; the fd is closed right away.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+pub(crate) fn mount(
+    source: Option<&std::ffi::CStr>,
+    target: &std::ffi::CStr,
+    fstype: Option<&std::ffi::CStr>,
+    flags: libc::c_ulong,
+    data: Option<&std::ffi::CStr>,
+) -> std::io::Result<()> {
+    let ptr = |s: Option<&std::ffi::CStr>| s.map_or(std::ptr::null(), |s| s.as_ptr());
+    // SAFETY: valid C strings or nulls.
+    let ret = unsafe {
+        libc::mount(
+            ptr(source),
+            target.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_read_only(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        ..MountAttr::default()
+    };
+    // SAFETY: valid fd, C string and struct.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dir,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The magic-link path of an fd: mounting on it mounts on what the fd resolved to.
+pub(crate) fn fd_path(fd: RawFd) -> String {
+    format!("/proc/self/fd/{fd}")
+}
+
+pub(crate) fn fd_path_c(fd: RawFd) -> CString {
+    CString::new(fd_path(fd)).expect("no NUL")
+}
+
+fn path_c(path: &Path) -> Result<CString, LaunchError> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", path.display())))
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+#[derive(Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const OPEN_TREE_CLONE: u32 = 0x1;
+const AT_RECURSIVE: u32 = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+const MOUNT_ATTR_NOSUID: u32 = 0x2;
+const MOUNT_ATTR_NODEV: u32 = 0x4;
+const FSOPEN_CLOEXEC: u32 = 0x1;
+const FSMOUNT_CLOEXEC: u32 = 0x1;
+const FSCONFIG_SET_FLAG: u32 = 0;
+const FSCONFIG_SET_STRING: u32 = 1;
+const FSCONFIG_SET_FD: u32 = 5;
+const FSCONFIG_CMD_CREATE: u32 = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_modes_parse() {
+        let v: Volume = "/tmp:/data:ro".parse().unwrap();
+        assert!(v.read_only);
+        assert_eq!(v.container, "/data");
+        let v: Volume = "/tmp:/data".parse().unwrap();
+        assert!(!v.read_only);
+        assert!("/tmp:data".parse::<Volume>().is_err());
+        assert!("/tmp:/data:rx".parse::<Volume>().is_err());
+        assert!("/does/not/exist:/data".parse::<Volume>().is_err());
+    }
+}

@@ -1,0 +1,275 @@
+//! The one description of a container: what the user asked for on the command line,
+//! completed with what the image records (its default command and environment).
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
+
+use crate::error::LaunchError;
+use crate::process::{Command, User, DEFAULT_PATH};
+use crate::rootfs::Volume;
+use crate::userns::IdMapping;
+
+/// What the user asked for (the parsed command line).
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    pub image: PathBuf,
+    /// The cache directory; `None` for the default one.
+    pub cache_dir: Option<PathBuf>,
+    /// The command after `--`; empty for the image's default.
+    pub command: Vec<String>,
+    pub hostname: Option<String>,
+    /// `-e KEY=VALUE`, or `-e KEY` to pass the launcher's own value on.
+    pub env: Vec<String>,
+    pub env_files: Vec<PathBuf>,
+    pub workdir: Option<String>,
+    pub user: Option<User>,
+    pub volumes: Vec<Volume>,
+    pub tmpfs: Vec<String>,
+    pub read_only: bool,
+    /// `-t`: a pty even when stdin is not a terminal.
+    pub tty: bool,
+    /// `--userns`: a user namespace even when run as root.
+    pub userns: bool,
+}
+
+/// A container ready to be started.
+#[derive(Debug)]
+pub struct ContainerSpec {
+    /// The read-only image tree (an O_PATH fd), the overlay's lower layer.
+    pub image: OwnedFd,
+    pub hostname: String,
+    pub command: Command,
+    pub volumes: Vec<Volume>,
+    pub tmpfs: Vec<String>,
+    pub read_only: bool,
+    pub tty: bool,
+    /// The user namespace's maps; `None` for no user namespace (root without --userns).
+    pub id_mapping: Option<IdMapping>,
+}
+
+impl ContainerSpec {
+    /// `image` is the image tree, opened by [`open_image_tree`].
+    pub fn new(options: &LaunchOptions, image: OwnedFd) -> Result<ContainerSpec, LaunchError> {
+        let manifest = if options.command.is_empty() {
+            read_manifest(&image, &options.image)?
+        } else {
+            None
+        };
+        let argv = match (&manifest, options.command.is_empty()) {
+            (_, false) => options.command.clone(),
+            (Some(m), true) if !m.cmd.is_empty() => m.cmd.clone(),
+            _ => vec!["/bin/sh".to_string()],
+        };
+        // SAFETY: isatty/getuid cannot fail.
+        let tty = options.tty || unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+        let hostname = match &options.hostname {
+            Some(name) => check_hostname(name)?,
+            None => random_hostname(),
+        };
+        for path in &options.tmpfs {
+            if !path.starts_with('/') {
+                return Err(LaunchError::Invalid(format!(
+                    "--tmpfs {path}: give an absolute path inside the container"
+                )));
+            }
+        }
+        let workdir = options.workdir.clone().unwrap_or_else(|| "/".to_string());
+        if !workdir.starts_with('/') {
+            return Err(LaunchError::Invalid(format!(
+                "--workdir {workdir}: give an absolute path inside the container"
+            )));
+        }
+        let image_env = manifest.as_ref().map(|m| m.env.clone()).unwrap_or_default();
+        let env = environment(options, &hostname, tty, &image_env)?;
+        // SAFETY: getuid cannot fail.
+        let root = unsafe { libc::getuid() } == 0;
+        let id_mapping = if !root {
+            Some(IdMapping::caller_as_root())
+        } else if options.userns {
+            Some(IdMapping::subordinate_range())
+        } else {
+            None
+        };
+        Ok(ContainerSpec {
+            image,
+            hostname,
+            command: Command {
+                argv,
+                env,
+                workdir,
+                user: options.user,
+            },
+            volumes: options.volumes.clone(),
+            tmpfs: options.tmpfs.clone(),
+            read_only: options.read_only,
+            tty,
+            id_mapping,
+        })
+    }
+}
+
+/// The command's environment, later entries winning: defaults, the image's, the
+/// `--env-file`s in order, then `-e`.
+fn environment(
+    options: &LaunchOptions,
+    hostname: &str,
+    tty: bool,
+    image_env: &[String],
+) -> Result<Vec<String>, LaunchError> {
+    let home = match options.user {
+        Some(user) if user.uid != 0 => "/",
+        _ => "/root",
+    };
+    let mut env = vec![
+        format!("PATH={DEFAULT_PATH}"),
+        format!("HOSTNAME={hostname}"),
+        format!("HOME={home}"),
+    ];
+    if tty {
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".to_string());
+        env.push(format!("TERM={term}"));
+    }
+    let mut given: Vec<String> = image_env.to_vec();
+    for file in &options.env_files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| LaunchError::Invalid(format!("--env-file {}: {e}", file.display())))?;
+        given.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    given.extend(options.env.iter().cloned());
+    for entry in given {
+        let entry = match entry.split_once('=') {
+            Some(("", _)) => {
+                return Err(LaunchError::Invalid(format!(
+                    "--env {entry}: give KEY=VALUE or KEY"
+                )))
+            }
+            Some(_) => entry,
+            // `-e KEY`: the launcher's own value, or nothing when it has none.
+            None => match std::env::var(&entry) {
+                Ok(value) => format!("{entry}={value}"),
+                Err(_) => continue,
+            },
+        };
+        let key_len = entry.find('=').expect("has =") + 1;
+        env.retain(|e| !e.starts_with(&entry[..key_len]));
+        env.push(entry);
+    }
+    Ok(env)
+}
+
+/// Opens an image tree (a directory) for the container: an O_PATH fd, through which
+/// alone the container's setup reaches it.
+pub fn open_image_tree(tree: &Path, image: &Path) -> Result<OwnedFd, LaunchError> {
+    use std::os::unix::ffi::OsStrExt;
+    let tree_c = CString::new(tree.as_os_str().as_bytes())
+        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", image.display())))?;
+    // SAFETY: valid C string.
+    let fd = unsafe {
+        libc::open(
+            tree_c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(LaunchError::Invalid(format!(
+            "image {}: {e}",
+            image.display()
+        )));
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads the image's manifest, if it has one. Opened with RESOLVE_IN_ROOT: a symlink in
+/// an image cannot make the launcher read a host file.
+fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ImageManifest>, LaunchError> {
+    // SAFETY: open_how is plain data; zero is its default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    let path = CString::new(MANIFEST_PATH).expect("no NUL");
+    // SAFETY: valid fd, C string and open_how.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            tree.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let where_ = || format!("{}: {MANIFEST_PATH}", image.display());
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(LaunchError::setup(where_(), e)),
+        };
+    }
+    // SAFETY: a new fd that we own.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| LaunchError::setup(where_(), e))?;
+    ImageManifest::from_json_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| LaunchError::Invalid(format!("{}: not a valid image manifest: {e}", where_())))
+}
+
+fn check_hostname(name: &str) -> Result<String, LaunchError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(LaunchError::Invalid(format!(
+            "--hostname {name}: give 1-64 letters, digits, `-` or `.`"
+        )))
+    }
+}
+
+/// Twelve hex digits, like docker's container ids.
+fn random_hostname() -> String {
+    let mut bytes = [0u8; 6];
+    // SAFETY: filling a valid buffer.
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_environment_entries_win() {
+        let options = LaunchOptions {
+            env: vec!["A=2".into(), "PATH=/x".into()],
+            ..LaunchOptions::default()
+        };
+        let env = environment(&options, "h", false, &["A=1".to_string()]).unwrap();
+        assert!(env.contains(&"A=2".to_string()));
+        assert!(!env.contains(&"A=1".to_string()));
+        assert!(env.contains(&"PATH=/x".to_string()));
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    }
+
+    #[test]
+    fn hostnames_are_checked() {
+        assert!(check_hostname("box-1.example").is_ok());
+        assert!(check_hostname("bad name").is_err());
+        assert_eq!(random_hostname().len(), 12);
+    }
+}

@@ -1,0 +1,732 @@
+//! End-to-end tests of `launch`: real containers from busybox images the tests build.
+//! They need root (CI runs as root); the rootless ones create a user of their own.
+
+use std::os::fd::FromRawFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mkroot_e2e::launch::{
+    describe, host_mounts, launch, launch_bin, open_up, stdout, tree_listing, BusyboxImage,
+    TestUser,
+};
+
+fn run_in(image: &BusyboxImage, script: &str) -> std::process::Output {
+    let root = image.root();
+    launch([root.to_str().unwrap(), "--", "/bin/sh", "-c", script])
+}
+
+#[test]
+fn the_command_runs_under_an_init_as_pid_1_and_sees_only_its_own_processes() {
+    let image = BusyboxImage::new();
+    let out = run_in(
+        &image,
+        "echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'",
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    // The shell is PID 2: PID 1 is the launcher's init in front of it.
+    assert_eq!(lines[0], "2", "{text}");
+    assert_eq!(lines[1], "launch", "{text}");
+    // init, the shell, and the shell's ls/grep pipeline: nothing of the host's.
+    let count: usize = lines[2].parse().unwrap();
+    assert!(count <= 4, "{count} processes visible: {text}");
+
+    let ps = run_in(&image, "ps");
+    let listed: Vec<String> = stdout(&ps).lines().skip(1).map(str::to_string).collect();
+    assert!(listed.len() <= 3, "{}", describe(&ps));
+    for line in &listed {
+        let pid: u32 = line.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(pid < 10, "host-like pid in ps: {line}");
+    }
+}
+
+#[test]
+fn the_hostname_inside_is_its_own() {
+    let image = BusyboxImage::new();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = run_in(&image, "hostname; cat /etc/hostname");
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let inside = lines.next().unwrap();
+    assert_ne!(inside, host.trim());
+    assert_eq!(lines.next(), Some(inside), "/etc/hostname matches");
+
+    let root = image.root();
+    let named = launch([
+        root.to_str().unwrap(),
+        "--hostname",
+        "box-one",
+        "--",
+        "/bin/sh",
+        "-c",
+        "hostname; grep box-one /etc/hosts",
+    ]);
+    assert!(named.status.success(), "{}", describe(&named));
+    assert!(stdout(&named).starts_with("box-one\n"));
+    // The image's own /etc/hostname was covered, never written.
+    let own = std::fs::read_to_string(root.join("etc/hostname")).unwrap();
+    assert_eq!(own, "image-own-hostname\n");
+}
+
+/// A System V message queue made on the host, removed on drop.
+struct HostMessageQueue(String);
+
+impl HostMessageQueue {
+    fn create() -> HostMessageQueue {
+        let out = Command::new("ipcmk").arg("-Q").output().expect("ipcmk");
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text.trim().rsplit(' ').next().unwrap().to_string();
+        HostMessageQueue(id)
+    }
+}
+
+impl Drop for HostMessageQueue {
+    fn drop(&mut self) {
+        let _ = Command::new("ipcrm").args(["-q", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_host_message_queue_is_not_visible_inside() {
+    let image = BusyboxImage::new();
+    let queue = HostMessageQueue::create();
+    let ids = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect()
+    };
+    let host_table = std::fs::read_to_string("/proc/sysvipc/msg").unwrap();
+    assert!(
+        ids(&host_table).contains(&queue.0),
+        "the host sees its queue"
+    );
+    let out = run_in(&image, "cat /proc/sysvipc/msg");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(ids(&stdout(&out)).is_empty(), "{}", describe(&out));
+}
+
+#[test]
+fn only_loopback_is_inside_and_it_is_up() {
+    let image = BusyboxImage::new();
+    let out = run_in(
+        &image,
+        "ls /sys/class/net; cat /sys/class/net/lo/operstate; cat /proc/net/dev",
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("lo"), "{text}");
+    // lo reports `unknown` when up (it has no carrier), `down` otherwise.
+    assert_eq!(lines.next(), Some("unknown"), "{text}");
+    let interfaces: Vec<&str> = lines
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+        .collect();
+    assert_eq!(interfaces, ["lo"], "{text}");
+}
+
+#[test]
+fn rootless_maps_the_caller_to_root() {
+    let user = TestUser::create("map");
+    let image = BusyboxImage::new();
+    image.give_to(&user);
+    let root = image.root();
+    let out = user.launch(&[
+        root.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u; hostname; echo x > /written && cat /written",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let fields: Vec<Vec<&str>> = text
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(fields[0], ["0", &user.uid.to_string(), "1"], "{text}");
+    assert_eq!(fields[1][0], "0");
+    assert_eq!(fields[1][2], "1");
+    assert_eq!(text.lines().nth(2), Some("0"), "root inside: {text}");
+    assert!(text.ends_with("x\n"), "{text}");
+    assert!(!root.join("written").exists(), "the image is untouched");
+
+    // A tarball, unpacked into the user's own cache (~/.cache/mkroot-launch).
+    let tarball = image.tarball();
+    open_up(&tarball);
+    let out = user.launch(&[
+        tarball.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; ls /bin/busybox",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "0\n/bin/busybox\n");
+    let home = std::path::PathBuf::from(format!("/home/{}", user.name));
+    assert_eq!(names_in(&home.join(".cache/mkroot-launch/images")).len(), 1);
+}
+
+#[test]
+fn volumes_are_writable_or_read_only() {
+    let image = BusyboxImage::new();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("from-host"), "hello\n").unwrap();
+    let root = image.root();
+    let rw = format!("{}:/data", shared.path().display());
+    let out = launch([
+        root.to_str().unwrap(),
+        "-v",
+        &rw,
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /data/from-host && echo inside > /data/from-container",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "hello\n");
+    let written = std::fs::read_to_string(shared.path().join("from-container")).unwrap();
+    assert_eq!(written, "inside\n");
+
+    let ro = format!("{}:/deep/ro/data:ro", shared.path().display());
+    let out = launch([
+        root.to_str().unwrap(),
+        "-v",
+        &ro,
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /deep/ro/data/from-host; echo no > /deep/ro/data/denied",
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "hello\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+    assert!(!shared.path().join("denied").exists());
+
+    let missing = launch([
+        root.to_str().unwrap(),
+        "-v",
+        "/no/such/dir:/x",
+        "--",
+        "true",
+    ]);
+    assert_eq!(missing.status.code(), Some(125), "{}", describe(&missing));
+    assert_eq!(String::from_utf8_lossy(&missing.stderr).lines().count(), 1);
+}
+
+#[test]
+fn exit_statuses_follow_docker() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let cases: [(&[&str], i32); 5] = [
+        (&["/bin/sh", "-c", "exit 0"], 0),
+        (&["/bin/sh", "-c", "exit 42"], 42),
+        (&["/bin/sh", "-c", "kill -9 $$"], 137),
+        (&["/no/such/program"], 127),
+        (&["/etc/passwd"], 126),
+    ];
+    for (command, expected) in cases {
+        let mut args = vec![root.to_str().unwrap(), "--"];
+        args.extend_from_slice(command);
+        let out = launch(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{command:?}: {}",
+            describe(&out)
+        );
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let not_a_tarball = launch(["--cache-dir", cache_dir, "/etc/passwd", "--", "true"]);
+    assert_eq!(
+        not_a_tarball.status.code(),
+        Some(125),
+        "{}",
+        describe(&not_a_tarball)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&not_a_tarball.stderr)
+            .lines()
+            .count(),
+        1
+    );
+
+    let bad_image = launch(["/no/such/image.tgz", "--", "true"]);
+    assert_eq!(
+        bad_image.status.code(),
+        Some(125),
+        "{}",
+        describe(&bad_image)
+    );
+    let stderr = String::from_utf8_lossy(&bad_image.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/no/such/image.tgz"), "{stderr}");
+}
+
+#[test]
+fn signals_to_launch_reach_the_command() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    for (signal, name) in [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGINT, "INT"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGUSR1, "USR1"),
+    ] {
+        let mut child = Command::new(launch_bin())
+            .args([root.to_str().unwrap(), "--", "/bin/sh", "-c"])
+            .arg(format!(
+                "trap 'echo got-{name}; exit 7' {name}; echo ready; while :; do sleep 0.05; done"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut ready = [0u8; 6];
+        std::io::Read::read_exact(&mut out, &mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        // SAFETY: signalling the child we spawned.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert_eq!(rest, format!("got-{name}\n"));
+        assert_eq!(status.code(), Some(7), "SIG{name}");
+    }
+}
+
+#[test]
+fn orphans_are_reaped_by_init() {
+    let image = BusyboxImage::new();
+    // The inner shell starts a short sleep and exits at once: the sleep is orphaned to
+    // PID 1. Once it ends, only init's reaping keeps it from staying a zombie.
+    let out = run_in(
+        &image,
+        "sh -c 'sleep 0.2 &'; sleep 0.8; cat /proc/[0-9]*/stat",
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    for line in text.lines() {
+        let state = line.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
+        assert_ne!(state, Some("Z"), "zombie: {line}");
+    }
+    assert!(text.lines().count() >= 2, "{text}");
+}
+
+#[test]
+fn a_file_written_to_root_is_gone_at_the_next_launch() {
+    let image = BusyboxImage::new();
+    let before = tree_listing(&image.root());
+    let out = run_in(&image, "echo x > /marker && rm /bin/ls && cat /marker");
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = run_in(&image, "test ! -e /marker && test -e /bin/ls && echo clean");
+    assert_eq!(stdout(&out), "clean\n", "{}", describe(&out));
+    assert_eq!(
+        tree_listing(&image.root()),
+        before,
+        "the image itself is unchanged"
+    );
+
+    let ro = launch([
+        image.root().to_str().unwrap(),
+        "--read-only",
+        "--tmpfs",
+        "/scratch",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo ok > /scratch/f && cat /scratch/f && echo no > /denied",
+    ]);
+    assert!(!ro.status.success(), "{}", describe(&ro));
+    assert_eq!(stdout(&ro), "ok\n");
+    assert!(String::from_utf8_lossy(&ro.stderr).contains("Read-only file system"));
+}
+
+/// The names in `dir` (empty when it does not exist).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn ten_launches_of_one_image_at_once_all_succeed_and_share_one_cache_entry() {
+    let image = BusyboxImage::new();
+    let tarball = image.tarball();
+    let cache = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..10)
+        .map(|i| {
+            Command::new(launch_bin())
+                .arg("--cache-dir")
+                .arg(cache.path())
+                .arg(&tarball)
+                .args(["--", "/bin/sh", "-c"])
+                .arg(format!("echo {i} > /mine && cat /mine"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("{i}\n"),
+            "each container its own layer"
+        );
+    }
+    assert_eq!(
+        names_in(&cache.path().join("images")).len(),
+        1,
+        "one cache entry"
+    );
+    assert!(
+        names_in(&cache.path().join("tmp")).is_empty(),
+        "no unpack left over"
+    );
+    assert!(
+        names_in(&cache.path().join("layers")).is_empty(),
+        "no layer left over"
+    );
+}
+
+#[test]
+fn the_cache_is_listed_and_pruned() {
+    let image = BusyboxImage::new();
+    let tarball = image.tarball();
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    let out = launch(["--cache-dir", dir, tarball.to_str().unwrap(), "--", "true"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let digest = names_in(&cache.path().join("images"))
+        .pop()
+        .expect("cached");
+
+    let ls = launch(["cache", "ls", "--cache-dir", dir]);
+    assert!(ls.status.success(), "{}", describe(&ls));
+    assert!(stdout(&ls).contains(&digest[..16]), "{}", describe(&ls));
+
+    let prune = launch(["cache", "prune", "--cache-dir", dir]);
+    assert!(prune.status.success(), "{}", describe(&prune));
+    assert!(names_in(&cache.path().join("images")).is_empty());
+    let ls = launch(["cache", "ls", "--cache-dir", dir]);
+    assert!(!stdout(&ls).contains(&digest[..16]), "{}", describe(&ls));
+}
+
+#[test]
+fn an_interactive_shell_through_a_real_pty() {
+    let image = BusyboxImage::new();
+    let line = format!("{} {}", launch_bin().display(), image.root().display());
+    // script(1) gives launch a real terminal; the shell reads our lines from it.
+    let mut child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        b"echo sum-$((40+2)); tty\nexit 3\n",
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("sum-42"), "{}", describe(&out));
+    assert!(
+        text.contains("/dev/pts/0"),
+        "a pty of the container's own devpts: {text}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+}
+
+#[test]
+fn nothing_is_left_behind_after_exit_error_or_sigkill() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let cache = tempfile::tempdir().unwrap();
+    let mounts = host_mounts();
+    let files = tree_listing(&root);
+
+    let ok = run_in(&image, "touch /a /tmp/b; mount | grep -c overlay");
+    assert!(ok.status.success(), "{}", describe(&ok));
+    let tarball = image.tarball();
+    let cached = launch([
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        tarball.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "touch /a /tmp/b",
+    ]);
+    assert!(cached.status.success(), "{}", describe(&cached));
+    let cached_files = tree_listing(cache.path());
+    let failed = launch([
+        root.to_str().unwrap(),
+        "--workdir",
+        "/nonexistent",
+        "--",
+        "true",
+    ]);
+    assert_eq!(failed.status.code(), Some(125), "{}", describe(&failed));
+
+    // SIGKILL of launch itself: the container must die with it.
+    let mut child = Command::new(launch_bin())
+        .args([
+            root.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo up; exec sleep 60",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = [0u8; 3];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut up).unwrap();
+    let launcher = child.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).unwrap();
+    let init: u32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{init}")).exists() {
+        assert!(Instant::now() < deadline, "the container outlived launch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    assert_eq!(host_mounts(), mounts, "no mount leaked into the host");
+    assert_eq!(tree_listing(&root), files, "no file left in the image dir");
+    assert_eq!(
+        tree_listing(cache.path()),
+        cached_files,
+        "nothing added to the cache"
+    );
+    assert!(names_in(&cache.path().join("tmp")).is_empty());
+    assert!(names_in(&cache.path().join("layers")).is_empty());
+}
+
+#[test]
+fn user_workdir_and_environment_reach_the_command() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let env_file = image.dir.path().join("env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=1\nBOTH=file\n").unwrap();
+    let out = launch([
+        root.to_str().unwrap(),
+        "-u",
+        "1000:1001",
+        "-w",
+        "/tmp",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-e",
+        "BOTH=flag",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; id -g; pwd; echo $FROM_FILE $BOTH; grep Cap[EP][fr][fm] /proc/self/status",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..4], ["1000", "1001", "/tmp", "1 flag"], "{text}");
+    // Not root: no capabilities left at all.
+    for line in &lines[4..] {
+        assert!(line.ends_with("0000000000000000"), "{text}");
+    }
+
+    let root_caps = run_in(&image, "grep CapBnd /proc/self/status");
+    let mask = stdout(&root_caps);
+    let mask = u64::from_str_radix(mask.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    assert_eq!(
+        mask & (CAP_SYS_ADMIN | CAP_NET_ADMIN),
+        0,
+        "root inside keeps a small set"
+    );
+    assert!(mask.count_ones() <= 14, "{mask:x}");
+}
+
+#[test]
+fn the_images_recorded_command_and_environment_are_the_default() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    std::fs::create_dir_all(root.join(".mkroot")).unwrap();
+    let manifest = mkroot_common::manifest::ImageManifest {
+        version: mkroot_common::manifest::MANIFEST_VERSION,
+        cmd: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo from-manifest $IMAGE_VAR".into(),
+        ],
+        env: vec!["IMAGE_VAR=7".into()],
+        files: Vec::new(),
+    };
+    std::fs::write(
+        root.join(mkroot_common::manifest::MANIFEST_PATH),
+        manifest.to_json_bytes(),
+    )
+    .unwrap();
+    let out = launch([root.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out), "from-manifest 7\n");
+    // A command given after `--` wins; the image's environment still applies.
+    let out = launch([
+        root.to_str().unwrap(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo $IMAGE_VAR",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "\n",
+        "the image env comes with the image's command only"
+    );
+}
+
+#[test]
+fn userns_as_root_maps_root_inside_to_an_unprivileged_range() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let out = launch([
+        root.to_str().unwrap(),
+        "--userns",
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat /proc/self/uid_map; id -u; stat -c %u /bin; echo w > /etc/written && cat /etc/written",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let map: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(map[0], 0, "{text}");
+    assert!(map[1] >= 1000, "root inside is not root outside: {text}");
+    assert!(map[2] >= 1, "{text}");
+    // The image's files (root's outside) are root's inside, and its directories can be
+    // written to (through the overlay).
+    assert!(text.ends_with("0\n0\nw\n"), "{text}");
+    assert!(!root.join("etc/written").exists(), "the image is untouched");
+}
+
+#[test]
+fn a_command_that_is_an_init_runs_as_pid_1_itself() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    let tini = root.join("bin/tini");
+    std::fs::write(&tini, "#!/bin/sh\necho pid=$$\nexit 3\n").unwrap();
+    std::fs::set_permissions(&tini, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = launch([root.to_str().unwrap(), "--", "tini"]);
+    assert_eq!(stdout(&out), "pid=1\n", "{}", describe(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+}
+
+/// Runs `launch args` as uid/gid `id` inside a user namespace of our own in which
+/// user namespaces are forbidden (user.max_user_namespaces = 0 is per namespace), so
+/// the host's setting is left alone. Returns (exit code, stderr).
+fn launch_where_user_namespaces_are_forbidden(id: u32, args: &[&str]) -> (i32, String) {
+    use std::ffi::CString;
+    let bin = CString::new(launch_bin().to_str().unwrap()).unwrap();
+    let argv_c: Vec<CString> = std::iter::once("launch")
+        .chain(args.iter().copied())
+        .map(|a| CString::new(a).unwrap())
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let env_c = [CString::new("HOME=/nonexistent").unwrap()];
+    let env = [env_c[0].as_ptr(), std::ptr::null()];
+    let sysctl = CString::new("/proc/sys/user/max_user_namespaces").unwrap();
+    let mut ready = [0; 2];
+    let mut go = [0; 2];
+    let mut err = [0; 2];
+    // SAFETY: after fork the child makes only async-signal-safe syscalls on data
+    // prepared above, and execs or _exits.
+    unsafe {
+        assert_eq!(libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        assert_eq!(libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        let pid = libc::fork();
+        if pid == 0 {
+            let mut byte = 0u8;
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                libc::_exit(90);
+            }
+            libc::write(ready[1], b"r".as_ptr().cast(), 1);
+            libc::read(go[0], (&mut byte as *mut u8).cast(), 1);
+            let fd = libc::open(sysctl.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {
+                libc::_exit(91);
+            }
+            libc::dup2(err[1], 2);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(id, id, id) != 0
+                || libc::setresuid(id, id, id) != 0
+            {
+                libc::_exit(92);
+            }
+            libc::execve(bin.as_ptr(), argv.as_ptr(), env.as_ptr());
+            libc::_exit(93);
+        }
+        libc::close(ready[1]);
+        libc::close(go[0]);
+        libc::close(err[1]);
+        let mut byte = 0u8;
+        assert_eq!(libc::read(ready[0], (&mut byte as *mut u8).cast(), 1), 1);
+        // As root outside we may map both root (to write the sysctl) and the user.
+        let map = format!("0 0 1\n{id} {id} 1\n");
+        std::fs::write(format!("/proc/{pid}/uid_map"), &map).unwrap();
+        std::fs::write(format!("/proc/{pid}/gid_map"), &map).unwrap();
+        libc::write(go[1], b"g".as_ptr().cast(), 1);
+        let stderr = std::fs::File::from_raw_fd(err[0]);
+        let stderr = std::io::read_to_string(stderr).unwrap();
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::close(ready[0]);
+        libc::close(go[1]);
+        (libc::WEXITSTATUS(status), stderr)
+    }
+}
+
+#[test]
+fn rootless_says_clearly_when_the_kernel_forbids_user_namespaces() {
+    let image = BusyboxImage::new();
+    let root = image.root();
+    open_up(&root);
+    let (code, stderr) =
+        launch_where_user_namespaces_are_forbidden(1000, &[root.to_str().unwrap(), "--", "true"]);
+    assert_eq!(code, 125, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("forbids unprivileged user namespaces")
+            && stderr.contains("user.max_user_namespaces = 0"),
+        "{stderr}"
+    );
+}
