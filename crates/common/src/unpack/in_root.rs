@@ -239,6 +239,13 @@ pub fn stat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// `fstat` of an open fd (an O_PATH one too).
+pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
 pub fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
