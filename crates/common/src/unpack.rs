@@ -31,8 +31,10 @@
 //! archive does not stop its own contents from being written. Nothing is fsynced: the cache
 //! installs the tree by an atomic rename, and a tree from a crashed run is swept, not reused.
 //!
-//! Speed: decompression runs on its own thread ([`stream`]), data moves in 256 KiB-1 MiB
-//! blocks, and parent directory fds are reused across entries.
+//! Speed: decompression runs on its own thread ([`stream`]), small files are created and
+//! written by a few writer threads in parallel ([`writers`]: creating inodes is where the
+//! time goes), data moves in 256 KiB-1 MiB blocks, and parent directory fds are reused
+//! across entries.
 
 mod in_root;
 mod stream;

@@ -337,7 +337,7 @@ fn leftovers_of_crashed_runs_are_swept_and_live_ones_kept() {
 fn an_unpack_killed_midway_leaves_no_entry() {
     let scratch = tempfile::tempdir().unwrap();
     let image = scratch.path().join("big.tar");
-    write_big_image(&image, 40);
+    write_big_image(&image, 64);
     let cache_dir = scratch.path().join("cache");
     ImageCache::open(&cache_dir).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -386,5 +386,5 @@ fn an_unpack_killed_midway_leaves_no_entry() {
     assert!(names_in(&cache_dir.join("tmp")).is_empty());
     // The next launch unpacks it whole.
     let got = cache.get_or_unpack(&image).unwrap();
-    assert_eq!(names_in(&got.root.join("data")).len(), 40);
+    assert_eq!(names_in(&got.root.join("data")).len(), 64);
 }
