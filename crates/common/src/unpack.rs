@@ -279,6 +279,42 @@ struct Extensions {
 }
 
 impl Extensions {
+    /// Keeps `entry`'s data if it is an extension header (and says so), capped in size.
+    fn take(&mut self, entry: &mut tar::Entry<'_, PipedReader>) -> Result<bool, UnpackError> {
+        // GNU names end in NULs (trimmed); PAX records are kept as they are.
+        let (slot, cap, what, is_name) = match entry.header().entry_type() {
+            EntryType::GNULongName => (
+                Some(&mut self.long_name),
+                MAX_LONG_NAME,
+                "GNU long name",
+                true,
+            ),
+            EntryType::GNULongLink => (
+                Some(&mut self.long_link),
+                MAX_LONG_NAME,
+                "GNU long link name",
+                true,
+            ),
+            EntryType::XHeader => (
+                Some(&mut self.pax),
+                MAX_PAX_HEADER,
+                "PAX extended header",
+                false,
+            ),
+            // Global PAX records (comments, a default mtime) change nothing we keep.
+            EntryType::XGlobalHeader => (None, MAX_PAX_HEADER, "PAX global header", false),
+            _ => return Ok(false),
+        };
+        let data = read_extension(entry, cap, what).map_err(|problem| UnpackError::BadEntry {
+            entry: EntryName(entry.header().path_bytes().into_owned()),
+            problem,
+        })?;
+        if let Some(slot) = slot {
+            *slot = Some(if is_name { trim_nuls(data) } else { data });
+        }
+        Ok(true)
+    }
+
     fn is_empty(&self) -> bool {
         self.long_name.is_none() && self.long_link.is_none() && self.pax.is_none()
     }
@@ -456,76 +492,24 @@ impl<'o> Unpacker<'o> {
                         limit: self.options.max_entries,
                     });
                 }
-                let kind = entry.header().entry_type();
-                let extension = |entry: &mut tar::Entry<'_, PipedReader>, cap, what| {
-                    read_extension(entry, cap, what).map_err(|problem| UnpackError::BadEntry {
-                        entry: EntryName(entry.header().path_bytes().into_owned()),
-                        problem,
-                    })
-                };
-                match kind {
-                    EntryType::GNULongName => {
-                        ext.long_name = Some(trim_nuls(extension(
-                            &mut entry,
-                            MAX_LONG_NAME,
-                            "GNU long name",
-                        )?))
-                    }
-                    EntryType::GNULongLink => {
-                        ext.long_link = Some(trim_nuls(extension(
-                            &mut entry,
-                            MAX_LONG_NAME,
-                            "GNU long link name",
-                        )?))
-                    }
-                    EntryType::XHeader => {
-                        ext.pax = Some(extension(
-                            &mut entry,
-                            MAX_PAX_HEADER,
-                            "PAX extended header",
-                        )?)
-                    }
-                    // Global PAX records (comments, a default mtime) change nothing we keep.
-                    EntryType::XGlobalHeader => {
-                        extension(&mut entry, MAX_PAX_HEADER, "PAX global header")?;
-                    }
-                    _ => {
-                        let ext = std::mem::take(&mut ext);
-                        let meta = EntryMeta::read(&entry, ext).map_err(|problem| {
-                            UnpackError::BadEntry {
-                                entry: EntryName(entry.header().path_bytes().into_owned()),
-                                problem,
-                            }
-                        })?;
-                        last = Some(EntryName(meta.path.clone()));
-                        self.unpack_entry(&mut entry, &meta, &last)?;
-                    }
+                if ext.take(&mut entry)? {
+                    continue;
                 }
+                let meta =
+                    EntryMeta::read(&entry, std::mem::take(&mut ext)).map_err(|problem| {
+                        UnpackError::BadEntry {
+                            entry: EntryName(entry.header().path_bytes().into_owned()),
+                            problem,
+                        }
+                    })?;
+                last = Some(EntryName(meta.path.clone()));
+                self.unpack_entry(&mut entry, &meta, &last)?;
             }
             if !ext.is_empty() {
                 return Err(corrupt_msg(last, "extension header with no entry after it"));
             }
         }
-        let mut reader = archive.into_inner();
-        if headers == 0 && reader.consumed == 0 {
-            return Err(UnpackError::Empty);
-        }
-        if reader.hit_end {
-            return Err(corrupt_msg(
-                last,
-                "the archive ends without its end-of-archive marker",
-            ));
-        }
-        // Read on to the end: a gzip stream's CRC and length are only checked at its trailer,
-        // and a caller hashing the source needs every byte of it read.
-        let trailing = io::copy(&mut (&mut reader).take(MAX_TRAILING + 1), &mut io::sink())
-            .map_err(|e| corrupt(last.clone(), e))?;
-        if trailing > MAX_TRAILING {
-            return Err(corrupt_msg(
-                last,
-                "more than 16 MiB of data after the end-of-archive marker",
-            ));
-        }
+        check_stream_end(archive.into_inner(), headers, last)?;
         self.settle_writers()?;
         self.apply_dir_metadata();
         Ok(())
@@ -919,6 +903,34 @@ impl<'o> Unpacker<'o> {
             let _ = in_root::set_mtime_fd(fd.as_raw_fd(), dir.mtime.0, dir.mtime.1);
         }
     }
+}
+
+/// After the last entry: the archive must have ended with its end-of-archive marker, and
+/// what follows it is read to the end (bounded), because a gzip stream's CRC and length are
+/// only checked at its trailer, and a caller hashing the source needs every byte read.
+fn check_stream_end(
+    mut reader: PipedReader,
+    headers: u64,
+    last: Option<EntryName>,
+) -> Result<(), UnpackError> {
+    if headers == 0 && reader.consumed == 0 {
+        return Err(UnpackError::Empty);
+    }
+    if reader.hit_end {
+        return Err(corrupt_msg(
+            last,
+            "the archive ends without its end-of-archive marker",
+        ));
+    }
+    let trailing = io::copy(&mut (&mut reader).take(MAX_TRAILING + 1), &mut io::sink())
+        .map_err(|e| corrupt(last.clone(), e))?;
+    if trailing > MAX_TRAILING {
+        return Err(corrupt_msg(
+            last,
+            "more than 16 MiB of data after the end-of-archive marker",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads an extension header's data, refusing more than `cap` bytes.
