@@ -675,3 +675,32 @@ fn the_target_must_be_an_empty_directory() {
     .unwrap_err();
     assert!(matches!(err, UnpackError::TargetNotEmpty { .. }), "{err}");
 }
+
+#[test]
+fn magic_and_looping_symlinks_stay_inside_or_fail() {
+    let scene = Scene::new();
+    let archive = RawTar::default()
+        .link(EntryType::Symlink, b"procroot", b"/proc/self/root")
+        .file(b"procroot/etc/escaped", b"inside")
+        .link(EntryType::Symlink, b"fdroot", b"/proc/self/fd/3")
+        .file(b"fdroot/escaped", b"inside too")
+        .finish();
+    for result in scene.unpack_both_ways(&archive) {
+        result.unwrap();
+        // Resolved in the image, where /proc is just a directory the archive made.
+        assert_eq!(scene.read("proc/self/root/etc/escaped"), b"inside");
+        assert_eq!(scene.read("proc/self/fd/3/escaped"), b"inside too");
+    }
+
+    let looping = RawTar::default()
+        .link(EntryType::Symlink, b"a", b"b")
+        .link(EntryType::Symlink, b"b", b"a")
+        .file(b"a/x", b"nowhere")
+        .finish();
+    let scene = Scene::new();
+    for result in scene.unpack_both_ways(&looping) {
+        let err = result.unwrap_err();
+        assert!(matches!(err, UnpackError::Write { .. }), "{err}");
+        assert!(err.to_string().contains("\"a/x\""), "{err}");
+    }
+}
