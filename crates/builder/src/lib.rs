@@ -9,6 +9,12 @@
 //! from an ELF file), [`ldcache`] (the binary `/etc/ld.so.cache`), [`hwcaps`]
 //! (glibc-hwcaps subdirectories for this CPU), [`search`] (the library search rules) and
 //! [`resolve`] (breadth-first load order).
+//!
+//! The image side: [`programs`] (finding programs as a shell does, scripts' `#!`),
+//! [`copy`] (the image tree; symlink chains, merged-/usr links, hard links),
+//! [`loader_cache`] (the image's own ld.so.cache), [`symbols`] (dynamic symbols, for the extras), [`extras`] (what the loader does not
+//! name: NSS, users, libgcc_s, terminfo, gconv), [`plan`], [`image`] (entries and
+//! manifest, then the writer) and [`report`] (`--dry-run --json`, `--explain`).
 
 pub mod elf;
 pub mod hwcaps;
@@ -16,4 +22,11 @@ pub mod ldcache;
 pub mod resolve;
 pub mod search;
 
+pub mod copy;
+pub mod extras;
+pub mod image;
+pub mod loader_cache;
 pub mod plan;
+pub mod programs;
+pub mod report;
+pub mod symbols;

@@ -1,1 +1,592 @@
 //! The image plan: every file of the image, where it comes from on the host, and why.
+//!
+//! [`Plan::build`] runs the planning steps in order: find the programs (following
+//! scripts to their interpreters), resolve each as the loader would and copy what it
+//! loads, copy `--add` trees (resolving the ELF files in them too), then the extras the
+//! loader does not name ([`crate::extras`]), the mount points, and the image's own
+//! loader cache. Nothing is written here; [`crate::image`] writes a plan.
+
+use crate::copy::{CopyError, ImageTree};
+use crate::elf::ElfFacts;
+use crate::extras::{self, Extras};
+use crate::loader_cache;
+use crate::programs::{self, ProgramError, RootPath, Shebang};
+use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
+use crate::search::{Abi, Found, Requester};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Shells that get `-l` when they are the default command: a login shell reads the
+/// profile a user expects.
+const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"];
+
+/// The directories every image has for the container to mount on, with their modes.
+const MOUNT_POINTS: &[(&str, u32)] = &[
+    ("/proc", 0o555),
+    ("/sys", 0o555),
+    ("/dev", 0o755),
+    ("/tmp", 0o1777),
+    ("/run", 0o755),
+];
+
+/// Top-level links a merged-/usr root has into `/usr`.
+const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Scripts may name a script as interpreter (Linux follows a few levels); so do we.
+const MAX_INTERPRETER_DEPTH: usize = 4;
+
+/// `--add HOST[:IMAGE]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddSpec {
+    pub host: PathBuf,
+    /// Where it goes in the image; the host path when not given.
+    pub image: Option<PathBuf>,
+}
+
+impl AddSpec {
+    /// Parses `HOST[:IMAGE]`.
+    pub fn parse(text: &str) -> AddSpec {
+        match text.split_once(':') {
+            Some((host, image)) if !image.is_empty() => AddSpec {
+                host: PathBuf::from(host),
+                image: Some(PathBuf::from(image)),
+            },
+            Some((host, _)) => AddSpec {
+                host: PathBuf::from(host),
+                image: None,
+            },
+            None => AddSpec {
+                host: PathBuf::from(text),
+                image: None,
+            },
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// `/`, or the `--sysroot`.
+    pub root: PathBuf,
+    /// Names or paths, as given to `--bins`.
+    pub bins: Vec<String>,
+    pub adds: Vec<AddSpec>,
+    /// `--cmd`, already split into argv.
+    pub cmd: Option<Vec<String>>,
+    pub allow_missing: bool,
+    pub extras: Extras,
+    /// The PATH programs are looked up in.
+    pub search_path: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error("{path}: cannot read: {source}; check that it exists and is readable")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not an ELF file or a script; name a program or a shared library")]
+    NotElf { path: PathBuf },
+    #[error("{path}: malformed ELF ({reason}); the file is truncated or damaged")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{program}: needs {library} (named by {needed_by}), which is not found; install it, or pass --allow-missing")]
+    MissingLibrary {
+        program: PathBuf,
+        library: String,
+        needed_by: PathBuf,
+    },
+    #[error("{program}: {missing}; fix or remove that file, or pass --allow-missing")]
+    UnloadableLibrary { program: PathBuf, missing: String },
+    #[error("{root}: cannot use as root: {reason}; give an existing directory to --sysroot")]
+    Root { root: PathBuf, reason: String },
+    #[error("{script}: interpreters nest more than {MAX_INTERPRETER_DEPTH} deep; simplify the script's #! line")]
+    InterpreterDepth { script: PathBuf },
+    #[error(
+        "{script}: its interpreter {interpreter} does not exist; install it or fix the #! line"
+    )]
+    MissingInterpreter {
+        script: PathBuf,
+        interpreter: PathBuf,
+    },
+    #[error("--bins: no programs given; name at least one, like --bins bash")]
+    NoPrograms,
+}
+
+fn resolve_error(error: ResolveError, shown: &Path) -> PlanError {
+    match error {
+        ResolveError::LinkerScript { .. } => PlanError::Malformed {
+            path: shown.to_path_buf(),
+            reason: "a linker script, not a program".to_string(),
+        },
+        ResolveError::LdCache { path, reason } => PlanError::Root {
+            root: path,
+            reason: format!("malformed loader cache: {reason}"),
+        },
+        ResolveError::NotElf { .. } => PlanError::NotElf {
+            path: shown.to_path_buf(),
+        },
+        ResolveError::Malformed { reason, .. } => PlanError::Malformed {
+            path: shown.to_path_buf(),
+            reason,
+        },
+        ResolveError::Io { path, source } => PlanError::Unreadable { path, source },
+    }
+}
+
+/// Everything the image will hold.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The programs asked for (and script interpreters), as the loader loads them.
+    pub programs: Vec<Resolution>,
+    pub tree: ImageTree,
+    /// The default command.
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    /// Libraries not found, kept going with `--allow-missing`.
+    pub missing: Vec<MissingLibrary>,
+}
+
+/// The state of planning, passed to the extras so they can add what they find.
+pub struct Planner {
+    resolver: Resolver,
+    pub(crate) tree: ImageTree,
+    /// Every ELF object resolved so far (programs, added ELF files, extra modules).
+    pub(crate) objects: Vec<Resolution>,
+    programs: Vec<Resolution>,
+    resolved: HashSet<PathBuf>,
+    missing: Vec<MissingLibrary>,
+    allow_missing: bool,
+}
+
+impl Plan {
+    pub fn build(request: &PlanRequest) -> Result<Plan, PlanError> {
+        if request.bins.is_empty() {
+            return Err(PlanError::NoPrograms);
+        }
+        if !request.root.is_dir() {
+            return Err(PlanError::Root {
+                root: request.root.clone(),
+                reason: "not a directory".to_string(),
+            });
+        }
+        let root = RootPath::new(&request.root);
+        let resolver = Resolver::new(&request.root).map_err(|e| PlanError::Root {
+            root: request.root.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut planner = Planner {
+            resolver,
+            tree: ImageTree::new(root.clone()),
+            objects: Vec::new(),
+            programs: Vec::new(),
+            resolved: HashSet::new(),
+            missing: Vec::new(),
+            allow_missing: request.allow_missing,
+        };
+        let mut first_program = None;
+        for name in &request.bins {
+            let inside = programs::find_program(name, &root, &request.search_path)?;
+            first_program.get_or_insert_with(|| inside.clone());
+            planner.add_program(&inside, "program", &request.search_path, 0)?;
+        }
+        for add in &request.adds {
+            planner.add_tree(add)?;
+        }
+        extras::add_all(&mut planner, &request.extras)?;
+        planner.copy_merged_usr_links()?;
+        for (path, mode) in MOUNT_POINTS {
+            planner
+                .tree
+                .ensure_dir(Path::new(path), *mode, "mount point")?;
+        }
+        if let Some(cache) =
+            loader_cache::image_cache(&planner.resolver, &planner.tree, &planner.objects)
+        {
+            planner.tree.add_generated(
+                Path::new(loader_cache::CACHE_PATH),
+                cache,
+                0o644,
+                "loader cache: libraries outside the default directories",
+            )?;
+        }
+        let cmd = match &request.cmd {
+            Some(cmd) => cmd.clone(),
+            None => default_cmd(first_program.as_deref().unwrap_or(Path::new("/bin/sh"))),
+        };
+        Ok(Plan {
+            programs: planner.programs,
+            tree: planner.tree,
+            cmd,
+            env: vec![format!("PATH={}", programs::DEFAULT_PATH)],
+            missing: planner.missing,
+        })
+    }
+}
+
+/// The first program, run as a login shell if it is a shell.
+fn default_cmd(program: &Path) -> Vec<String> {
+    let shown = program.to_string_lossy().into_owned();
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    if name.is_some_and(|n| SHELLS.contains(&n.as_str())) {
+        vec![shown, "-l".to_string()]
+    } else {
+        vec![shown]
+    }
+}
+
+impl Planner {
+    pub(crate) fn root(&self) -> &RootPath {
+        self.tree.root()
+    }
+
+    /// Adds a program named on the command line (or a script's interpreter): a script
+    /// brings its interpreter, an ELF file what the loader loads for it.
+    fn add_program(
+        &mut self,
+        inside: &Path,
+        reason: &str,
+        search_path: &str,
+        depth: usize,
+    ) -> Result<(), PlanError> {
+        let host = self.root().host(inside);
+        match programs::read_shebang(&host, inside)? {
+            Some(shebang) => {
+                if depth >= MAX_INTERPRETER_DEPTH {
+                    return Err(PlanError::InterpreterDepth {
+                        script: inside.to_path_buf(),
+                    });
+                }
+                self.tree.copy_path(inside, reason)?;
+                let why = format!("interpreter of {}", inside.display());
+                match shebang {
+                    Shebang::Interpreter(interpreter) => {
+                        self.check_interpreter(inside, &interpreter)?;
+                        self.add_program(&interpreter, &why, search_path, depth + 1)?;
+                    }
+                    Shebang::Env { env, program } => {
+                        self.check_interpreter(inside, &env)?;
+                        self.add_program(&env, &why, search_path, depth + 1)?;
+                        let found = programs::find_program(&program, self.root(), search_path)?;
+                        self.add_program(&found, &why, search_path, depth + 1)?;
+                    }
+                }
+                Ok(())
+            }
+            None => {
+                let resolution = self.resolve_and_copy(inside, reason)?;
+                if let Some(resolution) = resolution {
+                    self.programs.push(resolution);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The kernel runs a script's interpreter by its absolute path; it must exist.
+    fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), PlanError> {
+        if interpreter.is_absolute() && self.root().host(interpreter).is_file() {
+            return Ok(());
+        }
+        Err(PlanError::MissingInterpreter {
+            script: script.to_path_buf(),
+            interpreter: interpreter.to_path_buf(),
+        })
+    }
+
+    /// Resolves the ELF object `inside` and copies it, its interpreter and its libraries
+    /// into the image. Returns `None` if it was resolved before.
+    pub(crate) fn resolve_and_copy(
+        &mut self,
+        inside: &Path,
+        reason: &str,
+    ) -> Result<Option<Resolution>, PlanError> {
+        if !self.resolved.insert(inside.to_path_buf()) {
+            self.tree.copy_path(inside, reason)?;
+            return Ok(None);
+        }
+        let resolution = self
+            .resolver
+            .resolve(inside)
+            .map_err(|e| resolve_error(e, inside))?;
+        self.check_missing(&resolution, inside)?;
+        self.tree.copy_path(inside, reason)?;
+        if let Some(interpreter) = &resolution.interpreter {
+            self.tree.copy_path(
+                interpreter,
+                &format!("program interpreter of {}", inside.display()),
+            )?;
+        }
+        for library in &resolution.libraries {
+            self.tree.copy_path(
+                &library.path,
+                &format!("{} loaded for {}", library.name, inside.display()),
+            )?;
+        }
+        self.objects.push(resolution.clone());
+        Ok(Some(resolution))
+    }
+
+    /// The root's merged-/usr links (`/bin -> usr/bin`, `/lib -> usr/lib`, ...): programs
+    /// and scripts name `/bin/sh` or `/lib/...` paths, which must resolve in the image
+    /// as on the host, whether or not a program was found through them.
+    fn copy_merged_usr_links(&mut self) -> Result<(), PlanError> {
+        for name in MERGED_USR_LINKS {
+            let link = Path::new("/").join(name);
+            let host = self.root().host(&link);
+            let Ok(target) = std::fs::read_link(&host) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            let into_usr = target.trim_start_matches('/').starts_with("usr/");
+            if into_usr && host.is_dir() {
+                self.tree.copy_path(&link, "merged-/usr link")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A library the loader would not find stops the build, unless `--allow-missing`.
+    fn check_missing(&mut self, resolution: &Resolution, shown: &Path) -> Result<(), PlanError> {
+        let Some(missing) = resolution.missing.first() else {
+            return Ok(());
+        };
+        if !self.allow_missing {
+            return Err(match &missing.reason {
+                MissingReason::NotFound => PlanError::MissingLibrary {
+                    program: shown.to_path_buf(),
+                    library: missing.name.clone(),
+                    needed_by: missing.needed_by.clone(),
+                },
+                MissingReason::Unloadable { .. } => PlanError::UnloadableLibrary {
+                    program: shown.to_path_buf(),
+                    missing: missing.to_string(),
+                },
+            });
+        }
+        self.missing.extend(resolution.missing.iter().cloned());
+        Ok(())
+    }
+
+    /// Where libc's dlopen would find `name` (a bare name like `libgcc_s.so.1`): the
+    /// loader's cache and default directories, for libc's ABI. libc has no RPATH or
+    /// RUNPATH, so nothing else applies to what it loads by name.
+    pub(crate) fn find_library(&self, name: &str, libc: &Path) -> Option<PathBuf> {
+        let facts = ElfFacts::read(&self.root().host(libc)).ok()?;
+        match self
+            .resolver
+            .search()
+            .find(name, &Requester::default(), Abi::of(&facts))
+        {
+            Found::Library { path, .. } => Some(PathBuf::from(path)),
+            _ => None,
+        }
+    }
+
+    /// `--add HOST[:IMAGE]`: a file or a whole tree, each ELF file in it resolved.
+    fn add_tree(&mut self, add: &AddSpec) -> Result<(), PlanError> {
+        let host = &add.host;
+        let host_abs = if host.is_absolute() {
+            programs::normalize(host)
+        } else {
+            let cwd = std::env::current_dir().map_err(|source| PlanError::Unreadable {
+                path: host.clone(),
+                source,
+            })?;
+            programs::normalize(&cwd.join(host))
+        };
+        let at = programs::normalize(add.image.as_deref().unwrap_or(&host_abs));
+        let reason = format!("added by --add {}", host.display());
+        let meta = std::fs::symlink_metadata(&host_abs).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => {
+                PlanError::Copy(CopyError::Missing { path: host.clone() })
+            }
+            _ => PlanError::Unreadable {
+                path: host.clone(),
+                source,
+            },
+        })?;
+        let parent = at.parent().unwrap_or(Path::new("/"));
+        let parent = self.tree.ensure_dir(parent, 0o755, "directory")?;
+        let at = parent.join(at.file_name().unwrap_or_default());
+        if !meta.is_dir() {
+            self.tree.add_host_entry(&host_abs, &at, &reason)?;
+            return self.scan_added(&host_abs, &reason);
+        }
+        for item in walkdir::WalkDir::new(&host_abs).sort_by_file_name() {
+            let item = item.map_err(|e| PlanError::Unreadable {
+                path: e.path().unwrap_or(host).to_path_buf(),
+                source: e.into(),
+            })?;
+            let relative = item.path().strip_prefix(&host_abs).unwrap_or(Path::new(""));
+            let dest = if relative.as_os_str().is_empty() {
+                at.clone()
+            } else {
+                at.join(relative)
+            };
+            self.tree.add_host_entry(item.path(), &dest, &reason)?;
+            if item.file_type().is_file() {
+                self.scan_added(item.path(), &reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An added ELF file brings what the loader loads for it. The resolver works on
+    /// paths inside the root, so only added files under the root can be resolved.
+    fn scan_added(&mut self, host: &Path, reason: &str) -> Result<(), PlanError> {
+        if !is_elf(host) {
+            return Ok(());
+        }
+        let Some(inside) = self.root().inside(host) else {
+            return Ok(());
+        };
+        let why = format!("{reason} (its libraries)");
+        if self.resolved.insert(inside.clone()) {
+            let resolution = self
+                .resolver
+                .resolve(&inside)
+                .map_err(|e| resolve_error(e, host))?;
+            self.check_missing(&resolution, host)?;
+            if let Some(interpreter) = &resolution.interpreter {
+                self.tree.copy_path(interpreter, &why)?;
+            }
+            for library in &resolution.libraries {
+                self.tree.copy_path(&library.path, &why)?;
+            }
+            self.objects.push(resolution);
+        }
+        Ok(())
+    }
+}
+
+/// `--cmd` that cannot be split into words.
+#[derive(Debug, thiserror::Error)]
+#[error("--cmd {text:?}: {problem}; quote it as a shell would")]
+pub struct CommandError {
+    text: String,
+    problem: &'static str,
+}
+
+/// Splits `--cmd` into argv as a shell would split plain words: whitespace separates,
+/// single quotes keep everything, double quotes keep all but `\"` and `\\`, a
+/// backslash outside quotes keeps the next character.
+pub fn split_command(text: &str) -> Result<Vec<String>, CommandError> {
+    let error = |problem| CommandError {
+        text: text.to_string(),
+        problem,
+    };
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(error("unterminated single quote")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err(error("unterminated double quote")),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err(error("unterminated double quote")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err(error("ends in a backslash")),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    if words.is_empty() {
+        return Err(error("empty command"));
+    }
+    Ok(words)
+}
+
+/// Whether a file starts with the ELF magic.
+pub fn is_elf(host: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(host)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_specs_parse_host_and_image() {
+        assert_eq!(
+            AddSpec::parse("/opt/x:/x"),
+            AddSpec {
+                host: "/opt/x".into(),
+                image: Some("/x".into())
+            }
+        );
+        assert_eq!(AddSpec::parse("/opt/x").image, None);
+    }
+
+    #[test]
+    fn commands_split_like_shell_words() {
+        assert_eq!(
+            split_command(r#"bash -c 'echo "hi there"' "a\"b" c\ d"#).unwrap(),
+            ["bash", "-c", "echo \"hi there\"", "a\"b", "c d"]
+        );
+        assert!(split_command("bash 'oops").is_err());
+        assert!(split_command("  ").is_err());
+    }
+
+    #[test]
+    fn shells_run_as_login_shells_by_default() {
+        assert_eq!(
+            default_cmd(Path::new("/usr/bin/bash")),
+            ["/usr/bin/bash", "-l"]
+        );
+        assert_eq!(default_cmd(Path::new("/usr/bin/top")), ["/usr/bin/top"]);
+    }
+}

@@ -6,6 +6,12 @@
 //! and no PAX or GNU extension headers unless a name demands it. The same entries and
 //! the same source bytes give the same output bytes on every run.
 
+use crate::gzip::ParallelGzip;
+use std::cmp::Ordering;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What an image entry is, and where its contents come from.
@@ -62,6 +68,529 @@ impl OutputTarget {
             Some(OutputTarget::Tar(path.to_path_buf()))
         } else {
             None
+        }
+    }
+}
+
+/// Why an image could not be written. Each message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path}: cannot write the image: {source}; choose a writable output path")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: output directory is not empty; remove it or name a new directory")]
+    DirectoryNotEmpty { path: PathBuf },
+    #[error("{path}: cannot read: {source}; check that the file exists and is readable")]
+    Source {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: changed size while being copied; run mkroot again when it is stable")]
+    SourceChanged { path: PathBuf },
+    #[error("{path}: bad image path; image paths are relative, without `..` or empty parts")]
+    BadPath { path: String },
+    #[error(
+        "SOURCE_DATE_EPOCH={value}: not a number of seconds; set it to an integer or unset it"
+    )]
+    BadEpoch { value: String },
+}
+
+/// The mtime every entry gets: `SOURCE_DATE_EPOCH` (<https://reproducible-builds.org>),
+/// 0 when unset, so the same inputs give the same bytes at any time.
+pub fn source_date_epoch() -> Result<u64, ArchiveError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(0),
+        Ok(value) if value.trim().is_empty() => Ok(0),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| ArchiveError::BadEpoch { value }),
+    }
+}
+
+/// Image order: component by component, bytewise, so a directory always comes
+/// right before its contents (`a`, `a/b`, `a-b`).
+pub fn image_order(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// How the writer stamps entries and reports progress.
+pub struct WriteOptions<'a> {
+    /// mtime of every entry (see [`source_date_epoch`]).
+    pub mtime: u64,
+    /// Called with the number of content bytes just written, for a progress bar.
+    pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+/// What was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub entries: usize,
+    /// Bytes of file contents copied into the image.
+    pub content_bytes: u64,
+}
+
+/// Writes `entries` (in any order; they are sorted here) to `target`.
+///
+/// Tar outputs are written to a temporary file beside the target and renamed into
+/// place, so a failed build leaves no half-written image under the final name.
+pub fn write_image(
+    entries: &[ImageEntry],
+    target: &OutputTarget,
+    options: &WriteOptions,
+) -> Result<WriteSummary, ArchiveError> {
+    let mut sorted: Vec<&ImageEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| image_order(&a.path, &b.path));
+    for entry in &sorted {
+        check_image_path(&entry.path)?;
+    }
+    match target {
+        OutputTarget::Tar(path) => write_tar_file(&sorted, path, options, false),
+        OutputTarget::TarGz(path) => write_tar_file(&sorted, path, options, true),
+        OutputTarget::Directory(path) => write_directory(&sorted, path, options),
+    }
+}
+
+fn check_image_path(path: &str) -> Result<(), ArchiveError> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        return Err(ArchiveError::BadPath {
+            path: path.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn output_error(path: &Path) -> impl Fn(io::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn temporary_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".partial-{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+fn write_tar_file(
+    entries: &[&ImageEntry],
+    path: &Path,
+    options: &WriteOptions,
+    gzip: bool,
+) -> Result<WriteSummary, ArchiveError> {
+    let partial = temporary_name(path);
+    let file = File::create(&partial).map_err(output_error(path))?;
+    let result = (|| {
+        let out = BufWriter::with_capacity(256 * 1024, file);
+        if gzip {
+            let mut gz = ParallelGzip::new(out);
+            let summary = write_tar(entries, &mut gz, path, options)?;
+            let out = gz.finish().map_err(output_error(path))?;
+            finish_file(out, path)?;
+            Ok(summary)
+        } else {
+            let mut out = out;
+            let summary = write_tar(entries, &mut out, path, options)?;
+            finish_file(out, path)?;
+            Ok(summary)
+        }
+    })();
+    match result {
+        Ok(summary) => {
+            fs::rename(&partial, path).map_err(output_error(path))?;
+            Ok(summary)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// Flushes the buffered output. No fsync: like tar and gzip, the image is left to the
+/// page cache (an fsync costs seconds on a busy disk and buys nothing a rerun does not).
+fn finish_file(out: BufWriter<File>, path: &Path) -> Result<(), ArchiveError> {
+    out.into_inner()
+        .map(drop)
+        .map_err(|e| output_error(path)(e.into_error()))
+}
+
+/// A plain header: ustar, uid/gid 0, no user or group names, fixed mtime. Names too long
+/// for ustar's 100+155 bytes get a GNU long-name record from the tar crate; nothing else
+/// gets extension records.
+fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(kind);
+    header.set_mode(mode & 0o7777);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    header.set_size(size);
+    header
+}
+
+/// Reads exactly `expected` bytes from a source file, failing if it shrank (the tar
+/// crate pads by what it copied, so a short read would corrupt the archive).
+struct ExactReader<'a> {
+    inner: io::Take<File>,
+    remaining: u64,
+    progress: Option<&'a (dyn Fn(u64) + Sync)>,
+}
+
+impl Read for ExactReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.remaining > 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
+        }
+        self.remaining -= n as u64;
+        if let Some(progress) = self.progress {
+            progress(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+fn write_tar<W: Write>(
+    entries: &[&ImageEntry],
+    out: W,
+    output: &Path,
+    options: &WriteOptions,
+) -> Result<WriteSummary, ArchiveError> {
+    let mut builder = tar::Builder::new(out);
+    let mut content_bytes = 0;
+    for entry in entries {
+        let mtime = options.mtime;
+        match &entry.kind {
+            EntryKind::Dir => {
+                let mut h = header(tar::EntryType::Directory, entry.mode, 0, mtime);
+                builder
+                    .append_data(&mut h, format!("{}/", entry.path), io::empty())
+                    .map_err(output_error(output))?;
+            }
+            EntryKind::File { source } => {
+                let file = File::open(source).map_err(|e| source_error(source, e))?;
+                let size = file.metadata().map_err(|e| source_error(source, e))?.len();
+                let mut h = header(tar::EntryType::Regular, entry.mode, size, mtime);
+                let reader = ExactReader {
+                    inner: file.take(size),
+                    remaining: size,
+                    progress: options.progress,
+                };
+                builder
+                    .append_data(&mut h, &entry.path, reader)
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => ArchiveError::SourceChanged {
+                            path: source.clone(),
+                        },
+                        _ => output_error(output)(e),
+                    })?;
+                content_bytes += size;
+            }
+            EntryKind::Bytes(bytes) => {
+                let size = bytes.len() as u64;
+                let mut h = header(tar::EntryType::Regular, entry.mode, size, mtime);
+                builder
+                    .append_data(&mut h, &entry.path, &bytes[..])
+                    .map_err(output_error(output))?;
+                content_bytes += size;
+            }
+            EntryKind::Symlink { target } => {
+                let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
+                builder
+                    .append_link(&mut h, &entry.path, target)
+                    .map_err(output_error(output))?;
+            }
+            EntryKind::Hardlink { target } => {
+                let mut h = header(tar::EntryType::Link, entry.mode, 0, mtime);
+                builder
+                    .append_link(&mut h, &entry.path, target)
+                    .map_err(output_error(output))?;
+            }
+        }
+    }
+    builder.finish().map_err(output_error(output))?;
+    Ok(WriteSummary {
+        entries: entries.len(),
+        content_bytes,
+    })
+}
+
+fn source_error(path: &Path, source: io::Error) -> ArchiveError {
+    ArchiveError::Source {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes the image as a directory tree. Owners are set to root when running as root
+/// (an unprivileged user cannot give files away); directory modes and all mtimes are
+/// set last, deepest first, so that creating children neither needs write permission
+/// the final mode lacks nor bumps a parent's mtime.
+fn write_directory(
+    entries: &[&ImageEntry],
+    root: &Path,
+    options: &WriteOptions,
+) -> Result<WriteSummary, ArchiveError> {
+    let out_err = output_error(root);
+    match fs::read_dir(root) {
+        Ok(mut listing) => {
+            if listing.next().is_some() {
+                return Err(ArchiveError::DirectoryNotEmpty {
+                    path: root.to_path_buf(),
+                });
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(root).map_err(&out_err)?
+        }
+        Err(e) => return Err(out_err(e)),
+    }
+    let as_root = unsafe { libc::geteuid() } == 0;
+    let mut content_bytes = 0;
+    for entry in entries {
+        let dest = root.join(&entry.path);
+        let dest_err = output_error(&dest);
+        match &entry.kind {
+            EntryKind::Dir => fs::create_dir(&dest).map_err(&dest_err)?,
+            EntryKind::File { source } => {
+                content_bytes += fs::copy(source, &dest).map_err(|e| {
+                    if fs::metadata(source).is_err() {
+                        source_error(source, e)
+                    } else {
+                        dest_err(e)
+                    }
+                })?;
+                if let Some(progress) = options.progress {
+                    progress(fs::metadata(&dest).map(|m| m.len()).unwrap_or(0));
+                }
+            }
+            EntryKind::Bytes(bytes) => {
+                fs::write(&dest, bytes).map_err(&dest_err)?;
+                content_bytes += bytes.len() as u64;
+            }
+            EntryKind::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &dest).map_err(&dest_err)?
+            }
+            EntryKind::Hardlink { target } => {
+                fs::hard_link(root.join(target), &dest).map_err(&dest_err)?
+            }
+        }
+        // A hard link shares its target's inode, already owned by root; chowning it
+        // again would clear the setuid bit set on that inode.
+        let is_hardlink = matches!(entry.kind, EntryKind::Hardlink { .. });
+        if as_root && !is_hardlink {
+            std::os::unix::fs::lchown(&dest, Some(0), Some(0)).map_err(&dest_err)?;
+        }
+        let is_file = matches!(entry.kind, EntryKind::File { .. } | EntryKind::Bytes(_));
+        if is_file {
+            // After chown: changing the owner clears setuid/setgid bits.
+            fs::set_permissions(&dest, fs::Permissions::from_mode(entry.mode & 0o7777))
+                .map_err(&dest_err)?;
+        }
+    }
+    for entry in entries.iter().rev() {
+        let dest = root.join(&entry.path);
+        if matches!(entry.kind, EntryKind::Dir) {
+            fs::set_permissions(&dest, fs::Permissions::from_mode(entry.mode & 0o7777))
+                .map_err(output_error(&dest))?;
+        }
+        set_mtime(&dest, options.mtime).map_err(output_error(&dest))?;
+    }
+    Ok(WriteSummary {
+        entries: entries.len(),
+        content_bytes,
+    })
+}
+
+/// Sets atime and mtime of `path` (not following a symlink) to `mtime`.
+fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
+    let time = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [time, time];
+    // SAFETY: `name` is a valid NUL-terminated string and `times` has two elements.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            name.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The host file's identity, for keeping hardlinks: `(device, inode)` when it has
+/// more than one name.
+pub fn hardlink_identity(metadata: &fs::Metadata) -> Option<(u64, u64)> {
+    (metadata.nlink() > 1).then(|| (metadata.dev(), metadata.ino()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, mode: u32, kind: EntryKind) -> ImageEntry {
+        ImageEntry {
+            path: path.to_string(),
+            mode,
+            kind,
+        }
+    }
+
+    fn sample_entries(dir: &Path) -> Vec<ImageEntry> {
+        let source = dir.join("source");
+        fs::write(&source, b"#!/bin/sh\necho hi\n").unwrap();
+        vec![
+            entry("usr/bin/tool", 0o4755, EntryKind::File { source }),
+            entry("usr", 0o755, EntryKind::Dir),
+            entry("usr/bin", 0o755, EntryKind::Dir),
+            entry("tmp", 0o1777, EntryKind::Dir),
+            entry(
+                "bin",
+                0o777,
+                EntryKind::Symlink {
+                    target: "usr/bin".into(),
+                },
+            ),
+            entry(
+                "usr/bin/tool2",
+                0o4755,
+                EntryKind::Hardlink {
+                    target: "usr/bin/tool".into(),
+                },
+            ),
+            entry("etc", 0o755, EntryKind::Dir),
+            entry(
+                "etc/hosts",
+                0o644,
+                EntryKind::Bytes(b"127.0.0.1 localhost\n".to_vec()),
+            ),
+        ]
+    }
+
+    #[test]
+    fn parents_come_before_children() {
+        let mut paths = vec!["a-b", "a/b", "a", "a/b/c", "B"];
+        paths.sort_by(|a, b| image_order(a, b));
+        assert_eq!(paths, ["B", "a", "a/b", "a/b/c", "a-b"]);
+    }
+
+    #[test]
+    fn tar_is_sorted_with_root_owner_fixed_mtime_and_exact_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = sample_entries(dir.path());
+        let out = dir.path().join("img.tar");
+        let options = WriteOptions {
+            mtime: 1234,
+            progress: None,
+        };
+        write_image(&entries, &OutputTarget::Tar(out.clone()), &options).unwrap();
+        let mut archive = tar::Archive::new(File::open(&out).unwrap());
+        let mut seen = Vec::new();
+        for item in archive.entries().unwrap() {
+            let item = item.unwrap();
+            let h = item.header();
+            assert_eq!(h.uid().unwrap(), 0);
+            assert_eq!(h.gid().unwrap(), 0);
+            assert_eq!(h.mtime().unwrap(), 1234);
+            assert_eq!(h.username_bytes(), Some(&b""[..]));
+            let path = item.path().unwrap().to_string_lossy().into_owned();
+            seen.push((path, h.mode().unwrap()));
+        }
+        let names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bin",
+                "etc/",
+                "etc/hosts",
+                "tmp/",
+                "usr/",
+                "usr/bin/",
+                "usr/bin/tool",
+                "usr/bin/tool2"
+            ]
+        );
+        assert_eq!(seen[3].1, 0o1777);
+        assert_eq!(seen[6].1, 0o4755);
+    }
+
+    #[test]
+    fn gzip_output_is_the_same_bytes_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = sample_entries(dir.path());
+        let options = WriteOptions {
+            mtime: 0,
+            progress: None,
+        };
+        let a = dir.path().join("a.tgz");
+        let b = dir.path().join("b.tgz");
+        write_image(&entries, &OutputTarget::TarGz(a.clone()), &options).unwrap();
+        let mut reversed = entries.clone();
+        reversed.reverse();
+        write_image(&reversed, &OutputTarget::TarGz(b.clone()), &options).unwrap();
+        assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    }
+
+    #[test]
+    fn directory_output_keeps_modes_links_and_mtimes() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = sample_entries(dir.path());
+        let out = dir.path().join("tree");
+        let options = WriteOptions {
+            mtime: 77,
+            progress: None,
+        };
+        write_image(&entries, &OutputTarget::Directory(out.clone()), &options).unwrap();
+        let tool = fs::metadata(out.join("usr/bin/tool")).unwrap();
+        assert_eq!(tool.mode() & 0o7777, 0o4755);
+        assert_eq!(tool.mtime(), 77);
+        assert_eq!(tool.nlink(), 2);
+        assert_eq!(
+            fs::metadata(out.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
+        assert_eq!(
+            fs::read_link(out.join("bin")).unwrap(),
+            Path::new("usr/bin")
+        );
+        let again = write_image(&entries, &OutputTarget::Directory(out.clone()), &options);
+        assert!(matches!(again, Err(ArchiveError::DirectoryNotEmpty { .. })));
+    }
+
+    #[test]
+    fn unsafe_image_paths_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = OutputTarget::Tar(dir.path().join("x.tar"));
+        let options = WriteOptions {
+            mtime: 0,
+            progress: None,
+        };
+        for bad in ["../etc", "/etc", "a//b", "a/./b"] {
+            let entries = vec![entry(bad, 0o755, EntryKind::Dir)];
+            assert!(matches!(
+                write_image(&entries, &out, &options),
+                Err(ArchiveError::BadPath { .. })
+            ));
         }
     }
 }

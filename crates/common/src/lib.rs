@@ -6,10 +6,12 @@
 //!
 //! - [`manifest`]: the image manifest (every file, its sha256 and the reason it is there).
 //! - [`archive`]: writing an image byte-reproducibly, from a sorted list of entries.
+//! - [`gzip`]: a deterministic gzip stream compressed on every core.
 //! - [`digest`]: sha256 of files and streams.
 //! - [`unpack`]: unpacking an untrusted image tarball safely into a directory.
 
 pub mod archive;
 pub mod digest;
+pub mod gzip;
 pub mod manifest;
 pub mod unpack;

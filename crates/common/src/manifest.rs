@@ -48,3 +48,37 @@ impl ImageManifest {
         serde_json::from_slice(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_round_trip_through_canonical_json() {
+        let manifest = ImageManifest {
+            version: MANIFEST_VERSION,
+            cmd: vec!["/usr/bin/bash".into(), "-l".into()],
+            env: vec!["PATH=/usr/bin".into()],
+            files: vec![
+                ManifestEntry {
+                    path: "/lib".into(),
+                    sha256: None,
+                    link: Some("usr/lib".into()),
+                    reason: "merged-/usr link".into(),
+                },
+                ManifestEntry {
+                    path: "/usr/bin/bash".into(),
+                    sha256: Some("ab".repeat(32)),
+                    link: None,
+                    reason: "program".into(),
+                },
+            ],
+        };
+        let bytes = manifest.to_json_bytes();
+        assert!(bytes.ends_with(b"}\n"));
+        assert_eq!(ImageManifest::from_json_bytes(&bytes).unwrap(), manifest);
+        assert_eq!(bytes, manifest.clone().to_json_bytes());
+        // Absent optional fields are left out, not written as null.
+        assert!(!String::from_utf8(bytes).unwrap().contains("null"));
+    }
+}

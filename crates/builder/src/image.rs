@@ -1,0 +1,195 @@
+//! From a plan to image entries and the manifest, then to the output.
+//!
+//! Names of one host file become hard links to the first of them in image order (the
+//! writer puts the target first). Every file is hashed for the manifest before the
+//! archive is written, because the manifest sorts first (`.mkroot/` before `bin`).
+
+use crate::copy::PlannedKind;
+use crate::plan::Plan;
+use mkroot_common::archive::{
+    self, ArchiveError, EntryKind, ImageEntry, OutputTarget, WriteOptions, WriteSummary,
+};
+use mkroot_common::digest;
+use mkroot_common::manifest::{ImageManifest, ManifestEntry, MANIFEST_PATH, MANIFEST_VERSION};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Images with more file contents than this get a progress bar (on a terminal).
+const PROGRESS_THRESHOLD: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("{path}: cannot read: {source}; check that it is readable")]
+    Hash {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The entries of the image (manifest included) and the manifest itself.
+pub struct ImageContents {
+    pub entries: Vec<ImageEntry>,
+    pub manifest: ImageManifest,
+}
+
+/// Turns the plan into sorted image entries, with the manifest as the last step.
+pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
+    let mut planned: Vec<(&String, &crate::copy::PlannedEntry)> =
+        plan.tree.entries().iter().collect();
+    planned.sort_by(|a, b| archive::image_order(a.0, b.0));
+    let sources: Vec<&PathBuf> = planned
+        .iter()
+        .filter_map(|(_, e)| match &e.kind {
+            PlannedKind::File { source, .. } => Some(source),
+            _ => None,
+        })
+        .collect();
+    let hashes = hash_files(&sources)?;
+    let mut first_name: HashMap<(u64, u64), String> = HashMap::new();
+    let mut entries = Vec::with_capacity(planned.len() + 2);
+    let mut files = Vec::with_capacity(planned.len() + 1);
+    for (path, entry) in planned {
+        let (kind, sha256, link) = match &entry.kind {
+            PlannedKind::Dir => (EntryKind::Dir, None, None),
+            PlannedKind::Symlink { target } => (
+                EntryKind::Symlink {
+                    target: target.clone(),
+                },
+                None,
+                Some(target.clone()),
+            ),
+            PlannedKind::Generated(bytes) => (
+                EntryKind::Bytes(bytes.clone()),
+                Some(digest::sha256_bytes(bytes)),
+                None,
+            ),
+            PlannedKind::File { source, identity } => {
+                let sha = hashes.get(source).cloned().unwrap_or_default();
+                let first = identity.and_then(|id| match first_name.get(&id) {
+                    Some(first) => Some(first.clone()),
+                    None => {
+                        first_name.insert(id, path.clone());
+                        None
+                    }
+                });
+                let kind = match first {
+                    Some(target) => EntryKind::Hardlink { target },
+                    None => EntryKind::File {
+                        source: source.clone(),
+                    },
+                };
+                (kind, Some(sha), None)
+            }
+        };
+        entries.push(ImageEntry {
+            path: path.clone(),
+            mode: entry.mode,
+            kind,
+        });
+        files.push(ManifestEntry {
+            path: format!("/{path}"),
+            sha256,
+            link,
+            reason: entry.reason.clone(),
+        });
+    }
+    let manifest = ImageManifest {
+        version: MANIFEST_VERSION,
+        cmd: plan.cmd.clone(),
+        env: plan.env.clone(),
+        files,
+    };
+    let manifest_dir = MANIFEST_PATH
+        .rsplit_once('/')
+        .map(|(dir, _)| dir)
+        .unwrap_or(".mkroot");
+    entries.push(ImageEntry {
+        path: manifest_dir.to_string(),
+        mode: 0o755,
+        kind: EntryKind::Dir,
+    });
+    entries.push(ImageEntry {
+        path: MANIFEST_PATH.to_string(),
+        mode: 0o644,
+        kind: EntryKind::Bytes(manifest.to_json_bytes()),
+    });
+    entries.sort_by(|a, b| archive::image_order(&a.path, &b.path));
+    Ok(ImageContents { entries, manifest })
+}
+
+/// sha256 of every source file, spread over the cores: the manifest needs all of them
+/// before the first byte of the archive.
+fn hash_files(sources: &[&PathBuf]) -> Result<HashMap<PathBuf, String>, ImageError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let results: Vec<Result<(PathBuf, String), ImageError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                scope.spawn(move || {
+                    sources
+                        .iter()
+                        .skip(worker)
+                        .step_by(threads)
+                        .map(|source| {
+                            digest::sha256_file(source)
+                                .map(|sha| ((*source).clone(), sha))
+                                .map_err(|e| ImageError::Hash {
+                                    path: (*source).clone(),
+                                    source: e,
+                                })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// Writes the plan to `target`. A progress bar is drawn on stderr when stderr is a
+/// terminal, `quiet` is off and the image is large enough to take a while.
+pub fn write(plan: &Plan, target: &OutputTarget, quiet: bool) -> Result<WriteSummary, ImageError> {
+    let contents = contents(plan)?;
+    let total: u64 = contents
+        .entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::File { source } => std::fs::metadata(source).map(|m| m.len()).unwrap_or(0),
+            EntryKind::Bytes(bytes) => bytes.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    let show = !quiet && total >= PROGRESS_THRESHOLD && std::io::stderr().is_terminal();
+    let bar = show.then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+        {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let progress = |n: u64| {
+        if let Some(bar) = &bar {
+            bar.inc(n);
+        }
+    };
+    let options = WriteOptions {
+        mtime: archive::source_date_epoch()?,
+        progress: Some(&progress),
+    };
+    let summary = archive::write_image(&contents.entries, target, &options)?;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    Ok(summary)
+}
