@@ -628,10 +628,13 @@ fn modes_times_and_read_only_directories_come_out_right() {
         .dir(b"ro", 0o555)
         .file_mode(b"ro/file", b"inside a read-only dir", 0o640)
         .link(EntryType::Symlink, b"ro/link", b"file")
+        .dir(b"locked", 0o000)
+        .file(b"locked/inside", b"unreadable dir, still removable")
         .finish();
     scene.unpack(&archive).unwrap();
     let meta = |n: &str| fs::symlink_metadata(scene.target().join(n)).unwrap();
     assert_eq!(meta("ro").permissions().mode() & 0o7777, 0o555);
+    assert_eq!(meta("locked").permissions().mode() & 0o7777, 0o000);
     assert_eq!(meta("ro/file").permissions().mode() & 0o7777, 0o640);
     for name in ["ro", "ro/file", "ro/link"] {
         assert_eq!(meta(name).mtime(), 1_600_000_000, "{name}");
