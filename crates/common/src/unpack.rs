@@ -31,11 +31,14 @@
 //! archive does not stop its own contents from being written. Nothing is fsynced: the cache
 //! installs the tree by an atomic rename, and a tree from a crashed run is swept, not reused.
 //!
-//! Speed: decompression runs on its own thread ([`stream`]), data moves in 256 KiB-1 MiB
-//! blocks, and parent directory fds are reused across entries.
+//! Speed: decompression runs on its own thread ([`stream`]), small files are created and
+//! written by a few writer threads in parallel ([`writers`]: creating inodes is where the
+//! time goes), data moves in 256 KiB-1 MiB blocks, and parent directory fds are reused
+//! across entries.
 
 mod in_root;
 mod stream;
+mod writers;
 
 pub use in_root::remove_tree;
 
@@ -45,10 +48,11 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use stream::{Compression, PipedReader};
 use tar::EntryType;
+use writers::{FileJob, WriterPool};
 
 /// The default cap on the data an image may unpack to.
 pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
@@ -63,6 +67,11 @@ const MAX_PAX_HEADER: u64 = 1024 * 1024;
 /// a few MiB of zeros is the most any writer adds).
 const MAX_TRAILING: u64 = 16 * 1024 * 1024;
 const COPY_BUFFER: usize = 256 * 1024;
+/// Files up to this size are read into memory and written by the writer threads; larger
+/// ones are streamed to disk by the reading thread.
+const MAX_QUEUED_FILE: u64 = 1024 * 1024;
+/// Writer threads: enough to overlap inode creation on a few cores.
+const WRITERS: usize = 3;
 
 /// Limits and policy for one unpack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,7 +220,7 @@ pub fn unpack<R: Read + Send>(
     }
     std::thread::scope(|scope| {
         let reader = stream::spawn_reader(scope, decoded);
-        let mut unpacker = Unpacker::new(root, options);
+        let mut unpacker = Unpacker::new(root, options, WriterPool::start(scope, WRITERS));
         unpacker.report.gzip = compression == Compression::Gzip;
         unpacker.run(reader)?;
         Ok(unpacker.report)
@@ -270,6 +279,42 @@ struct Extensions {
 }
 
 impl Extensions {
+    /// Keeps `entry`'s data if it is an extension header (and says so), capped in size.
+    fn take(&mut self, entry: &mut tar::Entry<'_, PipedReader>) -> Result<bool, UnpackError> {
+        // GNU names end in NULs (trimmed); PAX records are kept as they are.
+        let (slot, cap, what, is_name) = match entry.header().entry_type() {
+            EntryType::GNULongName => (
+                Some(&mut self.long_name),
+                MAX_LONG_NAME,
+                "GNU long name",
+                true,
+            ),
+            EntryType::GNULongLink => (
+                Some(&mut self.long_link),
+                MAX_LONG_NAME,
+                "GNU long link name",
+                true,
+            ),
+            EntryType::XHeader => (
+                Some(&mut self.pax),
+                MAX_PAX_HEADER,
+                "PAX extended header",
+                false,
+            ),
+            // Global PAX records (comments, a default mtime) change nothing we keep.
+            EntryType::XGlobalHeader => (None, MAX_PAX_HEADER, "PAX global header", false),
+            _ => return Ok(false),
+        };
+        let data = read_extension(entry, cap, what).map_err(|problem| UnpackError::BadEntry {
+            entry: EntryName(entry.header().path_bytes().into_owned()),
+            problem,
+        })?;
+        if let Some(slot) = slot {
+            *slot = Some(if is_name { trim_nuls(data) } else { data });
+        }
+        Ok(true)
+    }
+
     fn is_empty(&self) -> bool {
         self.long_name.is_none() && self.long_link.is_none() && self.pax.is_none()
     }
@@ -371,6 +416,13 @@ fn parse_pax_time(value: &[u8]) -> Result<(i64, u32), String> {
     Ok((secs, nanos))
 }
 
+/// An open directory entries are created in, and its identity (device, inode).
+#[derive(Clone)]
+struct ParentDir {
+    fd: Arc<OwnedFd>,
+    id: (u64, u64),
+}
+
 /// A directory whose mode and mtime are applied once everything is unpacked.
 struct DeferredDir {
     path: Vec<u8>,
@@ -384,8 +436,11 @@ struct Unpacker<'o> {
     report: UnpackReport,
     /// Open parent directories by cleaned path; cleared whenever an entry replaces another,
     /// since a removed directory's fd would point at a deleted tree.
-    parents: HashMap<Vec<u8>, Rc<OwnedFd>>,
+    parents: HashMap<Vec<u8>, ParentDir>,
     dirs: Vec<DeferredDir>,
+    writers: WriterPool,
+    /// Entries seen so far: the archive order of queued files.
+    seq: u64,
     buf: Vec<u8>,
     euid: u32,
     egid: u32,
@@ -394,13 +449,15 @@ struct Unpacker<'o> {
 const MAX_CACHED_PARENTS: usize = 256;
 
 impl<'o> Unpacker<'o> {
-    fn new(root: in_root::RootDir, options: &'o UnpackOptions) -> Self {
+    fn new(root: in_root::RootDir, options: &'o UnpackOptions, writers: WriterPool) -> Self {
         Unpacker {
             root,
             options,
             report: UnpackReport::default(),
             parents: HashMap::new(),
             dirs: Vec::new(),
+            writers,
+            seq: 0,
             buf: vec![0; COPY_BUFFER],
             euid: unsafe { libc::geteuid() },
             egid: unsafe { libc::getegid() },
@@ -435,76 +492,25 @@ impl<'o> Unpacker<'o> {
                         limit: self.options.max_entries,
                     });
                 }
-                let kind = entry.header().entry_type();
-                let extension = |entry: &mut tar::Entry<'_, PipedReader>, cap, what| {
-                    read_extension(entry, cap, what).map_err(|problem| UnpackError::BadEntry {
-                        entry: EntryName(entry.header().path_bytes().into_owned()),
-                        problem,
-                    })
-                };
-                match kind {
-                    EntryType::GNULongName => {
-                        ext.long_name = Some(trim_nuls(extension(
-                            &mut entry,
-                            MAX_LONG_NAME,
-                            "GNU long name",
-                        )?))
-                    }
-                    EntryType::GNULongLink => {
-                        ext.long_link = Some(trim_nuls(extension(
-                            &mut entry,
-                            MAX_LONG_NAME,
-                            "GNU long link name",
-                        )?))
-                    }
-                    EntryType::XHeader => {
-                        ext.pax = Some(extension(
-                            &mut entry,
-                            MAX_PAX_HEADER,
-                            "PAX extended header",
-                        )?)
-                    }
-                    // Global PAX records (comments, a default mtime) change nothing we keep.
-                    EntryType::XGlobalHeader => {
-                        extension(&mut entry, MAX_PAX_HEADER, "PAX global header")?;
-                    }
-                    _ => {
-                        let ext = std::mem::take(&mut ext);
-                        let meta = EntryMeta::read(&entry, ext).map_err(|problem| {
-                            UnpackError::BadEntry {
-                                entry: EntryName(entry.header().path_bytes().into_owned()),
-                                problem,
-                            }
-                        })?;
-                        last = Some(EntryName(meta.path.clone()));
-                        self.unpack_entry(&mut entry, &meta, &last)?;
-                    }
+                if ext.take(&mut entry)? {
+                    continue;
                 }
+                let meta =
+                    EntryMeta::read(&entry, std::mem::take(&mut ext)).map_err(|problem| {
+                        UnpackError::BadEntry {
+                            entry: EntryName(entry.header().path_bytes().into_owned()),
+                            problem,
+                        }
+                    })?;
+                last = Some(EntryName(meta.path.clone()));
+                self.unpack_entry(&mut entry, &meta, &last)?;
             }
             if !ext.is_empty() {
                 return Err(corrupt_msg(last, "extension header with no entry after it"));
             }
         }
-        let mut reader = archive.into_inner();
-        if headers == 0 && reader.consumed == 0 {
-            return Err(UnpackError::Empty);
-        }
-        if reader.hit_end {
-            return Err(corrupt_msg(
-                last,
-                "the archive ends without its end-of-archive marker",
-            ));
-        }
-        // Read on to the end: a gzip stream's CRC and length are only checked at its trailer,
-        // and a caller hashing the source needs every byte of it read.
-        let trailing = io::copy(&mut (&mut reader).take(MAX_TRAILING + 1), &mut io::sink())
-            .map_err(|e| corrupt(last.clone(), e))?;
-        if trailing > MAX_TRAILING {
-            return Err(corrupt_msg(
-                last,
-                "more than 16 MiB of data after the end-of-archive marker",
-            ));
-        }
+        check_stream_end(archive.into_inner(), headers, last)?;
+        self.settle_writers()?;
         self.apply_dir_metadata();
         Ok(())
     }
@@ -527,6 +533,7 @@ impl<'o> Unpacker<'o> {
         name: &Option<EntryName>,
     ) -> Result<(), UnpackError> {
         self.report.entries += 1;
+        self.seq += 1;
         // Data counts against the limit whether it is written or skipped: it is
         // decompressed either way.
         self.charge(meta.size)?;
@@ -569,49 +576,94 @@ impl<'o> Unpacker<'o> {
     }
 
     /// The open parent directory of `parts`' last component, creating missing ones.
-    fn parent_dir(
-        &mut self,
-        meta: &EntryMeta,
-        parts: &[&[u8]],
-    ) -> Result<Rc<OwnedFd>, UnpackError> {
+    fn parent_dir(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<ParentDir, UnpackError> {
         let parent = &parts[..parts.len() - 1];
         let key = parent.join(&b'/');
-        if let Some(fd) = self.parents.get(&key) {
-            return Ok(fd.clone());
+        if let Some(dir) = self.parents.get(&key) {
+            return Ok(dir.clone());
         }
-        let fd = Rc::new(
-            self.root
-                .open_dir(parent, true)
-                .map_err(|source| write_error(meta, source))?,
-        );
+        let fd = self
+            .root
+            .open_dir(parent, true)
+            .map_err(|source| write_error(meta, source))?;
+        let st = in_root::fstat(&fd).map_err(|source| write_error(meta, source))?;
+        let dir = ParentDir {
+            fd: Arc::new(fd),
+            id: (st.st_dev, st.st_ino),
+        };
         if self.parents.len() >= MAX_CACHED_PARENTS {
             self.parents.clear();
         }
-        self.parents.insert(key, fd.clone());
-        Ok(fd)
+        self.parents.insert(key, dir.clone());
+        Ok(dir)
     }
 
-    /// Removes what stands at `name` so the entry being unpacked can take its place.
-    fn replace(
-        &mut self,
-        dir: RawFd,
-        name: &CStr,
-        parts: &[&[u8]],
-        meta: &EntryMeta,
-    ) -> Result<(), UnpackError> {
+    /// Waits for the writer threads if `name` in `dir` is still being written, so this
+    /// entry acts on it after the earlier one.
+    fn wait_for_name(&mut self, dir: &ParentDir, name: &CStr) -> Result<(), UnpackError> {
+        if self
+            .writers
+            .is_in_flight(&(dir.id.0, dir.id.1, name.to_bytes().to_vec()))
+        {
+            self.settle_writers()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the writer threads are idle, then redoes the files they handed back
+    /// (a directory was in the way) and reports the first file they failed on.
+    fn settle_writers(&mut self) -> Result<(), UnpackError> {
+        let settled = self.writers.settle();
+        if let Some((entry, source)) = settled.failure {
+            return Err(UnpackError::Write {
+                entry: EntryName(entry),
+                source,
+            });
+        }
+        for job in settled.bounced {
+            let dir = job.dir.as_raw_fd();
+            let fail = |source| UnpackError::Write {
+                entry: EntryName(job.entry.clone()),
+                source,
+            };
+            self.replace(dir, &job.name, &job.entry)?;
+            let mut file = in_root::create_file(dir, &job.name).map_err(fail)?;
+            file.write_all(&job.data).map_err(fail)?;
+            writers::finish_file(&file, job.owner, job.mode, job.mtime).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what stands at `name` so the entry `entry` can take its place.
+    fn replace(&mut self, dir: RawFd, name: &CStr, entry: &[u8]) -> Result<(), UnpackError> {
+        // A tree being removed must not be written into meanwhile.
+        self.settle_writers()?;
         let was_dir = in_root::stat_at(dir, name)
             .map(|st| in_root::is_dir(&st))
             .unwrap_or(false);
-        in_root::remove_at(dir, name).map_err(|source| write_error(meta, source))?;
+        in_root::remove_at(dir, name).map_err(|source| UnpackError::Write {
+            entry: EntryName(entry.to_vec()),
+            source,
+        })?;
         self.parents.clear();
         if was_dir {
             // Directories under the removed tree are gone: forget their deferred metadata.
-            let mut prefix = parts.join(&b'/');
+            let mut prefix = clean_components(entry).join(&b'/');
             prefix.push(b'/');
             self.dirs
                 .retain(|d| !d.path.starts_with(&prefix) && d.path != prefix[..prefix.len() - 1]);
         }
         Ok(())
+    }
+
+    /// The file's final mode: the archive's, setuid/setgid stripped unless kept.
+    fn file_mode(&mut self, meta: &EntryMeta) -> u32 {
+        let mut mode = meta.mode & 0o7777;
+        if !self.options.keep_setid && mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+            mode &= !(libc::S_ISUID | libc::S_ISGID);
+            self.report.stripped_setid += 1;
+        }
+        mode
     }
 
     fn write_file(
@@ -623,11 +675,39 @@ impl<'o> Unpacker<'o> {
     ) -> Result<(), UnpackError> {
         let dir = self.parent_dir(meta, parts)?;
         let cname = leaf_name(meta, parts)?;
-        let mut file = match in_root::create_file(dir.as_raw_fd(), &cname) {
+        let mode = self.file_mode(meta);
+        let owner = self.owner(meta)?;
+        if meta.size <= MAX_QUEUED_FILE {
+            let mut data = Vec::with_capacity(meta.size as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| corrupt(name.clone(), e))?;
+            if data.len() as u64 != meta.size {
+                return Err(corrupt_msg(
+                    name.clone(),
+                    "the archive ends inside this entry's data",
+                ));
+            }
+            self.writers.dispatch(FileJob {
+                seq: self.seq,
+                dir: dir.fd.clone(),
+                dir_id: dir.id,
+                name: cname,
+                data,
+                mode,
+                owner,
+                mtime: meta.mtime,
+                entry: meta.path.clone(),
+            });
+            return Ok(());
+        }
+        self.wait_for_name(&dir, &cname)?;
+        let fd = dir.fd.as_raw_fd();
+        let mut file = match in_root::create_file(fd, &cname) {
             Ok(file) => file,
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
-                self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
-                in_root::create_file(dir.as_raw_fd(), &cname).map_err(|e| write_error(meta, e))?
+                self.replace(fd, &cname, &meta.path)?;
+                in_root::create_file(fd, &cname).map_err(|e| write_error(meta, e))?
             }
             Err(err) => return Err(write_error(meta, err)),
         };
@@ -649,41 +729,28 @@ impl<'o> Unpacker<'o> {
                 "the archive ends inside this entry's data",
             ));
         }
-        let fd = file.as_raw_fd();
-        self.set_owner(meta, |uid, gid| unsafe { libc::fchown(fd, uid, gid) })?;
-        let mut mode = meta.mode & 0o7777;
-        if !self.options.keep_setid && mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
-            mode &= !(libc::S_ISUID | libc::S_ISGID);
-            self.report.stripped_setid += 1;
-        }
-        // After fchown, which clears setuid bits.
-        if unsafe { libc::fchmod(fd, mode) } < 0 {
-            return Err(write_error(meta, io::Error::last_os_error()));
-        }
-        in_root::set_mtime_fd(fd, meta.mtime.0, meta.mtime.1).map_err(|e| write_error(meta, e))
+        writers::finish_file(&file, owner, mode, meta.mtime).map_err(|e| write_error(meta, e))
     }
 
     fn make_directory(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<(), UnpackError> {
         if !parts.is_empty() {
             let dir = self.parent_dir(meta, parts)?;
             let cname = leaf_name(meta, parts)?;
-            match in_root::make_dir(dir.as_raw_fd(), &cname) {
+            self.wait_for_name(&dir, &cname)?;
+            let fd = dir.fd.as_raw_fd();
+            match in_root::make_dir(fd, &cname) {
                 Ok(()) => {}
                 Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
-                    let existing = in_root::stat_at(dir.as_raw_fd(), &cname)
-                        .map_err(|e| write_error(meta, e))?;
+                    let existing =
+                        in_root::stat_at(fd, &cname).map_err(|e| write_error(meta, e))?;
                     if !in_root::is_dir(&existing) {
-                        self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
-                        in_root::make_dir(dir.as_raw_fd(), &cname)
-                            .map_err(|e| write_error(meta, e))?;
+                        self.replace(fd, &cname, &meta.path)?;
+                        in_root::make_dir(fd, &cname).map_err(|e| write_error(meta, e))?;
                     }
                 }
                 Err(err) => return Err(write_error(meta, err)),
             }
-            let fd = dir.as_raw_fd();
-            self.set_owner(meta, |uid, gid| unsafe {
-                libc::fchownat(fd, cname.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
-            })?;
+            self.chown_at(meta, fd, &cname)?;
         }
         self.dirs.push(DeferredDir {
             path: parts.join(&b'/'),
@@ -702,19 +769,17 @@ impl<'o> Unpacker<'o> {
         };
         let dir = self.parent_dir(meta, parts)?;
         let cname = leaf_name(meta, parts)?;
-        match in_root::make_symlink(dir.as_raw_fd(), &cname, &target) {
+        self.wait_for_name(&dir, &cname)?;
+        let fd = dir.fd.as_raw_fd();
+        match in_root::make_symlink(fd, &cname, &target) {
             Ok(()) => {}
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
-                self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
-                in_root::make_symlink(dir.as_raw_fd(), &cname, &target)
-                    .map_err(|e| write_error(meta, e))?;
+                self.replace(fd, &cname, &meta.path)?;
+                in_root::make_symlink(fd, &cname, &target).map_err(|e| write_error(meta, e))?;
             }
             Err(err) => return Err(write_error(meta, err)),
         }
-        let fd = dir.as_raw_fd();
-        self.set_owner(meta, |uid, gid| unsafe {
-            libc::fchownat(fd, cname.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
-        })?;
+        self.chown_at(meta, fd, &cname)?;
         in_root::set_mtime_at(fd, &cname, meta.mtime.0, meta.mtime.1)
             .map_err(|e| write_error(meta, e))
     }
@@ -751,51 +816,55 @@ impl<'o> Unpacker<'o> {
         };
         let target_name = in_root::c_name(target_parts[target_parts.len() - 1])
             .map_err(|e| write_error(meta, e))?;
+        let target_st = in_root::fstat(&target_dir).map_err(|e| write_error(meta, e))?;
+        let target_parent = ParentDir {
+            fd: Arc::new(target_dir),
+            id: (target_st.st_dev, target_st.st_ino),
+        };
+        // The target may still be with the writer threads.
+        self.wait_for_name(&target_parent, &target_name)?;
         let dir = self.parent_dir(meta, parts)?;
         let cname = leaf_name(meta, parts)?;
-        let link_now = || {
-            in_root::make_hardlink(
-                target_dir.as_raw_fd(),
-                &target_name,
-                dir.as_raw_fd(),
-                &cname,
-            )
-        };
+        self.wait_for_name(&dir, &cname)?;
+        let (target_fd, fd) = (target_parent.fd.as_raw_fd(), dir.fd.as_raw_fd());
+        let link_now = || in_root::make_hardlink(target_fd, &target_name, fd, &cname);
         match link_now() {
             Ok(()) => Ok(()),
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Err(not_in_image()),
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
-                let existing = in_root::stat_at(dir.as_raw_fd(), &cname);
-                let source = in_root::stat_at(target_dir.as_raw_fd(), &target_name);
+                let existing = in_root::stat_at(fd, &cname);
+                let source = in_root::stat_at(target_fd, &target_name);
                 if let (Ok(a), Ok(b)) = (existing, source) {
                     if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
                         return Ok(());
                     }
                 }
-                self.replace(dir.as_raw_fd(), &cname, parts, meta)?;
+                self.replace(fd, &cname, &meta.path)?;
                 link_now().map_err(|e| write_error(meta, e))
             }
             Err(err) => Err(write_error(meta, err)),
         }
     }
 
-    /// Gives the entry the archive's owner when that is the policy and differs from ours.
-    fn set_owner(
-        &self,
-        meta: &EntryMeta,
-        chown: impl FnOnce(u32, u32) -> libc::c_int,
-    ) -> Result<(), UnpackError> {
+    /// The owner to give an entry: the archive's when that is the policy and it differs
+    /// from ours, else `None` (no chown).
+    fn owner(&self, meta: &EntryMeta) -> Result<Option<(u32, u32)>, UnpackError> {
         if !self.options.preserve_owner {
-            return Ok(());
+            return Ok(None);
         }
         let (Ok(uid), Ok(gid)) = (u32::try_from(meta.uid), u32::try_from(meta.gid)) else {
             return Err(bad_entry(meta, "owner uid/gid out of range"));
         };
-        if (uid, gid) == (self.euid, self.egid) {
-            return Ok(());
-        }
-        if chown(uid, gid) < 0 {
-            return Err(write_error(meta, io::Error::last_os_error()));
+        Ok(((uid, gid) != (self.euid, self.egid)).then_some((uid, gid)))
+    }
+
+    /// Gives `name` in `dir` (not followed if a symlink) the entry's owner.
+    fn chown_at(&self, meta: &EntryMeta, dir: RawFd, name: &CStr) -> Result<(), UnpackError> {
+        if let Some((uid, gid)) = self.owner(meta)? {
+            let flags = libc::AT_SYMLINK_NOFOLLOW;
+            if unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, flags) } < 0 {
+                return Err(write_error(meta, io::Error::last_os_error()));
+            }
         }
         Ok(())
     }
@@ -834,6 +903,34 @@ impl<'o> Unpacker<'o> {
             let _ = in_root::set_mtime_fd(fd.as_raw_fd(), dir.mtime.0, dir.mtime.1);
         }
     }
+}
+
+/// After the last entry: the archive must have ended with its end-of-archive marker, and
+/// what follows it is read to the end (bounded), because a gzip stream's CRC and length are
+/// only checked at its trailer, and a caller hashing the source needs every byte read.
+fn check_stream_end(
+    mut reader: PipedReader,
+    headers: u64,
+    last: Option<EntryName>,
+) -> Result<(), UnpackError> {
+    if headers == 0 && reader.consumed == 0 {
+        return Err(UnpackError::Empty);
+    }
+    if reader.hit_end {
+        return Err(corrupt_msg(
+            last,
+            "the archive ends without its end-of-archive marker",
+        ));
+    }
+    let trailing = io::copy(&mut (&mut reader).take(MAX_TRAILING + 1), &mut io::sink())
+        .map_err(|e| corrupt(last.clone(), e))?;
+    if trailing > MAX_TRAILING {
+        return Err(corrupt_msg(
+            last,
+            "more than 16 MiB of data after the end-of-archive marker",
+        ));
+    }
+    Ok(())
 }
 
 /// Reads an extension header's data, refusing more than `cap` bytes.

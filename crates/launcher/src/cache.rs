@@ -238,16 +238,24 @@ impl ImageCache {
             return Ok(found);
         }
         let _ = self.sweep_stale();
-        let digest = self.unpack_and_install(image, file)?;
-        if let Some(key) = &key {
-            // Index it only if the file did not change while it was read.
-            let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
-            if unchanged.unwrap_or(false) {
-                self.write_index(key, &digest)?;
+        let mut file = file;
+        let mut digest = String::new();
+        // A prune may remove the entry between its install and our lease: unpack again.
+        for _ in 0..3 {
+            digest = self.unpack_and_install(image, file)?;
+            if let Some(key) = &key {
+                // Index it only if the file did not change while it was read.
+                let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
+                if unchanged.unwrap_or(false) {
+                    self.write_index(key, &digest)?;
+                }
             }
+            if let Some(found) = self.lease(&digest)? {
+                return Ok(found);
+            }
+            file = File::open(image).map_err(image_error)?;
         }
-        self.lease(&digest)?
-            .ok_or_else(|| CacheError::NotCached(digest.clone()))
+        Err(CacheError::NotCached(digest))
     }
 
     /// The cached image the stat index names for `key`, leased; `None` on a miss.

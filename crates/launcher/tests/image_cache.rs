@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
@@ -138,16 +139,18 @@ fn ten_processes_racing_for_one_image_leave_one_entry() {
 /// Run directly, it checks that a fresh cache hands out the file's sha256.
 #[test]
 fn child_process_get_or_unpack() {
+    // Run directly, the scratch dir is removed on drop, also when an assert fails.
+    let mut scratch = None;
     let (cache_dir, image) = match std::env::var(CHILD_ENV) {
         Ok(spec) => {
             let (cache, image) = spec.split_once('\n').unwrap();
             (PathBuf::from(cache), PathBuf::from(image))
         }
         Err(_) => {
-            let scratch = tempfile::tempdir().unwrap().keep();
-            let image = scratch.join("img.tgz");
+            let dir = scratch.insert(tempfile::tempdir().unwrap());
+            let image = dir.path().join("img.tgz");
             write_image(&image, "direct");
-            (scratch.join("cache"), image)
+            (dir.path().join("cache"), image)
         }
     };
     let cache = ImageCache::open(&cache_dir).unwrap();
@@ -155,10 +158,7 @@ fn child_process_get_or_unpack() {
     let digest = got.digest.unwrap();
     assert_eq!(digest, sha256_file(&image).unwrap());
     println!("DIGEST={digest}");
-    if std::env::var(CHILD_ENV).is_err() {
-        drop(cache);
-        fs::remove_dir_all(image.parent().unwrap()).unwrap();
-    }
+    drop(scratch);
 }
 
 #[test]
@@ -337,7 +337,7 @@ fn leftovers_of_crashed_runs_are_swept_and_live_ones_kept() {
 fn an_unpack_killed_midway_leaves_no_entry() {
     let scratch = tempfile::tempdir().unwrap();
     let image = scratch.path().join("big.tar");
-    write_big_image(&image, 40);
+    write_big_image(&image, 64);
     let cache_dir = scratch.path().join("cache");
     ImageCache::open(&cache_dir).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -386,5 +386,114 @@ fn an_unpack_killed_midway_leaves_no_entry() {
     assert!(names_in(&cache_dir.join("tmp")).is_empty());
     // The next launch unpacks it whole.
     let got = cache.get_or_unpack(&image).unwrap();
-    assert_eq!(names_in(&got.root.join("data")).len(), 40);
+    assert_eq!(names_in(&got.root.join("data")).len(), 64);
+}
+
+/// Env var that runs `rootless_child` as the unprivileged half of the test below.
+const ROOTLESS_ENV: &str = "MKROOT_CACHE_TEST_ROOTLESS";
+
+/// What a user without root gets: no chown attempts, read-only and mode-0 directories that
+/// unpack and are removed again, setuid bits stripped, and a working cache in their dir.
+/// As root (CI), the test binary is copied out and rerun as `nobody` in a dir it owns.
+#[test]
+fn rootless_unpack_and_cache() {
+    let uid = unsafe { libc::geteuid() };
+    if uid != 0 {
+        match std::env::var_os(ROOTLESS_ENV) {
+            Some(dir) => rootless_child(Path::new(&dir), true),
+            None => rootless_child(tempfile::tempdir().unwrap().path(), false),
+        }
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let nobody = 65534;
+    std::os::unix::fs::chown(scratch.path(), Some(nobody), Some(nobody)).unwrap();
+    // The test binary may sit where nobody cannot reach it: run a copy.
+    let exe = scratch.path().join("test-binary");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new(&exe)
+        .args(["--exact", "rootless_unpack_and_cache", "--nocapture"])
+        .env(ROOTLESS_ENV, scratch.path())
+        .env("HOME", scratch.path())
+        .env_remove("XDG_CACHE_HOME")
+        .current_dir(scratch.path())
+        .uid(nobody)
+        .gid(nobody)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ROOTLESS OK"));
+}
+
+/// The unprivileged half, in `dir` (owned by the caller); `default_home` when HOME points
+/// at `dir`, so the default cache dir is checked too.
+fn rootless_child(dir: &Path, default_home: bool) {
+    let image = dir.join("img.tgz");
+    let file = fs::File::create(&image).unwrap();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        file,
+        flate2::Compression::fast(),
+    ));
+    let mut add = |name: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_uid(1234); // not ours: must not be chowned to
+        header.set_gid(1234);
+        header.set_entry_type(kind);
+        tar.append_data(&mut header, name, data).unwrap();
+    };
+    add("ro", tar::EntryType::Directory, 0o555, b"");
+    add(
+        "ro/file",
+        tar::EntryType::Regular,
+        0o644,
+        b"in a read-only dir",
+    );
+    add("locked", tar::EntryType::Directory, 0o000, b"");
+    add(
+        "locked/file",
+        tar::EntryType::Regular,
+        0o600,
+        b"in a mode-0 dir",
+    );
+    add("usr/bin/su", tar::EntryType::Regular, 0o4755, b"setuid");
+    tar.into_inner().unwrap().finish().unwrap();
+
+    let cache_dir = if default_home {
+        let cache_dir = ImageCache::default_dir();
+        assert_eq!(cache_dir, dir.join(".cache/mkroot-launch"));
+        cache_dir
+    } else {
+        dir.join("cache")
+    };
+    let cache = ImageCache::open(&cache_dir).unwrap();
+    let got = cache.get_or_unpack(&image).unwrap();
+    let mode = |name: &str| {
+        fs::symlink_metadata(got.root.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("ro"), 0o555);
+    assert_eq!(mode("locked"), 0o000);
+    assert_eq!(mode("usr/bin/su"), 0o755);
+    assert_eq!(
+        fs::read(got.root.join("ro/file")).unwrap(),
+        b"in a read-only dir"
+    );
+    let dir_mode = fs::metadata(&cache_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+    drop(cache);
+    let cache = ImageCache::open(&cache_dir).unwrap();
+    assert_eq!(cache.prune().unwrap().removed.len(), 1);
+    assert!(names_in(&cache_dir.join("images")).is_empty());
+    println!("ROOTLESS OK");
 }

@@ -239,6 +239,13 @@ pub fn stat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// `fstat` of an open fd (an O_PATH one too).
+pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st)
+}
+
 pub fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
@@ -294,12 +301,24 @@ pub fn remove_at(dir: RawFd, name: &CStr) -> io::Result<()> {
 
 /// Removes the directory `name` in `dir` and everything below it.
 pub fn remove_tree_at(dir: RawFd, name: &CStr) -> io::Result<()> {
-    let sub = open_at(
-        dir,
-        name,
-        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-        0,
-    )?;
+    let open_sub = || {
+        open_at(
+            dir,
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+    };
+    let sub = match open_sub() {
+        // A directory the image made unreadable (mode 0): its owner may open it up. Only
+        // ever reached without root (root reads any directory), and only for a directory:
+        // fchmodat would follow a symlink.
+        Err(err) if errno_is(&err, libc::EACCES) && is_dir(&stat_at(dir, name)?) => {
+            cvt(unsafe { libc::fchmodat(dir, name.as_ptr(), 0o700, 0) })?;
+            open_sub()?
+        }
+        other => other?,
+    };
     // An image may hold read-only directories (0555); its owner (or root) may make them
     // writable again, which removing their entries needs.
     unsafe { libc::fchmod(sub.as_raw_fd(), 0o700) };
