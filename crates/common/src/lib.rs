@@ -14,4 +14,5 @@ pub mod archive;
 pub mod digest;
 pub mod gzip;
 pub mod manifest;
+pub mod oci;
 pub mod unpack;
