@@ -1,15 +1,20 @@
-//! Control groups. Now: the container gets its own cgroup namespace (a flag of the clone,
-//! see [`crate::namespaces::CONTAINER_NAMESPACES`]), so it sees its cgroup as `/`.
+//! Control groups: one per container, holding `--memory`, `--pids-limit` and `--cpus`.
 //!
-//! Resource limits (issue 4) fit in at the launcher's go-ahead (see
-//! [`crate::init::tie_to_launcher`]): the child waits there before its first mount,
-//! so the launcher can create the container's cgroup (per [`CgroupLayout`]: one
-//! hierarchy on v2, each controller's on v1, both on hybrid), write the child's PID
-//! into it and only then let it go on. The child would then unshare its cgroup
-//! namespace itself, so that the namespace is rooted at the new cgroup rather than at
-//! the launcher's (the clone's would be).
+//! The launcher creates the container's cgroup (below its own, in every hierarchy the
+//! limits need: the one unified hierarchy on v2, each controller's on v1, and on hybrid
+//! hosts both: the v1 controllers plus the v2 tree for membership), writes the child's
+//! PID into it while the child waits for its go-ahead, and only then lets it go on. The
+//! child then unshares its cgroup namespace itself, so the namespace is rooted at the
+//! container's cgroup (the clone's would have been rooted at the launcher's).
+//!
+//! Removed when the launch ends; a launch killed with SIGKILL leaves its cgroup behind
+//! (empty: the container died with it), swept by the next launch.
 
-use std::path::Path;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::LaunchError;
 
 /// How the host mounts cgroups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +29,10 @@ pub enum CgroupLayout {
 }
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// The prefix of every container cgroup's name; the launcher's PID follows.
+const NAME_PREFIX: &str = "mkroot-launch-";
+/// The CFS period `--cpus` is expressed in (the kernel's default), in microseconds.
+const CPU_PERIOD_US: u64 = 100_000;
 
 impl CgroupLayout {
     pub fn detect() -> Option<CgroupLayout> {
@@ -37,6 +46,333 @@ impl CgroupLayout {
             None
         }
     }
+}
+
+/// `--memory`, `--pids-limit`, `--cpus`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ResourceLimits {
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
+}
+
+impl ResourceLimits {
+    /// Checks the command line's values.
+    pub fn new(
+        memory: Option<&str>,
+        pids: Option<u64>,
+        cpus: Option<f64>,
+    ) -> Result<ResourceLimits, LaunchError> {
+        let memory_bytes = memory
+            .map(|m| {
+                crate::cache::parse_size(m)
+                    .ok()
+                    .filter(|&b| b >= 1 << 20)
+                    .ok_or_else(|| {
+                        LaunchError::Invalid(format!(
+                            "--memory {m}: give a size of at least 1M, e.g. 512M or 2G"
+                        ))
+                    })
+            })
+            .transpose()?;
+        if pids == Some(0) {
+            return Err(LaunchError::Invalid(
+                "--pids-limit 0: give at least 1".to_string(),
+            ));
+        }
+        if let Some(c) = cpus {
+            if !(0.01..=4096.0).contains(&c) {
+                return Err(LaunchError::Invalid(format!(
+                    "--cpus {c}: give a number of CPUs such as 0.5 or 2"
+                )));
+            }
+        }
+        Ok(ResourceLimits {
+            memory_bytes,
+            pids,
+            cpus,
+        })
+    }
+
+    pub fn any(&self) -> bool {
+        self.memory_bytes.is_some() || self.pids.is_some() || self.cpus.is_some()
+    }
+}
+
+/// The container's cgroup: one directory per hierarchy it lives in.
+#[derive(Debug)]
+pub struct ContainerCgroup {
+    dirs: Vec<PathBuf>,
+    /// Where the kernel counts OOM kills (v2 memory.events, v1 memory.oom_control).
+    oom_counter: Option<PathBuf>,
+}
+
+impl ContainerCgroup {
+    /// Creates the cgroup with `limits` written. As root the container always gets one;
+    /// otherwise only when limits are asked for (and the hierarchy is delegated to the
+    /// caller), else `None`.
+    pub fn create(limits: &ResourceLimits) -> Result<Option<ContainerCgroup>, LaunchError> {
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root && !limits.any() {
+            return Ok(None);
+        }
+        let Some(layout) = CgroupLayout::detect() else {
+            if limits.any() {
+                return Err(LaunchError::Invalid(
+                    "--memory/--pids-limit/--cpus: this host has no cgroup filesystem mounted under /sys/fs/cgroup".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let own = own_cgroups();
+        let name = format!("{NAME_PREFIX}{}", std::process::id());
+        let mut cgroup = ContainerCgroup {
+            dirs: Vec::new(),
+            oom_counter: None,
+        };
+        let limits_failed = |what: &str, e: io::Error| {
+            LaunchError::setup(
+                format!("{what} (run launch as root, or in a cgroup delegated to you)"),
+                e,
+            )
+        };
+        match layout {
+            CgroupLayout::V2 => {
+                let parent = v2_parent(Path::new("/sys/fs/cgroup"), &own);
+                enable_controllers(&parent, limits)
+                    .map_err(|e| limits_failed("enabling cgroup controllers", e))?;
+                let dir = cgroup
+                    .make(&parent, &name)
+                    .map_err(|e| limits_failed("creating the container's cgroup", e))?;
+                write_v2_limits(&dir, limits)
+                    .map_err(|e| limits_failed("writing cgroup limits", e))?;
+                if limits.memory_bytes.is_some() {
+                    cgroup.oom_counter = Some(dir.join("memory.events"));
+                }
+            }
+            CgroupLayout::Hybrid | CgroupLayout::V1 => {
+                if layout == CgroupLayout::Hybrid {
+                    let parent = v2_parent(Path::new("/sys/fs/cgroup/unified"), &own);
+                    cgroup
+                        .make(&parent, &name)
+                        .map_err(|e| limits_failed("creating the container's cgroup", e))?;
+                }
+                let wanted = [
+                    ("memory", limits.memory_bytes.is_some()),
+                    ("pids", limits.pids.is_some() || layout == CgroupLayout::V1),
+                    ("cpu", limits.cpus.is_some()),
+                ];
+                for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
+                    let parent = v1_parent(controller, &own);
+                    let dir = cgroup
+                        .make(&parent, &name)
+                        .map_err(|e| limits_failed("creating the container's cgroup", e))?;
+                    write_v1_limits(controller, &dir, limits)
+                        .map_err(|e| limits_failed("writing cgroup limits", e))?;
+                    if *controller == "memory" {
+                        cgroup.oom_counter = Some(dir.join("memory.oom_control"));
+                    }
+                }
+            }
+        }
+        Ok(Some(cgroup))
+    }
+
+    /// Makes `parent/name`, first sweeping cgroups left by launches that were killed.
+    fn make(&mut self, parent: &Path, name: &str) -> io::Result<PathBuf> {
+        sweep(parent);
+        let dir = parent.join(name);
+        match fs::create_dir(&dir) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            other => other?,
+        }
+        self.dirs.push(dir.clone());
+        Ok(dir)
+    }
+
+    /// Moves process `pid` (the container's first process, still waiting) in.
+    pub fn add(&self, pid: libc::pid_t) -> Result<(), LaunchError> {
+        for dir in &self.dirs {
+            let procs = dir.join("cgroup.procs");
+            fs::write(&procs, pid.to_string())
+                .map_err(|e| LaunchError::setup(format!("writing {}", procs.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// How many processes the OOM killer has killed in the container.
+    pub fn oom_kills(&self) -> u64 {
+        let Some(counter) = &self.oom_counter else {
+            return 0;
+        };
+        fs::read_to_string(counter)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ContainerCgroup {
+    /// Removes the cgroup. Its last process (the container's init) may still be on its
+    /// way out when the launcher is told the exit status: retry for a while.
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            for attempt in 0..2000 {
+                match fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 1999 => {
+                        std::thread::sleep(std::time::Duration::from_micros(500));
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+/// This process's cgroup path in each hierarchy: (controllers, path) from
+/// /proc/self/cgroup; the v2 entry has no controllers.
+fn own_cgroups() -> Vec<(String, String)> {
+    fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let _id = fields.next()?;
+            Some((fields.next()?.to_string(), fields.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn v2_parent(mount: &Path, own: &[(String, String)]) -> PathBuf {
+    let path = own
+        .iter()
+        .find(|(controllers, _)| controllers.is_empty())
+        .map_or("/", |(_, p)| p.as_str());
+    mount.join(path.trim_start_matches('/'))
+}
+
+fn v1_parent(controller: &str, own: &[(String, String)]) -> PathBuf {
+    let path = own
+        .iter()
+        .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
+        .map_or("/", |(_, p)| p.as_str());
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(path.trim_start_matches('/'))
+}
+
+/// v2: the controllers the limits need must be enabled in the parent's subtree.
+fn enable_controllers(parent: &Path, limits: &ResourceLimits) -> io::Result<()> {
+    let wanted: Vec<&str> = [
+        ("+memory", limits.memory_bytes.is_some()),
+        ("+pids", limits.pids.is_some()),
+        ("+cpu", limits.cpus.is_some()),
+    ]
+    .iter()
+    .filter(|(_, w)| *w)
+    .map(|(c, _)| *c)
+    .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    fs::write(parent.join("cgroup.subtree_control"), wanted.join(" "))
+}
+
+fn write_v2_limits(dir: &Path, limits: &ResourceLimits) -> io::Result<()> {
+    if let Some(bytes) = limits.memory_bytes {
+        fs::write(dir.join("memory.max"), bytes.to_string())?;
+        // No swap: the limit is the memory the container gets.
+        let swap = dir.join("memory.swap.max");
+        if swap.exists() {
+            fs::write(swap, "0")?;
+        }
+    }
+    if let Some(pids) = limits.pids {
+        fs::write(dir.join("pids.max"), pids.to_string())?;
+    }
+    if let Some(cpus) = limits.cpus {
+        let quota = (cpus * CPU_PERIOD_US as f64) as u64;
+        fs::write(dir.join("cpu.max"), format!("{quota} {CPU_PERIOD_US}"))?;
+    }
+    Ok(())
+}
+
+fn write_v1_limits(controller: &str, dir: &Path, limits: &ResourceLimits) -> io::Result<()> {
+    match (controller, limits) {
+        (
+            "memory",
+            ResourceLimits {
+                memory_bytes: Some(bytes),
+                ..
+            },
+        ) => {
+            fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
+            // memory+swap at the same value: no swap (only where swap accounting is on).
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                fs::write(memsw, bytes.to_string())?;
+            }
+        }
+        (
+            "pids",
+            ResourceLimits {
+                pids: Some(pids), ..
+            },
+        ) => fs::write(dir.join("pids.max"), pids.to_string())?,
+        (
+            "cpu",
+            ResourceLimits {
+                cpus: Some(cpus), ..
+            },
+        ) => {
+            let quota = (cpus * CPU_PERIOD_US as f64) as u64;
+            fs::write(dir.join("cpu.cfs_period_us"), CPU_PERIOD_US.to_string())?;
+            fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Removes the cgroups under `parent` of launches no longer running (killed with
+/// SIGKILL before they could). A cgroup still holding processes is left alone (rmdir
+/// refuses it).
+fn sweep(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(NAME_PREFIX))
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// In the container, once the launcher has moved it into its cgroup: a cgroup
+/// namespace rooted there, so the container sees its own cgroup as `/`.
+pub fn enter_own_namespace() -> Result<(), LaunchError> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err(LaunchError::setup(
+            "unsharing the cgroup namespace",
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 fn is_cgroup2(path: &Path) -> bool {
@@ -59,5 +395,16 @@ mod tests {
     fn this_host_has_a_cgroup_layout() {
         // Every host this runs on mounts cgroups in one of the three ways.
         assert!(CgroupLayout::detect().is_some());
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let l = ResourceLimits::new(Some("64M"), Some(10), Some(0.5)).unwrap();
+        assert_eq!(l.memory_bytes, Some(64 << 20));
+        assert!(l.any());
+        assert!(ResourceLimits::new(Some("12"), None, None).is_err());
+        assert!(ResourceLimits::new(None, Some(0), None).is_err());
+        assert!(ResourceLimits::new(None, None, Some(-1.0)).is_err());
+        assert!(!ResourceLimits::default().any());
     }
 }

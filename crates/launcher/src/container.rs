@@ -4,12 +4,14 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::cgroup::ContainerCgroup;
 use crate::error::LaunchError;
 use crate::namespaces::{self, CloneResult, CONTAINER_NAMESPACES};
 use crate::process::{self, EXIT_LAUNCH_FAILED};
 use crate::rootfs::{self, MountPoint, WritableLayer};
+use crate::seccomp::SeccompProfile;
 use crate::spec::ContainerSpec;
-use crate::{devices, etc_files, init, network, pty, security, userns};
+use crate::{cgroup, devices, etc_files, init, masked_paths, network, pty, userns};
 
 /// Starts the container and waits for it; returns the exit status `launch` exits with.
 pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
@@ -44,7 +46,15 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         (Some(_), 0) => Some(rootfs::detached_copy(&spec.image)?),
         _ => None,
     };
+    // The cgroup comes first: the child is moved in before it goes on. The seccomp
+    // filter is compiled now, while allocating is still fine.
+    let cgroup = ContainerCgroup::create(&spec.limits)?;
+    let seccomp = spec.security.seccomp_profile()?;
     let mut flags = CONTAINER_NAMESPACES;
+    if cgroup.is_some() {
+        // The child makes its cgroup namespace itself, once it is in its cgroup.
+        flags &= !(libc::CLONE_NEWCGROUP as u64);
+    }
     if net_from_launcher {
         flags &= !(libc::CLONE_NEWNET as u64);
     } else {
@@ -65,6 +75,10 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
                 },
                 idmapped_image,
                 &command_mask,
+                Confinement {
+                    own_cgroup: cgroup.is_some(),
+                    seccomp,
+                },
             )
         }
         Ok(CloneResult::Parent(pid)) => pid,
@@ -87,6 +101,10 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         }
     }
     drop(idmapped_image);
+    if let Some(Err(e)) = cgroup.as_ref().map(|c| c.add(child)) {
+        kill_and_reap(child);
+        return Err(e);
+    }
     init::let_container_go_on(&go_write);
     if net_from_launcher {
         if let Err(e) = network::create_for_container() {
@@ -109,7 +127,23 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         None => wait_for_exit_status(child, &status_read, &command_mask),
     };
     init::set_mask(&command_mask);
-    Ok(code)
+    Ok(match cgroup {
+        Some(cgroup) if cgroup.oom_kills() > 0 => {
+            eprintln!(
+                "launch: the container went over its memory limit (--memory) and the kernel's OOM killer ended it"
+            );
+            process::EXIT_OOM_KILLED
+        }
+        _ => code,
+    })
+}
+
+/// What confines the container besides its namespaces, decided by the launcher.
+struct Confinement {
+    /// The launcher made a cgroup for it (and moves it in before the go-ahead).
+    own_cgroup: bool,
+    /// The filter the command's process installs right before exec.
+    seccomp: Option<SeccompProfile>,
 }
 
 /// The container's ends of the pipes to the launcher.
@@ -130,10 +164,24 @@ fn container_main(
     channels: Channels,
     idmapped_image: Option<OwnedFd>,
     command_mask: &libc::sigset_t,
+    confinement: Confinement,
 ) -> ! {
     let Channels { go, status, pty } = channels;
-    match set_up(spec, launcher, go, pty, idmapped_image) {
-        Ok(terminal) => init::run(&spec.command, terminal, status, command_mask),
+    match set_up(
+        spec,
+        launcher,
+        go,
+        pty,
+        idmapped_image,
+        confinement.own_cgroup,
+    ) {
+        Ok(terminal) => init::run(
+            &spec.command,
+            terminal,
+            status,
+            command_mask,
+            confinement.seccomp,
+        ),
         Err(e) => {
             eprintln!("launch: {e}");
             // SAFETY: leaving the forked child without running the parent's cleanup.
@@ -143,13 +191,15 @@ fn container_main(
 }
 
 /// Everything between the clone and the command, in kernel order. Returns the pty's
-/// slave end for an interactive container.
+/// slave end for an interactive container. The seccomp filter comes later still, in
+/// the command's own process right before exec (see [`crate::process`]).
 fn set_up(
     spec: &ContainerSpec,
     launcher: libc::pid_t,
     go: OwnedFd,
     pty_channel: Option<OwnedFd>,
     idmapped_image: Option<OwnedFd>,
+    own_cgroup: bool,
 ) -> Result<Option<OwnedFd>, LaunchError> {
     let in_userns = spec.id_mapping.is_some();
     // 1. Die with the launcher; wait until it has written our uid/gid maps. A session
@@ -158,6 +208,10 @@ fn set_up(
     // SAFETY: setsid cannot fail here (the clone is no group leader).
     unsafe { libc::setsid() };
     init::tie_to_launcher(&go)?;
+    // In its cgroup now: a cgroup namespace rooted there hides the host's tree.
+    if own_cgroup {
+        cgroup::enter_own_namespace()?;
+    }
     if in_userns {
         userns::become_root_inside()?;
     }
@@ -203,6 +257,9 @@ fn set_up(
     // 4. Into the new root; the host's tree is detached and out of reach.
     rootfs::pivot_into(root)?;
     drop(layer);
+    // The kernel's memory, keys, timers and settings out of sight and out of reach.
+    masked_paths::close_off()?;
+    devices::verify()?;
     if spec.read_only {
         rootfs::make_root_read_only()?;
     }
@@ -230,8 +287,7 @@ fn set_up(
     };
 
     // 7. Privileges, last: no exec may gain any, and root keeps a small set.
-    security::set_no_new_privs()?;
-    security::limit_capabilities(&security::DEFAULT_CAPABILITIES)?;
+    spec.security.restrict()?;
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o022) };
     Ok(terminal)

@@ -108,3 +108,24 @@ fn symlink(dev: &OwnedFd, name: &str, target: &str) -> Result<(), LaunchError> {
     }
     Ok(())
 }
+
+/// After pivot_root: checks that each of [`DEVICES`] in /dev is the character device it
+/// should be (in a user namespace they are the host's nodes, bound in: a host whose
+/// /dev/null were a regular file would otherwise hand the container a host file).
+pub fn verify() -> Result<(), LaunchError> {
+    for (name, major, minor) in DEVICES {
+        let path = std::ffi::CString::new(format!("/dev/{name}")).expect("no NUL");
+        // SAFETY: stat is plain data; valid C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let found = unsafe { libc::lstat(path.as_ptr(), &mut st) } == 0;
+        if !found
+            || st.st_mode & libc::S_IFMT != libc::S_IFCHR
+            || st.st_rdev != libc::makedev(major, minor)
+        {
+            return Err(LaunchError::Invalid(format!(
+                "/dev/{name} in the container is not the character device {major},{minor}; check the host's /dev/{name}"
+            )));
+        }
+    }
+    Ok(())
+}

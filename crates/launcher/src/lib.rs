@@ -4,20 +4,26 @@
 //! per digest; [`spec`] completes the user's options with what the image records; and
 //! [`container`] sets the container up over the tree in kernel order, one module per
 //! kernel concept: [`namespaces`], [`userns`], [`rootfs`], [`devices`], [`etc_files`],
-//! [`network`], [`cgroup`], [`security`], [`pty`], [`init`] and [`process`].
+//! [`network`], [`cgroup`], [`security`] ([`capabilities`], [`seccomp`], [`limits`],
+//! [`masked_paths`], [`read_only_exe`]), [`pty`], [`init`] and [`process`].
 
 pub mod cache;
+pub mod capabilities;
 pub mod cgroup;
 pub mod container;
 pub mod devices;
 pub mod error;
 pub mod etc_files;
 pub mod init;
+pub mod limits;
+pub mod masked_paths;
 pub mod namespaces;
 pub mod network;
 pub mod process;
 pub mod pty;
+pub mod read_only_exe;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod spec;
 pub mod userns;
@@ -31,6 +37,7 @@ use cache::ImageCache;
 
 /// Launches the container `options` describe; returns the exit status for `launch`.
 pub fn launch(options: &LaunchOptions) -> Result<i32, LaunchError> {
+    read_only_exe::reexec_from_read_only_mount();
     // The cache stays open until the container ends: it marks the image in use, so a
     // concurrent `launch cache prune` leaves it alone.
     let (tree, _cache) = image_tree(options)?;
@@ -48,7 +55,13 @@ fn image_tree(options: &LaunchOptions) -> Result<(PathBuf, Option<ImageCache>), 
     if meta.is_dir() {
         return Ok((image.clone(), None));
     }
-    let cache = open_cache(options.cache_dir.as_deref())?;
+    let mut cache = open_cache(options.cache_dir.as_deref())?;
+    if let Some(max) = options.max_image_size {
+        cache.set_unpack_options(mkroot_common::unpack::UnpackOptions {
+            max_bytes: max,
+            ..Default::default()
+        });
+    }
     let tree = cache.get_or_unpack(image)?.root;
     Ok((tree, Some(cache)))
 }

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mkroot_launcher::cache::parse_size;
+use mkroot_launcher::cgroup::ResourceLimits;
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
+use mkroot_launcher::security::SecurityOptions;
 use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
 
 /// Run a root filesystem image (a tarball or a directory) in a container.
@@ -52,6 +55,30 @@ struct Cli {
     /// As root: run in a user namespace, root inside mapped to an unprivileged range.
     #[arg(long)]
     userns: bool,
+    /// Give root inside a capability beyond the default set (a name such as NET_RAW, or ALL).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Take a capability from root inside (a name, or ALL).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// seccomp=unconfined turns the default seccomp filter off.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Lower a resource limit: NAME=SOFT[:HARD] (nofile, nproc, core, fsize, ...).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    ulimits: Vec<String>,
+    /// Memory limit (e.g. 512M); going over it gets the container OOM-killed (exit 137).
+    #[arg(short = 'm', long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// The most processes and threads the container may have at once.
+    #[arg(long, value_name = "N")]
+    pids_limit: Option<u64>,
+    /// CPU time the container may use, in CPUs (e.g. 0.5).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// The most an image tarball may unpack to (default 8G).
+    #[arg(long, value_name = "SIZE")]
+    max_image_size: Option<String>,
     /// The image cache directory (default: /var/cache/mkroot-launch as root, else
     /// ~/.cache/mkroot-launch).
     #[arg(long, value_name = "DIR", global = true)]
@@ -159,5 +186,17 @@ fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
         read_only: cli.read_only,
         tty: cli.tty,
         userns: cli.userns,
+        security: SecurityOptions {
+            cap_add: cli.cap_add,
+            cap_drop: cli.cap_drop,
+            security_opt: cli.security_opt,
+            ulimits: cli.ulimits,
+        },
+        limits: ResourceLimits::new(cli.memory.as_deref(), cli.pids_limit, cli.cpus)?,
+        max_image_size: cli
+            .max_image_size
+            .map(|s| parse_size(&s))
+            .transpose()
+            .map_err(|e| LaunchError::Invalid(format!("--max-image-size {e}")))?,
     })
 }

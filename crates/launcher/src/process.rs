@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::os::fd::RawFd;
 
 use crate::error::LaunchError;
+use crate::seccomp::SeccompProfile;
 use crate::security;
 
 /// The launcher itself failed (bad option, broken image, a setup step).
@@ -13,6 +14,8 @@ pub const EXIT_LAUNCH_FAILED: i32 = 125;
 pub const EXIT_CANNOT_RUN: i32 = 126;
 /// The command does not exist.
 pub const EXIT_NOT_FOUND: i32 = 127;
+/// The kernel's OOM killer ended the container (128 + SIGKILL).
+pub const EXIT_OOM_KILLED: i32 = 137;
 
 /// `-u UID[:GID]`. The group defaults to the uid's number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,9 @@ pub struct PreparedCommand {
     cannot_run: Vec<u8>,
     bad_workdir: Vec<u8>,
     bad_user: Vec<u8>,
+    bad_seccomp: Vec<u8>,
+    /// Installed last, right before exec; `None` with seccomp=unconfined.
+    seccomp: Option<SeccompProfile>,
 }
 
 impl PreparedCommand {
@@ -88,6 +94,7 @@ impl PreparedCommand {
         command: &Command,
         terminal: Option<RawFd>,
         mask: libc::sigset_t,
+        seccomp: Option<SeccompProfile>,
     ) -> PreparedCommand {
         let c = |s: &str| CString::new(s).unwrap_or_default();
         let argv: Vec<CString> = command.argv.iter().map(|a| c(a)).collect();
@@ -119,6 +126,8 @@ impl PreparedCommand {
             cannot_run: format!("launch: {program}: ").into_bytes(),
             bad_workdir: format!("launch: --workdir {}: ", command.workdir).into_bytes(),
             bad_user: b"launch: --user: ".to_vec(),
+            bad_seccomp: b"launch: installing the seccomp filter: ".to_vec(),
+            seccomp,
         }
     }
 
@@ -180,7 +189,17 @@ extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
         if libc::chdir(p.workdir.as_ptr()) < 0 {
             fail(&p.bad_workdir, errno(), EXIT_LAUNCH_FAILED);
         }
+        // A working directory outside the root (through a leaked fd) would hand the
+        // command the host's tree (CVE-2024-21626).
+        if !security::cwd_is_inside_root() {
+            fail(&p.bad_workdir, libc::EXDEV, EXIT_LAUNCH_FAILED);
+        }
         security::close_inherited_fds();
+        if let Some(profile) = &p.seccomp {
+            if let Err(e) = profile.install() {
+                fail(&p.bad_seccomp, e, EXIT_LAUNCH_FAILED);
+            }
+        }
         // Like execvp: the first candidate that runs wins; a candidate that exists but
         // cannot run is remembered, the search goes on past names that do not exist.
         let mut error = libc::ENOENT;

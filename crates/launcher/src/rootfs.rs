@@ -637,7 +637,11 @@ pub(crate) fn mount(
     Ok(())
 }
 
-fn set_read_only(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn set_read_only(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+) -> std::io::Result<()> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         ..MountAttr::default()

@@ -1,95 +1,83 @@
 //! Baseline restrictions applied before the command runs: no_new_privs, a small
-//! capability set, and no inherited file descriptors. Rlimits are inherited untouched:
-//! the launcher never raises one.
+//! capability set (see [`crate::capabilities`]), the seccomp filter (see
+//! [`crate::seccomp`]), lowered rlimits (see [`crate::limits`]), and no inherited file
+//! descriptors.
 
+use crate::capabilities::{self, Capability};
 use crate::error::LaunchError;
+use crate::limits::Ulimit;
+use crate::seccomp::SeccompProfile;
 
-// Capability numbers from linux/capability.h.
-const CAP_CHOWN: u32 = 0;
-const CAP_DAC_OVERRIDE: u32 = 1;
-const CAP_FOWNER: u32 = 3;
-const CAP_FSETID: u32 = 4;
-const CAP_KILL: u32 = 5;
-const CAP_SETGID: u32 = 6;
-const CAP_SETUID: u32 = 7;
-const CAP_SETPCAP: u32 = 8;
-const CAP_NET_BIND_SERVICE: u32 = 10;
-const CAP_SYS_CHROOT: u32 = 18;
-const CAP_SETFCAP: u32 = 31;
-/// The highest capability number any kernel knows of today (CAP_CHECKPOINT_RESTORE);
-/// dropping a number the running kernel does not know fails harmlessly with EINVAL.
-const CAP_LAST_KNOWN: u32 = 40;
+/// The security options of a launch (`--cap-add`, `--cap-drop`, `--security-opt`,
+/// `--ulimit`), as parsed from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityOptions {
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--security-opt`: `seccomp=unconfined` turns the filter off.
+    pub security_opt: Vec<String>,
+    pub ulimits: Vec<String>,
+}
 
-/// What root inside keeps: docker's default set without NET_RAW (raw sockets are useless
-/// with loopback only), MKNOD (no device node can be used on the container's mounts) and
-/// AUDIT_WRITE. Enough for package managers, chown, su and binding low ports.
-pub const DEFAULT_CAPABILITIES: [u32; 11] = [
-    CAP_CHOWN,
-    CAP_DAC_OVERRIDE,
-    CAP_FOWNER,
-    CAP_FSETID,
-    CAP_KILL,
-    CAP_SETGID,
-    CAP_SETUID,
-    CAP_SETPCAP,
-    CAP_NET_BIND_SERVICE,
-    CAP_SYS_CHROOT,
-    CAP_SETFCAP,
-];
+/// What the container gets: checked and resolved from [`SecurityOptions`].
+#[derive(Debug, Clone)]
+pub struct SecurityPolicy {
+    pub capabilities: Vec<Capability>,
+    /// `false` with `--security-opt seccomp=unconfined`.
+    pub seccomp: bool,
+    pub ulimits: Vec<Ulimit>,
+}
 
-/// Cuts the bounding, permitted, effective, inheritable and ambient sets to `keep`.
-/// The bounding set is what matters across exec: root's capabilities after exec are the
-/// bounding set.
-pub fn limit_capabilities(keep: &[u32]) -> Result<(), LaunchError> {
-    let fail = |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
-    for cap in 0..=CAP_LAST_KNOWN {
-        if keep.contains(&cap) {
-            continue;
+impl SecurityOptions {
+    pub fn policy(&self) -> Result<SecurityPolicy, LaunchError> {
+        let add = capabilities::parse_names("--cap-add", &self.cap_add)?;
+        let drop = capabilities::parse_names("--cap-drop", &self.cap_drop)?;
+        let mut seccomp = true;
+        for opt in &self.security_opt {
+            match opt.as_str() {
+                "seccomp=unconfined" => seccomp = false,
+                "seccomp=default" | "no-new-privileges" | "no-new-privileges=true" => {}
+                other => {
+                    return Err(LaunchError::Invalid(format!(
+                    "--security-opt {other}: unknown; give seccomp=unconfined or seccomp=default"
+                )))
+                }
+            }
         }
-        // SAFETY: plain prctl.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0
-            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
-        {
-            return Err(fail("dropping capabilities from the bounding set"));
+        let ulimits = self
+            .ulimits
+            .iter()
+            .map(|u| u.parse::<Ulimit>())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SecurityPolicy {
+            capabilities: capabilities::container_set(&add, &drop),
+            seccomp,
+            ulimits,
+        })
+    }
+}
+
+impl SecurityPolicy {
+    /// The seccomp filter to install before exec, compiled now (before the command's
+    /// process exists); `None` when unconfined.
+    pub fn seccomp_profile(&self) -> Result<Option<SeccompProfile>, LaunchError> {
+        self.seccomp
+            .then(|| SeccompProfile::default_for(&self.capabilities))
+            .transpose()
+    }
+
+    /// In the container, last step of the setup: rlimits, no_new_privs, capabilities.
+    pub fn restrict(&self) -> Result<(), LaunchError> {
+        for ulimit in &self.ulimits {
+            ulimit.apply()?;
         }
+        set_no_new_privs()?;
+        capabilities::limit_to(&self.capabilities)
     }
-    // SAFETY: plain prctl.
-    if unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } < 0
-    {
-        return Err(fail("clearing the ambient capabilities"));
-    }
-    let mask = keep.iter().fold(0u64, |m, &cap| m | 1 << cap);
-    let header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let low = CapData {
-        effective: mask as u32,
-        permitted: mask as u32,
-        inheritable: 0,
-    };
-    let high = CapData {
-        effective: (mask >> 32) as u32,
-        permitted: (mask >> 32) as u32,
-        inheritable: 0,
-    };
-    let data = [low, high];
-    // SAFETY: header and two data words, as capset(2) version 3 expects.
-    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
-        return Err(fail("setting the capability sets"));
-    }
-    Ok(())
 }
 
 /// No exec can gain privileges any more (setuid bits and file capabilities ignored).
+/// Also what lets an unprivileged process install a seccomp filter.
 pub fn set_no_new_privs() -> Result<(), LaunchError> {
     // SAFETY: plain prctl.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
@@ -108,17 +96,12 @@ pub fn close_inherited_fds() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
 
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+/// Whether the working directory is inside the process's root. A directory outside it
+/// (a leaked host fd's, CVE-2024-21626) shows in getcwd as "(unreachable)/...", not
+/// starting with `/`. Allocation-free, for the command's process before exec.
+pub fn cwd_is_inside_root() -> bool {
+    let mut buf = [0u8; libc::PATH_MAX as usize];
+    // SAFETY: valid buffer and length.
+    let ret = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    ret > 0 && buf[0] == b'/'
 }

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
 
+use crate::cgroup::ResourceLimits;
 use crate::error::LaunchError;
 use crate::process::{Command, User, DEFAULT_PATH};
 use crate::rootfs::Volume;
+use crate::security::{SecurityOptions, SecurityPolicy};
 use crate::userns::IdMapping;
 
 /// What the user asked for (the parsed command line).
@@ -34,6 +36,10 @@ pub struct LaunchOptions {
     pub tty: bool,
     /// `--userns`: a user namespace even when run as root.
     pub userns: bool,
+    pub security: SecurityOptions,
+    pub limits: ResourceLimits,
+    /// `--max-image-size`: the cap on an image's unpacked bytes.
+    pub max_image_size: Option<u64>,
 }
 
 /// A container ready to be started.
@@ -49,6 +55,8 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// The user namespace's maps; `None` for no user namespace (root without --userns).
     pub id_mapping: Option<IdMapping>,
+    pub security: SecurityPolicy,
+    pub limits: ResourceLimits,
 }
 
 impl ContainerSpec {
@@ -108,6 +116,8 @@ impl ContainerSpec {
             read_only: options.read_only,
             tty,
             id_mapping,
+            security: options.security.policy()?,
+            limits: options.limits,
         })
     }
 }

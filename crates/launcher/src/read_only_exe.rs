@@ -1,0 +1,107 @@
+//! The launcher's own binary, out of the container's reach (CVE-2019-5736 class).
+//!
+//! The container's first process runs this binary, and until the command's exec so does
+//! the process that execs it. A command given as `/proc/self/exe`, or a script with
+//! `#!/proc/self/exe`, would run the host's binary again inside the container, where it
+//! could keep a handle on /proc/self/exe and reopen it for writing to overwrite the
+//! host's `launch`. So, as root, the launcher first re-executes itself from a read-only
+//! detached bind mount of its binary: every handle on its /proc/<pid>/exe then refers to
+//! that mount, and opening it for writing fails with EROFS. The mount is detached, in no
+//! mount namespace's tree, so nothing in the container can remount it.
+//!
+//! Rootless, the container's root is the caller, who could overwrite the binary only if
+//! they own it, and then gain nothing: no re-exec.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Re-executes the launcher from a read-only mount of its binary, unless it runs from a
+/// read-only mount already (the re-executed one, or a read-only /usr). Returns only when
+/// no re-exec is needed or possible; a failure leaves the launcher as it was (the
+/// non-dumpable init still keeps /proc/1/exe closed).
+pub fn reexec_from_read_only_mount() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || runs_from_read_only_mount() {
+        return;
+    }
+    // SAFETY: plain syscall with a valid C string; the fd is owned at once.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/proc/self/exe".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32,
+        )
+    };
+    if tree < 0 {
+        return;
+    }
+    // SAFETY: a new fd that we own.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+        ..MountAttr::default()
+    };
+    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid struct.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if ret < 0 {
+        return;
+    }
+    let args: Vec<CString> = std::env::args_os()
+        .filter_map(|a| CString::new(std::os::unix::ffi::OsStringExt::into_vec(a)).ok())
+        .collect();
+    let mut argv: Vec<*mut libc::c_char> = args.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv.push(std::ptr::null_mut());
+    // SAFETY: valid fd, argv NULL-terminated, environ is the process's own.
+    unsafe {
+        libc::execveat(
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            argv.as_ptr(),
+            environ(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    // The exec failed: carry on as we are.
+}
+
+fn runs_from_read_only_mount() -> bool {
+    // SAFETY: statvfs is plain data; valid C string. /proc/self/exe is followed to the
+    // binary, whose mount's flags statvfs reports.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let found = unsafe { libc::statvfs(c"/proc/self/exe".as_ptr(), &mut st) } == 0;
+    found && st.f_flag & libc::ST_RDONLY != 0
+}
+
+extern "C" {
+    #[link_name = "environ"]
+    static ENVIRON: *const *mut libc::c_char;
+}
+
+fn environ() -> *const *mut libc::c_char {
+    // SAFETY: reading the C library's environment pointer.
+    unsafe { ENVIRON }
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+#[derive(Default)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: u32 = 0x1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
