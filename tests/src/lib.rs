@@ -123,4 +123,5 @@ pub mod builder {
     }
 }
 
+pub mod attacks;
 pub mod launch;

@@ -1,0 +1,508 @@
+//! Attacks on the container, each of which must fail (issue 4): run as root, each with
+//! an image and cache of its own; after each, the host's mounts and cgroups are as they
+//! were. The attack programs are C, compiled by the test (tests/src/attack.c).
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use mkroot_e2e::attacks::{
+    AttackImage, HostVictim, HostileTar, Run, BLOCK_DEVICE, CHAR_DEVICE, DIRECTORY, FIFO,
+    HARD_LINK, SYMLINK,
+};
+
+/// Runs `/bin/attack MODE ARGS` in a fresh container; asserts it was stopped.
+fn attack(image: &AttackImage, options: &[&str], args: &[&str]) -> Run {
+    let mut command = vec!["/bin/attack"];
+    command.extend_from_slice(args);
+    let run = image.run(options, &command);
+    assert_eq!(
+        run.output.status.code(),
+        Some(0),
+        "attack {args:?} got through:\n{}",
+        run.describe()
+    );
+    assert!(!run.stdout().contains("ALLOWED"), "{}", run.describe());
+    run.assert_host_unchanged();
+    run
+}
+
+fn sh(image: &AttackImage, options: &[&str], script: &str) -> Run {
+    image.run(options, &["/bin/sh", "-c", script])
+}
+
+#[test]
+fn writing_proc_sysrq_trigger_and_kernel_settings_fails() {
+    let image = AttackImage::new();
+    // `h` only prints help to the kernel log, should the write ever get through.
+    let run = sh(
+        &image,
+        &[],
+        "echo h > /proc/sysrq-trigger && echo SYSRQ-WRITTEN; \
+         echo 1 > /proc/sys/kernel/sysrq && echo SYSCTL-WRITTEN; \
+         grep -E ' /proc/(sys|bus|fs|irq) ' /proc/self/mountinfo",
+    );
+    let out = run.stdout();
+    assert!(!out.contains("WRITTEN"), "{}", run.describe());
+    for path in ["/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq"] {
+        let line = out.lines().find(|l| l.split(' ').nth(4) == Some(path));
+        if let Some(line) = line {
+            assert!(line.contains(" ro,"), "{path} is writable: {line}");
+        }
+    }
+    assert!(out.contains(" /proc/sys "), "{}", run.describe());
+    run.assert_host_unchanged();
+}
+
+#[test]
+fn reading_kernel_memory_symbols_keys_and_firmware_fails() {
+    let image = AttackImage::new();
+    let run = sh(
+        &image,
+        &[],
+        "for f in /proc/kcore /proc/kallsyms /proc/keys /proc/timer_list /proc/sched_debug; do \
+           echo \"$f $(cat $f 2>/dev/null | wc -c)\"; done; \
+         echo \"firmware $(ls /sys/firmware | wc -l)\"; \
+         echo \"powercap $(ls /sys/devices/virtual/powercap 2>/dev/null | wc -l)\"",
+    );
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    let out = run.stdout();
+    for line in out.lines() {
+        let count = line.rsplit(' ').next().unwrap();
+        assert_eq!(count, "0", "readable inside: {line}\n{}", run.describe());
+    }
+    assert_eq!(out.lines().count(), 7, "{}", run.describe());
+    run.assert_host_unchanged();
+}
+
+#[test]
+fn mounting_anything_fails() {
+    let image = AttackImage::new();
+    attack(&image, &[], &["mount"]);
+    let run = sh(&image, &[], "mount -t proc proc /tmp && echo MOUNTED");
+    assert!(!run.stdout().contains("MOUNTED"), "{}", run.describe());
+    run.assert_host_unchanged();
+}
+
+#[test]
+fn loading_a_kernel_module_fails() {
+    let image = AttackImage::new();
+    attack(&image, &[], &["module"]);
+}
+
+/// A process on the host, killed (by PID) and reaped when the test ends.
+struct HostSleep(std::process::Child);
+
+impl Drop for HostSleep {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn host_processes_can_be_neither_seen_nor_signalled_nor_traced() {
+    let image = AttackImage::new();
+    let mut sleep = HostSleep(Command::new("sleep").arg("600").spawn().expect("sleep"));
+    let pid = sleep.0.id().to_string();
+    // (Quoted so that ps, showing this script, does not print the word itself.)
+    let seen = sh(
+        &image,
+        &[],
+        &format!("test -e /proc/{pid} && echo F''OUND; ps"),
+    );
+    assert!(!seen.stdout().contains("FOUND"), "{}", seen.describe());
+    assert!(!seen.stdout().contains("sleep 600"), "{}", seen.describe());
+    attack(&image, &[], &["signal", &pid]);
+    attack(&image, &[], &["ptrace", &pid]);
+    assert!(
+        sleep.0.try_wait().expect("try_wait").is_none(),
+        "the host's process died"
+    );
+}
+
+#[test]
+fn tracing_the_containers_init_fails() {
+    let image = AttackImage::new();
+    // PID 1 runs the launcher's binary: not dumpable, and no CAP_SYS_PTRACE inside.
+    attack(&image, &[], &["ptrace", "1"]);
+    attack(&image, &[], &["exe"]);
+}
+
+#[test]
+fn the_launcher_binary_cannot_be_overwritten_through_proc_self_exe() {
+    // CVE-2019-5736: the command /proc/self/exe runs the launcher's binary inside, with
+    // the image's "dynamic loader" (our fake) in control.
+    let image = AttackImage::new();
+    let run = image.run(&[], &["/proc/self/exe"]);
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    assert!(
+        run.stdout().contains("read-only mount"),
+        "{}",
+        run.describe()
+    );
+    run.assert_host_unchanged();
+}
+
+#[test]
+fn a_host_disk_device_cannot_be_made_or_opened() {
+    let image = AttackImage::new();
+    let dev = std::fs::metadata("/").expect("stat /").dev();
+    // SAFETY: plain arithmetic on a dev_t.
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    attack(
+        &image,
+        &[],
+        &["disk", &major.to_string(), &minor.to_string()],
+    );
+    let run = sh(&image, &[], "ls /dev");
+    let mut names: Vec<String> = run.stdout().split_whitespace().map(String::from).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+            "tty", "urandom", "zero"
+        ],
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn the_chroot_fchdir_escape_finds_no_host_file() {
+    let image = AttackImage::new();
+    let victim = HostVictim::new();
+    let marker = victim.dir.path().join("secret");
+    attack(&image, &[], &["chroot", marker.to_str().unwrap()]);
+    victim.assert_untouched();
+}
+
+#[test]
+fn raising_an_rlimit_fails_and_ulimit_only_lowers() {
+    let image = AttackImage::new();
+    attack(&image, &[], &["rlimit"]);
+    let lowered = sh(
+        &image,
+        &["--ulimit", "nofile=64:128"],
+        "ulimit -n; ulimit -Hn",
+    );
+    assert_eq!(lowered.stdout(), "64\n128\n", "{}", lowered.describe());
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    if hard.rlim_max != libc::RLIM_INFINITY {
+        let raise = format!("nofile=1:{}", hard.rlim_max + 1);
+        let refused = sh(&image, &["--ulimit", &raise], "echo RAN");
+        assert_eq!(
+            refused.output.status.code(),
+            Some(125),
+            "{}",
+            refused.describe()
+        );
+        assert!(!refused.stdout().contains("RAN"));
+        assert_eq!(
+            refused.stderr().lines().count(),
+            1,
+            "{}",
+            refused.describe()
+        );
+        assert!(
+            refused.stderr().contains("only lower"),
+            "{}",
+            refused.describe()
+        );
+    }
+}
+
+#[test]
+fn keyctl_bpf_and_the_x32_abi_are_refused_by_seccomp() {
+    let image = AttackImage::new();
+    for call in ["keyctl", "add_key", "bpf", "x32"] {
+        attack(&image, &[], &[call]);
+    }
+    let filtered = sh(&image, &[], "grep Seccomp: /proc/self/status");
+    assert!(filtered.stdout().contains('2'), "{}", filtered.describe());
+    let off = sh(
+        &image,
+        &["--security-opt", "seccomp=unconfined"],
+        "grep Seccomp: /proc/self/status",
+    );
+    assert!(off.stdout().contains('0'), "{}", off.describe());
+}
+
+#[test]
+fn capabilities_are_cut_in_all_five_sets() {
+    let image = AttackImage::new();
+    let caps = |options: &[&str]| -> Vec<(String, u64)> {
+        let run = sh(&image, options, "grep ^Cap /proc/self/status");
+        run.assert_host_unchanged();
+        run.stdout()
+            .lines()
+            .map(|l| {
+                let (name, value) = l.split_once(':').unwrap();
+                (
+                    name.to_string(),
+                    u64::from_str_radix(value.trim(), 16).unwrap(),
+                )
+            })
+            .collect()
+    };
+    // chown dac_override fowner fsetid kill setgid setuid setpcap net_bind_service
+    // sys_chroot setfcap
+    let default = 0x8004_05fb_u64;
+    for (set, value) in caps(&[]) {
+        let expected = if set == "CapInh" || set == "CapAmb" {
+            0
+        } else {
+            default
+        };
+        assert_eq!(value, expected, "{set}");
+    }
+    for (set, value) in caps(&["--cap-drop", "ALL"]) {
+        assert_eq!(value, 0, "{set} with --cap-drop ALL");
+    }
+    let with_ptrace = caps(&["--cap-add", "SYS_PTRACE", "--cap-drop", "KILL"]);
+    let bounding = with_ptrace.iter().find(|(s, _)| s == "CapBnd").unwrap().1;
+    assert_eq!(bounding, (default | 1 << 19) & !(1 << 5));
+}
+
+#[test]
+fn no_host_file_descriptor_reaches_the_command() {
+    let image = AttackImage::new();
+    // ls's own directory fd is 3.
+    let run = sh(&image, &[], "ls /proc/self/fd");
+    assert_eq!(
+        run.stdout().split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn a_fork_bomb_is_stopped_by_pids_limit_and_the_host_is_unharmed() {
+    let image = AttackImage::new();
+    let run = attack(&image, &["--pids-limit", "32"], &["forkbomb"]);
+    let forks: u32 = run
+        .stdout()
+        .split("after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("fork count");
+    assert!(forks < 32, "{}", run.describe());
+    assert!(Command::new("true")
+        .status()
+        .expect("fork on the host")
+        .success());
+}
+
+#[test]
+fn a_memory_hog_is_killed_by_memory_with_exit_137() {
+    let image = AttackImage::new();
+    let run = sh(
+        &image,
+        &["--memory", "32M"],
+        "x=0123456789abcdef; while true; do x=$x$x; done",
+    );
+    assert_eq!(run.output.status.code(), Some(137), "{}", run.describe());
+    let stderr = run.stderr();
+    let ours: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("launch:"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{}", run.describe());
+    assert!(ours[0].contains("memory"), "{}", run.describe());
+    run.assert_host_unchanged();
+}
+
+#[test]
+fn cpus_and_limits_are_refused_when_malformed() {
+    let image = AttackImage::new();
+    for options in [
+        ["--memory", "lots"],
+        ["--cpus", "0"],
+        ["--pids-limit", "0"],
+        ["--cap-add", "FLY"],
+        ["--security-opt", "apparmor=x"],
+        ["--ulimit", "files=3"],
+    ] {
+        let run = sh(&image, &options, "echo RAN");
+        assert_eq!(
+            run.output.status.code(),
+            Some(125),
+            "{options:?}: {}",
+            run.describe()
+        );
+        assert_eq!(run.stderr().lines().count(), 1, "{}", run.describe());
+        assert!(!run.stdout().contains("RAN"));
+    }
+    let run = sh(&image, &["--cpus", "0.5"], "echo RAN");
+    assert_eq!(run.stdout(), "RAN\n", "{}", run.describe());
+    run.assert_host_unchanged();
+}
+
+/// Launches a hostile tarball (the entries of `tar` over a busybox image) and runs
+/// `script`; the launch either works or is refused in one line with 125. Returns the
+/// run, the victim dir untouched either way.
+fn launch_hostile(tar: &HostileTar, options: &[&str], script: &str) -> Run {
+    let image = AttackImage::new();
+    let victim = HostVictim::new();
+    let tarball = image.image.dir.path().join("hostile.tgz");
+    tar.write_over_busybox(&image.image, &tarball);
+    let run = mkroot_e2e::attacks::run_launch(
+        &image.cache,
+        options,
+        tarball.to_str().unwrap(),
+        &["/bin/sh", "-c", script],
+    );
+    victim.assert_untouched();
+    run.assert_host_unchanged();
+    run
+}
+
+fn assert_refused_in_one_line(run: &Run) {
+    assert_eq!(run.output.status.code(), Some(125), "{}", run.describe());
+    assert_eq!(run.stderr().lines().count(), 1, "{}", run.describe());
+    assert!(run.stderr().starts_with("launch: "), "{}", run.describe());
+}
+
+#[test]
+fn hostile_names_stay_inside_the_root() {
+    let victim = HostVictim::new();
+    let host_dir = victim.dir.path().to_str().unwrap().trim_start_matches('/');
+    let through = |link: &str| format!("{link}/{host_dir}/pwned");
+    let mut tar = HostileTar::default();
+    tar.file(b"../../../../escaped-dotdot", 0o644, b"dotdot\n")
+        .file(format!("/{host_dir}/pwned-abs").as_bytes(), 0o644, b"abs\n")
+        .link(SYMLINK, b"to-root", b"/")
+        .file(through("to-root").as_bytes(), 0o644, b"via-root\n")
+        .link(SYMLINK, b"up", b"../../../../../..")
+        .file(through("up").as_bytes(), 0o644, b"via-up\n");
+    let image = AttackImage::new();
+    let tarball = image.image.dir.path().join("hostile.tgz");
+    tar.write_over_busybox(&image.image, &tarball);
+    let run = mkroot_e2e::attacks::run_launch(
+        &image.cache,
+        &[],
+        tarball.to_str().unwrap(),
+        &["/bin/cat", "/escaped-dotdot"],
+    );
+    victim.assert_untouched();
+    run.assert_host_unchanged();
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    // Everything landed inside the image (the unpacked tree in the cache; the
+    // container's own /tmp is a fresh tmpfs over the image's).
+    assert_eq!(run.stdout(), "dotdot\n", "{}", run.describe());
+    let unpacked = mkroot_e2e::launch::tree_listing(image.cache.path());
+    for name in ["pwned-abs", "pwned"] {
+        assert!(
+            unpacked
+                .iter()
+                .any(|p| p.ends_with(format!("{host_dir}/{name}"))),
+            "{name} is not in the image"
+        );
+    }
+    let parent_of_cache = image.cache.path().parent().unwrap();
+    assert!(!parent_of_cache.join("escaped-dotdot").exists());
+    assert!(!std::path::Path::new("/escaped-dotdot").exists());
+}
+
+#[test]
+fn a_hard_link_to_a_host_file_gets_no_host_bytes() {
+    let victim = HostVictim::new();
+    let secret = victim.dir.path().join("secret");
+    let mut tar = HostileTar::default();
+    tar.link(HARD_LINK, b"stolen", secret.to_str().unwrap().as_bytes());
+    let run = launch_hostile(&tar, &[], "cat /stolen");
+    assert!(
+        !run.stdout().contains("host secret"),
+        "the host's file was read into the image: {}",
+        run.describe()
+    );
+    if run.output.status.code() == Some(125) {
+        assert_refused_in_one_line(&run);
+    }
+    victim.assert_untouched();
+}
+
+#[test]
+fn device_nodes_fifos_and_setuid_bits_do_not_survive() {
+    let mut tar = HostileTar::default();
+    tar.entry(CHAR_DEVICE, b"mem", b"", 0o666, b"", (1, 1))
+        .entry(BLOCK_DEVICE, b"disk", b"", 0o666, b"", (8, 0))
+        .entry(FIFO, b"pipe", b"", 0o666, b"", (0, 0))
+        .entry(DIRECTORY, b"sbin2", b"", 0o755, b"", (0, 0))
+        .file(b"sbin2/rootshell", 0o4755, b"#!/bin/sh\nid\n");
+    let run = launch_hostile(
+        &tar,
+        &[],
+        "test -e /mem && echo MEM; test -e /disk && echo DISK; test -p /pipe && echo FIFO; \
+         stat -c %a /sbin2/rootshell",
+    );
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    assert_eq!(run.stdout(), "755\n", "{}", run.describe());
+}
+
+#[test]
+fn duplicates_non_utf8_and_very_long_names_unpack_inside() {
+    let long = format!("{}/end", "d".repeat(200));
+    let mut tar = HostileTar::default();
+    tar.file(b"dup", 0o644, b"first\n")
+        .file(b"dup", 0o644, b"second\n")
+        .file(b"name-\xff\xfe", 0o644, b"bytes\n")
+        .long_name_file(long.as_bytes(), b"long\n");
+    let run = launch_hostile(&tar, &[], &format!("cat /dup; cat /name-*; cat /{long}"));
+    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
+    assert_eq!(run.stdout(), "second\nbytes\nlong\n", "{}", run.describe());
+}
+
+#[test]
+fn a_truncated_gzip_is_refused_in_one_line() {
+    let image = AttackImage::new();
+    let whole = image.image.tarball();
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = image.image.dir.path().join("cut.tgz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let run =
+        mkroot_e2e::attacks::run_launch(&image.cache, &[], cut.to_str().unwrap(), &["/bin/true"]);
+    assert_refused_in_one_line(&run);
+    run.assert_host_unchanged();
+}
+
+#[test]
+fn a_gzip_bomb_is_stopped_by_max_image_size() {
+    let image = AttackImage::new();
+    // 64 MiB of zeros: about 64 KiB gzipped.
+    let zeros = vec![0u8; 64 << 20];
+    let mut tar = HostileTar::default();
+    tar.file(b"bomb", 0o644, &zeros);
+    drop(zeros);
+    let tarball = image.image.dir.path().join("bomb.tgz");
+    tar.write_over_busybox(&image.image, &tarball);
+    let started = std::time::Instant::now();
+    let run = mkroot_e2e::attacks::run_launch(
+        &image.cache,
+        &["--max-image-size", "16M"],
+        tarball.to_str().unwrap(),
+        &["/bin/true"],
+    );
+    assert_refused_in_one_line(&run);
+    assert!(
+        run.stderr().contains("--max-image-size"),
+        "{}",
+        run.describe()
+    );
+    assert!(started.elapsed().as_secs() < 30);
+    run.assert_host_unchanged();
+    // Nothing of it stays in the cache.
+    let used: u64 = mkroot_e2e::launch::tree_listing(image.cache.path())
+        .iter()
+        .filter_map(|p| std::fs::symlink_metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(used < 16 << 20, "the cache kept {used} bytes");
+}
