@@ -171,11 +171,26 @@ pub fn limit_to(keep: &[Capability]) -> Result<(), LaunchError> {
     {
         return Err(fail("clearing the ambient capabilities"));
     }
-    let mask = keep.iter().fold(0u64, |m, cap| m | 1 << cap.0);
     let header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
     };
+    // Only what this process holds can be kept: root without, say, CAP_SYS_RESOURCE
+    // (as in many CI containers) cannot hand it on, whatever --cap-add says.
+    let mut held = [CapData::default(), CapData::default()];
+    // SAFETY: header and two data words, as capget(2) version 3 fills.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const CapHeader,
+            held.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(fail("reading the capability sets"));
+    }
+    let held = u64::from(held[0].permitted) | u64::from(held[1].permitted) << 32;
+    let mask = keep.iter().fold(0u64, |m, cap| m | 1 << cap.0) & held;
     let low = CapData {
         effective: mask as u32,
         permitted: mask as u32,
@@ -203,6 +218,7 @@ struct CapHeader {
 }
 
 #[repr(C)]
+#[derive(Default)]
 struct CapData {
     effective: u32,
     permitted: u32,
