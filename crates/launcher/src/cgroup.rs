@@ -2,16 +2,19 @@
 //!
 //! The launcher creates the container's cgroup (below its own, in every hierarchy the
 //! limits need: the one unified hierarchy on v2, each controller's on v1, and on hybrid
-//! hosts both: the v1 controllers plus the v2 tree for membership), writes the child's
-//! PID into it while the child waits for its go-ahead, and only then lets it go on. The
-//! child then unshares its cgroup namespace itself, so the namespace is rooted at the
-//! container's cgroup (the clone's would have been rooted at the launcher's).
+//! hosts both: the v1 controllers plus the v2 tree for membership). The child is born in
+//! the v2 cgroup (clone3 with CLONE_INTO_CGROUP, whose cgroup namespace is then rooted
+//! there); moving a process between cgroups costs an RCU grace period, ~10 ms. Only v1
+//! controllers need a move: the launcher writes the child's PID into them while the
+//! child waits for its go-ahead, and the child unshares its cgroup namespace itself once
+//! there, so the namespace is rooted at the container's cgroups in every hierarchy.
 //!
 //! Removed when the launch ends; a launch killed with SIGKILL leaves its cgroup behind
 //! (empty: the container died with it), swept by the next launch.
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::LaunchError;
@@ -103,6 +106,10 @@ impl ResourceLimits {
 #[derive(Debug)]
 pub struct ContainerCgroup {
     dirs: Vec<PathBuf>,
+    /// The v2 directory, opened for clone3's CLONE_INTO_CGROUP.
+    v2: Option<OwnedFd>,
+    /// The v1 directories, which the child must be moved into.
+    v1: Vec<PathBuf>,
     /// Where the kernel counts OOM kills (v2 memory.events, v1 memory.oom_control).
     oom_counter: Option<PathBuf>,
 }
@@ -129,6 +136,8 @@ impl ContainerCgroup {
         let name = format!("{NAME_PREFIX}{}", std::process::id());
         let mut cgroup = ContainerCgroup {
             dirs: Vec::new(),
+            v2: None,
+            v1: Vec::new(),
             oom_counter: None,
         };
         let limits_failed = |what: &str, e: io::Error| {
@@ -137,44 +146,47 @@ impl ContainerCgroup {
                 e,
             )
         };
-        match layout {
-            CgroupLayout::V2 => {
-                let parent = v2_parent(Path::new("/sys/fs/cgroup"), &own);
+        let created = |e| limits_failed("creating the container's cgroup", e);
+        let limited = |e| limits_failed("writing cgroup limits", e);
+        if layout != CgroupLayout::V1 {
+            let (mount, v2_limits) = match layout {
+                CgroupLayout::V2 => ("/sys/fs/cgroup", Some(limits)),
+                _ => ("/sys/fs/cgroup/unified", None),
+            };
+            let parent = v2_parent(Path::new(mount), &own);
+            if let Some(limits) = v2_limits {
                 enable_controllers(&parent, limits)
                     .map_err(|e| limits_failed("enabling cgroup controllers", e))?;
-                let dir = cgroup
-                    .make(&parent, &name)
-                    .map_err(|e| limits_failed("creating the container's cgroup", e))?;
-                write_v2_limits(&dir, limits)
-                    .map_err(|e| limits_failed("writing cgroup limits", e))?;
+            }
+            let dir = cgroup.make(&parent, &name).map_err(created)?;
+            if let Some(limits) = v2_limits {
+                write_v2_limits(&dir, limits).map_err(limited)?;
                 if limits.memory_bytes.is_some() {
                     cgroup.oom_counter = Some(dir.join("memory.events"));
                 }
             }
-            CgroupLayout::Hybrid | CgroupLayout::V1 => {
-                if layout == CgroupLayout::Hybrid {
-                    let parent = v2_parent(Path::new("/sys/fs/cgroup/unified"), &own);
-                    cgroup
-                        .make(&parent, &name)
-                        .map_err(|e| limits_failed("creating the container's cgroup", e))?;
+            cgroup.v2 = Some(open_dir(&dir).map_err(created)?);
+        }
+        if layout != CgroupLayout::V2 {
+            // On pure v1 without limits there is no cgroup at all: joining one costs a
+            // move (~10 ms), for nothing.
+            let wanted = [
+                ("memory", limits.memory_bytes.is_some()),
+                ("pids", limits.pids.is_some()),
+                ("cpu", limits.cpus.is_some()),
+            ];
+            for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
+                let parent = v1_parent(controller, &own);
+                let dir = cgroup.make(&parent, &name).map_err(created)?;
+                write_v1_limits(controller, &dir, limits).map_err(limited)?;
+                if *controller == "memory" {
+                    cgroup.oom_counter = Some(dir.join("memory.oom_control"));
                 }
-                let wanted = [
-                    ("memory", limits.memory_bytes.is_some()),
-                    ("pids", limits.pids.is_some() || layout == CgroupLayout::V1),
-                    ("cpu", limits.cpus.is_some()),
-                ];
-                for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
-                    let parent = v1_parent(controller, &own);
-                    let dir = cgroup
-                        .make(&parent, &name)
-                        .map_err(|e| limits_failed("creating the container's cgroup", e))?;
-                    write_v1_limits(controller, &dir, limits)
-                        .map_err(|e| limits_failed("writing cgroup limits", e))?;
-                    if *controller == "memory" {
-                        cgroup.oom_counter = Some(dir.join("memory.oom_control"));
-                    }
-                }
+                cgroup.v1.push(dir);
             }
+        }
+        if cgroup.dirs.is_empty() {
+            return Ok(None);
         }
         Ok(Some(cgroup))
     }
@@ -191,9 +203,21 @@ impl ContainerCgroup {
         Ok(dir)
     }
 
-    /// Moves process `pid` (the container's first process, still waiting) in.
+    /// The v2 cgroup's directory fd, for clone3 to start the child in.
+    pub fn clone_target(&self) -> Option<RawFd> {
+        self.v2.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Whether the child must be moved in after the clone (v1 controllers), and then
+    /// make its cgroup namespace itself.
+    pub fn needs_move(&self) -> bool {
+        !self.v1.is_empty()
+    }
+
+    /// Moves process `pid` (the container's first process, still waiting) into the v1
+    /// cgroups.
     pub fn add(&self, pid: libc::pid_t) -> Result<(), LaunchError> {
-        for dir in &self.dirs {
+        for dir in &self.v1 {
             let procs = dir.join("cgroup.procs");
             fs::write(&procs, pid.to_string())
                 .map_err(|e| LaunchError::setup(format!("writing {}", procs.display()), e))?;
@@ -230,6 +254,15 @@ impl Drop for ContainerCgroup {
             }
         }
     }
+}
+
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?;
+    Ok(OwnedFd::from(file))
 }
 
 /// This process's cgroup path in each hierarchy: (controllers, path) from

@@ -51,8 +51,9 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     let cgroup = ContainerCgroup::create(&spec.limits)?;
     let seccomp = spec.security.seccomp_profile()?;
     let mut flags = CONTAINER_NAMESPACES;
-    if cgroup.is_some() {
-        // The child makes its cgroup namespace itself, once it is in its cgroup.
+    let move_into_cgroup = cgroup.as_ref().is_some_and(ContainerCgroup::needs_move);
+    if move_into_cgroup {
+        // The child makes its cgroup namespace itself, once it is in its cgroups.
         flags &= !(libc::CLONE_NEWCGROUP as u64);
     }
     if net_from_launcher {
@@ -60,7 +61,8 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     } else {
         flags |= libc::CLONE_NEWUSER as u64;
     }
-    let child = match namespaces::clone_into_namespaces(flags) {
+    let clone_cgroup = cgroup.as_ref().and_then(ContainerCgroup::clone_target);
+    let child = match namespaces::clone_into_namespaces(flags, clone_cgroup) {
         Ok(CloneResult::Child) => {
             drop(go_write);
             drop(status_read);
@@ -76,7 +78,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
                 idmapped_image,
                 &command_mask,
                 Confinement {
-                    own_cgroup: cgroup.is_some(),
+                    own_cgroup_namespace: move_into_cgroup,
                     seccomp,
                 },
             )
@@ -101,7 +103,11 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         }
     }
     drop(idmapped_image);
-    if let Some(Err(e)) = cgroup.as_ref().map(|c| c.add(child)) {
+    let moved = match &cgroup {
+        Some(cgroup) if move_into_cgroup => cgroup.add(child),
+        _ => Ok(()),
+    };
+    if let Err(e) = moved {
         kill_and_reap(child);
         return Err(e);
     }
@@ -140,8 +146,9 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
 
 /// What confines the container besides its namespaces, decided by the launcher.
 struct Confinement {
-    /// The launcher made a cgroup for it (and moves it in before the go-ahead).
-    own_cgroup: bool,
+    /// The launcher moves it into its cgroups before the go-ahead; it makes its cgroup
+    /// namespace itself after.
+    own_cgroup_namespace: bool,
     /// The filter the command's process installs right before exec.
     seccomp: Option<SeccompProfile>,
 }
@@ -173,7 +180,7 @@ fn container_main(
         go,
         pty,
         idmapped_image,
-        confinement.own_cgroup,
+        confinement.own_cgroup_namespace,
     ) {
         Ok(terminal) => init::run(
             &spec.command,
@@ -199,7 +206,7 @@ fn set_up(
     go: OwnedFd,
     pty_channel: Option<OwnedFd>,
     idmapped_image: Option<OwnedFd>,
-    own_cgroup: bool,
+    own_cgroup_namespace: bool,
 ) -> Result<Option<OwnedFd>, LaunchError> {
     let in_userns = spec.id_mapping.is_some();
     // 1. Die with the launcher; wait until it has written our uid/gid maps. A session
@@ -209,7 +216,7 @@ fn set_up(
     unsafe { libc::setsid() };
     init::tie_to_launcher(&go)?;
     // In its cgroup now: a cgroup namespace rooted there hides the host's tree.
-    if own_cgroup {
+    if own_cgroup_namespace {
         cgroup::enter_own_namespace()?;
     }
     if in_userns {

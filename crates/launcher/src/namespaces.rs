@@ -3,6 +3,8 @@
 //! network namespace may come separately, made by the launcher in parallel (see
 //! [`crate::network`]).
 
+use std::os::fd::RawFd;
+
 use crate::error::{check, LaunchError};
 
 /// The namespaces every container gets: mount, PID, UTS (hostname), IPC, network and
@@ -24,10 +26,16 @@ pub enum CloneResult {
 
 /// Forks into new namespaces. Like fork(2) (no new stack: the child gets a copy of the
 /// address space), so it must be called while the launcher is single-threaded.
-pub fn clone_into_namespaces(flags: u64) -> Result<CloneResult, LaunchError> {
+/// `cgroup`, a cgroup v2 directory's fd, is where the child starts (CLONE_INTO_CGROUP:
+/// no migration afterwards, which costs a global RCU grace period).
+pub fn clone_into_namespaces(
+    flags: u64,
+    cgroup: Option<RawFd>,
+) -> Result<CloneResult, LaunchError> {
     let args = CloneArgs {
-        flags,
+        flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..CloneArgs::default()
     };
     // SAFETY: clone3 without CLONE_VM and with a null stack behaves like fork(2); the
@@ -47,7 +55,9 @@ pub fn clone_into_namespaces(flags: u64) -> Result<CloneResult, LaunchError> {
     })
 }
 
-/// `struct clone_args` of clone3(2), version 0 (the fields up to `tls`).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` of clone3(2), version 2 (up to `cgroup`).
 #[repr(C)]
 #[derive(Default)]
 struct CloneArgs {
@@ -59,4 +69,7 @@ struct CloneArgs {
     stack: u64,
     stack_size: u64,
     tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
 }
