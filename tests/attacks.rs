@@ -506,3 +506,50 @@ fn a_gzip_bomb_is_stopped_by_max_image_size() {
         .sum();
     assert!(used < 16 << 20, "the cache kept {used} bytes");
 }
+
+#[test]
+fn terminal_injection_into_the_hosts_terminal_fails() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let image = AttackImage::new();
+    // A terminal of the test's own stands in for the user's: the command's stdout.
+    // SAFETY: plain pty calls; each fd is owned at once.
+    let (master, slave) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(master)).to_owned();
+        let slave = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        assert!(slave >= 0, "open the pty's slave");
+        (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave))
+    };
+    let output = Command::new(mkroot_e2e::launch::launch_bin())
+        .arg("--cache-dir")
+        .arg(image.cache.path())
+        .arg(image.image.root())
+        .args(["--", "/bin/attack", "tiocsti"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::from(slave))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run launch");
+    drop(master);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "TIOCSTI got through: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn setgroups_is_denied_in_a_user_namespace() {
+    let image = AttackImage::new();
+    let run = sh(&image, &["--userns"], "cat /proc/self/setgroups");
+    assert_eq!(run.stdout(), "deny\n", "{}", run.describe());
+    run.assert_host_unchanged();
+    attack(&image, &["--userns"], &["setgroups"]);
+}

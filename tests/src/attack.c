@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <grp.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -132,6 +134,18 @@ int main(int argc, char **argv) {
         printf("selfexe: read-only mount: %s; open for writing: %s\n",
                st.f_flag & ST_RDONLY ? "yes" : "no", w < 0 ? strerror(errno) : "ALLOWED");
         return !(st.f_flag & ST_RDONLY) || w >= 0;
+    }
+    if (!strcmp(mode, "tiocsti")) {
+        /* push a command into the input of the terminal our stdout is (the host's) */
+        const char *line = "echo INJECTED\n";
+        int ret = 0;
+        for (const char *c = line; *c && ret == 0; c++)
+            ret = ioctl(1, TIOCSTI, c);
+        return verdict("TIOCSTI into the host's terminal", ret);
+    }
+    if (!strcmp(mode, "setgroups")) {
+        gid_t none[1] = {0};
+        return verdict("setgroups", setgroups(0, none));
     }
     fprintf(stderr, "unknown attack %s\n", mode);
     return 2;

@@ -135,8 +135,9 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     init::set_mask(&command_mask);
     Ok(match cgroup {
         Some(cgroup) if cgroup.oom_kills() > 0 => {
+            let limit = spec.limits.memory_bytes.unwrap_or(0) >> 20;
             eprintln!(
-                "launch: the container went over its memory limit (--memory) and the kernel's OOM killer ended it"
+                "launch: the container went over its memory limit (--memory {limit}M) and the kernel's OOM killer ended it"
             );
             process::EXIT_OOM_KILLED
         }
