@@ -11,7 +11,7 @@ use crate::process::{self, EXIT_LAUNCH_FAILED};
 use crate::rootfs::{self, MountPoint, WritableLayer};
 use crate::seccomp::SeccompProfile;
 use crate::spec::ContainerSpec;
-use crate::{cgroup, devices, etc_files, init, masked_paths, network, pty, userns};
+use crate::{cgroup, devices, etc_files, init, masked_paths, network, pty, read_only_exe, userns};
 
 /// Starts the container and waits for it; returns the exit status `launch` exits with.
 pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
@@ -83,7 +83,10 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
                 },
             )
         }
-        Ok(CloneResult::Parent(pid)) => pid,
+        Ok(CloneResult::Parent(pid)) => {
+            read_only_exe::let_go();
+            pid
+        }
         Err(e) if spec.id_mapping.is_some() => return Err(userns::explain_clone_failure(e)),
         Err(e) => return Err(e),
     };

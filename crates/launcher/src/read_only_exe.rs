@@ -9,11 +9,24 @@
 //! that mount, and opening it for writing fails with EROFS. The mount is detached, in no
 //! mount namespace's tree, so nothing in the container can remount it.
 //!
+//! Closing the last fd of a detached mount unmounts it, which waits for an RCU grace
+//! period (about a millisecond). So the launcher does not close it: the fd survives the
+//! re-exec (its number in [`EXE_MOUNT_FD_VAR`]), is inherited by the container's init at
+//! the clone, and the launcher lets go of its own copy right after ([`let_go`]): the
+//! container's init closes the last one as it exits, when nobody waits for it.
+//!
 //! Rootless, the container's root is the caller, who could overwrite the binary only if
 //! they own it, and then gain nothing: no re-exec.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Tells the re-executed launcher which fd holds the read-only mount of its binary.
+const EXE_MOUNT_FD_VAR: &str = "MKROOT_LAUNCH_EXE_MOUNT_FD";
+
+/// The fd of the read-only mount of the binary, in the re-executed launcher; -1 if none.
+static EXE_MOUNT_FD: AtomicI32 = AtomicI32::new(-1);
 
 /// Re-executes the launcher from a read-only mount of its binary, unless it runs from a
 /// read-only mount already (the re-executed one, or a read-only /usr). Returns only when
@@ -22,6 +35,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub fn reexec_from_read_only_mount() {
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 || runs_from_read_only_mount() {
+        keep_exe_mount_fd();
         return;
     }
     // SAFETY: plain syscall with a valid C string; the fd is owned at once.
@@ -30,14 +44,15 @@ pub fn reexec_from_read_only_mount() {
             libc::SYS_open_tree,
             libc::AT_FDCWD,
             c"/proc/self/exe".as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32,
+            // Not close-on-exec: it must outlive the exec (see the module doc).
+            OPEN_TREE_CLONE,
         )
     };
     if tree < 0 {
         return;
     }
     // SAFETY: a new fd that we own.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
         ..MountAttr::default()
@@ -56,6 +71,7 @@ pub fn reexec_from_read_only_mount() {
     if ret < 0 {
         return;
     }
+    std::env::set_var(EXE_MOUNT_FD_VAR, tree.as_raw_fd().to_string());
     let args: Vec<CString> = std::env::args_os()
         .filter_map(|a| CString::new(std::os::unix::ffi::OsStringExt::into_vec(a)).ok())
         .collect();
@@ -72,6 +88,33 @@ pub fn reexec_from_read_only_mount() {
         )
     };
     // The exec failed: carry on as we are.
+    std::env::remove_var(EXE_MOUNT_FD_VAR);
+}
+
+/// In the re-executed launcher: takes the mount's fd over from the environment (which
+/// the container must not see), close-on-exec from now on.
+fn keep_exe_mount_fd() {
+    let Some(fd) = std::env::var(EXE_MOUNT_FD_VAR)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var(EXE_MOUNT_FD_VAR);
+    // SAFETY: plain fcntl; an fd that is not open fails harmlessly.
+    if fd > 2 && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0 {
+        EXE_MOUNT_FD.store(fd, Ordering::Relaxed);
+    }
+}
+
+/// In the launcher, right after the clone: closes its copy of the mount's fd, leaving
+/// the last one to the container's init.
+pub fn let_go() {
+    let fd = EXE_MOUNT_FD.swap(-1, Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: our fd, used nowhere else.
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn runs_from_read_only_mount() -> bool {
