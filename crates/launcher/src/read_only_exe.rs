@@ -101,8 +101,16 @@ fn keep_exe_mount_fd() {
         return;
     };
     std::env::remove_var(EXE_MOUNT_FD_VAR);
-    // SAFETY: plain fcntl; an fd that is not open fails harmlessly.
-    if fd > 2 && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0 {
+    // Only an fd on this very binary is taken (the variable could come from anywhere).
+    let same_file = |a: &libc::stat, b: &libc::stat| a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+    // SAFETY: stat is plain data; fstat of an fd that is not open fails harmlessly.
+    let (mut held, mut binary): (libc::stat, libc::stat) = unsafe { std::mem::zeroed() };
+    let ours = fd > 2
+        && unsafe { libc::fstat(fd, &mut held) } == 0
+        && unsafe { libc::stat(c"/proc/self/exe".as_ptr(), &mut binary) } == 0
+        && same_file(&held, &binary);
+    // SAFETY: plain fcntl on an open fd.
+    if ours && unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0 {
         EXE_MOUNT_FD.store(fd, Ordering::Relaxed);
     }
 }
