@@ -22,11 +22,14 @@ pub mod ldcache;
 pub mod resolve;
 pub mod search;
 
+pub mod build;
+pub mod check;
 pub mod copy;
 pub mod extras;
 pub mod image;
 pub mod loader_cache;
 pub mod plan;
 pub mod programs;
+pub mod recipe;
 pub mod report;
 pub mod symbols;
