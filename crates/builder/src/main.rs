@@ -252,7 +252,7 @@ fn run(args: Args) -> Result<Outcome, String> {
         (None, true) => None,
         (None, false) => {
             return Err(
-                "no output; give -o OUTPUT (or an [output] path in the recipe), or --dry-run"
+                "no --output; give -o OUTPUT (or a path under [output] in the recipe), or --dry-run"
                     .to_string(),
             )
         }
