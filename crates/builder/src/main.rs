@@ -250,12 +250,10 @@ fn run(args: Args) -> Result<Outcome, String> {
     ) {
         (Some(path), _) => Some(Output::choose(path, spec.format).map_err(|e| e.to_string())?),
         (None, true) => None,
-        (None, false) => {
-            return Err(
-                "no --output; give -o OUTPUT (or a path under [output] in the recipe), or --dry-run"
-                    .to_string(),
-            )
-        }
+        (None, false) => return Err(
+            "no --output; give -o OUTPUT (or a path under [output] in the recipe), or --dry-run"
+                .to_string(),
+        ),
     };
     if spec.tag.is_some() && !matches!(output, Some(Output::Oci(_)) | None) {
         return Err("--tag names OCI images; add --format oci".to_string());

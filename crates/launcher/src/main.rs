@@ -5,14 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
-use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
+use mkroot_launcher::{cli_docs, launch, open_cache, LaunchError, LaunchOptions};
 
 /// Run a root filesystem image (a tarball or a directory) in a container.
 #[derive(Parser)]
-#[command(name = "launch", version, subcommand_negates_reqs = true)]
+#[command(name = "launch", version, subcommand_negates_reqs = true, after_help = cli_docs::EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     manage: Option<Manage>,
@@ -63,6 +63,12 @@ enum Manage {
     /// Manage the image cache.
     #[command(subcommand)]
     Cache(CacheAction),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +85,10 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let result = match cli.manage.take() {
         Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),
+        Some(Manage::Completions { shell }) => {
+            Ok(cli_docs::print_completions(shell, Cli::command()))
+        }
+        Some(Manage::Man) => Ok(cli_docs::print_man(Cli::command())),
         None => options(cli).and_then(|options| launch(&options)),
     };
     match result {
