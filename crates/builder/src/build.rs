@@ -127,16 +127,34 @@ pub fn merged_env(base: &[String], extra: &[String]) -> Vec<String> {
     env
 }
 
-/// The OCI image description of a planned image. With an entrypoint, the plan's
-/// command becomes its arguments (`Cmd`), as docker reads the pair.
+/// Settles the image's command. OCI splits it in two: `Entrypoint` (fixed) and `Cmd`
+/// (the default arguments, replaced by the user's). mkroot's own manifest, which
+/// `launch` reads, records one argv: the two joined. Returns the OCI `Cmd`: with an
+/// entrypoint, the requested command only (the first program's default would make no
+/// sense as arguments); without, the plan's command.
+pub fn settle_command(
+    plan: &mut Plan,
+    run: &RunConfig,
+    requested: Option<&[String]>,
+) -> Vec<String> {
+    if run.entrypoint.is_empty() {
+        return plan.cmd.clone();
+    }
+    let cmd = requested.map(<[String]>::to_vec).unwrap_or_default();
+    plan.cmd = run.entrypoint.iter().chain(&cmd).cloned().collect();
+    cmd
+}
+
+/// The OCI image description of a planned image, with `cmd` from [`settle_command`].
 pub fn oci_image(
     plan: &Plan,
     run: &RunConfig,
+    cmd: Vec<String>,
     tag: Option<&str>,
 ) -> Result<OciImage, mkroot_common::oci::write::OciWriteError> {
     Ok(OciImage {
         entrypoint: run.entrypoint.clone(),
-        cmd: plan.cmd.clone(),
+        cmd,
         env: plan.env.clone(),
         workdir: run.workdir.clone(),
         user: run.user.clone(),

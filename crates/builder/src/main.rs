@@ -261,6 +261,7 @@ fn run(args: Args) -> Result<Outcome, String> {
     let request = spec.request;
     let mut plan = Plan::build(&request).map_err(|e| e.to_string())?;
     plan.env = build::merged_env(&plan.env, &spec.run.env);
+    let oci_cmd = build::settle_command(&mut plan, &spec.run, request.cmd.as_deref());
     if !args.quiet {
         for missing in &plan.missing {
             eprintln!(
@@ -306,7 +307,7 @@ fn run(args: Args) -> Result<Outcome, String> {
             (summary.entries, summary.content_bytes, None)
         }
         Output::Oci(target) => {
-            let oci = build::oci_image(&plan, &spec.run, spec.tag.as_deref())
+            let oci = build::oci_image(&plan, &spec.run, oci_cmd, spec.tag.as_deref())
                 .map_err(|e| e.to_string())?;
             let summary =
                 image::write_oci(&plan, &oci, target, args.quiet).map_err(|e| e.to_string())?;

@@ -200,6 +200,7 @@ impl Recipe {
                     // Without an image path the file lands where it is on the host.
                     Path::new("/").join(&file.host)
                 })),
+                reason: Some(format!("added by the recipe: {}", file.host.display())),
             })
             .collect();
         let sysroot = self.sysroot.as_deref().map(anchored);
