@@ -186,6 +186,31 @@ fn oci_archives_are_reproducible_and_self_consistent() {
         assert_eq!(header.username().unwrap(), Some(""));
     }
 
+    // The layer is exactly the root filesystem tar mkroot writes without --format oci.
+    let flags = image_flags("plain.tar");
+    let mut plain_args: Vec<&str> = Vec::new();
+    let mut skip_value = false;
+    for flag in &flags {
+        if skip_value {
+            skip_value = false;
+        } else if ["--format", "--tag", "--workdir", "--run-as"].contains(&flag.as_str()) {
+            skip_value = true;
+        } else {
+            plain_args.push(flag);
+        }
+    }
+    assert_success(&mkroot_at(&plain_args, &one, EPOCH), "mkroot -o plain.tar");
+    assert!(
+        gunzip_if_gzip(&layer) == std::fs::read(one.join("plain.tar")).unwrap(),
+        "the layer is not the rootfs tar"
+    );
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(config["architecture"], host_arch);
+
     // A different epoch changes only what depends on it; the layer's file list stays.
     let three = temp.path().join("three");
     std::fs::create_dir_all(&three).unwrap();
@@ -226,7 +251,7 @@ fn a_layout_directory_holds_the_same_files_as_the_archive() {
 #[test]
 fn bad_oci_requests_get_one_line_errors() {
     let temp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--bins", "sh", "--format", "oci", "-o", "img.tgz"],
             "img.tgz",
@@ -244,6 +269,10 @@ fn bad_oci_requests_get_one_line_errors() {
         (
             &["--bins", "sh", "--env", "NOVALUE", "-o", "x.oci.tar"],
             "NOVALUE",
+        ),
+        (
+            &["--bins", "sh", "--workdir", "/srv", "-o", "x.tar"],
+            "--workdir",
         ),
     ];
     for (args, named) in cases {

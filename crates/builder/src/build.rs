@@ -2,6 +2,7 @@
 //! request, how the image runs (entrypoint, environment, working directory, user), and
 //! where and in which format it is written.
 
+use crate::elf::{ElfClass, ElfFacts};
 use crate::plan::{Plan, PlanRequest};
 use mkroot_common::archive::OutputTarget;
 use mkroot_common::oci::write::{ImageName, OciImage, OciTarget};
@@ -148,6 +149,7 @@ pub fn settle_command(
 /// The OCI image description of a planned image, with `cmd` from [`settle_command`].
 pub fn oci_image(
     plan: &Plan,
+    root: &Path,
     run: &RunConfig,
     cmd: Vec<String>,
     tag: Option<&str>,
@@ -160,7 +162,34 @@ pub fn oci_image(
         user: run.user.clone(),
         name: tag.map(ImageName::parse).transpose()?,
         created_by: format!("mkroot {}", env!("CARGO_PKG_VERSION")),
+        architecture: architecture(plan, root),
     })
+}
+
+/// The OCI (GOARCH) name of the machine the image's first ELF program is built for: with
+/// --sysroot it need not be this host's. `None` when no program is ELF (scripts only)
+/// or the machine is not one OCI names.
+fn architecture(plan: &Plan, root: &Path) -> Option<String> {
+    let facts = plan.programs.iter().find_map(|resolution| {
+        let inside = resolution
+            .program
+            .strip_prefix("/")
+            .unwrap_or(&resolution.program);
+        ElfFacts::read(&root.join(inside)).ok()
+    })?;
+    let name = match (facts.machine, facts.little_endian) {
+        (62, _) => "amd64",
+        (183, _) => "arm64",
+        (3, _) => "386",
+        (40, true) => "arm",
+        (243, _) if facts.class == ElfClass::Elf64 => "riscv64",
+        (21, true) => "ppc64le",
+        (21, false) => "ppc64",
+        (22, _) if facts.class == ElfClass::Elf64 => "s390x",
+        (258, _) => "loong64",
+        _ => return None,
+    };
+    Some(name.to_string())
 }
 
 #[cfg(test)]

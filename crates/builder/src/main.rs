@@ -25,6 +25,10 @@ Examples:
   mkroot -f image.toml --check image.tgz
       exit 0 if the image still matches the recipe, else 1 and the changed files
 
+Recipe keys (TOML): programs, [[files]] host/image, users, cmd, entrypoint, env (a
+table), workdir, user (runs as), tag, [output] path/format, [extras] nss/terminfo/
+libgcc/gconv, sysroot, allow_missing. Relative paths are the recipe's directory's.
+
 SOURCE_DATE_EPOCH sets every timestamp (default 0): the same inputs give the same bytes.";
 
 /// Build a minimal, byte-reproducible root filesystem image from host programs.
@@ -255,8 +259,18 @@ fn run(args: Args) -> Result<Outcome, String> {
                 .to_string(),
         ),
     };
-    if spec.tag.is_some() && !matches!(output, Some(Output::Oci(_)) | None) {
-        return Err("--tag names OCI images; add --format oci".to_string());
+    if matches!(output, Some(Output::Rootfs(_))) {
+        // Only an OCI image config has room for these; dropping them would be a surprise.
+        let oci_only = [
+            ("--tag", spec.tag.is_some()),
+            ("--workdir", spec.run.workdir.is_some()),
+            ("--run-as", spec.run.user.is_some()),
+        ];
+        if let Some((flag, _)) = oci_only.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{flag} is an OCI image setting; add --format oci (or write to NAME.oci.tar)"
+            ));
+        }
     }
     let request = spec.request;
     let mut plan = Plan::build(&request).map_err(|e| e.to_string())?;
@@ -307,8 +321,14 @@ fn run(args: Args) -> Result<Outcome, String> {
             (summary.entries, summary.content_bytes, None)
         }
         Output::Oci(target) => {
-            let oci = build::oci_image(&plan, &spec.run, oci_cmd, spec.tag.as_deref())
-                .map_err(|e| e.to_string())?;
+            let oci = build::oci_image(
+                &plan,
+                &request.root,
+                &spec.run,
+                oci_cmd,
+                spec.tag.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
             let summary =
                 image::write_oci(&plan, &oci, target, args.quiet).map_err(|e| e.to_string())?;
             (

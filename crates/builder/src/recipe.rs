@@ -110,7 +110,7 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}:{line}: {message}; see the recipe format in mkroot --help")]
+    #[error("{path}:{line}: {message}; see the recipe keys in mkroot --help")]
     Parse {
         path: PathBuf,
         line: usize,

@@ -61,6 +61,8 @@ pub struct OciImage {
     pub name: Option<ImageName>,
     /// The history entry's `created_by` (the tool, not the host's command line).
     pub created_by: String,
+    /// GOARCH name (`amd64`, `arm64`, ...) of the image's programs; `None`: this host's.
+    pub architecture: Option<String>,
 }
 
 /// An image reference `[registry/]repository:tag`, checked as registries accept it.
@@ -279,7 +281,12 @@ fn image_config(
         .build()?;
     Ok(ImageConfigurationBuilder::default()
         .created(created.to_string())
-        .architecture(Arch::default())
+        .architecture(
+            image
+                .architecture
+                .as_deref()
+                .map_or_else(Arch::default, Arch::from),
+        )
         .os(Os::Linux)
         .config(run.build()?)
         .rootfs(
