@@ -57,6 +57,27 @@ pub enum BuildError {
     BadEnv(String),
     #[error("--workdir {0:?}: not an absolute path; write it like --workdir /srv")]
     BadWorkdir(String),
+    #[error("{0} is an OCI image setting; add --format oci (or write to NAME.oci.tar)")]
+    OciOnly(&'static str),
+}
+
+impl BuildSpec {
+    /// Settings only an OCI image config carries are errors for a root filesystem:
+    /// dropping them silently would build another image than the one asked for.
+    pub fn check_fits(&self, output: &Output) -> Result<(), BuildError> {
+        if matches!(output, Output::Oci(_)) {
+            return Ok(());
+        }
+        let oci_only = [
+            ("--tag (recipe: tag)", self.tag.is_some()),
+            ("--workdir (recipe: workdir)", self.run.workdir.is_some()),
+            ("--run-as (recipe: user)", self.run.user.is_some()),
+        ];
+        match oci_only.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(BuildError::OciOnly(flag)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Output {

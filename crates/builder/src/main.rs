@@ -259,18 +259,8 @@ fn run(args: Args) -> Result<Outcome, String> {
                 .to_string(),
         ),
     };
-    if matches!(output, Some(Output::Rootfs(_))) {
-        // Only an OCI image config has room for these; dropping them would be a surprise.
-        let oci_only = [
-            ("--tag", spec.tag.is_some()),
-            ("--workdir", spec.run.workdir.is_some()),
-            ("--run-as", spec.run.user.is_some()),
-        ];
-        if let Some((flag, _)) = oci_only.iter().find(|(_, given)| *given) {
-            return Err(format!(
-                "{flag} is an OCI image setting; add --format oci (or write to NAME.oci.tar)"
-            ));
-        }
+    if let Some(output) = &output {
+        spec.check_fits(output).map_err(|e| e.to_string())?;
     }
     let request = spec.request;
     let mut plan = Plan::build(&request).map_err(|e| e.to_string())?;
