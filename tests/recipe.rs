@@ -182,6 +182,45 @@ fn check_passes_on_a_fresh_image_and_names_a_changed_host_file() {
 }
 
 #[test]
+fn check_compares_the_run_settings_of_an_oci_image() {
+    let temp = recipe_dir();
+    let dir = temp.path();
+    assert_success(
+        &mkroot_at(&["-f", "greeting-oci.toml", "-q"], dir, EPOCH),
+        "build OCI",
+    );
+    assert_success(
+        &mkroot_at(
+            &["-f", "greeting-oci.toml", "-q", "-o", "layout/"],
+            dir,
+            EPOCH,
+        ),
+        "build an OCI layout directory",
+    );
+    let recipe = std::fs::read_to_string(dir.join("greeting-oci.toml")).unwrap();
+    let changed = recipe
+        .replace("workdir = \"/etc\"", "workdir = \"/\"")
+        .replace("greeting:1", "greeting:2");
+    assert!(changed != recipe);
+    std::fs::write(dir.join("changed.toml"), changed).unwrap();
+    for image in ["greeting.oci.tar", "layout"] {
+        let (code, stdout, stderr) = check(dir, "greeting-oci.toml", image);
+        assert_eq!(code, Some(0), "{image}: {stdout}{stderr}");
+        let (code, stdout, stderr) = check(dir, "changed.toml", image);
+        assert_eq!(code, Some(1), "{image}: {stdout}{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "changed: the image's tag",
+                "changed: the image's working directory"
+            ],
+            "{image}"
+        );
+    }
+}
+
+#[test]
 fn bad_recipes_get_one_line_errors() {
     let temp = recipe_dir();
     let dir = temp.path();

@@ -9,7 +9,9 @@ use crate::copy::PlannedKind;
 use crate::image::{self, ImageError};
 use crate::plan::Plan;
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
-use mkroot_common::oci::{BLOBS_DIR, OCI_LAYOUT_FILE};
+use mkroot_common::oci::write::OciImage;
+use mkroot_common::oci::{blob_path, BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -59,8 +61,13 @@ impl std::fmt::Display for Difference {
     }
 }
 
-/// Compares the image at `image_path` with what `plan` would write, in path order.
-pub fn check(plan: &Plan, image_path: &Path) -> Result<Vec<Difference>, CheckError> {
+/// Compares the image at `image_path` with what `plan` would write, in path order; for
+/// an OCI image also its run settings with `oci` (what the recipe would configure).
+pub fn check(
+    plan: &Plan,
+    oci: &OciImage,
+    image_path: &Path,
+) -> Result<Vec<Difference>, CheckError> {
     let fresh = image::contents(plan)?.manifest;
     let built = read_manifest(image_path)?;
     let hosts: BTreeMap<String, PathBuf> = plan
@@ -107,7 +114,124 @@ pub fn check(plan: &Plan, image_path: &Path) -> Result<Vec<Difference>, CheckErr
             name: "environment",
         });
     }
+    if let Some(settings) = read_oci_settings(image_path)? {
+        differences.extend(settings.differences(oci));
+    }
     Ok(differences)
+}
+
+/// What an OCI image's index and config say about running it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OciSettings {
+    pub name: Option<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+}
+
+impl OciSettings {
+    fn differences(&self, oci: &OciImage) -> Vec<Difference> {
+        let fields: [(&'static str, bool); 6] = [
+            (
+                "tag",
+                self.name != oci.name.as_ref().map(ToString::to_string),
+            ),
+            ("entrypoint", self.entrypoint != oci.entrypoint),
+            ("OCI command", self.cmd != oci.cmd),
+            ("OCI environment", self.env != oci.env),
+            ("working directory", self.workdir != oci.workdir),
+            ("user", self.user != oci.user),
+        ];
+        fields
+            .into_iter()
+            .filter(|(_, differs)| *differs)
+            .map(|(name, _)| Difference::Setting { name })
+            .collect()
+    }
+
+    /// From a layout's `index.json` and its blobs (looked up by name).
+    fn from_layout(index: &[u8], blob: impl Fn(&str) -> Option<Vec<u8>>) -> Option<OciSettings> {
+        let index: Value = serde_json::from_slice(index).ok()?;
+        let entry = &index["manifests"][0];
+        let hex = |digest: &Value| digest.as_str()?.strip_prefix("sha256:").map(str::to_string);
+        let manifest: Value = serde_json::from_slice(&blob(&hex(&entry["digest"])?)?).ok()?;
+        let config: Value =
+            serde_json::from_slice(&blob(&hex(&manifest["config"]["digest"])?)?).ok()?;
+        let run = &config["config"];
+        let strings = |value: &Value| -> Vec<String> {
+            value
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(String::from);
+        Some(OciSettings {
+            name: text(&entry["annotations"][REF_NAME_ANNOTATION]),
+            entrypoint: strings(&run["Entrypoint"]),
+            cmd: strings(&run["Cmd"]),
+            env: strings(&run["Env"]),
+            workdir: text(&run["WorkingDir"]),
+            user: text(&run["User"]),
+        })
+    }
+}
+
+/// Largest index, manifest or config read while looking for the run settings: they are
+/// a few hundred bytes; anything bigger is a layer.
+const METADATA_LIMIT: u64 = 1 << 20;
+
+/// The run settings of an OCI image; `None` for a root filesystem.
+pub fn read_oci_settings(path: &Path) -> Result<Option<OciSettings>, CheckError> {
+    let read_error = |source| CheckError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.is_dir() {
+        let Ok(index) = std::fs::read(path.join(INDEX_FILE)) else {
+            return Ok(None);
+        };
+        return Ok(OciSettings::from_layout(&index, |hex| {
+            std::fs::read(path.join(blob_path(hex))).ok()
+        }));
+    }
+    // One pass over the tar, keeping the small files; the seek skips the layer.
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let file = File::open(path).map_err(read_error)?;
+    let mut archive = tar::Archive::new(file);
+    let Ok(entries) = archive.entries_with_seek() else {
+        return Ok(None);
+    };
+    for entry in entries {
+        // A gzip'd root filesystem is not a plain tar: no OCI settings in it.
+        let Ok(mut entry) = entry else {
+            return Ok(None);
+        };
+        let name = entry
+            .path()
+            .map_err(read_error)?
+            .to_string_lossy()
+            .into_owned();
+        let metadata = name == INDEX_FILE || name.starts_with(BLOBS_DIR);
+        if !metadata || entry.size() > METADATA_LIMIT {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).map_err(read_error)?;
+        small.insert(name, bytes);
+    }
+    let Some(index) = small.get(INDEX_FILE) else {
+        return Ok(None);
+    };
+    Ok(OciSettings::from_layout(index, |hex| {
+        small.get(&blob_path(hex)).cloned()
+    }))
 }
 
 /// The manifest inside an image, whatever form the image takes.

@@ -276,7 +276,15 @@ fn run(args: Args) -> Result<Outcome, String> {
         }
     }
     if let Some(image_path) = &args.check {
-        let differences = check::check(&plan, image_path).map_err(|e| e.to_string())?;
+        let oci = build::oci_image(
+            &plan,
+            &request.root,
+            &spec.run,
+            oci_cmd,
+            spec.tag.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let differences = check::check(&plan, &oci, image_path).map_err(|e| e.to_string())?;
         let mut text = String::new();
         for difference in &differences {
             text.push_str(&format!("{difference}\n"));
