@@ -63,7 +63,7 @@ struct Args {
     /// Output format [default: oci for `*.oci.tar`, else rootfs].
     #[arg(long, value_enum)]
     format: Option<OutputFormat>,
-    /// Name an OCI image, NAME[:TAG] (tag `latest` when left out).
+    /// Name an OCI image: NAME:TAG, or NAME for NAME:latest.
     #[arg(long, value_name = "NAME:TAG")]
     tag: Option<String>,
     /// Set an environment variable for the image's command (repeatable).
