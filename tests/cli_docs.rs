@@ -2,7 +2,7 @@
 //! with examples, and the completion scripts and man pages generated from clap.
 
 use mkroot_e2e::builder::{mkroot, target_dir};
-use mkroot_e2e::oci::require_tool;
+use mkroot_e2e::oci_build::require_tool;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

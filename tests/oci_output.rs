@@ -1,7 +1,7 @@
 //! End-to-end tests of `mkroot --format oci`: the layout is self-consistent and
 //! reproducible, and the tools of the container world (skopeo, umoci, podman) take it.
 
-use mkroot_e2e::oci::{
+use mkroot_e2e::oci_build::{
     assert_success, gunzip_if_gzip, member_names, member_of, mkroot_at, oci_digest, require_tool,
     run_tool, tar_member,
 };

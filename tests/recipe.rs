@@ -1,7 +1,7 @@
 //! End-to-end tests of recipes (`mkroot -f image.toml`) and `--check`, on copies of the
 //! example recipes in fixtures/recipes/.
 
-use mkroot_e2e::oci::{assert_success, copy_recipes, member_of, mkroot_at, recipes_dir};
+use mkroot_e2e::oci_build::{assert_success, copy_recipes, member_of, mkroot_at, recipes_dir};
 use std::path::Path;
 
 const EPOCH: u64 = 1_700_000_000;

@@ -124,4 +124,4 @@ pub mod builder {
 }
 
 pub mod launch;
-pub mod oci;
+pub mod oci_build;

@@ -12,7 +12,8 @@ use mkroot_launcher::{cli_docs, launch, open_cache, LaunchError, LaunchOptions};
 
 /// Run a root filesystem image (a tarball or a directory) in a container.
 #[derive(Parser)]
-#[command(name = "launch", version, subcommand_negates_reqs = true, after_help = cli_docs::EXAMPLES)]
+#[command(name = "launch", version, subcommand_negates_reqs = true)]
+#[command(after_help = cli_docs::EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     manage: Option<Manage>,
