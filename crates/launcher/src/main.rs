@@ -5,15 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
-use mkroot_launcher::{cli_docs, launch, open_cache, LaunchError, LaunchOptions};
+use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
 
 /// Run a root filesystem image (a tarball or a directory) in a container.
 #[derive(Parser)]
 #[command(name = "launch", version, subcommand_negates_reqs = true)]
-#[command(after_help = cli_docs::EXAMPLES)]
+#[command(after_help = mkroot_launcher::cli_docs::EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     manage: Option<Manage>,
@@ -86,10 +86,13 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let result = match cli.manage.take() {
         Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),
-        Some(Manage::Completions { shell }) => {
-            Ok(cli_docs::print_completions(shell, Cli::command()))
-        }
-        Some(Manage::Man) => Ok(cli_docs::print_man(Cli::command())),
+        Some(Manage::Completions { shell }) => Ok(mkroot_launcher::cli_docs::print_completions(
+            shell,
+            <Cli as clap::CommandFactory>::command(),
+        )),
+        Some(Manage::Man) => Ok(mkroot_launcher::cli_docs::print_man(
+            <Cli as clap::CommandFactory>::command(),
+        )),
         None => options(cli).and_then(|options| launch(&options)),
     };
     match result {
