@@ -399,6 +399,12 @@ fn podman_loads_the_archive() {
             .arg(temp.path().join("run"))
             .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"])
             .args(["--events-backend", "none"])
+            .arg("--tmpdir")
+            .arg(temp.path().join("libpod"))
+            .arg("--network-config-dir")
+            .arg(temp.path().join("networks"))
+            .arg("--volumepath")
+            .arg(temp.path().join("volumes"))
             .env("TMPDIR", temp.path())
             .env("XDG_RUNTIME_DIR", temp.path().join("xdg"));
         command
