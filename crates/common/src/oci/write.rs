@@ -165,6 +165,13 @@ pub fn write_layout(
     target: &OciTarget,
     options: &WriteOptions,
 ) -> Result<OciSummary, OciWriteError> {
+    if let OciTarget::Directory(path) = target {
+        // Told before the layer is written, not after: the layer can take minutes.
+        let not_empty = fs::read_dir(path).is_ok_and(|mut listing| listing.next().is_some());
+        if not_empty {
+            return Err(ArchiveError::DirectoryNotEmpty { path: path.clone() }.into());
+        }
+    }
     let scratch = ScratchDir::beside(target.path())?;
     let layer_path = scratch.path.join("layer.tar.gz");
     let layer = write_layer(entries, &layer_path, target.path(), options)?;
