@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod cgroup;
+pub mod cli_docs;
 pub mod container;
 pub mod devices;
 pub mod error;

@@ -13,6 +13,7 @@ use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
 /// Run a root filesystem image (a tarball or a directory) in a container.
 #[derive(Parser)]
 #[command(name = "launch", version, subcommand_negates_reqs = true)]
+#[command(after_help = mkroot_launcher::cli_docs::EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     manage: Option<Manage>,
@@ -63,6 +64,12 @@ enum Manage {
     /// Manage the image cache.
     #[command(subcommand)]
     Cache(CacheAction),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +86,13 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let result = match cli.manage.take() {
         Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),
+        Some(Manage::Completions { shell }) => Ok(mkroot_launcher::cli_docs::print_completions(
+            shell,
+            <Cli as clap::CommandFactory>::command(),
+        )),
+        Some(Manage::Man) => Ok(mkroot_launcher::cli_docs::print_man(
+            <Cli as clap::CommandFactory>::command(),
+        )),
         None => options(cli).and_then(|options| launch(&options)),
     };
     match result {
