@@ -124,3 +124,5 @@ pub mod builder {
 }
 
 pub mod launch;
+pub mod oci;
+pub mod registry;

@@ -458,18 +458,22 @@ impl ImageCache {
                 .create(&root)
                 .map_err(io_error(&root))?;
             let mut stream = oci.open_layer(layer)?;
-            let unpacked = unpack::unpack(stream.take_reader(), &root, &self.options);
-            // A digest mismatch says more than whatever the unpacker made of bad bytes.
-            let checked = stream.verify();
-            let report = match (unpacked, checked) {
-                (_, Err(err)) => return Err(err.into()),
-                (Err(source), Ok(())) => {
+            let report = match unpack::unpack(stream.take_reader(), &root, &self.options) {
+                Ok(report) => {
+                    stream.verify()?;
+                    report
+                }
+                Err(source) => {
+                    // A digest mismatch says more than whatever the unpacker made of bad
+                    // bytes: read the layer through once more, to its end, to tell.
+                    let mut again = oci.open_layer(layer)?;
+                    let _ = io::copy(&mut again.take_reader(), &mut io::sink());
+                    again.verify()?;
                     return Err(CacheError::Unpack {
                         image: image.to_path_buf(),
                         source,
-                    })
+                    });
                 }
-                (Ok(report), Ok(())) => report,
             };
             let info_path = work.path.join("info.json");
             let info = serde_json::json!({ "bytes": report.bytes, "entries": report.entries });
