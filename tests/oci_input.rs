@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mkroot_e2e::launch::{describe, launch, stdout, BusyboxImage};
+use mkroot_e2e::launch::{describe, launch, stdout, BusyboxImage, TestUser};
 use mkroot_e2e::oci::{Image, Layer, LayerTar};
 
 /// Three layers over a busybox base: files removed by whiteouts, a directory made opaque,
@@ -239,4 +239,51 @@ fn a_plain_rootfs_tarball_named_like_an_archive_still_runs() {
         &["--", "echo", "rootfs"],
     );
     assert_eq!(stdout(&out), "rootfs\n", "{}", describe(&out));
+}
+
+#[test]
+fn concurrent_first_launches_of_images_sharing_layers_all_succeed() {
+    let base = BusyboxImage::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let image = layered_image(&base, serde_json::json!({}));
+    let layout = dir.path().join("layout");
+    image.write_oci_layout(&layout);
+    let docker = dir.path().join("image.docker.tar");
+    image.write_docker_archive(&docker);
+    let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..6)
+            .map(|i| {
+                let path = if i % 2 == 0 { &layout } else { &docker };
+                let cache = &cache;
+                scope.spawn(move || run(path, cache, &["--", "sh", "-c", LIST]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    for out in &outputs {
+        assert_eq!(
+            stdout(out),
+            format!("{EXPECTED_FILES}v2\n"),
+            "{}",
+            describe(out)
+        );
+    }
+    let count = |sub: &str| std::fs::read_dir(cache.join(sub)).unwrap().count();
+    assert_eq!(count("oci-layers"), 3);
+    assert_eq!(count("images"), 2);
+    assert_eq!(count("tmp"), 0, "no unpack left behind");
+}
+
+#[test]
+fn rootless_runs_a_multi_layer_image_from_its_own_cache() {
+    let user = TestUser::create("oci");
+    let base = BusyboxImage::new();
+    let archive = base.dir.path().join("image.docker.tar");
+    layered_image(&base, serde_json::json!({"Cmd": ["sh", "-c", LIST]}))
+        .write_docker_archive(&archive);
+    base.give_to(&user);
+    let out = user.launch(&[archive.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(stdout(&out), format!("{EXPECTED_FILES}v2\n"));
 }

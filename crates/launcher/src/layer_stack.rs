@@ -29,13 +29,15 @@
 //! going into it, so a symlink from a lower layer is never followed.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// The image tree being built, and the directory metadata to apply once it is complete
 /// (applied last, deepest first, so a read-only directory does not stop its own filling).
@@ -79,26 +81,25 @@ impl LayerStack {
         names.sort();
         // Whiteouts first: they speak of the layers below, and an entry of this layer
         // with the same name (not allowed by the spec) then still wins.
-        if names.iter().any(|n| n == OPAQUE_MARKER) {
+        if names.iter().any(|n| n.as_bytes() == OPAQUE_MARKER) {
             for entry in fs::read_dir(&target)? {
                 remove_any(&entry?.path())?;
             }
         }
         for name in &names {
-            let Some(text) = name.to_str() else { continue };
-            if let Some(hidden) = text.strip_prefix(WHITEOUT_PREFIX) {
-                // `.wh..wh.*` are aufs's own markers (opaque handled above): none names
-                // a file to remove.
-                if !hidden.starts_with(".wh.") && !hidden.is_empty() {
-                    remove_any(&target.join(hidden))?;
+            if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX) {
+                // `.wh..wh.*` are aufs's own markers (opaque handled above), and `.wh..`
+                // or `.wh...` would name this directory or its parent: none names a file
+                // of this directory to remove.
+                let names_a_file =
+                    !matches!(hidden, b"" | b"." | b"..") && !hidden.starts_with(WHITEOUT_PREFIX);
+                if names_a_file {
+                    remove_any(&target.join(OsStr::from_bytes(hidden)))?;
                 }
             }
         }
         for name in names {
-            if name
-                .to_str()
-                .is_some_and(|n| n.starts_with(WHITEOUT_PREFIX))
-            {
+            if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
                 continue;
             }
             let from = layer_dir.join(&name);
@@ -235,6 +236,9 @@ mod tests {
         fs::write(upper.join("opaque/.wh..wh..opq"), "").unwrap();
         fs::write(upper.join("opaque/new"), "n").unwrap();
         fs::write(upper.join("link/inside"), "i").unwrap();
+        // Whiteouts naming this directory or its parent remove nothing.
+        fs::write(upper.join("etc/.wh.."), "").unwrap();
+        fs::write(upper.join("etc/.wh..."), "").unwrap();
         fs::create_dir(&out).unwrap();
         let mut stack = LayerStack::new(&out);
         stack.apply(&lower).unwrap();
