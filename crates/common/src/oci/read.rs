@@ -507,16 +507,13 @@ impl OciImage {
     /// The layer's uncompressed tar, hashed as it is read; check it with
     /// [`LayerStream::verify`] once it was read to its end.
     pub fn open_layer(&self, layer: &Layer) -> Result<LayerStream, OciError> {
-        let (raw, _) = self.open_member(&layer.member)?;
-        let blob_hash = Arc::new(OnceLock::new());
-        let diff_hash = Arc::new(OnceLock::new());
-        let mut blob = HashingReader::new(raw, blob_hash.clone());
+        let (mut raw, _) = self.open_member(&layer.member)?;
         // Compression told by magic number, whatever the media type says (docker's
         // archives carry plain tars under a name that says nothing).
         let mut head = [0u8; 4];
         let mut peeked = 0;
         while peeked < head.len() {
-            match blob.read(&mut head[peeked..]) {
+            match raw.read(&mut head[peeked..]) {
                 Ok(0) => break,
                 Ok(n) => peeked += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -536,18 +533,19 @@ impl OciImage {
                 media_type: "zstd-compressed".to_string(),
             });
         }
-        let whole = io::Cursor::new(head.clone()).chain(blob);
-        let tar: Box<dyn Read + Send> = if head.starts_with(b"\x1f\x8b") {
-            Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-                256 * 1024,
-                whole,
-            )))
-        } else {
-            Box::new(whole)
+        let whole = io::Cursor::new(head.clone()).chain(raw);
+        let gzip = head.starts_with(b"\x1f\x8b");
+        let blob_hash = Arc::new(OnceLock::new());
+        let diff_hash = Arc::new(OnceLock::new());
+        // An uncompressed blob is the tar itself: hashed once, for both checks.
+        let tar: Box<dyn Read + Send> = match (gzip, &layer.blob_digest) {
+            (false, _) => Box::new(whole),
+            (true, None) => Box::new(gunzip(whole)),
+            (true, Some(_)) => Box::new(gunzip(HashingReader::new(whole, blob_hash.clone()))),
         };
         Ok(LayerStream {
             reader: Some(HashingReader::new(tar, diff_hash.clone())),
-            blob_hash,
+            blob_hash: if gzip { blob_hash } else { diff_hash.clone() },
             diff_hash,
             layer: layer.clone(),
             image: self.path().to_path_buf(),
@@ -582,6 +580,11 @@ impl RunDefaults {
             .map(|config| RunDefaults::from_config(&config))
             .map_err(|e| e.to_string())
     }
+}
+
+/// Several gzip members one after the other are one stream (pigz, concatenation).
+fn gunzip<R: Read>(compressed: R) -> flate2::read::MultiGzDecoder<BufReader<R>> {
+    flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, compressed))
 }
 
 /// A layer's uncompressed tar, with the digests of what was read kept for
