@@ -114,6 +114,14 @@ fn an_oci_layout_and_an_oci_archive_of_it_share_the_cached_layers() {
     let count = |sub: &str| std::fs::read_dir(cache.join(sub)).unwrap().count();
     assert_eq!(count("oci-layers"), 3);
     assert_eq!(count("images"), 2);
+
+    // `cache ls` lists both images; prune removes them and the layer trees.
+    let cache_arg = cache.to_str().unwrap();
+    let listed = launch(["--cache-dir", cache_arg, "cache", "ls"]);
+    assert_eq!(stdout(&listed).lines().count(), 3, "{}", describe(&listed));
+    let pruned = launch(["--cache-dir", cache_arg, "cache", "prune"]);
+    assert!(pruned.status.success(), "{}", describe(&pruned));
+    assert_eq!((count("images"), count("oci-layers")), (0, 0));
 }
 
 #[test]

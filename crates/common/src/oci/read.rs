@@ -691,6 +691,42 @@ mod tests {
         assert_eq!(clean_name(b"../../x"), "x");
     }
 
+    fn tar_of(names: &[&str]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for name in names {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(2);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, name, &b"{}"[..]).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn formats_are_told_by_content_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let docker = write("a.tgz", &tar_of(&["x/layer.tar", "manifest.json"]));
+        assert_eq!(detect(&docker).unwrap(), ImageFormat::DockerArchive);
+        let oci = write(
+            "b",
+            &tar_of(&["./index.json", "./oci-layout", "manifest.json"]),
+        );
+        assert_eq!(detect(&oci).unwrap(), ImageFormat::OciArchive);
+        let rootfs = write("c.oci.tar", &tar_of(&["bin/sh", "etc/passwd"]));
+        assert_eq!(detect(&rootfs).unwrap(), ImageFormat::Rootfs);
+        let gzip = write("d.tar", b"\x1f\x8b\x08\x00 not read further");
+        assert_eq!(detect(&gzip).unwrap(), ImageFormat::Rootfs);
+        assert_eq!(detect(dir.path()).unwrap(), ImageFormat::Rootfs);
+        write("oci-layout", b"{}");
+        write("index.json", b"{}");
+        assert_eq!(detect(dir.path()).unwrap(), ImageFormat::OciLayout);
+    }
+
     #[test]
     fn the_hashing_reader_reports_at_the_end() {
         let slot = Arc::new(OnceLock::new());
