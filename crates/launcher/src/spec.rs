@@ -253,9 +253,11 @@ pub(crate) fn read_in_image(tree: &OwnedFd, path: &str) -> std::io::Result<Optio
         };
     }
     // SAFETY: a new fd that we own.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    // The image may be hostile: a huge file is cut short rather than read into memory.
+    const MAX_READ: u64 = 64 << 20;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    file.take(MAX_READ).read_to_end(&mut bytes)?;
     Ok(Some(bytes))
 }
 

@@ -45,6 +45,8 @@ pub enum OciError {
         #[source]
         source: io::Error,
     },
+    #[error("{}: a gzip-compressed OCI or docker archive; decompress it first (gunzip) and launch the .tar", path.display())]
+    CompressedArchive { path: PathBuf },
     #[error("{}: {what} is missing from the image", path.display())]
     Missing { path: PathBuf, what: String },
     #[error("{}: {what} is not valid: {detail}", path.display())]
@@ -144,6 +146,11 @@ pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
             n => filled += n,
         }
     }
+    if head[..filled].starts_with(b"\x1f\x8b") && gzip_holds_an_image_archive(path)? {
+        return Err(OciError::CompressedArchive {
+            path: path.to_path_buf(),
+        });
+    }
     // A tar header has "ustar" at 257; anything else (gzip, short files) is a rootfs image,
     // left to the unpacker to accept or explain.
     if filled < 512 || &head[257..262] != b"ustar" {
@@ -158,6 +165,29 @@ pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
     } else {
         ImageFormat::Rootfs
     })
+}
+
+/// Whether a gzip file's first tar entry is one an OCI or docker archive starts with
+/// (`blobs/`, `oci-layout`, `index.json`, `manifest.json`, a `<sha256>/` layer dir): a
+/// `docker save | gzip`, which must be decompressed to be read in place. Only the first
+/// header is inflated.
+fn gzip_holds_an_image_archive(path: &Path) -> Result<bool, OciError> {
+    let file = File::open(path).map_err(|source| OciError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut header = [0u8; 512];
+    let mut decoder = flate2::read::GzDecoder::new(file);
+    if decoder.read_exact(&mut header).is_err() {
+        return Ok(false);
+    }
+    let name_len = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
+    let name = clean_name(&header[..name_len]);
+    let first = name.split('/').next().unwrap_or_default();
+    Ok(matches!(
+        first,
+        "blobs" | "oci-layout" | "index.json" | "manifest.json"
+    ) || is_sha256_hex(first.strip_suffix(".json").unwrap_or(first)))
 }
 
 /// The regular files of a tar: cleaned name -> (data offset, size). Seeks over the data.
@@ -721,6 +751,19 @@ mod tests {
         assert_eq!(detect(&rootfs).unwrap(), ImageFormat::Rootfs);
         let gzip = write("d.tar", b"\x1f\x8b\x08\x00 not read further");
         assert_eq!(detect(&gzip).unwrap(), ImageFormat::Rootfs);
+        let gzip = |tar: Vec<u8>| {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut encoder, &tar).unwrap();
+            encoder.finish().unwrap()
+        };
+        let rootfs_tgz = write("e.tgz", &gzip(tar_of(&["./bin/sh"])));
+        assert_eq!(detect(&rootfs_tgz).unwrap(), ImageFormat::Rootfs);
+        let saved = write("f.tgz", &gzip(tar_of(&["blobs/sha256/x", "manifest.json"])));
+        assert!(matches!(
+            detect(&saved),
+            Err(OciError::CompressedArchive { .. })
+        ));
         assert_eq!(detect(dir.path()).unwrap(), ImageFormat::Rootfs);
         write("oci-layout", b"{}");
         write("index.json", b"{}");
