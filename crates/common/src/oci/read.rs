@@ -119,10 +119,11 @@ pub struct OciImage {
     source: Source,
 }
 
-/// Tells what `path` is by looking inside: a directory with `oci-layout` is an OCI layout;
-/// a tar whose members include `oci-layout` or `manifest.json` is an archive; anything
-/// else is a root filesystem. Only the tar headers are read (a gzip file is a rootfs:
-/// archives of layouts are plain tars).
+/// Tells what `path` is by looking inside: a directory with `oci-layout` and `index.json`
+/// is an OCI layout; a tar with an `oci-layout` member is an oci-archive, one with docker's
+/// `manifest.json` (a JSON array) a docker-archive; anything else is a root filesystem.
+/// Only tar headers are read. A gzip file is a rootfs, unless its first entry shows an
+/// image archive (a `docker save | gzip`): that is an error saying to decompress it.
 pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
     let io_err = |source| OciError::Io {
         path: path.to_path_buf(),
@@ -157,14 +158,21 @@ pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
         return Ok(ImageFormat::Rootfs);
     }
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let members = index_tar(path, file)?;
-    Ok(if members.contains_key("oci-layout") {
-        ImageFormat::OciArchive
-    } else if members.contains_key("manifest.json") {
-        ImageFormat::DockerArchive
-    } else {
-        ImageFormat::Rootfs
-    })
+    let members = index_tar(path, file.try_clone().map_err(io_err)?)?;
+    if members.contains_key("oci-layout") {
+        return Ok(ImageFormat::OciArchive);
+    }
+    // docker's manifest.json is a JSON array; a rootfs may have a manifest.json of its
+    // own at the top, which is something else.
+    if let Some(&(offset, _)) = members.get("manifest.json") {
+        let mut start = [0u8; 64];
+        file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
+        let n = file.read(&mut start).map_err(io_err)?;
+        if start[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Ok(ImageFormat::DockerArchive);
+        }
+    }
+    Ok(ImageFormat::Rootfs)
 }
 
 /// Whether a gzip file's first tar entry is one an OCI or docker archive starts with
@@ -740,7 +748,15 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
             path
         };
-        let docker = write("a.tgz", &tar_of(&["x/layer.tar", "manifest.json"]));
+        let not_docker = write("a.tgz", &tar_of(&["x/layer.tar", "manifest.json"]));
+        assert_eq!(detect(&not_docker).unwrap(), ImageFormat::Rootfs);
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(4);
+        builder
+            .append_data(&mut header, "manifest.json", &b" [{}"[..])
+            .unwrap();
+        let docker = write("a2.tgz", &builder.into_inner().unwrap());
         assert_eq!(detect(&docker).unwrap(), ImageFormat::DockerArchive);
         let oci = write(
             "b",
