@@ -385,8 +385,19 @@ impl ImageCache {
         // linked from.
         let mut layer_roots = Vec::new();
         let mut _layer_leases = Vec::new();
+        // --max-image-size bounds the image, all its layers together.
+        let limit = self.options.max_bytes;
+        let mut total: u64 = 0;
         for layer in &oci.layers {
-            let (root, lease) = self.get_or_unpack_layer(image, oci, layer)?;
+            let room = limit.saturating_sub(total);
+            let (root, lease, bytes) = self.get_or_unpack_layer(image, oci, layer, room)?;
+            total = total.saturating_add(bytes);
+            if total > limit {
+                return Err(CacheError::Unpack {
+                    image: image.to_path_buf(),
+                    source: UnpackError::TooLarge { limit },
+                });
+            }
             layer_roots.push((root, &layer.diff_id));
             _layer_leases.push(lease);
         }
@@ -421,13 +432,15 @@ impl ImageCache {
     }
 
     /// The unpacked tree of one layer, unpacking (and checking) it first if needed, with
-    /// a shared lock on its `used` file.
+    /// a shared lock on its `used` file and its bytes of file data. An unpack stops past
+    /// `max_bytes`.
     fn get_or_unpack_layer(
         &self,
         image: &Path,
         oci: &OciImage,
         layer: &Layer,
-    ) -> Result<(PathBuf, File), CacheError> {
+        max_bytes: u64,
+    ) -> Result<(PathBuf, File, u64), CacheError> {
         let entry = self.dir.join("oci-layers").join(&layer.diff_id);
         let lease = || -> Result<Option<File>, CacheError> {
             let used_path = entry.join("used");
@@ -443,13 +456,28 @@ impl ImageCache {
                 _ => Ok(None),
             }
         };
+        let found = |used| {
+            let info: serde_json::Value = fs::read(entry.join("info.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default();
+            (
+                entry.join("root"),
+                used,
+                info["bytes"].as_u64().unwrap_or(0),
+            )
+        };
         if let Some(used) = lease()? {
-            return Ok((entry.join("root"), used));
+            return Ok(found(used));
         }
         let _unpacking = self.lock_key(&format!("layer-{}", layer.diff_id))?;
+        let options = UnpackOptions {
+            max_bytes,
+            ..self.options.clone()
+        };
         for _ in 0..3 {
             if let Some(used) = lease()? {
-                return Ok((entry.join("root"), used));
+                return Ok(found(used));
             }
             let work = LockedDir::create(&self.dir.join("tmp"), "layer")?;
             let root = work.path.join("root");
@@ -458,7 +486,7 @@ impl ImageCache {
                 .create(&root)
                 .map_err(io_error(&root))?;
             let mut stream = oci.open_layer(layer)?;
-            let report = match unpack::unpack(stream.take_reader(), &root, &self.options) {
+            let report = match unpack::unpack(stream.take_reader(), &root, &options) {
                 Ok(report) => {
                     stream.verify()?;
                     report
@@ -469,6 +497,13 @@ impl ImageCache {
                     let mut again = oci.open_layer(layer)?;
                     let _ = io::copy(&mut again.take_reader(), &mut io::sink());
                     again.verify()?;
+                    // The limit is the image's, whatever room this layer had left.
+                    let source = match source {
+                        UnpackError::TooLarge { .. } => UnpackError::TooLarge {
+                            limit: self.options.max_bytes,
+                        },
+                        other => other,
+                    };
                     return Err(CacheError::Unpack {
                         image: image.to_path_buf(),
                         source,
