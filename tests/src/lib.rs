@@ -127,3 +127,5 @@ pub mod builder {
 }
 
 pub mod launch;
+pub mod oci;
+pub mod registry;

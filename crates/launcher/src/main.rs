@@ -10,19 +10,25 @@ use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
 use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
 
-/// Run a root filesystem image (a tarball or a directory) in a container.
+/// Run a root filesystem image (a tarball or a directory), an OCI layout, an oci-archive
+/// or a docker-archive in a container.
 #[derive(Parser)]
 #[command(name = "launch", version, subcommand_negates_reqs = true)]
 #[command(after_help = mkroot_launcher::cli_docs::EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     manage: Option<Manage>,
-    /// The image: a tarball (.tar, .tgz) or a directory.
+    /// The image: a tarball (.tar, .tgz) or a directory; an OCI layout, oci-archive or
+    /// docker-archive (told by content).
     #[arg(required = true)]
     image: Option<PathBuf>,
     /// The command and its arguments (after `--`); default: the image's, else /bin/sh.
+    /// For an OCI image it replaces the config's Cmd, after its Entrypoint.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+    /// Replace an OCI image's Entrypoint (and drop its Cmd); "" clears it.
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
     /// The container's hostname (default: random).
     #[arg(long)]
     hostname: Option<String>,
@@ -159,6 +165,7 @@ fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
         image: cli.image.expect("clap requires IMAGE"),
         cache_dir: cli.cache_dir,
         command: cli.command,
+        entrypoint: cli.entrypoint,
         hostname: cli.hostname,
         env: cli.env,
         env_files: cli.env_files,
