@@ -1,5 +1,8 @@
 //! Support for the end-to-end tests: where the built binaries are, and temp dirs.
 
+/// Support for the OCI-output, recipe and CLI tests (`tests/oci_output.rs`, ...).
+pub mod oci_build;
+
 /// Support for the `mkroot` end-to-end tests (`tests/builder.rs`).
 pub mod builder {
     use std::path::{Path, PathBuf};
@@ -125,3 +128,5 @@ pub mod builder {
 
 pub mod attacks;
 pub mod launch;
+pub mod oci;
+pub mod registry;

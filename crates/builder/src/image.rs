@@ -11,6 +11,10 @@ use mkroot_common::archive::{
 };
 use mkroot_common::digest;
 use mkroot_common::manifest::{ImageManifest, ManifestEntry, MANIFEST_PATH, MANIFEST_VERSION};
+use mkroot_common::oci::{
+    self,
+    write::{OciImage, OciSummary, OciTarget, OciWriteError},
+};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -22,6 +26,8 @@ const PROGRESS_THRESHOLD: u64 = 64 << 20;
 pub enum ImageError {
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Oci(#[from] OciWriteError),
     #[error("{path}: cannot read: {source}; check that it is readable")]
     Hash {
         path: PathBuf,
@@ -159,8 +165,37 @@ fn hash_files(sources: &[&PathBuf]) -> Result<HashMap<PathBuf, String>, ImageErr
 /// terminal, `quiet` is off and the image is large enough to take a while.
 pub fn write(plan: &Plan, target: &OutputTarget, quiet: bool) -> Result<WriteSummary, ImageError> {
     let contents = contents(plan)?;
-    let total: u64 = contents
-        .entries
+    with_progress(&contents.entries, quiet, |options| {
+        Ok(archive::write_image(&contents.entries, target, options)?)
+    })
+}
+
+/// Writes the plan as a one-layer OCI image layout (see [`mkroot_common::oci::write`]).
+pub fn write_oci(
+    plan: &Plan,
+    image: &OciImage,
+    target: &OciTarget,
+    quiet: bool,
+) -> Result<OciSummary, ImageError> {
+    let contents = contents(plan)?;
+    with_progress(&contents.entries, quiet, |options| {
+        Ok(oci::write::write_layout(
+            &contents.entries,
+            image,
+            target,
+            options,
+        )?)
+    })
+}
+
+/// Runs `write` with the write options: the mtime from SOURCE_DATE_EPOCH and, on a
+/// terminal for a large image, a progress bar over the file contents.
+fn with_progress<T>(
+    entries: &[ImageEntry],
+    quiet: bool,
+    write: impl FnOnce(&WriteOptions) -> Result<T, ImageError>,
+) -> Result<T, ImageError> {
+    let total: u64 = entries
         .iter()
         .map(|e| match &e.kind {
             EntryKind::File { source } => std::fs::metadata(source).map(|m| m.len()).unwrap_or(0),
@@ -187,9 +222,9 @@ pub fn write(plan: &Plan, target: &OutputTarget, quiet: bool) -> Result<WriteSum
         mtime: archive::source_date_epoch()?,
         progress: Some(&progress),
     };
-    let summary = archive::write_image(&contents.entries, target, &options)?;
+    let result = write(&options);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    Ok(summary)
+    result
 }

@@ -14,7 +14,12 @@
 //! [`copy`] (the image tree; symlink chains, merged-/usr links, hard links),
 //! [`loader_cache`] (the image's own ld.so.cache), [`symbols`] (dynamic symbols, for the extras), [`extras`] (what the loader does not
 //! name: NSS, users, libgcc_s, terminfo, gconv), [`plan`], [`image`] (entries and
-//! manifest, then the writer) and [`report`] (`--dry-run --json`, `--explain`).
+//! manifest, then the writer: a root filesystem, or an OCI image through
+//! [`mkroot_common::oci::write`]) and [`report`] (`--dry-run --json`, `--explain`).
+//!
+//! Around them: [`build`] (one run's request, run settings and output, from flags or a
+//! recipe), [`recipe`] (TOML recipes) and [`check`] (`--check`: an image against a fresh
+//! plan).
 
 pub mod elf;
 pub mod hwcaps;
@@ -22,11 +27,14 @@ pub mod ldcache;
 pub mod resolve;
 pub mod search;
 
+pub mod build;
+pub mod check;
 pub mod copy;
 pub mod extras;
 pub mod image;
 pub mod loader_cache;
 pub mod plan;
 pub mod programs;
+pub mod recipe;
 pub mod report;
 pub mod symbols;

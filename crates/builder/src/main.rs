@@ -1,21 +1,83 @@
 //! `mkroot`: parses the command line and reports errors in one line; the work is in
 //! the library.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
+use mkroot_builder::build::{self, BuildSpec, Output, OutputFormat, RunConfig};
 use mkroot_builder::extras::{Extras, GconvChoice};
 use mkroot_builder::plan::{split_command, AddSpec, Plan, PlanRequest};
-use mkroot_builder::{image, programs, report};
-use mkroot_common::archive::OutputTarget;
+use mkroot_builder::recipe::Recipe;
+use mkroot_builder::{check, image, programs, report};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+const EXAMPLES: &str = "\
+Examples:
+  mkroot --bins bash,ls,cat -o shell.tgz
+      a shell with two tools, as a gzip'd root filesystem (run it: launch shell.tgz)
+  mkroot --bins python3 --add /usr/lib/python3.11 --cmd python3 -o py.tgz
+      a program with the tree it reads at run time
+  mkroot --bins nginx --format oci --tag web:1 --env LANG=C.UTF-8 -o web.oci.tar
+      an OCI image: skopeo, podman load and docker load take it
+  mkroot --bins curl --dry-run --explain
+      what would go in, and why
+  mkroot -f image.toml
+      build from a recipe (see fixtures/recipes/ for examples)
+  mkroot -f image.toml --check image.tgz
+      exit 0 if the image still matches the recipe, else 1 and the changed files
+
+Recipe keys (TOML): programs, [[files]] host/image, users, cmd, entrypoint, env (a
+table), workdir, user (runs as), tag, [output] path/format, [extras] nss/terminfo/
+libgcc/gconv, sysroot, allow_missing. Relative paths are the recipe's directory's.
+
+SOURCE_DATE_EPOCH sets every timestamp (default 0): the same inputs give the same bytes.";
+
 /// Build a minimal, byte-reproducible root filesystem image from host programs.
 #[derive(Parser, Debug)]
-#[command(name = "mkroot", version)]
+#[command(
+    name = "mkroot",
+    version,
+    after_help = EXAMPLES,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    docs: Option<Docs>,
     /// Programs: names looked up in PATH, or paths. ELF files or scripts.
-    #[arg(long, value_delimiter = ',', required = true, value_name = "A,B,...")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "recipe",
+        value_name = "A,B,..."
+    )]
     bins: Vec<String>,
+    /// Build from a recipe file (TOML); flags that describe the image conflict with it.
+    #[arg(short = 'f', long = "file", value_name = "RECIPE", conflicts_with_all = [
+        "bins", "adds", "cmd", "sysroot", "allow_missing", "users", "no_nss", "no_terminfo",
+        "no_libgcc", "gconv", "no_gconv", "env", "workdir", "entrypoint", "run_as"
+    ])]
+    recipe: Option<PathBuf>,
+    /// With -f: check IMAGE against the recipe; exit 0 if it matches, 1 if it differs.
+    #[arg(long, value_name = "IMAGE", requires = "recipe", conflicts_with_all = ["output", "dry_run", "explain"])]
+    check: Option<PathBuf>,
+    /// Output format [default: oci for `*.oci.tar`, else rootfs].
+    #[arg(long, value_enum)]
+    format: Option<OutputFormat>,
+    /// Name an OCI image: NAME:TAG, or NAME for NAME:latest.
+    #[arg(long, value_name = "NAME:TAG")]
+    tag: Option<String>,
+    /// Set an environment variable for the image's command (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// The working directory of the image's command (OCI config).
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Fixed start of the image's command (OCI Entrypoint; --cmd becomes its arguments).
+    #[arg(long, value_name = "COMMAND")]
+    entrypoint: Option<String>,
+    /// The user the image's command runs as (OCI config): NAME, UID or UID:GID.
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
     /// Extra file or tree, at its host path or at IMAGE; ELF files in it are resolved.
     #[arg(long = "add", value_name = "HOST[:IMAGE]")]
     adds: Vec<String>,
@@ -23,7 +85,7 @@ struct Args {
     #[arg(long)]
     cmd: Option<String>,
     /// Output: `x.tgz`/`x.tar.gz`, `x.tar`, or `DIR/`.
-    #[arg(short, long, value_name = "OUTPUT", required_unless_present_any = ["dry_run", "explain"])]
+    #[arg(short, long, value_name = "OUTPUT")]
     output: Option<PathBuf>,
     /// Print the plan instead of writing an image.
     #[arg(long)]
@@ -63,6 +125,17 @@ struct Args {
     no_gconv: bool,
 }
 
+/// Documentation generated from this command line, for packagers.
+#[derive(Subcommand, Debug)]
+enum Docs {
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
+}
+
 /// Turns clap's error into one line: its first paragraph (the problem; the tips and
 /// usage after it are dropped), without its `error: `.
 fn usage_error(error: &clap::Error) -> String {
@@ -90,7 +163,15 @@ fn print_stdout(text: &str) -> Result<(), String> {
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
+/// What the run ended in, for the exit status.
+enum Outcome {
+    Done,
+    /// `--check` found differences.
+    Differs,
+}
+
+/// The build the command line describes.
+fn spec_from_args(args: &Args) -> Result<BuildSpec, String> {
     for user in &args.users {
         if user.is_empty() || user.contains([':', '\n', '/']) {
             return Err(format!(
@@ -105,18 +186,11 @@ fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
-    let target = match (&args.output, args.dry_run || args.explain) {
-        (Some(path), _) => Some(OutputTarget::from_path(path).ok_or_else(|| {
-            format!(
-                "{}: unknown output kind; end it in .tgz, .tar.gz, .tar, or / for a directory",
-                path.display()
-            )
-        })?),
-        (None, _) => None,
-    };
-    let cmd = match &args.cmd {
-        Some(text) => Some(split_command(text).map_err(|e| e.to_string())?),
-        None => None,
+    let command = |flag: &str, text: &Option<String>| match text {
+        Some(text) => split_command(text)
+            .map(Some)
+            .map_err(|e| format!("{flag}: {e}")),
+        None => Ok(None),
     };
     let request = PlanRequest {
         root: args.sysroot.clone().unwrap_or_else(|| PathBuf::from("/")),
@@ -127,7 +201,7 @@ fn run(args: Args) -> Result<(), String> {
             .cloned()
             .collect(),
         adds: args.adds.iter().map(|a| AddSpec::parse(a)).collect(),
-        cmd,
+        cmd: command("--cmd", &args.cmd)?,
         allow_missing: args.allow_missing,
         extras: Extras {
             nss: !args.no_nss,
@@ -145,7 +219,53 @@ fn run(args: Args) -> Result<(), String> {
             _ => programs::DEFAULT_PATH.to_string(),
         },
     };
-    let plan = Plan::build(&request).map_err(|e| e.to_string())?;
+    Ok(BuildSpec {
+        request,
+        run: RunConfig {
+            entrypoint: command("--entrypoint", &args.entrypoint)?.unwrap_or_default(),
+            env: args.env.clone(),
+            workdir: args.workdir.clone(),
+            user: args.run_as.clone(),
+        },
+        tag: args.tag.clone(),
+        output: args.output.clone(),
+        format: args.format,
+    })
+}
+
+fn run(args: Args) -> Result<Outcome, String> {
+    let mut spec = match &args.recipe {
+        Some(path) => {
+            let recipe = Recipe::load(path).map_err(|e| e.to_string())?;
+            recipe.to_spec(path).map_err(|e| e.to_string())?
+        }
+        None => spec_from_args(&args)?,
+    };
+    // The command line's output, format and tag win over the recipe's.
+    if args.output.is_some() {
+        spec.output = args.output.clone();
+    }
+    spec.format = args.format.or(spec.format);
+    spec.tag = args.tag.clone().or(spec.tag);
+    spec.run.check().map_err(|e| e.to_string())?;
+    let output = match (
+        &spec.output,
+        args.dry_run || args.explain || args.check.is_some(),
+    ) {
+        (Some(path), _) => Some(Output::choose(path, spec.format).map_err(|e| e.to_string())?),
+        (None, true) => None,
+        (None, false) => return Err(
+            "no --output; give -o OUTPUT (or a path under [output] in the recipe), or --dry-run"
+                .to_string(),
+        ),
+    };
+    if let Some(output) = &output {
+        spec.check_fits(output).map_err(|e| e.to_string())?;
+    }
+    let request = spec.request;
+    let mut plan = Plan::build(&request).map_err(|e| e.to_string())?;
+    plan.env = build::merged_env(&plan.env, &spec.run.env);
+    let oci_cmd = build::settle_command(&mut plan, &spec.run, request.cmd.as_deref());
     if !args.quiet {
         for missing in &plan.missing {
             eprintln!(
@@ -154,6 +274,30 @@ fn run(args: Args) -> Result<(), String> {
                 missing.name
             );
         }
+    }
+    if let Some(image_path) = &args.check {
+        let oci = build::oci_image(
+            &plan,
+            &request.root,
+            &spec.run,
+            oci_cmd,
+            spec.tag.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let differences = check::check(&plan, &oci, image_path).map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        for difference in &differences {
+            text.push_str(&format!("{difference}\n"));
+        }
+        if differences.is_empty() && !args.quiet {
+            text = format!("{}: matches its recipe\n", image_path.display());
+        }
+        print_stdout(&text)?;
+        return Ok(if differences.is_empty() {
+            Outcome::Done
+        } else {
+            Outcome::Differs
+        });
     }
     if args.explain {
         print_stdout(&report::explain(&plan))?;
@@ -164,25 +308,58 @@ fn run(args: Args) -> Result<(), String> {
         } else if !args.explain {
             print_stdout(&report::explain(&plan))?;
         }
-        return Ok(());
+        return Ok(Outcome::Done);
     }
-    let Some(target) = target else {
-        return Ok(());
+    let Some(output) = output else {
+        return Ok(Outcome::Done);
     };
-    let summary = image::write(&plan, &target, args.quiet).map_err(|e| e.to_string())?;
+    let (entries, content_bytes, digest) = match &output {
+        Output::Rootfs(target) => {
+            let summary = image::write(&plan, target, args.quiet).map_err(|e| e.to_string())?;
+            (summary.entries, summary.content_bytes, None)
+        }
+        Output::Oci(target) => {
+            let oci = build::oci_image(
+                &plan,
+                &request.root,
+                &spec.run,
+                oci_cmd,
+                spec.tag.as_deref(),
+            )
+            .map_err(|e| e.to_string())?;
+            let summary =
+                image::write_oci(&plan, &oci, target, args.quiet).map_err(|e| e.to_string())?;
+            (
+                summary.layer.entries,
+                summary.layer.content_bytes,
+                Some(summary.manifest_digest),
+            )
+        }
+    };
     if !args.quiet {
-        let path = match &target {
-            OutputTarget::Tar(p) | OutputTarget::TarGz(p) | OutputTarget::Directory(p) => p,
-        };
+        let digest = digest.map_or(String::new(), |d| format!(", manifest {d}"));
         eprintln!(
-            "mkroot: wrote {}: {} entries, {} bytes of files, {} programs",
-            path.display(),
-            summary.entries,
-            summary.content_bytes,
+            "mkroot: wrote {}: {entries} entries, {content_bytes} bytes of files, {} programs{digest}",
+            output.path().display(),
             plan.programs.len()
         );
     }
-    Ok(())
+    Ok(Outcome::Done)
+}
+
+/// Prints completions or the man page, generated from the clap definitions.
+fn print_docs(docs: Docs) -> Result<Outcome, String> {
+    let mut out = Vec::new();
+    match docs {
+        Docs::Completions { shell } => {
+            clap_complete::generate(shell, &mut Args::command(), "mkroot", &mut out)
+        }
+        Docs::Man => clap_mangen::Man::new(Args::command())
+            .render(&mut out)
+            .map_err(|e| format!("cannot render the man page: {e}"))?,
+    }
+    print_stdout(&String::from_utf8_lossy(&out))?;
+    Ok(Outcome::Done)
 }
 
 fn main() -> ExitCode {
@@ -204,7 +381,12 @@ fn main() -> ExitCode {
     // A bug must still end in one line, not a backtrace: the default panic message is
     // silenced and the panic reported below.
     std::panic::set_hook(Box::new(|_| {}));
-    let outcome = std::panic::catch_unwind(|| run(args)).unwrap_or_else(|payload| {
+    let checking = args.check.is_some();
+    let outcome = std::panic::catch_unwind(|| match args.docs {
+        Some(docs) => print_docs(docs),
+        None => run(args),
+    })
+    .unwrap_or_else(|payload| {
         let what = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -215,11 +397,13 @@ fn main() -> ExitCode {
         ))
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Differs) => ExitCode::FAILURE,
         Err(message) => {
             // One line, whatever the error carried.
             eprintln!("mkroot: {}", message.replace('\n', " "));
-            ExitCode::FAILURE
+            // With --check, 1 means "differs": a failure to check is told apart.
+            ExitCode::from(if checking { 2 } else { 1 })
         }
     }
 }

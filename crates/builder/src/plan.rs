@@ -41,6 +41,9 @@ pub struct AddSpec {
     pub host: PathBuf,
     /// Where it goes in the image; the host path when not given.
     pub image: Option<PathBuf>,
+    /// Why it is there, for the manifest; `added by --add HOST` when not given. A recipe
+    /// names its own file here, so the image does not depend on where the recipe lives.
+    pub reason: Option<String>,
 }
 
 impl AddSpec {
@@ -50,14 +53,17 @@ impl AddSpec {
             Some((host, image)) if !image.is_empty() => AddSpec {
                 host: PathBuf::from(host),
                 image: Some(PathBuf::from(image)),
+                reason: None,
             },
             Some((host, _)) => AddSpec {
                 host: PathBuf::from(host),
                 image: None,
+                reason: None,
             },
             None => AddSpec {
                 host: PathBuf::from(text),
                 image: None,
+                reason: None,
             },
         }
     }
@@ -403,7 +409,10 @@ impl Planner {
             programs::normalize(&cwd.join(host))
         };
         let at = programs::normalize(add.image.as_deref().unwrap_or(&host_abs));
-        let reason = format!("added by --add {}", host.display());
+        let reason = add
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("added by --add {}", host.display()));
         let meta = std::fs::symlink_metadata(&host_abs).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => {
                 PlanError::Copy(CopyError::Missing { path: host.clone() })
@@ -565,7 +574,8 @@ mod tests {
             AddSpec::parse("/opt/x:/x"),
             AddSpec {
                 host: "/opt/x".into(),
-                image: Some("/x".into())
+                image: Some("/x".into()),
+                reason: None,
             }
         );
         assert_eq!(AddSpec::parse("/opt/x").image, None);

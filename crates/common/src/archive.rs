@@ -155,6 +155,23 @@ pub fn write_image(
     }
 }
 
+/// Writes `entries` (in any order; they are sorted here) as a tar stream into `out`, the
+/// same bytes [`write_image`] puts in a `.tar`. For callers that wrap the stream (the OCI
+/// writer hashes and compresses it on the way out); `name` is the output errors name.
+pub fn write_tar_stream<W: Write>(
+    entries: &[ImageEntry],
+    out: W,
+    name: &Path,
+    options: &WriteOptions,
+) -> Result<WriteSummary, ArchiveError> {
+    let mut sorted: Vec<&ImageEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| image_order(&a.path, &b.path));
+    for entry in &sorted {
+        check_image_path(&entry.path)?;
+    }
+    write_tar(&sorted, out, name, options)
+}
+
 fn check_image_path(path: &str) -> Result<(), ArchiveError> {
     let bad = path.is_empty()
         || path.starts_with('/')

@@ -7,13 +7,27 @@
 //! DIR/                                   0700: untrusted image trees live below
 //!   images/<sha256>/root/                the unpacked tree (the overlay's lower layer)
 //!   images/<sha256>/info.json            size and entry count, for `launch cache ls`
+//!   images/<sha256>/config.json          an OCI image's config (its entrypoint, env, ...)
 //!   images/<sha256>/used                 mtime = last use; running launches hold a
 //!                                        shared flock on it, prune an exclusive one
 //!   index/<dev>-<ino>-<size>-<mtime>-<ctime>  symlink -> <sha256>: the stat index
 //!   locks/<same key>                     flock'd while that image file is being unpacked
 //!   tmp/unpack-*/                        unpacks in progress (flock'd while alive)
 //!   layers/layer-*/{upper,work}          per-launch writable layers (flock'd while alive)
+//!   oci-layers/<diff_id>/root/           one layer of OCI images, unpacked alone
+//!   oci-layers/<diff_id>/used            flock'd (shared) while an image is stacked on it
 //! ```
+//!
+//! # OCI images
+//!
+//! An OCI layout, oci-archive or docker-archive (told by content, see
+//! [`mkroot_common::oci::read`]) is cached under its manifest digest (a docker-archive:
+//! its config digest) in `images/`, like a rootfs image. Its tree is stacked from its
+//! layers (see [`crate::layer_stack`]), each unpacked once into `oci-layers/` by diff_id
+//! and checked there (blob digest and size, diff_id) before it is installed: images that
+//! share layers share those trees, and the data of their files. An archive file is found
+//! again through the stat index like any image file; a layout directory costs reading
+//! and hashing its index, manifest and config (a few KiB), never its layers.
 //!
 //! # How a launch uses it
 //!
@@ -57,7 +71,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+use mkroot_common::oci::read::{self as oci, ImageFormat, Layer, OciError, OciImage, RunDefaults};
 use mkroot_common::unpack::{self, UnpackError, UnpackOptions};
+
+use crate::layer_stack::LayerStack;
 use sha2::{Digest, Sha256};
 
 /// An image ready to be used as the lower layer of a container's root.
@@ -67,6 +84,8 @@ pub struct CachedImage {
     pub digest: Option<String>,
     /// The unpacked root filesystem tree; never written to.
     pub root: PathBuf,
+    /// What an OCI image's config says to run (`None` for a rootfs image).
+    pub run_defaults: Option<RunDefaults>,
 }
 
 /// One cached image, as `launch cache ls` shows it.
@@ -124,6 +143,15 @@ pub enum CacheError {
     Ambiguous(String),
     #[error("cached image {0} is in use by a running launch")]
     InUse(String),
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error("{}: layer {diff_id}: {source}", image.display())]
+    Layer {
+        image: PathBuf,
+        diff_id: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -166,7 +194,7 @@ impl ImageCache {
         if meta.mode() & 0o077 != 0 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
         }
-        for sub in ["images", "index", "locks", "tmp", "layers"] {
+        for sub in ["images", "index", "locks", "tmp", "layers", "oci-layers"] {
             let path = dir.join(sub);
             match fs::create_dir(&path) {
                 Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
@@ -222,11 +250,30 @@ impl ImageCache {
         let file = File::open(image).map_err(image_error)?;
         let meta = file.metadata().map_err(image_error)?;
         if meta.is_dir() {
+            if oci::detect(image)? == ImageFormat::OciLayout {
+                return self.get_or_stack(image, ImageFormat::OciLayout);
+            }
             let root = fs::canonicalize(image).map_err(image_error)?;
-            return Ok(CachedImage { digest: None, root });
+            return Ok(CachedImage {
+                digest: None,
+                root,
+                run_defaults: None,
+            });
         }
         let key = meta.is_file().then(|| index_key(&meta));
         if let Some(found) = key.as_deref().and_then(|key| self.lookup(key)) {
+            return Ok(found);
+        }
+        // Not seen before (or changed): an OCI archive is stacked from its layers.
+        let format = oci::detect(image)?;
+        if format != ImageFormat::Rootfs {
+            let found = self.get_or_stack(image, format)?;
+            if let (Some(key), Some(digest)) = (&key, &found.digest) {
+                let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
+                if unchanged.unwrap_or(false) {
+                    self.write_index(key, digest)?;
+                }
+            }
             return Ok(found);
         }
         // Miss: one process per image file unpacks; the others wait here, then find it.
@@ -289,10 +336,189 @@ impl ImageCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(used);
+        let config_path = entry.join("config.json");
+        let run_defaults =
+            match fs::read(&config_path) {
+                Ok(bytes) => Some(RunDefaults::from_config_json(&bytes).map_err(|detail| {
+                    OciError::Invalid {
+                        path: config_path.clone(),
+                        what: "the cached config".to_string(),
+                        detail,
+                    }
+                })?),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+                Err(err) => return Err(io_error(&config_path)(err)),
+            };
         Ok(Some(CachedImage {
             digest: Some(digest.to_string()),
             root: entry.join("root"),
+            run_defaults,
         }))
+    }
+
+    /// The cached tree of the OCI image at `image`, stacked from its layers first if its
+    /// digest is not cached yet (each layer unpacked and checked unless cached too).
+    fn get_or_stack(&self, image: &Path, format: ImageFormat) -> Result<CachedImage, CacheError> {
+        let oci = OciImage::open(image, format)?;
+        if let Some(found) = self.lease(&oci.id)? {
+            return Ok(found);
+        }
+        let _stacking = self.lock_key(&format!("image-{}", oci.id))?;
+        if let Some(found) = self.lease(&oci.id)? {
+            return Ok(found);
+        }
+        let _ = self.sweep_stale();
+        // A prune may remove the entry between its install and our lease: stack again.
+        for _ in 0..3 {
+            self.stack_and_install(image, &oci)?;
+            if let Some(found) = self.lease(&oci.id)? {
+                return Ok(found);
+            }
+        }
+        Err(CacheError::NotCached(oci.id))
+    }
+
+    /// Builds the image's tree from its layer trees in a temp dir, then renames it into
+    /// place as `images/<id>`, with the config beside it.
+    fn stack_and_install(&self, image: &Path, oci: &OciImage) -> Result<(), CacheError> {
+        // Shared locks on the layers' `used` files keep a prune off them while they are
+        // linked from.
+        let mut layer_roots = Vec::new();
+        let mut _layer_leases = Vec::new();
+        // --max-image-size bounds the image, all its layers together.
+        let limit = self.options.max_bytes;
+        let mut total: u64 = 0;
+        for layer in &oci.layers {
+            let room = limit.saturating_sub(total);
+            let (root, lease, bytes) = self.get_or_unpack_layer(image, oci, layer, room)?;
+            total = total.saturating_add(bytes);
+            if total > limit {
+                return Err(CacheError::Unpack {
+                    image: image.to_path_buf(),
+                    source: UnpackError::TooLarge { limit },
+                });
+            }
+            layer_roots.push((root, &layer.diff_id));
+            _layer_leases.push(lease);
+        }
+        let work = LockedDir::create(&self.dir.join("tmp"), "stack")?;
+        let root = work.path.join("root");
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&root)
+            .map_err(io_error(&root))?;
+        let mut stack = LayerStack::new(&root);
+        for (layer_root, diff_id) in layer_roots {
+            stack
+                .apply(&layer_root)
+                .map_err(|source| CacheError::Layer {
+                    image: image.to_path_buf(),
+                    diff_id: diff_id.clone(),
+                    source,
+                })?;
+        }
+        let info = serde_json::json!({
+            "digest": oci.id,
+            "bytes": stack.bytes,
+            "entries": stack.entries,
+            "layers": oci.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
+        });
+        stack.finish().map_err(io_error(&root))?;
+        let info_path = work.path.join("info.json");
+        fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
+        let config_path = work.path.join("config.json");
+        fs::write(&config_path, &oci.config_json).map_err(io_error(&config_path))?;
+        self.install(work, &oci.id)
+    }
+
+    /// The unpacked tree of one layer, unpacking (and checking) it first if needed, with
+    /// a shared lock on its `used` file and its bytes of file data. An unpack stops past
+    /// `max_bytes`.
+    fn get_or_unpack_layer(
+        &self,
+        image: &Path,
+        oci: &OciImage,
+        layer: &Layer,
+        max_bytes: u64,
+    ) -> Result<(PathBuf, File, u64), CacheError> {
+        let entry = self.dir.join("oci-layers").join(&layer.diff_id);
+        let lease = || -> Result<Option<File>, CacheError> {
+            let used_path = entry.join("used");
+            let used = match File::open(&used_path) {
+                Ok(file) => file,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err(io_error(&used_path)(err)),
+            };
+            flock(&used, libc::LOCK_SH).map_err(io_error(&used_path))?;
+            let locked = used.metadata().map_err(io_error(&used_path))?;
+            match fs::metadata(&used_path) {
+                Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => Ok(Some(used)),
+                _ => Ok(None),
+            }
+        };
+        let found = |used| {
+            let info: serde_json::Value = fs::read(entry.join("info.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default();
+            (
+                entry.join("root"),
+                used,
+                info["bytes"].as_u64().unwrap_or(0),
+            )
+        };
+        if let Some(used) = lease()? {
+            return Ok(found(used));
+        }
+        let _unpacking = self.lock_key(&format!("layer-{}", layer.diff_id))?;
+        let options = UnpackOptions {
+            max_bytes,
+            ..self.options.clone()
+        };
+        for _ in 0..3 {
+            if let Some(used) = lease()? {
+                return Ok(found(used));
+            }
+            let work = LockedDir::create(&self.dir.join("tmp"), "layer")?;
+            let root = work.path.join("root");
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&root)
+                .map_err(io_error(&root))?;
+            let mut stream = oci.open_layer(layer)?;
+            let report = match unpack::unpack(stream.take_reader(), &root, &options) {
+                Ok(report) => {
+                    stream.verify()?;
+                    report
+                }
+                Err(source) => {
+                    // A digest mismatch says more than whatever the unpacker made of bad
+                    // bytes: read the layer through once more, to its end, to tell.
+                    let mut again = oci.open_layer(layer)?;
+                    let _ = io::copy(&mut again.take_reader(), &mut io::sink());
+                    again.verify()?;
+                    // The limit is the image's, whatever room this layer had left.
+                    let source = match source {
+                        UnpackError::TooLarge { .. } => UnpackError::TooLarge {
+                            limit: self.options.max_bytes,
+                        },
+                        other => other,
+                    };
+                    return Err(CacheError::Unpack {
+                        image: image.to_path_buf(),
+                        source,
+                    });
+                }
+            };
+            let info_path = work.path.join("info.json");
+            let info = serde_json::json!({ "bytes": report.bytes, "entries": report.entries });
+            fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
+            let used_path = work.path.join("used");
+            File::create(&used_path).map_err(io_error(&used_path))?;
+            fs::rename(&work.path, &entry).map_err(io_error(&entry))?;
+            work.forget();
+        }
+        Err(CacheError::NotCached(layer.diff_id.clone()))
     }
 
     fn lock_key(&self, key: &str) -> Result<File, CacheError> {
@@ -342,9 +568,15 @@ impl ImageCache {
         });
         let info_path = work.path.join("info.json");
         fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
+        self.install(work, &digest)?;
+        Ok(digest)
+    }
+
+    /// Renames a complete entry (a `used` file added) into place as `images/<digest>`.
+    fn install(&self, work: LockedDir, digest: &str) -> Result<(), CacheError> {
         let used_path = work.path.join("used");
         File::create(&used_path).map_err(io_error(&used_path))?;
-        let installed = self.dir.join("images").join(&digest);
+        let installed = self.dir.join("images").join(digest);
         match fs::rename(&work.path, &installed) {
             Ok(()) => work.forget(),
             // The same content was installed meanwhile (another file with these bytes):
@@ -359,7 +591,7 @@ impl ImageCache {
             }
             Err(err) => return Err(io_error(&installed)(err)),
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// Points the stat index entry `key` at `digest` (atomically replacing an old one).
@@ -423,6 +655,24 @@ impl ImageCache {
                 Err(CacheError::InUse(_)) => report.in_use += 1,
                 Err(CacheError::NotCached(_)) => {}
                 Err(err) => return Err(err),
+            }
+        }
+        // Layer trees are only read while an image is stacked on them (its files are
+        // links, so removing a layer leaves the images stacked on it whole).
+        let layers = self.dir.join("oci-layers");
+        for name in read_names(&layers)? {
+            let entry = layers.join(&name);
+            let Ok(used) = File::open(entry.join("used")) else {
+                continue;
+            };
+            if try_flock(&used, libc::LOCK_EX) {
+                let trash = self
+                    .dir
+                    .join("tmp")
+                    .join(format!("removed-{}", unique_suffix()));
+                fs::rename(&entry, &trash).map_err(io_error(&entry))?;
+                drop(used);
+                unpack::remove_tree(&trash).map_err(io_error(&trash))?;
             }
         }
         let index = self.dir.join("index");

@@ -10,11 +10,13 @@
 pub mod cache;
 pub mod capabilities;
 pub mod cgroup;
+pub mod cli_docs;
 pub mod container;
 pub mod devices;
 pub mod error;
 pub mod etc_files;
 pub mod init;
+pub mod layer_stack;
 pub mod limits;
 pub mod masked_paths;
 pub mod namespaces;
@@ -23,6 +25,7 @@ pub mod process;
 pub mod pty;
 pub mod read_only_exe;
 pub mod rootfs;
+pub mod run_defaults;
 pub mod seccomp;
 pub mod security;
 pub mod spec;
@@ -34,26 +37,30 @@ pub use spec::{ContainerSpec, LaunchOptions};
 use std::path::{Path, PathBuf};
 
 use cache::ImageCache;
+use mkroot_common::oci::read::RunDefaults;
 
 /// Launches the container `options` describe; returns the exit status for `launch`.
 pub fn launch(options: &LaunchOptions) -> Result<i32, LaunchError> {
     read_only_exe::reexec_from_read_only_mount();
     // The cache stays open until the container ends: it marks the image in use, so a
     // concurrent `launch cache prune` leaves it alone.
-    let (tree, _cache) = image_tree(options)?;
+    let (tree, defaults, _cache) = image_tree(options)?;
     let image = spec::open_image_tree(&tree, &options.image)?;
-    let spec = ContainerSpec::new(options, image)?;
+    let spec = ContainerSpec::new(options, image, defaults.as_ref())?;
     container::run(&spec)
 }
 
-/// The read-only tree of the image: a directory is used in place (the cache is not
-/// even opened), a tarball comes from the cache, unpacked there on first use.
-fn image_tree(options: &LaunchOptions) -> Result<(PathBuf, Option<ImageCache>), LaunchError> {
+/// The read-only tree of the image, and an OCI image's run defaults: a rootfs directory
+/// is used in place (the cache is not even opened); a tarball, an OCI layout or an
+/// archive comes from the cache, unpacked there on first use.
+fn image_tree(
+    options: &LaunchOptions,
+) -> Result<(PathBuf, Option<RunDefaults>, Option<ImageCache>), LaunchError> {
     let image = &options.image;
     let meta = std::fs::metadata(image)
         .map_err(|e| LaunchError::Invalid(format!("image {}: {e}", image.display())))?;
-    if meta.is_dir() {
-        return Ok((image.clone(), None));
+    if meta.is_dir() && !image.join("oci-layout").exists() {
+        return Ok((image.clone(), None, None));
     }
     let mut cache = open_cache(options.cache_dir.as_deref())?;
     if let Some(max) = options.max_image_size {
@@ -62,8 +69,8 @@ fn image_tree(options: &LaunchOptions) -> Result<(PathBuf, Option<ImageCache>), 
             ..Default::default()
         });
     }
-    let tree = cache.get_or_unpack(image)?.root;
-    Ok((tree, Some(cache)))
+    let cached = cache.get_or_unpack(image)?;
+    Ok((cached.root, cached.run_defaults, Some(cache)))
 }
 
 /// The image cache at `dir`, or at its default place.

@@ -13,18 +13,25 @@ use mkroot_launcher::rootfs::Volume;
 use mkroot_launcher::security::SecurityOptions;
 use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
 
-/// Run a root filesystem image (a tarball or a directory) in a container.
+/// Run a root filesystem image (a tarball or a directory), an OCI layout, an oci-archive
+/// or a docker-archive in a container.
 #[derive(Parser)]
 #[command(name = "launch", version, subcommand_negates_reqs = true)]
+#[command(after_help = mkroot_launcher::cli_docs::EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     manage: Option<Manage>,
-    /// The image: a tarball (.tar, .tgz) or a directory.
+    /// The image: a tarball (.tar, .tgz) or a directory; an OCI layout, oci-archive or
+    /// docker-archive (told by content).
     #[arg(required = true)]
     image: Option<PathBuf>,
     /// The command and its arguments (after `--`); default: the image's, else /bin/sh.
+    /// For an OCI image it replaces the config's Cmd, after its Entrypoint.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+    /// Replace an OCI image's Entrypoint (and drop its Cmd); "" clears it.
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
     /// The container's hostname (default: random).
     #[arg(long)]
     hostname: Option<String>,
@@ -90,6 +97,12 @@ enum Manage {
     /// Manage the image cache.
     #[command(subcommand)]
     Cache(CacheAction),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +119,13 @@ fn main() -> ExitCode {
     let mut cli = Cli::parse();
     let result = match cli.manage.take() {
         Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),
+        Some(Manage::Completions { shell }) => Ok(mkroot_launcher::cli_docs::print_completions(
+            shell,
+            <Cli as clap::CommandFactory>::command(),
+        )),
+        Some(Manage::Man) => Ok(mkroot_launcher::cli_docs::print_man(
+            <Cli as clap::CommandFactory>::command(),
+        )),
         None => options(cli).and_then(|options| launch(&options)),
     };
     match result {
@@ -172,6 +192,7 @@ fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
         image: cli.image.expect("clap requires IMAGE"),
         cache_dir: cli.cache_dir,
         command: cli.command,
+        entrypoint: cli.entrypoint,
         hostname: cli.hostname,
         env: cli.env,
         env_files: cli.env_files,

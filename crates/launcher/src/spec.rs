@@ -7,11 +7,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
+use mkroot_common::oci::read::RunDefaults;
 
 use crate::cgroup::ResourceLimits;
 use crate::error::LaunchError;
 use crate::process::{Command, User, DEFAULT_PATH};
 use crate::rootfs::Volume;
+use crate::run_defaults;
 use crate::security::{SecurityOptions, SecurityPolicy};
 use crate::userns::IdMapping;
 
@@ -23,6 +25,8 @@ pub struct LaunchOptions {
     pub cache_dir: Option<PathBuf>,
     /// The command after `--`; empty for the image's default.
     pub command: Vec<String>,
+    /// `--entrypoint`: replaces the image config's Entrypoint ("" clears it).
+    pub entrypoint: Option<String>,
     pub hostname: Option<String>,
     /// `-e KEY=VALUE`, or `-e KEY` to pass the launcher's own value on.
     pub env: Vec<String>,
@@ -60,17 +64,29 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
-    /// `image` is the image tree, opened by [`open_image_tree`].
-    pub fn new(options: &LaunchOptions, image: OwnedFd) -> Result<ContainerSpec, LaunchError> {
-        let manifest = if options.command.is_empty() {
+    /// `image` is the image tree, opened by [`open_image_tree`]; `defaults` what an OCI
+    /// image's config says to run (the command line overrides it).
+    pub fn new(
+        options: &LaunchOptions,
+        image: OwnedFd,
+        defaults: Option<&RunDefaults>,
+    ) -> Result<ContainerSpec, LaunchError> {
+        let oci = defaults.cloned().unwrap_or_default();
+        let argv = run_defaults::argv(options, &oci);
+        let manifest = if argv.is_empty() && defaults.is_none() {
             read_manifest(&image, &options.image)?
         } else {
             None
         };
-        let argv = match (&manifest, options.command.is_empty()) {
-            (_, false) => options.command.clone(),
-            (Some(m), true) if !m.cmd.is_empty() => m.cmd.clone(),
+        let argv = match &manifest {
+            _ if !argv.is_empty() => argv,
+            Some(m) if !m.cmd.is_empty() => m.cmd.clone(),
             _ => vec!["/bin/sh".to_string()],
+        };
+        let user = match (options.user, &oci.user) {
+            (Some(user), _) => Some(user),
+            (None, Some(name)) => Some(run_defaults::user(&image, name)?),
+            (None, None) => None,
         };
         // SAFETY: isatty/getuid cannot fail.
         let tty = options.tty || unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
@@ -85,13 +101,21 @@ impl ContainerSpec {
                 )));
             }
         }
-        let workdir = options.workdir.clone().unwrap_or_else(|| "/".to_string());
+        let workdir = (options.workdir.clone().or(oci.working_dir.clone()))
+            .unwrap_or_else(|| "/".to_string());
         if !workdir.starts_with('/') {
             return Err(LaunchError::Invalid(format!(
                 "--workdir {workdir}: give an absolute path inside the container"
             )));
         }
-        let image_env = manifest.as_ref().map(|m| m.env.clone()).unwrap_or_default();
+        let image_env = match &manifest {
+            Some(m) => m.env.clone(),
+            None => oci.env.clone(),
+        };
+        let options = &LaunchOptions {
+            user,
+            ..options.clone()
+        };
         let env = environment(options, &hostname, tty, &image_env)?;
         // SAFETY: getuid cannot fail.
         let root = unsafe { libc::getuid() } == 0;
@@ -109,7 +133,7 @@ impl ContainerSpec {
                 argv,
                 env,
                 workdir,
-                user: options.user,
+                user,
             },
             volumes: options.volumes.clone(),
             tmpfs: options.tmpfs.clone(),
@@ -200,14 +224,27 @@ pub fn open_image_tree(tree: &Path, image: &Path) -> Result<OwnedFd, LaunchError
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reads the image's manifest, if it has one. Opened with RESOLVE_IN_ROOT: a symlink in
-/// an image cannot make the launcher read a host file.
+/// Reads the image's manifest, if it has one.
 fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ImageManifest>, LaunchError> {
+    let where_ = || format!("{}: {MANIFEST_PATH}", image.display());
+    let Some(bytes) =
+        read_in_image(tree, MANIFEST_PATH).map_err(|e| LaunchError::setup(where_(), e))?
+    else {
+        return Ok(None);
+    };
+    ImageManifest::from_json_bytes(&bytes)
+        .map(Some)
+        .map_err(|e| LaunchError::Invalid(format!("{}: not a valid image manifest: {e}", where_())))
+}
+
+/// Reads the file at `path` in the image tree, `None` if it is not there. Opened with
+/// RESOLVE_IN_ROOT: a symlink in an image cannot make the launcher read a host file.
+pub(crate) fn read_in_image(tree: &OwnedFd, path: &str) -> std::io::Result<Option<Vec<u8>>> {
     // SAFETY: open_how is plain data; zero is its default.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    let path = CString::new(MANIFEST_PATH).expect("no NUL");
+    let path = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: valid fd, C string and open_how.
     let fd = unsafe {
         libc::syscall(
@@ -218,22 +255,20 @@ fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ImageManifest>, 
             std::mem::size_of::<libc::open_how>(),
         )
     };
-    let where_ = || format!("{}: {MANIFEST_PATH}", image.display());
     if fd < 0 {
         let e = std::io::Error::last_os_error();
         return match e.raw_os_error() {
             Some(libc::ENOENT) => Ok(None),
-            _ => Err(LaunchError::setup(where_(), e)),
+            _ => Err(e),
         };
     }
     // SAFETY: a new fd that we own.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    // The image may be hostile: a huge file is cut short rather than read into memory.
+    const MAX_READ: u64 = 64 << 20;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| LaunchError::setup(where_(), e))?;
-    ImageManifest::from_json_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| LaunchError::Invalid(format!("{}: not a valid image manifest: {e}", where_())))
+    file.take(MAX_READ).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 fn check_hostname(name: &str) -> Result<String, LaunchError> {

@@ -1,0 +1,312 @@
+//! Recipes: a build written down in a TOML file (`mkroot -f image.toml`), so the same
+//! image can be built again, and checked against (`--check`).
+//!
+//! ```toml
+//! programs = ["sh", "cat"]
+//! cmd = ["/bin/sh", "-c", "cat /etc/greeting"]   # or one string, split like a shell
+//! users = ["app"]
+//! user = "app"                                   # the image runs as
+//! workdir = "/"
+//! tag = "mkroot/hello:1"
+//! env = { LANG = "C.UTF-8" }
+//!
+//! [[files]]
+//! host = "greeting.txt"                          # relative to this file
+//! image = "/etc/greeting"
+//!
+//! [output]
+//! path = "hello.oci.tar"                         # relative to this file
+//! format = "oci"                                 # or "rootfs"
+//! ```
+//!
+//! Relative host paths are taken from the recipe's directory, not the caller's, so a
+//! recipe builds the same image wherever it is run from. Unknown keys are errors: a
+//! misspelt key silently ignored would build a different image than the one written.
+
+use crate::build::{BuildSpec, OutputFormat, RunConfig};
+use crate::extras::{Extras, GconvChoice};
+use crate::plan::{split_command, AddSpec, PlanRequest};
+use crate::programs;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Names looked up in PATH, or paths.
+    pub programs: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<AddedFile>,
+    /// Users added to /etc/passwd.
+    #[serde(default)]
+    pub users: Vec<String>,
+    pub cmd: Option<Command>,
+    pub entrypoint: Option<Command>,
+    /// Sorted by key (a TOML table has no order to keep).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<String>,
+    /// The user the image runs as.
+    pub user: Option<String>,
+    pub tag: Option<String>,
+    pub output: Option<RecipeOutput>,
+    pub sysroot: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_missing: bool,
+    #[serde(default)]
+    pub extras: RecipeExtras,
+}
+
+/// A command as an argv array, or one string split as a shell would.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Command {
+    Argv(Vec<String>),
+    Line(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddedFile {
+    pub host: PathBuf,
+    /// Where it goes in the image; the host path when absent.
+    pub image: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeOutput {
+    pub path: Option<PathBuf>,
+    pub format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecipeExtras {
+    pub nss: bool,
+    pub terminfo: bool,
+    pub libgcc: bool,
+    /// `detect`, `all` or `off`.
+    pub gconv: String,
+}
+
+impl Default for RecipeExtras {
+    fn default() -> Self {
+        RecipeExtras {
+            nss: true,
+            terminfo: true,
+            libgcc: true,
+            gconv: "detect".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecipeError {
+    #[error("{path}: cannot read the recipe: {source}; check the path given to -f")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}; see the recipe keys in mkroot --help")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {field}: {message}")]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+impl Recipe {
+    /// Reads and parses a recipe file.
+    pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| RecipeError::Parse {
+            path: path.to_path_buf(),
+            line: e
+                .span()
+                .map_or(1, |span| text[..span.start].matches('\n').count() + 1),
+            message: e.message().trim().replace('\n', " "),
+        })
+    }
+
+    /// The build the recipe describes; `recipe_path` anchors its relative paths.
+    pub fn to_spec(&self, recipe_path: &Path) -> Result<BuildSpec, RecipeError> {
+        let base = recipe_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let anchored = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let field = |field: &'static str, message: String| RecipeError::Field {
+            path: recipe_path.to_path_buf(),
+            field,
+            message,
+        };
+        let command = |name: &'static str, command: &Option<Command>| match command {
+            None => Ok(None),
+            Some(Command::Argv(argv)) if argv.is_empty() => {
+                Err(field(name, "empty; name a program".to_string()))
+            }
+            Some(Command::Argv(argv)) => Ok(Some(argv.clone())),
+            Some(Command::Line(line)) => split_command(line)
+                .map(Some)
+                .map_err(|e| field(name, e.to_string())),
+        };
+        let gconv = match self.extras.gconv.as_str() {
+            "detect" => GconvChoice::Detect,
+            "all" => GconvChoice::All,
+            "off" => GconvChoice::Off,
+            other => {
+                return Err(field(
+                    "extras.gconv",
+                    format!("{other:?} is not detect, all or off"),
+                ))
+            }
+        };
+        let bins = self
+            .programs
+            .iter()
+            .map(|name| {
+                // A name is looked up in PATH; a relative path is the recipe's.
+                if name.contains('/') {
+                    anchored(Path::new(name)).to_string_lossy().into_owned()
+                } else {
+                    name.clone()
+                }
+            })
+            .collect();
+        let adds = self
+            .files
+            .iter()
+            .map(|file| AddSpec {
+                host: anchored(&file.host),
+                image: Some(file.image.clone().unwrap_or_else(|| {
+                    // Without an image path the file lands where it is on the host.
+                    Path::new("/").join(&file.host)
+                })),
+                reason: Some(format!("added by the recipe: {}", file.host.display())),
+            })
+            .collect();
+        let sysroot = self.sysroot.as_deref().map(anchored);
+        let request = PlanRequest {
+            root: sysroot.clone().unwrap_or_else(|| PathBuf::from("/")),
+            bins,
+            adds,
+            cmd: command("cmd", &self.cmd)?,
+            allow_missing: self.allow_missing,
+            extras: Extras {
+                nss: self.extras.nss,
+                libgcc: self.extras.libgcc,
+                terminfo: self.extras.terminfo,
+                gconv,
+                users: self.users.clone(),
+            },
+            search_path: match (&sysroot, std::env::var("PATH")) {
+                (None, Ok(path)) => path,
+                _ => programs::DEFAULT_PATH.to_string(),
+            },
+        };
+        let run = RunConfig {
+            entrypoint: command("entrypoint", &self.entrypoint)?.unwrap_or_default(),
+            env: self.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+        };
+        Ok(BuildSpec {
+            request,
+            run,
+            tag: self.tag.clone(),
+            output: self
+                .output
+                .as_ref()
+                .and_then(|o| o.path.as_deref())
+                .map(|path| {
+                    // `anchored` would drop a trailing `/`, which marks a directory.
+                    let mut text = anchored(path).into_os_string();
+                    if path.to_string_lossy().ends_with('/') {
+                        text.push("/");
+                    }
+                    PathBuf::from(text)
+                }),
+            format: self.output.as_ref().and_then(|o| o.format),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Recipe, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn a_full_recipe_becomes_a_build() {
+        let recipe = parse(
+            r#"
+            programs = ["sh", "bin/tool"]
+            cmd = "/bin/sh -c 'echo hi'"
+            users = ["app"]
+            user = "app"
+            workdir = "/srv"
+            tag = "x/y:1"
+            env = { B = "2", A = "1" }
+            [[files]]
+            host = "data.txt"
+            image = "/etc/data.txt"
+            [output]
+            path = "out/"
+            format = "oci"
+            [extras]
+            terminfo = false
+            "#,
+        )
+        .unwrap();
+        let spec = recipe.to_spec(Path::new("/recipes/app.toml")).unwrap();
+        assert_eq!(spec.request.bins, ["sh", "/recipes/bin/tool"]);
+        assert_eq!(
+            spec.request.cmd.as_deref(),
+            Some(&["/bin/sh", "-c", "echo hi"].map(String::from)[..])
+        );
+        assert_eq!(spec.request.adds[0].host, Path::new("/recipes/data.txt"));
+        assert_eq!(spec.run.env, ["A=1", "B=2"]);
+        assert_eq!(spec.run.workdir.as_deref(), Some("/srv"));
+        assert_eq!(spec.output, Some(PathBuf::from("/recipes/out/")));
+        assert_eq!(spec.format, Some(OutputFormat::Oci));
+        assert!(!spec.request.extras.terminfo);
+        assert!(spec.request.extras.nss);
+    }
+
+    #[test]
+    fn misspelt_keys_are_errors() {
+        assert!(parse("programs = [\"sh\"]\ncommand = \"sh\"\n").is_err());
+        assert!(parse("programs = [\"sh\"]\n[output]\nformat = \"zip\"\n").is_err());
+    }
+
+    #[test]
+    fn parse_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "programs = [\"sh\"]\n\nworkdir = 3\n").unwrap();
+        let message = Recipe::load(&path).unwrap_err().to_string();
+        assert!(message.contains("bad.toml:3:"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+    }
+}
