@@ -176,22 +176,10 @@ impl SeccompProfile {
         .and_then(BpfProgram::try_from)
         .map_err(|e| compile_error(e.to_string()))?;
         let mut filters = vec![refuse];
-        let mut clone3 = BTreeMap::new();
-        clone3.insert(libc::SYS_clone3, Vec::new());
-        if !has(Capability::SYS_ADMIN) {
-            let no_clone3 = SeccompFilter::new(
-                clone3,
-                SeccompAction::Allow,
-                SeccompAction::Errno(libc::ENOSYS as u32),
-                arch,
-            )
-            .and_then(BpfProgram::try_from)
-            .map_err(|e| compile_error(e.to_string()))?;
-            filters.push(no_clone3);
-        }
-        if cfg!(target_arch = "x86_64") {
-            filters.push(no_x32());
-        }
+        filters.extend(unimplemented_calls(
+            !has(Capability::SYS_ADMIN),
+            cfg!(target_arch = "x86_64"),
+        ));
         Ok(SeccompProfile { filters })
     }
 
@@ -234,31 +222,48 @@ fn clone_flag_rule(flag: u64) -> Result<SeccompRule, LaunchError> {
     SeccompRule::new(vec![condition]).map_err(|e| compile_error(e.to_string()))
 }
 
-/// Refuses (ENOSYS) every system call whose number has the x32 bit. The architecture
-/// check comes first in seccompiler's filter; this one only looks at the number.
-fn no_x32() -> BpfProgram {
+/// A small filter of our own answering ENOSYS ("no such call": C libraries then fall
+/// back to older calls) for clone3 (`clone3`) and for every system call whose number
+/// has the x32 bit (`x32`). The architecture check is seccompiler's filter's job: it
+/// kills a process of another architecture whatever this one says.
+fn unimplemented_calls(clone3: bool, x32: bool) -> Option<BpfProgram> {
     use seccompiler::sock_filter;
     const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JEQ_K: u16 = 0x15;
     const BPF_JGE_K: u16 = 0x35;
     const BPF_RET_K: u16 = 0x06;
-    let statement = |code, k| sock_filter {
-        code,
+    let jump = |code, k, jt| sock_filter { code, jt, jf: 0, k };
+    let ret = |k| sock_filter {
+        code: BPF_RET_K,
         jt: 0,
         jf: 0,
         k,
     };
-    vec![
-        // seccomp_data.nr is at offset 0.
-        statement(BPF_LD_W_ABS, 0),
-        sock_filter {
-            code: BPF_JGE_K,
-            jt: 0,
-            jf: 1,
-            k: X32_SYSCALL_BIT,
-        },
-        statement(BPF_RET_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        statement(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
-    ]
+    let mut tests = Vec::new();
+    if x32 {
+        tests.push((BPF_JGE_K, X32_SYSCALL_BIT));
+    }
+    if clone3 {
+        tests.push((BPF_JEQ_K, libc::SYS_clone3 as u32));
+    }
+    if tests.is_empty() {
+        return None;
+    }
+    // seccomp_data.nr is at offset 0. Each test jumps, when true, over the tests after
+    // it and the ALLOW to the final ENOSYS.
+    let mut program = vec![sock_filter {
+        code: BPF_LD_W_ABS,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let count = tests.len();
+    for (i, (code, k)) in tests.into_iter().enumerate() {
+        program.push(jump(code, k, (count - i) as u8));
+    }
+    program.push(ret(libc::SECCOMP_RET_ALLOW));
+    program.push(ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    Some(program)
 }
 
 fn compile_error(why: String) -> LaunchError {
