@@ -130,17 +130,24 @@ fn tracing_the_containers_init_fails() {
 
 #[test]
 fn the_launcher_binary_cannot_be_overwritten_through_proc_self_exe() {
-    // CVE-2019-5736: the command /proc/self/exe runs the launcher's binary inside, with
-    // the image's "dynamic loader" (our fake) in control.
+    // CVE-2019-5736: the command /proc/self/exe (or a script starting `#!/proc/self/exe`)
+    // runs the launcher's binary inside, with the image's "dynamic loader" (our fake, in
+    // /lib64) in control. With Landlock the exec is refused: nothing outside the root
+    // may run. Without it the binary runs from a read-only mount, which the fake checks.
     let image = AttackImage::new();
-    let run = image.run(&[], &["/proc/self/exe"]);
-    assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
-    assert!(
-        run.stdout().contains("read-only mount"),
-        "{}",
-        run.describe()
-    );
-    run.assert_host_unchanged();
+    let script = image.image.root().join("bin/evil");
+    std::fs::write(&script, "#!/proc/self/exe\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for command in ["/proc/self/exe", "/bin/evil"] {
+        let run = image.run(&[], &[command]);
+        let refused =
+            run.output.status.code() == Some(126) && run.stderr().contains("Permission denied");
+        let read_only =
+            run.output.status.code() == Some(0) && run.stdout().contains("read-only mount");
+        assert!(refused || read_only, "{command}: {}", run.describe());
+        assert!(!run.stdout().contains("ALLOWED"), "{}", run.describe());
+        run.assert_host_unchanged();
+    }
 }
 
 #[test]

@@ -10,8 +10,11 @@ use crate::namespaces::{self, CloneResult, CONTAINER_NAMESPACES};
 use crate::process::{self, EXIT_LAUNCH_FAILED};
 use crate::rootfs::{self, MountPoint, WritableLayer};
 use crate::seccomp::SeccompProfile;
+use crate::security::BeforeExec;
 use crate::spec::ContainerSpec;
-use crate::{cgroup, devices, etc_files, init, masked_paths, network, pty, read_only_exe, userns};
+use crate::{
+    cgroup, devices, etc_files, init, landlock, masked_paths, network, pty, read_only_exe, userns,
+};
 
 /// Starts the container and waits for it; returns the exit status `launch` exits with.
 pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
@@ -178,20 +181,26 @@ fn container_main(
     confinement: Confinement,
 ) -> ! {
     let Channels { go, status, pty } = channels;
-    match set_up(
+    let ready = set_up(
         spec,
         launcher,
         go,
         pty,
         idmapped_image,
         confinement.own_cgroup_namespace,
-    ) {
-        Ok(terminal) => init::run(
+    )
+    // In the new root now: the command may execute files beneath it and nothing else.
+    .and_then(|terminal| Ok((terminal, landlock::ExecInsideRoot::new()?)));
+    match ready {
+        Ok((terminal, exec_inside_root)) => init::run(
             &spec.command,
             terminal,
             status,
             command_mask,
-            confinement.seccomp,
+            BeforeExec {
+                exec_inside_root,
+                seccomp: confinement.seccomp,
+            },
         ),
         Err(e) => {
             eprintln!("launch: {e}");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::error::LaunchError;
 use crate::process::{self, Command, PreparedCommand};
-use crate::seccomp::SeccompProfile;
+use crate::security::BeforeExec;
 
 /// The signals `launch` passes on to the command.
 pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
@@ -92,7 +92,7 @@ pub fn run(
     terminal: Option<OwnedFd>,
     status: OwnedFd,
     command_mask: &libc::sigset_t,
-    seccomp: Option<SeccompProfile>,
+    before_exec: BeforeExec,
 ) -> ! {
     // Init runs the launcher's binary: not dumpable, no process in the container may
     // open /proc/1/exe, /proc/1/mem or ptrace it (the command, once exec'd, is dumpable
@@ -109,7 +109,7 @@ pub fn run(
         command,
         terminal.as_ref().map(AsRawFd::as_raw_fd),
         *command_mask,
-        seccomp,
+        before_exec,
     );
     if command.is_an_init() {
         // It reaps and passes signals on itself: it becomes PID 1. Exec closes the

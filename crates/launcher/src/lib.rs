@@ -5,7 +5,7 @@
 //! [`container`] sets the container up over the tree in kernel order, one module per
 //! kernel concept: [`namespaces`], [`userns`], [`rootfs`], [`devices`], [`etc_files`],
 //! [`network`], [`cgroup`], [`security`] ([`capabilities`], [`seccomp`], [`limits`],
-//! [`masked_paths`], [`read_only_exe`]), [`pty`], [`init`] and [`process`].
+//! [`masked_paths`], [`landlock`], [`read_only_exe`]), [`pty`], [`init`] and [`process`].
 
 pub mod cache;
 pub mod capabilities;
@@ -16,6 +16,7 @@ pub mod devices;
 pub mod error;
 pub mod etc_files;
 pub mod init;
+pub mod landlock;
 pub mod layer_stack;
 pub mod limits;
 pub mod masked_paths;

@@ -5,8 +5,7 @@ use std::ffi::CString;
 use std::os::fd::RawFd;
 
 use crate::error::LaunchError;
-use crate::seccomp::SeccompProfile;
-use crate::security;
+use crate::security::{self, BeforeExec};
 
 /// The launcher itself failed (bad option, broken image, a setup step).
 pub const EXIT_LAUNCH_FAILED: i32 = 125;
@@ -83,8 +82,9 @@ pub struct PreparedCommand {
     bad_workdir: Vec<u8>,
     bad_user: Vec<u8>,
     bad_seccomp: Vec<u8>,
-    /// Installed last, right before exec; `None` with seccomp=unconfined.
-    seccomp: Option<SeccompProfile>,
+    bad_landlock: Vec<u8>,
+    /// Applied last, right before exec.
+    before_exec: BeforeExec,
 }
 
 impl PreparedCommand {
@@ -94,7 +94,7 @@ impl PreparedCommand {
         command: &Command,
         terminal: Option<RawFd>,
         mask: libc::sigset_t,
-        seccomp: Option<SeccompProfile>,
+        before_exec: BeforeExec,
     ) -> PreparedCommand {
         let c = |s: &str| CString::new(s).unwrap_or_default();
         let argv: Vec<CString> = command.argv.iter().map(|a| c(a)).collect();
@@ -127,7 +127,8 @@ impl PreparedCommand {
             bad_workdir: format!("launch: --workdir {}: ", command.workdir).into_bytes(),
             bad_user: b"launch: --user: ".to_vec(),
             bad_seccomp: b"launch: installing the seccomp filter: ".to_vec(),
-            seccomp,
+            bad_landlock: b"launch: enforcing the Landlock rule: ".to_vec(),
+            before_exec,
         }
     }
 
@@ -194,8 +195,13 @@ extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
         if !security::cwd_is_inside_root() {
             fail(&p.bad_workdir, libc::EXDEV, EXIT_LAUNCH_FAILED);
         }
+        if let Some(rule) = &p.before_exec.exec_inside_root {
+            if let Err(e) = rule.enforce() {
+                fail(&p.bad_landlock, e, EXIT_LAUNCH_FAILED);
+            }
+        }
         security::close_inherited_fds();
-        if let Some(profile) = &p.seccomp {
+        if let Some(profile) = &p.before_exec.seccomp {
             if let Err(e) = profile.install() {
                 fail(&p.bad_seccomp, e, EXIT_LAUNCH_FAILED);
             }

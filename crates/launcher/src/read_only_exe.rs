@@ -15,6 +15,9 @@
 //! the clone, and the launcher lets go of its own copy right after ([`let_go`]): the
 //! container's init closes the last one as it exits, when nobody waits for it.
 //!
+//! Where the kernel has Landlock none of this is needed: the container may not execute
+//! any file outside its root (see [`crate::landlock`]), the binary included.
+//!
 //! Rootless, the container's root is the caller, who could overwrite the binary only if
 //! they own it, and then gain nothing: no re-exec.
 
@@ -34,7 +37,10 @@ static EXE_MOUNT_FD: AtomicI32 = AtomicI32::new(-1);
 /// non-dumpable init still keeps /proc/1/exe closed).
 pub fn reexec_from_read_only_mount() {
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 || runs_from_read_only_mount() {
+    if unsafe { libc::geteuid() } != 0
+        || crate::landlock::available()
+        || runs_from_read_only_mount()
+    {
         keep_exe_mount_fd();
         return;
     }

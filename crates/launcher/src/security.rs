@@ -5,6 +5,7 @@
 
 use crate::capabilities::{self, Capability};
 use crate::error::LaunchError;
+use crate::landlock::ExecInsideRoot;
 use crate::limits::Ulimit;
 use crate::seccomp::SeccompProfile;
 
@@ -74,6 +75,15 @@ impl SecurityPolicy {
         set_no_new_privs()?;
         capabilities::limit_to(&self.capabilities)
     }
+}
+
+/// What the command's process applies last, right before exec: the Landlock rule
+/// (execute only inside the root) and the seccomp filter. Built beforehand: that
+/// process may not allocate.
+#[derive(Default)]
+pub struct BeforeExec {
+    pub exec_inside_root: Option<ExecInsideRoot>,
+    pub seccomp: Option<SeccompProfile>,
 }
 
 /// No exec can gain privileges any more (setuid bits and file capabilities ignored).

@@ -1,0 +1,123 @@
+//! Landlock: the container's processes may execute only files inside the container's
+//! root. This closes the CVE-2019-5736 path for good where the kernel has Landlock
+//! (5.13 and later, when enabled): the host's `launch` binary, reachable as
+//! /proc/self/exe while the command is being exec'd (directly, or as a script's
+//! `#!/proc/self/exe`, or as an ELF interpreter), lies outside the root and cannot be
+//! run, so no code of the image ever runs in a process whose /proc/self/exe is that
+//! binary. It also keeps a leaked host fd from being executed. Nothing else is
+//! restricted: only the execute right is handled.
+//!
+//! Where Landlock is missing the launcher falls back on running from a read-only mount
+//! of its binary (see [`crate::read_only_exe`]).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::error::LaunchError;
+
+const LANDLOCK_ACCESS_FS_EXECUTE: u64 = 1 << 0;
+const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1 << 0;
+const LANDLOCK_RULE_PATH_BENEATH: u32 = 1;
+
+#[repr(C)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// Whether the running kernel has Landlock enabled.
+pub fn available() -> bool {
+    // SAFETY: the version query takes no attribute.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    abi >= 1
+}
+
+/// A ruleset allowing execution beneath the current root only, ready to be enforced
+/// by the command's process right before exec ([`ExecInsideRoot::enforce`]). Built
+/// after pivot_root.
+pub struct ExecInsideRoot {
+    ruleset: OwnedFd,
+}
+
+impl ExecInsideRoot {
+    /// `None` where the kernel has no Landlock.
+    pub fn new() -> Result<Option<ExecInsideRoot>, LaunchError> {
+        if !available() {
+            return Ok(None);
+        }
+        let fail =
+            |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
+        let attr = RulesetAttr {
+            handled_access_fs: LANDLOCK_ACCESS_FS_EXECUTE,
+        };
+        // SAFETY: a valid attribute and its size; the fd is owned at once.
+        let ruleset = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                &attr as *const RulesetAttr,
+                std::mem::size_of::<RulesetAttr>(),
+                0u32,
+            )
+        };
+        if ruleset < 0 {
+            return Err(fail("creating the Landlock ruleset"));
+        }
+        // SAFETY: a new fd that we own.
+        let ruleset = unsafe { OwnedFd::from_raw_fd(ruleset as RawFd) };
+        // SAFETY: valid C string; the fd is owned at once.
+        let root = unsafe { libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if root < 0 {
+            return Err(fail("opening the container's root"));
+        }
+        // SAFETY: a new fd that we own.
+        let root = unsafe { OwnedFd::from_raw_fd(root) };
+        let rule = PathBeneathAttr {
+            allowed_access: LANDLOCK_ACCESS_FS_EXECUTE,
+            parent_fd: root.as_raw_fd(),
+        };
+        // SAFETY: valid fds and rule.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_add_rule,
+                ruleset.as_raw_fd(),
+                LANDLOCK_RULE_PATH_BENEATH,
+                &rule as *const PathBeneathAttr,
+                0u32,
+            )
+        };
+        if ret < 0 {
+            return Err(fail("adding the Landlock rule"));
+        }
+        Ok(Some(ExecInsideRoot { ruleset }))
+    }
+
+    /// Enforces the ruleset on the calling thread (needs no_new_privs). Allocation-free,
+    /// for the command's process before exec; the errno on failure.
+    pub fn enforce(&self) -> Result<(), libc::c_int> {
+        // SAFETY: a valid ruleset fd.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                self.ruleset.as_raw_fd(),
+                0u32,
+            )
+        };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL));
+        }
+        Ok(())
+    }
+}
