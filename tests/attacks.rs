@@ -112,6 +112,8 @@ fn host_processes_can_be_neither_seen_nor_signalled_nor_traced() {
     );
     assert!(!seen.stdout().contains("FOUND"), "{}", seen.describe());
     assert!(!seen.stdout().contains("sleep 600"), "{}", seen.describe());
+    // Not even the launcher's own command line (host paths of the image and cache).
+    assert!(!seen.stdout().contains("launch-e2e"), "{}", seen.describe());
     attack(&image, &[], &["signal", &pid]);
     attack(&image, &[], &["ptrace", &pid]);
     assert!(

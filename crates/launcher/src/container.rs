@@ -13,7 +13,8 @@ use crate::seccomp::SeccompProfile;
 use crate::security::BeforeExec;
 use crate::spec::ContainerSpec;
 use crate::{
-    cgroup, devices, etc_files, init, landlock, masked_paths, network, pty, read_only_exe, userns,
+    cgroup, devices, etc_files, init, landlock, masked_paths, network, pty, read_only_exe,
+    security, userns,
 };
 
 /// Starts the container and waits for it; returns the exit status `launch` exits with.
@@ -181,6 +182,7 @@ fn container_main(
     confinement: Confinement,
 ) -> ! {
     let Channels { go, status, pty } = channels;
+    security::hide_host_command_line(b"launch-init");
     let ready = set_up(
         spec,
         launcher,

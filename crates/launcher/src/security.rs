@@ -115,3 +115,36 @@ pub fn cwd_is_inside_root() -> bool {
     let ret = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
     ret > 0 && buf[0] == b'/'
 }
+
+/// Replaces this process's command line, as /proc/<pid>/cmdline shows it, with `name`:
+/// the container's init is the launcher, whose arguments name host paths (the binary,
+/// the image, the cache) that the container has no business seeing. The kernel reads
+/// the command line from the process's own memory (arg_start..arg_end, in
+/// /proc/self/stat), so it is overwritten in place.
+pub fn hide_host_command_line(name: &[u8]) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // The fields after the command name (which may hold spaces) end with `)`; arg_start
+    // and arg_end are fields 48 and 49, the 46th and 47th after it.
+    let Some((_, after_name)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<usize> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let (Some(&start), Some(&end)) = (fields.get(45), fields.get(46)) else {
+        return;
+    };
+    if start == 0 || end <= start || name.len() >= end - start {
+        return;
+    }
+    // SAFETY: arg_start..arg_end is this process's own argument area (on its stack),
+    // which nothing reads any more: the arguments were parsed long ago.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+        area.fill(0);
+        area[..name.len()].copy_from_slice(name);
+    }
+}
