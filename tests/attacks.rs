@@ -562,3 +562,47 @@ fn setgroups_is_denied_in_a_user_namespace() {
     run.assert_host_unchanged();
     attack(&image, &["--userns"], &["setgroups"]);
 }
+
+#[test]
+fn a_cgroup_left_by_a_killed_launch_is_swept_by_the_next() {
+    let image = AttackImage::new();
+    let root = image.image.root();
+    let mut first = Command::new(mkroot_e2e::launch::launch_bin())
+        .arg("--cache-dir")
+        .arg(image.cache.path())
+        .args(["--memory", "64M"])
+        .arg(&root)
+        .args(["--", "/bin/sleep", "60"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("run launch");
+    let name = format!("mkroot-launch-{}", first.id());
+    let started = std::time::Instant::now();
+    while mkroot_e2e::attacks::cgroups_named(&name).is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "no cgroup {name} appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SIGKILL: the launcher cleans nothing up; its container dies with it.
+    first.kill().expect("kill launch");
+    first.wait().expect("reap launch");
+    // Left behind (unless a launch of a test running alongside swept it already).
+    let left = mkroot_e2e::attacks::cgroups_named(&name);
+    let empty = |dir: &std::path::PathBuf| {
+        std::fs::read_to_string(dir.join("cgroup.procs")).map_or(true, |p| p.trim().is_empty())
+    };
+    while !left.iter().all(empty) {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the container outlived its launcher"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let next = image.run(&["--memory", "64M"], &["/bin/true"]);
+    assert_eq!(next.output.status.code(), Some(0), "{}", next.describe());
+    next.assert_host_unchanged();
+    let still = mkroot_e2e::attacks::cgroups_named(&name);
+    assert!(still.is_empty(), "not swept: {still:?}");
+}
