@@ -153,9 +153,9 @@ impl ContainerCgroup {
                 CgroupLayout::V2 => ("/sys/fs/cgroup", Some(limits)),
                 _ => ("/sys/fs/cgroup/unified", None),
             };
-            let parent = v2_parent(Path::new(mount), &own);
+            let mut parent = v2_parent(Path::new(mount), &own);
             if let Some(limits) = v2_limits {
-                enable_controllers(&parent, limits)
+                parent = controlled_parent(Path::new(mount), parent, limits)
                     .map_err(|e| limits_failed("enabling cgroup controllers", e))?;
             }
             let dir = cgroup.make(&parent, &name).map_err(created)?;
@@ -293,6 +293,26 @@ fn v1_parent(controller: &str, own: &[(String, String)]) -> PathBuf {
     Path::new("/sys/fs/cgroup")
         .join(controller)
         .join(path.trim_start_matches('/'))
+}
+
+/// v2: the nearest cgroup from `own` up to the hierarchy's root in whose subtree the
+/// controllers can be enabled. v2 enables controllers only for the children of a cgroup
+/// that holds no process itself, so when the launcher's own cgroup holds processes (a
+/// service's, a CI job's) the container's cgroup becomes its sibling instead.
+fn controlled_parent(mount: &Path, own: PathBuf, limits: &ResourceLimits) -> io::Result<PathBuf> {
+    let mut candidate = own;
+    loop {
+        match enable_controllers(&candidate, limits) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if candidate != mount && e.raw_os_error() == Some(libc::EBUSY) => {
+                match candidate.parent() {
+                    Some(up) if up.starts_with(mount) => candidate = up.to_path_buf(),
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// v2: the controllers the limits need must be enabled in the parent's subtree.
