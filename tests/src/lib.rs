@@ -124,3 +124,4 @@ pub mod builder {
 }
 
 pub mod launch;
+pub mod network;

@@ -1,0 +1,274 @@
+//! End-to-end tests of `launch --net`: real containers on a real bridge, each
+//! scenario inside a network namespace of its own (see `mkroot_e2e::network`). They
+//! need root, iproute2's `ip` and nftables' `nft` (to see the rules from outside).
+
+use mkroot_e2e::launch::{describe, launch, stdout, TestUser};
+use mkroot_e2e::network::{in_throwaway_network, network_image};
+
+/// What a scenario checks after its containers have ended: no link but lo, no
+/// nf_tables rule, no lease; printed between markers for the test to compare.
+const LEFTOVERS: &str = r#"
+echo "links: $(ip -o link | cut -d: -f2 | tr -d ' \n')"
+echo "rules: $(nft list ruleset | tr -d '\n')"
+echo "leases: $(ls /run/mkroot-launch/net/leases 2>/dev/null | tr -d '\n')"
+"#;
+
+fn assert_nothing_left(text: &str) {
+    assert!(text.contains("links: lo\n"), "only lo remains: {text}");
+    assert!(
+        text.contains("rules: \n"),
+        "no nf_tables rule remains: {text}"
+    );
+    assert!(text.contains("leases: \n"), "no lease remains: {text}");
+}
+
+#[test]
+fn two_containers_on_the_bridge_talk_over_tcp() {
+    let image = network_image();
+    let out = in_throwaway_network(
+        &image,
+        &format!(
+            r#"
+"$LAUNCH" --net bridge "$IMAGE" -- sh -c 'echo "pong from $(hostname)" | nc -l -p 7000' &
+server=$!
+# The first lease is the subnet's second address (the bridge has the first).
+"$LAUNCH" --net bridge --hostname client "$IMAGE" -- sh -c '
+  for i in $(seq 100); do nc 10.47.0.2 7000 </dev/null && exit 0; sleep 0.1; done; exit 1'
+echo "client: $?"
+wait $server
+echo "server: $?"
+{LEFTOVERS}"#
+        ),
+    );
+    let text = stdout(&out);
+    assert!(text.contains("pong from"), "{}", describe(&out));
+    assert!(text.contains("client: 0\n"), "{}", describe(&out));
+    assert!(text.contains("server: 0\n"), "{}", describe(&out));
+    assert_nothing_left(&text);
+}
+
+#[test]
+fn the_host_reaches_a_published_port_on_loopback_and_its_own_address() {
+    let image = network_image();
+    let out = in_throwaway_network(
+        &image,
+        &format!(
+            r#"
+"$LAUNCH" --net bridge -p 8080:80 -p 8081:81 "$IMAGE" -- sh -c '
+  echo one | nc -l -p 80 & echo two | nc -l -p 81; wait' &
+server=$!
+get() {{ for i in $(seq 100); do busybox nc "$1" "$2" </dev/null && return; sleep 0.1; done; }}
+echo "loopback: $(get 127.0.0.1 8080)"
+echo "bridge address: $(get 10.47.0.1 8081)"
+wait $server
+echo "server: $?"
+{LEFTOVERS}"#
+        ),
+    );
+    let text = stdout(&out);
+    assert!(text.contains("loopback: one\n"), "{}", describe(&out));
+    assert!(text.contains("bridge address: two\n"), "{}", describe(&out));
+    assert!(text.contains("server: 0\n"), "{}", describe(&out));
+    assert_nothing_left(&text);
+}
+
+#[test]
+fn none_has_no_route_out() {
+    let image = network_image();
+    let root = image.root();
+    // No route: the kernel refuses the connect at once (ENETUNREACH); nothing is sent.
+    let out = launch([
+        root.to_str().unwrap(),
+        "--net",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "echo \"routes: [$(ip route)]\"; nc 192.0.2.1 80 </dev/null; echo \"nc: $?\"",
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("routes: []\n"), "{}", describe(&out));
+    assert!(text.contains("nc: 1\n"), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Network is unreachable"), "{}", describe(&out));
+}
+
+/// The host's own network namespaces and the links launch would name: the
+/// scenarios must not touch them.
+fn host_network_names() -> (String, Vec<String>) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let ours = run(&["-o", "link"])
+        .lines()
+        .filter(|l| l.contains("mkr"))
+        .map(str::to_string)
+        .collect();
+    (run(&["netns", "list"]), ours)
+}
+
+#[test]
+fn twenty_concurrent_launches_get_twenty_distinct_addresses() {
+    let image = network_image();
+    let host_before = host_network_names();
+    let out = in_throwaway_network(
+        &image,
+        &format!(
+            r#"
+mkdir /run/out
+for i in $(seq 20); do
+  "$LAUNCH" --net bridge "$IMAGE" -- sh -c 'ip -o -4 addr show eth0; sleep 0.5' \
+    > /run/out/$i 2>&1 &
+done
+wait
+echo "addresses: $(cat /run/out/* | grep -o 'inet [0-9.]*' | sort -u | wc -l)"
+echo "launches: $(cat /run/out/* | grep -c 'inet ')"
+cat /run/out/*
+{LEFTOVERS}"#
+        ),
+    );
+    let text = stdout(&out);
+    assert!(text.contains("launches: 20\n"), "{}", describe(&out));
+    assert!(text.contains("addresses: 20\n"), "{}", describe(&out));
+    assert_nothing_left(&text);
+    let host_after = host_network_names();
+    assert_eq!(
+        host_after, host_before,
+        "the host's netns list and links unchanged"
+    );
+    assert!(host_after.1.is_empty(), "no mkroot link on the host");
+}
+
+#[test]
+fn sigkill_of_launch_leaves_no_rule_and_the_next_launch_cleans_the_rest() {
+    let image = network_image();
+    let out = in_throwaway_network(
+        &image,
+        &format!(
+            r#"
+"$LAUNCH" --net bridge -p 9000:80 "$IMAGE" -- sleep 60 &
+launcher=$!
+for i in $(seq 100); do nft list ruleset | grep -q 'dport 9000' && break; sleep 0.1; done
+echo "table while running: $(nft list tables | wc -l)"
+kill -KILL $launcher
+wait $launcher
+# The container dies with its launcher; its veth with its namespace.
+for i in $(seq 100); do [ "$(ip -o link | wc -l)" -le 2 ] && break; sleep 0.1; done
+echo "rules after kill: [$(nft list ruleset)]"
+"$LAUNCH" --net bridge "$IMAGE" -- true
+echo "next: $?"
+{LEFTOVERS}"#
+        ),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("table while running: 1\n"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text.contains("rules after kill: []\n"),
+        "{}",
+        describe(&out)
+    );
+    assert!(text.contains("next: 0\n"), "{}", describe(&out));
+    assert_nothing_left(&text);
+}
+
+#[test]
+fn host_mode_shares_the_hosts_network_and_name_servers() {
+    let image = network_image();
+    let out = in_throwaway_network(
+        &image,
+        r#"
+ip link add mkrtest0 type bridge
+"$LAUNCH" --net host "$IMAGE" -- sh -c 'ip -o link | cut -d: -f2 | tr -d " \n"; echo'
+cmp -s /etc/resolv.conf /etc/resolv.conf && "$LAUNCH" --net host "$IMAGE" -- cat /etc/resolv.conf > /run/resolv
+cmp /run/resolv /etc/resolv.conf && echo "resolv.conf: the host's"
+"#,
+    );
+    let text = stdout(&out);
+    assert!(text.contains("lomkrtest0\n"), "{}", describe(&out));
+    assert!(
+        text.contains("resolv.conf: the host's\n"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn ns_joins_a_named_network_namespace_by_name_or_path() {
+    let image = network_image();
+    let out = in_throwaway_network(
+        &image,
+        r#"
+ip netns add mkrtest
+ip -n mkrtest link add mkrtest1 type bridge
+"$LAUNCH" --net ns:mkrtest "$IMAGE" -- sh -c 'ip -o link | cut -d: -f2 | tr -d " \n"; echo'
+"$LAUNCH" --net ns:/run/netns/mkrtest "$IMAGE" -- sh -c 'ip -o link | cut -d: -f2 | tr -d " \n"; echo'
+"$LAUNCH" --net ns:nosuch "$IMAGE" -- true
+echo "missing: $?"
+ip netns del mkrtest
+"#,
+    );
+    let text = stdout(&out);
+    assert_eq!(
+        text.matches("lomkrtest1\n").count(),
+        2,
+        "{}",
+        describe(&out)
+    );
+    assert!(text.contains("missing: 125\n"), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--net ns:/run/netns/nosuch"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn rootless_host_works_and_bridge_says_it_needs_root() {
+    let image = network_image();
+    let user = TestUser::create("net");
+    image.give_to(&user);
+    let root = image.root();
+    let root = root.to_str().unwrap();
+    let host = user.launch(&[
+        root,
+        "--net",
+        "host",
+        "--",
+        "sh",
+        "-c",
+        "ip -o link | wc -l",
+    ]);
+    let host_links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap();
+    let expected = stdout(&host_links).lines().count();
+    assert_eq!(
+        stdout(&host).trim(),
+        expected.to_string(),
+        "{}",
+        describe(&host)
+    );
+
+    let none = user.launch(&[root, "--", "sh", "-c", "ip -o link | wc -l"]);
+    assert_eq!(stdout(&none).trim(), "1", "{}", describe(&none));
+
+    let bridge = user.launch(&[root, "--net", "bridge", "--", "true"]);
+    assert_eq!(bridge.status.code(), Some(125), "{}", describe(&bridge));
+    let err = String::from_utf8_lossy(&bridge.stderr);
+    assert_eq!(err.lines().count(), 1, "{}", describe(&bridge));
+    assert!(
+        err.contains("--net bridge needs root"),
+        "{}",
+        describe(&bridge)
+    );
+}
