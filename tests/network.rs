@@ -31,10 +31,13 @@ fn two_containers_on_the_bridge_talk_over_tcp() {
             r#"
 "$LAUNCH" --net bridge "$IMAGE" -- sh -c 'echo "pong from $(hostname)" | nc -l -p 7000' &
 server=$!
-# The first lease is the subnet's second address (the bridge has the first).
-"$LAUNCH" --net bridge --hostname client "$IMAGE" -- sh -c '
-  for i in $(seq 100); do nc 10.47.0.2 7000 </dev/null && exit 0; sleep 0.1; done; exit 1'
+# The server's address: its lease, once its NAT table shows it attached.
+for i in $(seq 100); do [ "$(nft list tables | wc -l)" = 1 ] && break; sleep 0.1; done
+address=$(ls /run/mkroot-launch/net/leases)
+"$LAUNCH" --net bridge --hostname client -e "SERVER=$address" "$IMAGE" -- sh -c '
+  for i in $(seq 100); do nc "$SERVER" 7000 </dev/null && exit 0; sleep 0.1; done; exit 1'
 echo "client: $?"
+kill $server 2>/dev/null
 wait $server
 echo "server: $?"
 {LEFTOVERS}"#
@@ -58,6 +61,9 @@ fn the_host_reaches_a_published_port_on_loopback_and_its_own_address() {
   echo one | nc -l -p 80 & echo two | nc -l -p 81; wait' &
 server=$!
 get() {{ for i in $(seq 100); do busybox nc "$1" "$2" </dev/null && return; sleep 0.1; done; }}
+for i in $(seq 100); do nft list ruleset | grep -q 'dport 8080' && break; sleep 0.1; done
+"$LAUNCH" --net bridge -p 8080:90 "$IMAGE" -- true 2>/run/conflict
+echo "second publisher of 8080: $? $(cat /run/conflict)"
 echo "loopback: $(get 127.0.0.1 8080)"
 echo "bridge address: $(get 10.47.0.1 8081)"
 wait $server
@@ -67,6 +73,13 @@ echo "server: $?"
     );
     let text = stdout(&out);
     assert!(text.contains("loopback: one\n"), "{}", describe(&out));
+    assert!(
+        text.contains(
+            "second publisher of 8080: 125 launch: -p 8080:90/tcp: host port 8080 is already published by another container\n"
+        ),
+        "{}",
+        describe(&out)
+    );
     assert!(text.contains("bridge address: two\n"), "{}", describe(&out));
     assert!(text.contains("server: 0\n"), "{}", describe(&out));
     assert_nothing_left(&text);
@@ -271,4 +284,62 @@ fn rootless_host_works_and_bridge_says_it_needs_root() {
         "{}",
         describe(&bridge)
     );
+}
+
+/// A static UDP program: `udp serve PORT` prints the first datagram it gets, `udp
+/// send ADDRESS PORT` sends "ping" (busybox nc has no UDP).
+const UDP_PROGRAM: &str = r#"
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    char buf[256];
+    if (argc == 3 && !strcmp(argv[1], "serve")) {
+        a.sin_port = htons(atoi(argv[2]));
+        if (bind(s, (void *)&a, sizeof a)) { perror("bind"); return 1; }
+        ssize_t n = recv(s, buf, sizeof buf - 1, 0);
+        if (n < 0) { perror("recv"); return 1; }
+        buf[n] = 0;
+        printf("got %s\n", buf);
+        return 0;
+    }
+    if (argc == 4 && !strcmp(argv[1], "send")) {
+        a.sin_port = htons(atoi(argv[3]));
+        inet_pton(AF_INET, argv[2], &a.sin_addr);
+        return sendto(s, "ping", 4, 0, (void *)&a, sizeof a) == 4 ? 0 : 1;
+    }
+    return 2;
+}
+"#;
+
+#[test]
+fn a_published_udp_port_reaches_the_container() {
+    let image = network_image();
+    let build = tempfile::tempdir().unwrap();
+    let udp = mkroot_e2e::builder::compile_c(build.path(), "udp", UDP_PROGRAM, &["-static"]);
+    std::fs::copy(&udp, image.root().join("bin/udp")).unwrap();
+    let out = in_throwaway_network(
+        &image,
+        &format!(
+            r#"
+"$LAUNCH" --net bridge -p 8053:53/udp "$IMAGE" -- udp serve 53 &
+server=$!
+# A datagram sent before the server binds is lost: send until it has one.
+for i in $(seq 100); do
+  kill -0 $server 2>/dev/null || break
+  "$IMAGE/bin/udp" send 127.0.0.1 8053; sleep 0.1
+done
+wait $server
+echo "server: $?"
+{LEFTOVERS}"#
+        ),
+    );
+    let text = stdout(&out);
+    assert!(text.contains("got ping\n"), "{}", describe(&out));
+    assert!(text.contains("server: 0\n"), "{}", describe(&out));
+    assert_nothing_left(&text);
 }

@@ -179,7 +179,7 @@ pub fn prepare(
     let host_resolv = || std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     Ok(match (&spec.mode, spec.subnet) {
         (NetworkMode::Bridge, Some(subnet)) => {
-            let reservation = bridge::reserve(&subnet)?;
+            let reservation = bridge::reserve(&subnet, &spec.ports)?;
             let files = NameFiles {
                 address: Some(reservation.address()),
                 resolv_conf: without_loopback_servers(&host_resolv()),

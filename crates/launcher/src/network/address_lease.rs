@@ -91,8 +91,7 @@ impl StateLock {
 /// One address, ours while this value (and its locked file) lives.
 pub struct AddressLease {
     pub address: Ipv4Addr,
-    path: PathBuf,
-    _file: File,
+    file: LeaseFile,
 }
 
 impl AddressLease {
@@ -100,24 +99,9 @@ impl AddressLease {
     pub fn take(state: &Path, subnet: &Subnet, _lock: &StateLock) -> io::Result<AddressLease> {
         let leases = state.join("leases");
         for address in subnet.container_addresses() {
-            let path = leases.join(address.to_string());
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)?;
-            if try_flock(&file)? {
-                file.set_len(0)?;
-                // For people reading the directory: whose lease this is.
-                writeln!(file, "{}", std::process::id())?;
-                remove_stale(&leases, &path)?;
-                return Ok(AddressLease {
-                    address,
-                    path,
-                    _file: file,
-                });
+            if let Some(file) = LeaseFile::try_take(leases.join(address.to_string()))? {
+                remove_stale(&leases, &file.path)?;
+                return Ok(AddressLease { address, file });
             }
         }
         Err(io::Error::new(
@@ -126,8 +110,60 @@ impl AddressLease {
         ))
     }
 
-    /// Gives the address back: the file goes before its lock is dropped.
+    /// Gives the address back.
     pub fn give_back(self, _lock: &StateLock) {
+        self.file.remove();
+    }
+}
+
+/// A published host port (`ports/tcp-8080`), so that two containers cannot publish
+/// the same one (the second DNAT rule would be shadowed without a word).
+pub struct PortClaim {
+    file: LeaseFile,
+}
+
+impl PortClaim {
+    /// Claims `name`; `None` when a live launcher holds it.
+    pub fn take(state: &Path, name: &str, _lock: &StateLock) -> io::Result<Option<PortClaim>> {
+        let ports = state.join("ports");
+        std::fs::create_dir_all(&ports)?;
+        Ok(LeaseFile::try_take(ports.join(name))?.map(|file| PortClaim { file }))
+    }
+
+    pub fn give_back(self, _lock: &StateLock) {
+        self.file.remove();
+    }
+}
+
+/// A file held locked by its launcher for as long as the lease lasts.
+struct LeaseFile {
+    path: PathBuf,
+    _file: File,
+}
+
+impl LeaseFile {
+    /// Opens (or makes) `path` and locks it, unless a live launcher holds it. A file
+    /// nobody holds is stale: its launcher died, and it is ours now.
+    fn try_take(path: PathBuf) -> io::Result<Option<LeaseFile>> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)?;
+        if !try_flock(&file)? {
+            return Ok(None);
+        }
+        file.set_len(0)?;
+        // For people reading the directory: whose lease this is.
+        writeln!(file, "{}", std::process::id())?;
+        Ok(Some(LeaseFile { path, _file: file }))
+    }
+
+    /// The file goes before its lock is dropped (under the state lock, so nobody
+    /// opened it meanwhile).
+    fn remove(self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -146,7 +182,7 @@ fn remove_stale(leases: &Path, keep: &Path) -> io::Result<()> {
         if path == keep {
             continue;
         }
-        let Ok(file) = File::open(&path) else {
+        let Ok(file) = OpenOptions::new().write(true).open(&path) else {
             continue;
         };
         if try_flock(&file)? {

@@ -10,9 +10,9 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::address_lease::{self, AddressLease, StateLock, Subnet};
+use super::address_lease::{self, AddressLease, PortClaim, StateLock, Subnet};
 use super::links::{self, Links};
 use super::nat::NatTable;
 use super::ports::PublishedPort;
@@ -28,21 +28,46 @@ const STATE_DIR: &str = "/run/mkroot-launch/net";
 /// Not docker's 172.17.0.0/16 (nor its 172.18-31 pools) nor podman's 10.88.0.0/16.
 pub const DEFAULT_SUBNET: &str = "10.47.0.0/16";
 
-/// An address reserved on the bridge (made if missing), before the container exists.
+/// An address (and the published host ports) reserved on the bridge, made if
+/// missing, before the container exists. Dropping it gives them back and removes the
+/// bridge if no other container is on it.
 pub struct Reservation {
-    lease: AddressLease,
+    lease: Option<AddressLease>,
+    ports: Vec<PortClaim>,
     subnet: Subnet,
     bridge: u32,
 }
 
 impl Reservation {
     pub fn address(&self) -> Ipv4Addr {
-        self.lease.address
+        self.lease.as_ref().expect("held until drop").address
     }
 }
 
-/// Makes the bridge if it is missing and leases an address on it.
-pub fn reserve(subnet: &Subnet) -> Result<Reservation, LaunchError> {
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let state = Path::new(STATE_DIR);
+        let Ok(lock) = StateLock::acquire(state) else {
+            return;
+        };
+        if let Some(lease) = self.lease.take() {
+            lease.give_back(&lock);
+        }
+        for claim in self.ports.drain(..) {
+            claim.give_back(&lock);
+        }
+        if let Ok(false) = address_lease::any_held(state, &lock) {
+            if let (Some(index), Ok(mut links)) = (links::index_of(BRIDGE), Links::open()) {
+                let _ = links.delete(index);
+            }
+            let _ = std::fs::remove_file(state.join("subnet"));
+        }
+    }
+}
+
+/// Makes the bridge if it is missing, leases an address on it and claims the host
+/// ports to publish.
+pub fn reserve(subnet: &Subnet, ports: &[PublishedPort]) -> Result<Reservation, LaunchError> {
     let fail = |step: &str, e| LaunchError::setup(format!("--net bridge: {step}"), e);
     let state = Path::new(STATE_DIR);
     let lock = StateLock::acquire(state).map_err(|e| fail(STATE_DIR, e))?;
@@ -59,15 +84,44 @@ pub fn reserve(subnet: &Subnet) -> Result<Reservation, LaunchError> {
             index
         }
         None => {
-            let index = make_bridge(subnet).map_err(|e| fail("making bridge mkroot0", e))?;
+            let index = make_bridge(subnet).map_err(|e| {
+                // A half-made bridge (no address, down) is no use to the next launch.
+                if let (Some(index), Ok(mut links)) = (links::index_of(BRIDGE), Links::open()) {
+                    let _ = links.delete(index);
+                }
+                fail("making bridge mkroot0", e)
+            })?;
             std::fs::write(&subnet_file, format!("{subnet}\n")).map_err(|e| fail(STATE_DIR, e))?;
             index
         }
     };
     let lease =
         AddressLease::take(state, subnet, &lock).map_err(|e| fail("leasing an address", e))?;
+    let mut claims = Vec::new();
+    for port in ports {
+        let name = format!("{}-{}", port.protocol.name(), port.host);
+        let refusal = match PortClaim::take(state, &name, &lock) {
+            Ok(Some(claim)) => {
+                claims.push(claim);
+                continue;
+            }
+            Ok(None) => LaunchError::Invalid(format!(
+                "-p {}:{}/{}: host port {} is already published by another container",
+                port.host,
+                port.container,
+                port.protocol.name(),
+                port.host
+            )),
+            Err(e) => fail("claiming a host port", e),
+        };
+        lease.give_back(&lock);
+        claims.into_iter().for_each(|c| c.give_back(&lock));
+        return Err(refusal);
+    }
+    drop(lock);
     Ok(Reservation {
-        lease,
+        lease: Some(lease),
+        ports: claims,
         subnet: *subnet,
         bridge,
     })
@@ -91,11 +145,11 @@ fn make_bridge(subnet: &Subnet) -> io::Result<u32> {
     Ok(index)
 }
 
-/// A container joined to the bridge; undone on drop.
+/// A container joined to the bridge; undone on drop (the reservation last).
 pub struct Attachment {
     nat: Option<NatTable>,
     host_end: String,
-    lease: Option<AddressLease>,
+    _reservation: Reservation,
 }
 
 /// Joins `container` (its init's PID on the host) to the bridge with the reserved
@@ -106,17 +160,16 @@ pub fn attach(
     ports: &[PublishedPort],
 ) -> Result<Attachment, LaunchError> {
     let fail = |step: &str, e| LaunchError::setup(format!("--net bridge: {step}"), e);
-    let Reservation {
-        lease,
-        subnet,
-        bridge,
-    } = reservation;
-    let address = lease.address;
+    let (address, subnet, bridge) = (
+        reservation.address(),
+        reservation.subnet,
+        reservation.bridge,
+    );
     let host_end = format!("mkr{}", std::process::id());
     let mut attachment = Attachment {
         nat: None,
         host_end: host_end.clone(),
-        lease: Some(lease),
+        _reservation: reservation,
     };
     let mut links = Links::open().map_err(|e| fail("rtnetlink", e))?;
     links
@@ -148,19 +201,6 @@ impl Drop for Attachment {
         // is gone when `launch` returns, not some RCU grace periods later.
         if let (Some(index), Ok(mut links)) = (links::index_of(&self.host_end), Links::open()) {
             let _ = links.delete(index);
-        }
-        let state = PathBuf::from(STATE_DIR);
-        let Ok(lock) = StateLock::acquire(&state) else {
-            return;
-        };
-        if let Some(lease) = self.lease.take() {
-            lease.give_back(&lock);
-        }
-        if let Ok(false) = address_lease::any_held(&state, &lock) {
-            if let (Some(index), Ok(mut links)) = (links::index_of(BRIDGE), Links::open()) {
-                let _ = links.delete(index);
-            }
-            let _ = std::fs::remove_file(state.join("subnet"));
         }
     }
 }

@@ -12,6 +12,13 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
     /// The IP protocol number, as the packet carries it.
     pub fn number(self) -> u8 {
         match self {
