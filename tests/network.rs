@@ -343,3 +343,46 @@ echo "server: $?"
     assert!(text.contains("server: 0\n"), "{}", describe(&out));
     assert_nothing_left(&text);
 }
+
+#[test]
+fn outbound_traffic_leaves_masqueraded_as_the_hosts_address() {
+    let image = network_image();
+    // "Outside" is one more namespace inside the scenario's, joined by a veth pair:
+    // the container's connection must reach it from the scenario's own address.
+    let out = in_throwaway_network(
+        &image,
+        &format!(
+            r#"
+ip netns add outside
+ip link add up0 type veth peer name out0 netns outside
+ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up
+ip -n outside addr add 192.0.2.2/24 dev out0 && ip -n outside link set out0 up
+ip netns exec outside sh -c 'sleep 2 | busybox nc -l -p 80' > /run/received &
+server=$!
+"$LAUNCH" --net bridge "$IMAGE" -- sh -c '
+  for i in $(seq 50); do (echo hello; sleep 2) | nc 192.0.2.2 80 && exit 0; sleep 0.1; done; exit 1' &
+client=$!
+for i in $(seq 100); do
+  peer=$(ip netns exec outside ss -Htn state established | awk '{{print $4}}')
+  [ -n "$peer" ] && break; sleep 0.1
+done
+echo "peer seen outside: $peer"
+wait $client
+echo "client: $?"
+wait $server
+echo "received: $(cat /run/received)"
+ip link del up0 && ip netns del outside
+{LEFTOVERS}"#
+        ),
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("peer seen outside: [::ffff:192.0.2.1]:")
+            || text.contains("peer seen outside: 192.0.2.1:"),
+        "{}",
+        describe(&out)
+    );
+    assert!(text.contains("client: 0\n"), "{}", describe(&out));
+    assert!(text.contains("received: hello\n"), "{}", describe(&out));
+    assert_nothing_left(&text);
+}
