@@ -6,6 +6,14 @@
 //! container's namespace and its NAT table with its netlink socket (see [`super::nat`]);
 //! its lease is stale and reclaimed by the next launch, and the bridge stays until
 //! the next bridged launch ends.
+//!
+//! What stays on the host by choice: `net.ipv4.ip_forward` is set to 1 when the
+//! bridge is made and left so (other users of the host's routing may rely on it by
+//! then), as docker does. What is not done: a connection from one container to
+//! another's published port on the host's address is not masqueraded back (no
+//! hairpin NAT; containers reach each other on the bridge directly), and a host
+//! firewall whose forward policy drops packets blocks the containers' outbound
+//! traffic (launch adds no filter rules).
 
 use std::io;
 use std::net::Ipv4Addr;

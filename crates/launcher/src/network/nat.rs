@@ -313,3 +313,32 @@ impl<'s> Batch<'s> {
         self.socket.send_and_wait(&self.bytes, &self.awaited)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_length_type_value_padded_to_four_bytes() {
+        let mut a = Attributes::default();
+        a.string(1, "ab");
+        a.be32(2, 0x0102_0304);
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&7u16.to_ne_bytes());
+        expected.extend_from_slice(&1u16.to_ne_bytes());
+        expected.extend_from_slice(b"ab\0\0");
+        expected.extend_from_slice(&8u16.to_ne_bytes());
+        expected.extend_from_slice(&2u16.to_ne_bytes());
+        expected.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(a.0, expected);
+    }
+
+    #[test]
+    fn an_expression_without_data_has_only_its_name() {
+        // NFTA_LIST_ELEM (nested) { NFTA_EXPR_NAME "masq" }
+        let masq = expression("masq", |_| {});
+        assert_eq!(masq.len(), 4 + 4 + 8);
+        assert_eq!(u16::from_ne_bytes([masq[2], masq[3]]), 1 | NLA_F_NESTED);
+        assert_eq!(&masq[8..13], b"masq\0");
+    }
+}
