@@ -109,7 +109,11 @@ impl NetworkSpec {
         }
         let subnet = match (subnet, std::env::var("MKROOT_LAUNCH_SUBNET")) {
             (Some(subnet), _) => subnet,
-            (None, Ok(text)) => text.parse()?,
+            (None, Ok(text)) => text.parse().map_err(|_| {
+                LaunchError::Invalid(format!(
+                    "MKROOT_LAUNCH_SUBNET={text}: give an IPv4 ADDRESS/PREFIX (prefix 8 to 29) such as 10.47.0.0/16"
+                ))
+            })?,
             (None, Err(_)) => bridge::DEFAULT_SUBNET.parse()?,
         };
         Ok(NetworkSpec {
