@@ -127,5 +127,6 @@ pub mod builder {
 }
 
 pub mod launch;
+pub mod network;
 pub mod oci;
 pub mod registry;

@@ -59,6 +59,19 @@ struct Cli {
     /// As root: run in a user namespace, root inside mapped to an unprivileged range.
     #[arg(long)]
     userns: bool,
+    /// The network: none (loopback only), host, bridge (root), or ns:PATH|NAME.
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    net: String,
+    /// The bridge's IPv4 subnet (default: $MKROOT_LAUNCH_SUBNET, else 10.47.0.0/16).
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<String>,
+    /// Publish a container port on the host (--net bridge): HOSTPORT:CONTAINERPORT[/tcp|udp].
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "HOSTPORT:CONTAINERPORT[/PROTO]"
+    )]
+    publish: Vec<String>,
     /// The image cache directory (default: /var/cache/mkroot-launch as root, else
     /// ~/.cache/mkroot-launch).
     #[arg(long, value_name = "DIR", global = true)]
@@ -180,5 +193,12 @@ fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
         read_only: cli.read_only,
         tty: cli.tty,
         userns: cli.userns,
+        net: cli.net.parse()?,
+        subnet: cli.subnet.as_deref().map(str::parse).transpose()?,
+        publish: cli
+            .publish
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?,
     })
 }

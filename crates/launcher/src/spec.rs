@@ -10,6 +10,9 @@ use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
 use mkroot_common::oci::read::RunDefaults;
 
 use crate::error::LaunchError;
+use crate::network::address_lease::Subnet;
+use crate::network::ports::PublishedPort;
+use crate::network::{NetworkMode, NetworkSpec};
 use crate::process::{Command, User, DEFAULT_PATH};
 use crate::rootfs::Volume;
 use crate::run_defaults;
@@ -38,6 +41,10 @@ pub struct LaunchOptions {
     pub tty: bool,
     /// `--userns`: a user namespace even when run as root.
     pub userns: bool,
+    /// `--net`, `--subnet` and `-p`.
+    pub net: NetworkMode,
+    pub subnet: Option<Subnet>,
+    pub publish: Vec<PublishedPort>,
 }
 
 /// A container ready to be started.
@@ -53,6 +60,7 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// The user namespace's maps; `None` for no user namespace (root without --userns).
     pub id_mapping: Option<IdMapping>,
+    pub network: NetworkSpec,
 }
 
 impl ContainerSpec {
@@ -118,6 +126,12 @@ impl ContainerSpec {
         } else {
             None
         };
+        let network = NetworkSpec::new(
+            options.net.clone(),
+            options.subnet,
+            options.publish.clone(),
+            root,
+        )?;
         Ok(ContainerSpec {
             image,
             hostname,
@@ -132,6 +146,7 @@ impl ContainerSpec {
             read_only: options.read_only,
             tty,
             id_mapping,
+            network,
         })
     }
 }
