@@ -3,14 +3,14 @@
 # side in one run, and prints ratios (ours / theirs: below 1 is faster). Not part of CI.
 #
 #   sudo bench/run.sh            # all sections
-#   sudo bench/run.sh builder    # one of: builder resolve launch
+#   sudo bench/run.sh builder    # one of: builder resolve launch network
 #
 # Needs: hyperfine, pax-utils (lddtree) with python3-pyelftools, bubblewrap, crun (optional),
 # GNU time. Installs them with apt-get when missing and run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
-sections=${*:-builder resolve launch}
+sections=${*:-builder resolve launch network}
 
 need() {
     local missing=()
@@ -107,4 +107,9 @@ PY
     echo "launch (first):  $(ms "$(mean first.json 0)")"
     echo "tar + bwrap:     $(ms "$(mean first.json 1)")"
     echo "time ratio first-launch/pipeline: $(ratio "$(mean first.json 0)" "$(mean first.json 1)")   (target <= 0.5)"
+fi
+
+if [[ " $sections " == *" network "* ]]; then
+    echo "== network: cached launch --net bridge vs --net none (inside a throwaway network namespace)"
+    RUNS=${RUNS:-50} bash "$top/bench/network.sh" | grep -E 'Time|±|^Benchmark'
 fi

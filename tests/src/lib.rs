@@ -128,5 +128,6 @@ pub mod builder {
 
 pub mod attacks;
 pub mod launch;
+pub mod network;
 pub mod oci;
 pub mod registry;

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use crate::cgroup::ContainerCgroup;
 use crate::error::LaunchError;
 use crate::namespaces::{self, CloneResult, CONTAINER_NAMESPACES};
+use crate::network::{NameFiles, NamespaceSource};
 use crate::process::{self, EXIT_LAUNCH_FAILED};
 use crate::rootfs::{self, MountPoint, WritableLayer};
 use crate::seccomp::SeccompProfile;
@@ -40,9 +41,11 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     }
     // SAFETY: getpid cannot fail.
     let launcher = unsafe { libc::getpid() };
-    // Without a user namespace the launcher makes the network namespace in parallel
-    // (see `network`); with one, it comes with the clone.
-    let net_from_launcher = spec.id_mapping.is_none();
+    // Without a user namespace the launcher makes a `--net none` namespace in
+    // parallel (see `network`); with one, it comes with the clone. A bridge address
+    // is leased before the clone, so /etc/hosts can name it.
+    let net_source = spec.network.source(spec.id_mapping.is_some());
+    let (mut bridge_reservation, name_files) = network::prepare(&spec.network)?;
     // Root with --userns: the image's mount, to be idmapped into the container's user
     // namespace once it exists (see `rootfs::idmapped_copy`).
     // SAFETY: getuid cannot fail.
@@ -60,11 +63,13 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         // The child makes its cgroup namespace itself, once it is in its cgroups.
         flags &= !(libc::CLONE_NEWCGROUP as u64);
     }
-    if net_from_launcher {
+    if !net_source.with_clone() {
         flags &= !(libc::CLONE_NEWNET as u64);
-    } else {
+    }
+    if spec.id_mapping.is_some() {
         flags |= libc::CLONE_NEWUSER as u64;
     }
+    let in_other_network = network::enter_for_clone(&spec.network)?;
     let clone_cgroup = cgroup.as_ref().and_then(ContainerCgroup::clone_target);
     let child = match namespaces::clone_into_namespaces(flags, clone_cgroup) {
         Ok(CloneResult::Child) => {
@@ -80,6 +85,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
                     pty: pty_end,
                 },
                 idmapped_image,
+                &name_files,
                 &command_mask,
                 Confinement {
                     own_cgroup_namespace: move_into_cgroup,
@@ -94,6 +100,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         Err(e) if spec.id_mapping.is_some() => return Err(userns::explain_clone_failure(e)),
         Err(e) => return Err(e),
     };
+    drop(in_other_network);
     drop(go_read);
     drop(status_write);
 
@@ -119,11 +126,22 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         return Err(e);
     }
     init::let_container_go_on(&go_write);
-    if net_from_launcher {
-        if let Err(e) = network::create_for_container() {
+    let bridged = match (net_source, bridge_reservation.take()) {
+        (NamespaceSource::Launcher, _) => network::create_for_container().map(|()| None),
+        (NamespaceSource::CloneThenBridge, Some(reserved)) => {
+            network::bridge::attach(reserved, child, &spec.network.ports).map(Some)
+        }
+        _ => Ok(None),
+    };
+    // Held until the container ends: its drop takes the container off the bridge.
+    let _bridge_attachment = match bridged {
+        Ok(attachment) => attachment,
+        Err(e) => {
             kill_and_reap(child);
             return Err(e);
         }
+    };
+    if net_source.launcher_prepares() {
         init::let_container_go_on(&go_write);
     }
     drop(go_write);
@@ -178,6 +196,7 @@ fn container_main(
     launcher: libc::pid_t,
     channels: Channels,
     idmapped_image: Option<OwnedFd>,
+    name_files: &NameFiles,
     command_mask: &libc::sigset_t,
     confinement: Confinement,
 ) -> ! {
@@ -189,6 +208,7 @@ fn container_main(
         go,
         pty,
         idmapped_image,
+        name_files,
         confinement.own_cgroup_namespace,
     )
     // In the new root now: the command may execute files beneath it and nothing else.
@@ -221,9 +241,11 @@ fn set_up(
     go: OwnedFd,
     pty_channel: Option<OwnedFd>,
     idmapped_image: Option<OwnedFd>,
+    name_files: &NameFiles,
     own_cgroup_namespace: bool,
 ) -> Result<Option<OwnedFd>, LaunchError> {
     let in_userns = spec.id_mapping.is_some();
+    let net_source = spec.network.source(in_userns);
     // 1. Die with the launcher; wait until it has written our uid/gid maps. A session
     // of our own: signals from the user's terminal go to the launcher alone, which
     // passes them on once.
@@ -253,7 +275,7 @@ fn set_up(
     let tmp = libc::MS_NOSUID | libc::MS_NODEV;
     rootfs::mount_fresh(root, "/tmp", c"tmpfs", tmp, Some(c"mode=1777"))?;
     rootfs::mount_fresh(root, "/run", c"tmpfs", tmp, Some(c"mode=0755"))?;
-    etc_files::install(&layer.scratch, root, &spec.hostname)?;
+    etc_files::install(&layer.scratch, root, &spec.hostname, name_files)?;
     for volume in &spec.volumes {
         rootfs::bind(
             root,
@@ -267,10 +289,13 @@ fn set_up(
         rootfs::mount_fresh(root, path, c"tmpfs", tmp, Some(c"mode=1777"))?;
     }
 
-    // 3. The network namespace: joined now if the launcher made it. sysfs comes after,
-    // as it shows the network devices of the namespace that mounts it.
-    if !in_userns {
+    // 3. The network namespace: joined now if the launcher made it; a bridged one is
+    // ready once the launcher says so. sysfs comes after, as it shows the network
+    // devices of the namespace that mounts it.
+    if net_source.launcher_prepares() {
         init::wait_for_launcher(&go);
+    }
+    if net_source == NamespaceSource::Launcher {
         network::join_launchers(launcher)?;
     }
     drop(go);
@@ -294,7 +319,7 @@ fn set_up(
             std::io::Error::last_os_error(),
         ));
     }
-    if in_userns {
+    if net_source == NamespaceSource::Clone {
         network::bring_up_loopback()?;
     }
 

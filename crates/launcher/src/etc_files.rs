@@ -7,23 +7,23 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use crate::error::LaunchError;
+use crate::network::NameFiles;
 use crate::rootfs::{self, MountPoint};
 
 /// The three files, as (name, content).
-pub fn contents(hostname: &str) -> [(&'static str, String); 3] {
+pub fn contents(hostname: &str, network: &NameFiles) -> [(&'static str, String); 3] {
+    let address = network
+        .address
+        .map_or_else(|| "127.0.1.1".to_string(), |a| a.to_string());
     [
         ("hostname", format!("{hostname}\n")),
         (
             "hosts",
             format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
             ),
         ),
-        (
-            "resolv.conf",
-            // The container's network has only loopback: no name server is reachable.
-            "# written by launch: the container has loopback only, no name server\n".to_string(),
-        ),
+        ("resolv.conf", network.resolv_conf.clone()),
     ]
 }
 
@@ -37,9 +37,14 @@ pub const MOUNT_POINTS: [(&str, MountPoint); 3] = [
 /// Writes the files into `scratch/etc` and bind-mounts each on `/etc/<name>`. They stay
 /// writable, as docker's are (a program may add a host or a name server): writes land
 /// in the scratch copy, never in the image.
-pub fn install(scratch: &OwnedFd, root: &OwnedFd, hostname: &str) -> Result<(), LaunchError> {
+pub fn install(
+    scratch: &OwnedFd,
+    root: &OwnedFd,
+    hostname: &str,
+    network: &NameFiles,
+) -> Result<(), LaunchError> {
     let etc = rootfs::fd_path(scratch.as_raw_fd()) + "/etc";
-    for (name, content) in contents(hostname) {
+    for (name, content) in contents(hostname, network) {
         let path = format!("{etc}/{name}");
         write_new(&path, content.as_bytes())
             .map_err(|e| LaunchError::setup(format!("writing /etc/{name}"), e))?;
@@ -80,7 +85,11 @@ mod tests {
 
     #[test]
     fn hosts_names_the_container() {
-        let [(_, hostname), (_, hosts), _] = contents("box1");
+        let none = NameFiles {
+            address: None,
+            resolv_conf: String::new(),
+        };
+        let [(_, hostname), (_, hosts), _] = contents("box1", &none);
         assert_eq!(hostname, "box1\n");
         assert!(hosts.contains("127.0.1.1\tbox1\n"));
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));

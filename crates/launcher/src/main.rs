@@ -86,6 +86,19 @@ struct Cli {
     /// The most an image tarball may unpack to (default 8G).
     #[arg(long, value_name = "SIZE")]
     max_image_size: Option<String>,
+    /// The network: none (loopback only), host, bridge (root), or ns:PATH|NAME.
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    net: String,
+    /// The bridge's IPv4 subnet (default: $MKROOT_LAUNCH_SUBNET, else 10.47.0.0/16).
+    #[arg(long, value_name = "CIDR")]
+    subnet: Option<String>,
+    /// Publish a container port on the host (--net bridge): HOSTPORT:CONTAINERPORT[/tcp|udp].
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "HOSTPORT:CONTAINERPORT[/PROTO]"
+    )]
+    publish: Vec<String>,
     /// The image cache directory (default: /var/cache/mkroot-launch as root, else
     /// ~/.cache/mkroot-launch).
     #[arg(long, value_name = "DIR", global = true)]
@@ -219,5 +232,12 @@ fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
             .map(|s| parse_size(&s))
             .transpose()
             .map_err(|e| LaunchError::Invalid(format!("--max-image-size {e}")))?,
+        net: cli.net.parse()?,
+        subnet: cli.subnet.as_deref().map(str::parse).transpose()?,
+        publish: cli
+            .publish
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()?,
     })
 }

@@ -11,6 +11,9 @@ use mkroot_common::oci::read::RunDefaults;
 
 use crate::cgroup::ResourceLimits;
 use crate::error::LaunchError;
+use crate::network::address_lease::Subnet;
+use crate::network::ports::PublishedPort;
+use crate::network::{NetworkMode, NetworkSpec};
 use crate::process::{Command, User, DEFAULT_PATH};
 use crate::rootfs::Volume;
 use crate::run_defaults;
@@ -44,6 +47,10 @@ pub struct LaunchOptions {
     pub limits: ResourceLimits,
     /// `--max-image-size`: the cap on an image's unpacked bytes.
     pub max_image_size: Option<u64>,
+    /// `--net`, `--subnet` and `-p`.
+    pub net: NetworkMode,
+    pub subnet: Option<Subnet>,
+    pub publish: Vec<PublishedPort>,
 }
 
 /// A container ready to be started.
@@ -61,6 +68,7 @@ pub struct ContainerSpec {
     pub id_mapping: Option<IdMapping>,
     pub security: SecurityPolicy,
     pub limits: ResourceLimits,
+    pub network: NetworkSpec,
 }
 
 impl ContainerSpec {
@@ -126,6 +134,12 @@ impl ContainerSpec {
         } else {
             None
         };
+        let network = NetworkSpec::new(
+            options.net.clone(),
+            options.subnet,
+            options.publish.clone(),
+            root,
+        )?;
         Ok(ContainerSpec {
             image,
             hostname,
@@ -142,6 +156,7 @@ impl ContainerSpec {
             id_mapping,
             security: options.security.policy()?,
             limits: options.limits,
+            network,
         })
     }
 }
