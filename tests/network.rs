@@ -32,10 +32,10 @@ fn two_containers_on_the_bridge_talk_over_tcp() {
 "$LAUNCH" --net bridge "$IMAGE" -- sh -c 'echo "pong from $(hostname)" | nc -l -p 7000' &
 server=$!
 # The server's address: its lease, once its NAT table shows it attached.
-for i in $(seq 100); do [ "$(nft list tables | wc -l)" = 1 ] && break; sleep 0.1; done
+for i in $(seq 300); do [ "$(nft list tables | wc -l)" = 1 ] && break; sleep 0.1; done
 address=$(ls /run/mkroot-launch/net/leases)
 "$LAUNCH" --net bridge --hostname client -e "SERVER=$address" "$IMAGE" -- sh -c '
-  for i in $(seq 100); do nc "$SERVER" 7000 </dev/null && exit 0; sleep 0.1; done; exit 1'
+  for i in $(seq 300); do nc "$SERVER" 7000 </dev/null && exit 0; sleep 0.1; done; exit 1'
 echo "client: $?"
 kill $server 2>/dev/null
 wait $server
@@ -60,8 +60,8 @@ fn the_host_reaches_a_published_port_on_loopback_and_its_own_address() {
 "$LAUNCH" --net bridge -p 8080:80 -p 8081:81 "$IMAGE" -- sh -c '
   echo one | nc -l -p 80 & echo two | nc -l -p 81; wait' &
 server=$!
-get() {{ for i in $(seq 100); do busybox nc "$1" "$2" </dev/null && return; sleep 0.1; done; }}
-for i in $(seq 100); do nft list ruleset | grep -q 'dport 8080' && break; sleep 0.1; done
+get() {{ for i in $(seq 300); do busybox nc "$1" "$2" </dev/null && return; sleep 0.1; done; }}
+for i in $(seq 300); do nft list ruleset | grep -q 'dport 8080' && break; sleep 0.1; done
 "$LAUNCH" --net bridge -p 8080:90 "$IMAGE" -- true 2>/run/conflict
 echo "second publisher of 8080: $? $(cat /run/conflict)"
 echo "loopback: $(get 127.0.0.1 8080)"
@@ -165,12 +165,12 @@ fn sigkill_of_launch_leaves_no_rule_and_the_next_launch_cleans_the_rest() {
             r#"
 "$LAUNCH" --net bridge -p 9000:80 "$IMAGE" -- sleep 60 &
 launcher=$!
-for i in $(seq 100); do nft list ruleset | grep -q 'dport 9000' && break; sleep 0.1; done
+for i in $(seq 300); do nft list ruleset | grep -q 'dport 9000' && break; sleep 0.1; done
 echo "table while running: $(nft list tables | wc -l)"
 kill -KILL $launcher
 wait $launcher
 # The container dies with its launcher; its veth with its namespace.
-for i in $(seq 100); do [ "$(ip -o link | wc -l)" -le 2 ] && break; sleep 0.1; done
+for i in $(seq 300); do [ "$(ip -o link | wc -l)" -le 2 ] && break; sleep 0.1; done
 echo "rules after kill: [$(nft list ruleset)]"
 "$LAUNCH" --net bridge "$IMAGE" -- true
 echo "next: $?"
@@ -329,7 +329,7 @@ fn a_published_udp_port_reaches_the_container() {
 "$LAUNCH" --net bridge -p 8053:53/udp "$IMAGE" -- udp serve 53 &
 server=$!
 # A datagram sent before the server binds is lost: send until it has one.
-for i in $(seq 100); do
+for i in $(seq 300); do
   kill -0 $server 2>/dev/null || break
   "$IMAGE/bin/udp" send 127.0.0.1 8053; sleep 0.1
 done
@@ -357,12 +357,12 @@ ip netns add outside
 ip link add up0 type veth peer name out0 netns outside
 ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up
 ip -n outside addr add 192.0.2.2/24 dev out0 && ip -n outside link set out0 up
-ip netns exec outside sh -c 'sleep 2 | busybox nc -l -p 80' > /run/received &
+ip netns exec outside sh -c 'sleep 10 | busybox nc -l -p 80' > /run/received &
 server=$!
 "$LAUNCH" --net bridge "$IMAGE" -- sh -c '
-  for i in $(seq 50); do (echo hello; sleep 2) | nc 192.0.2.2 80 && exit 0; sleep 0.1; done; exit 1' &
+  for i in $(seq 200); do (echo hello; sleep 2) | nc 192.0.2.2 80 && exit 0; sleep 0.1; done; exit 1' &
 client=$!
-for i in $(seq 100); do
+for i in $(seq 300); do
   peer=$(ip netns exec outside ss -Htn state established | awk '{{print $4}}')
   [ -n "$peer" ] && break; sleep 0.1
 done
