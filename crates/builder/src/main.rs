@@ -275,15 +275,19 @@ fn run(args: Args) -> Result<Outcome, String> {
             );
         }
     }
-    if let Some(image_path) = &args.check {
-        let oci = build::oci_image(
+    // The OCI view of the plan (config, tag, layer settings), for --check and OCI output.
+    let oci_image = || {
+        build::oci_image(
             &plan,
             &request.root,
             &spec.run,
             oci_cmd,
             spec.tag.as_deref(),
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+    };
+    if let Some(image_path) = &args.check {
+        let oci = oci_image()?;
         let differences = check::check(&plan, &oci, image_path).map_err(|e| e.to_string())?;
         let mut text = String::new();
         for difference in &differences {
@@ -319,14 +323,7 @@ fn run(args: Args) -> Result<Outcome, String> {
             (summary.entries, summary.content_bytes, None)
         }
         Output::Oci(target) => {
-            let oci = build::oci_image(
-                &plan,
-                &request.root,
-                &spec.run,
-                oci_cmd,
-                spec.tag.as_deref(),
-            )
-            .map_err(|e| e.to_string())?;
+            let oci = oci_image()?;
             let summary =
                 image::write_oci(&plan, &oci, target, args.quiet).map_err(|e| e.to_string())?;
             (
