@@ -270,6 +270,25 @@ fn exit_statuses_follow_docker() {
 }
 
 #[test]
+fn a_bad_flag_is_one_line_naming_it_and_exit_125() {
+    for args in [
+        &["--bogus", "img.tgz"][..],
+        &["--memory", "lots", "img.tgz"][..],
+        &["--net", "sideways", "img.tgz"][..],
+    ] {
+        let out = launch(args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("launch: "), "{stderr}");
+        assert!(
+            stderr.contains(args[0]) || stderr.contains(args[1]),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn signals_to_launch_reach_the_command() {
     let image = BusyboxImage::new();
     let root = image.root();

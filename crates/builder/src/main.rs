@@ -138,18 +138,6 @@ enum Docs {
 
 /// Turns clap's error into one line: its first paragraph (the problem; the tips and
 /// usage after it are dropped), without its `error: `.
-fn usage_error(error: &clap::Error) -> String {
-    let text = error.to_string();
-    let paragraph: Vec<&str> = text
-        .lines()
-        .take_while(|line| !line.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let joined = paragraph.join(" ");
-    let problem = joined.strip_prefix("error: ").unwrap_or(&joined);
-    format!("{problem}; see mkroot --help")
-}
-
 /// Writes a report to stdout; a reader that went away (`| head`) is not an error.
 fn print_stdout(text: &str) -> Result<(), String> {
     use std::io::Write;
@@ -371,7 +359,10 @@ fn main() -> ExitCode {
                 let _ = error.print();
                 return ExitCode::SUCCESS;
             }
-            eprintln!("mkroot: {}", usage_error(&error));
+            eprintln!(
+                "mkroot: {}",
+                mkroot_common::usage::one_line(&error.to_string(), "mkroot")
+            );
             return ExitCode::from(2);
         }
     };

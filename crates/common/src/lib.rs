@@ -16,3 +16,4 @@ pub mod gzip;
 pub mod manifest;
 pub mod oci;
 pub mod unpack;
+pub mod usage;

@@ -129,7 +129,10 @@ enum CacheAction {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let mut cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     let result = match cli.manage.take() {
         Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),
         Some(Manage::Completions { shell }) => Ok(mkroot_launcher::cli_docs::print_completions(
@@ -154,6 +157,25 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_LAUNCH_FAILED as u8)
         }
     }
+}
+
+/// `--help` and `--version` print as clap renders them; a usage error is one line and
+/// exit 125, like every other failure of the launcher's own.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let rendered = error.to_string();
+    eprintln!(
+        "launch: {}",
+        mkroot_common::usage::one_line(&rendered, "launch")
+    );
+    ExitCode::from(EXIT_LAUNCH_FAILED as u8)
 }
 
 fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchError> {
