@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod digest;
 pub mod gzip;
+pub mod in_root;
 pub mod manifest;
 pub mod oci;
 pub mod unpack;

@@ -562,25 +562,7 @@ pub fn mount_point(root: &OwnedFd, path: &str, kind: MountPoint) -> Result<Owned
 }
 
 fn open_in_root(root: &OwnedFd, relative: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
-    // SAFETY: open_how is plain data; zero is its default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: valid fd, C string and open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            relative.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    mkroot_common::in_root::open_in_root(root.as_raw_fd(), relative, libc::O_PATH | libc::O_CLOEXEC)
 }
 
 pub(crate) fn mkdir_at(

@@ -255,30 +255,13 @@ fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ImageManifest>, 
 /// Reads the file at `path` in the image tree, `None` if it is not there. Opened with
 /// RESOLVE_IN_ROOT: a symlink in an image cannot make the launcher read a host file.
 pub(crate) fn read_in_image(tree: &OwnedFd, path: &str) -> std::io::Result<Option<Vec<u8>>> {
-    // SAFETY: open_how is plain data; zero is its default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
     let path = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: valid fd, C string and open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            tree.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
+    let file = match mkroot_common::in_root::open_in_root(tree.as_raw_fd(), &path, flags) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOENT) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    // SAFETY: a new fd that we own.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
     // The image may be hostile: a huge file is cut short rather than read into memory.
     const MAX_READ: u64 = 64 << 20;
     let mut bytes = Vec::new();

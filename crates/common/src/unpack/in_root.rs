@@ -99,25 +99,11 @@ impl RootDir {
 
     fn open_dir_openat2(&self, components: &[&[u8]]) -> io::Result<OwnedFd> {
         let path = c_name(&components.join(&b'/'))?;
-        // open_how is non-exhaustive (the kernel may grow it): fill a zeroed one.
-        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-        how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-        // Magic links (/proc/self/fd/N) are the one kind of link that can jump out of a
-        // root even when resolved inside it; an image has no business using them.
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd(),
-                path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+        crate::in_root::open_in_root(
+            self.fd(),
+            &path,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
     }
 
     /// The openat2-free resolver: one `openat(O_NOFOLLOW)` per component; a symlink met on
