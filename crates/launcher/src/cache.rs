@@ -154,6 +154,25 @@ pub enum CacheError {
     },
 }
 
+/// Takes a shared lock on the `used` file of the installed cache entry `entry` (an
+/// image or a layer), which keeps prune from removing it; `None` if it is not installed.
+/// Prune renames an entry away while holding its lock, so the file locked is checked to
+/// still be the installed one.
+fn lock_installed_entry(entry: &Path) -> Result<Option<File>, CacheError> {
+    let used_path = entry.join("used");
+    let used = match File::open(&used_path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io_error(&used_path)(err)),
+    };
+    flock(&used, libc::LOCK_SH).map_err(io_error(&used_path))?;
+    let locked = used.metadata().map_err(io_error(&used_path))?;
+    match fs::metadata(&used_path) {
+        Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => Ok(Some(used)),
+        _ => Ok(None),
+    }
+}
+
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     move |source| CacheError::Io {
         path: path.to_path_buf(),
@@ -316,20 +335,9 @@ impl ImageCache {
     /// it is not installed (never was, or was just pruned).
     fn lease(&self, digest: &str) -> Result<Option<CachedImage>, CacheError> {
         let entry = self.dir.join("images").join(digest);
-        let used_path = entry.join("used");
-        let used = match File::open(&used_path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(io_error(&used_path)(err)),
+        let Some(used) = lock_installed_entry(&entry)? else {
+            return Ok(None);
         };
-        flock(&used, libc::LOCK_SH).map_err(io_error(&used_path))?;
-        // Prune renames an entry away while holding its lock: make sure the file we locked
-        // is still the installed one.
-        let locked = used.metadata().map_err(io_error(&used_path))?;
-        match fs::metadata(&used_path) {
-            Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => {}
-            _ => return Ok(None),
-        }
         // Best effort: the last-use time only orders `cache ls`.
         let _ = used.set_modified(SystemTime::now());
         self.leases
@@ -442,20 +450,7 @@ impl ImageCache {
         max_bytes: u64,
     ) -> Result<(PathBuf, File, u64), CacheError> {
         let entry = self.dir.join("oci-layers").join(&layer.diff_id);
-        let lease = || -> Result<Option<File>, CacheError> {
-            let used_path = entry.join("used");
-            let used = match File::open(&used_path) {
-                Ok(file) => file,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(err) => return Err(io_error(&used_path)(err)),
-            };
-            flock(&used, libc::LOCK_SH).map_err(io_error(&used_path))?;
-            let locked = used.metadata().map_err(io_error(&used_path))?;
-            match fs::metadata(&used_path) {
-                Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => Ok(Some(used)),
-                _ => Ok(None),
-            }
-        };
+        let lease = || lock_installed_entry(&entry);
         let found = |used| {
             let info: serde_json::Value = fs::read(entry.join("info.json"))
                 .ok()

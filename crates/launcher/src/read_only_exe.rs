@@ -25,6 +25,10 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::rootfs::{
+    mount_setattr, MountAttr, MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE,
+};
+
 /// Tells the re-executed launcher which fd holds the read-only mount of its binary.
 const EXE_MOUNT_FD_VAR: &str = "MKROOT_LAUNCH_EXE_MOUNT_FD";
 
@@ -60,21 +64,11 @@ pub fn reexec_from_read_only_mount() {
     // SAFETY: a new fd that we own.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV,
+        attr_set: MOUNT_ATTR_RDONLY | u64::from(MOUNT_ATTR_NODEV),
         ..MountAttr::default()
     };
-    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, valid struct.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if ret < 0 {
+    let empty_path = libc::AT_EMPTY_PATH as libc::c_uint;
+    if mount_setattr(tree.as_raw_fd(), c"", empty_path, &attr).is_err() {
         return;
     }
     std::env::set_var(EXE_MOUNT_FD_VAR, tree.as_raw_fd().to_string());
@@ -148,17 +142,3 @@ fn environ() -> *const *mut libc::c_char {
     // SAFETY: reading the C library's environment pointer.
     unsafe { ENVIRON }
 }
-
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-#[derive(Default)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const OPEN_TREE_CLONE: u32 = 0x1;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NODEV: u64 = 0x4;

@@ -320,19 +320,13 @@ pub fn idmapped_copy(tree: &OwnedFd, pid: libc::pid_t) -> Result<(), LaunchError
         userns_fd: userns.as_raw_fd() as u64,
         ..MountAttr::default()
     };
-    // SAFETY: valid fds, empty path with AT_EMPTY_PATH, valid struct.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    check(ret, step)?;
-    Ok(())
+    mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH as libc::c_uint,
+        &attr,
+    )
+    .map_err(|e| LaunchError::setup(step(), e))
 }
 
 /// A value for [`new_mount`]'s options.
@@ -628,14 +622,25 @@ pub(crate) fn set_read_only(
         attr_set: MOUNT_ATTR_RDONLY,
         ..MountAttr::default()
     };
-    // SAFETY: valid fd, C string and struct.
+    mount_setattr(dir, path, flags as libc::c_uint, &attr)
+}
+
+/// mount_setattr(2): changes the attributes of the mount at `path` (relative to `dir`;
+/// an empty path with AT_EMPTY_PATH names `dir`'s own mount).
+pub(crate) fn mount_setattr(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_uint,
+    attr: &MountAttr,
+) -> std::io::Result<()> {
+    // SAFETY: valid fd, C string and struct, of the size passed.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             dir,
             path.as_ptr(),
-            flags as libc::c_uint,
-            &attr as *const MountAttr,
+            flags,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
@@ -663,21 +668,21 @@ fn path_c(path: &Path) -> Result<CString, LaunchError> {
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
 #[derive(Default)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub(crate) attr_set: u64,
+    pub(crate) attr_clr: u64,
+    pub(crate) propagation: u64,
+    pub(crate) userns_fd: u64,
 }
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const OPEN_TREE_CLONE: u32 = 0x1;
+pub(crate) const OPEN_TREE_CLONE: u32 = 0x1;
 const AT_RECURSIVE: u32 = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 const MOUNT_ATTR_NOSUID: u32 = 0x2;
-const MOUNT_ATTR_NODEV: u32 = 0x4;
+pub(crate) const MOUNT_ATTR_NODEV: u32 = 0x4;
 const FSOPEN_CLOEXEC: u32 = 0x1;
 const FSMOUNT_CLOEXEC: u32 = 0x1;
 const FSCONFIG_SET_FLAG: u32 = 0;

@@ -236,9 +236,9 @@ pub fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
 
-/// Sets the mtime of `name` itself (a symlink is not followed); atime is left alone.
-pub fn set_mtime_at(dir: RawFd, name: &CStr, secs: i64, nanos: u32) -> io::Result<()> {
-    let times = [
+/// utimensat/futimens times that set the mtime and leave the atime alone.
+fn mtime_only(secs: i64, nanos: u32) -> [libc::timespec; 2] {
+    [
         libc::timespec {
             tv_sec: 0,
             tv_nsec: libc::UTIME_OMIT,
@@ -247,7 +247,12 @@ pub fn set_mtime_at(dir: RawFd, name: &CStr, secs: i64, nanos: u32) -> io::Resul
             tv_sec: secs,
             tv_nsec: nanos as libc::c_long,
         },
-    ];
+    ]
+}
+
+/// Sets the mtime of `name` itself (a symlink is not followed); atime is left alone.
+pub fn set_mtime_at(dir: RawFd, name: &CStr, secs: i64, nanos: u32) -> io::Result<()> {
+    let times = mtime_only(secs, nanos);
     cvt(unsafe {
         libc::utimensat(
             dir,
@@ -260,16 +265,7 @@ pub fn set_mtime_at(dir: RawFd, name: &CStr, secs: i64, nanos: u32) -> io::Resul
 }
 
 pub fn set_mtime_fd(fd: RawFd, secs: i64, nanos: u32) -> io::Result<()> {
-    let times = [
-        libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-        libc::timespec {
-            tv_sec: secs,
-            tv_nsec: nanos as libc::c_long,
-        },
-    ];
+    let times = mtime_only(secs, nanos);
     cvt(unsafe { libc::futimens(fd, times.as_ptr()) }).map(drop)
 }
 
