@@ -6,6 +6,8 @@ use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
+use crate::gzip::ParallelGunzip;
+
 /// How much raw input is read at once.
 const INPUT_BUFFER: usize = 256 * 1024;
 /// How much decompressed data travels to the writing side at once.
@@ -60,8 +62,9 @@ pub fn open<'a, R: Read + Send + 'a>(
     let compression = detect(&head[..peeked]);
     let raw = io::Cursor::new(head[..peeked].to_vec()).chain(source);
     let decoded: Box<dyn Read + Send + 'a> = match compression {
-        // Several gzip members one after the other are one stream (pigz, concatenation).
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+        // Several gzip members one after the other are one stream (pigz, concatenation);
+        // mkroot's members say how long they are, so several are inflated at once.
+        Compression::Gzip => Box::new(ParallelGunzip::new(BufReader::with_capacity(
             INPUT_BUFFER,
             raw,
         ))),

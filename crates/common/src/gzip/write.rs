@@ -1,36 +1,9 @@
-//! A deterministic gzip stream compressed on every core.
-//!
-//! Compression is most of the time an image build takes, so the stream is cut into
-//! fixed-size chunks ([`CHUNK_SIZE`]) and each chunk is compressed on its own worker
-//! thread into one gzip member; the members are written in order. A file of several
-//! gzip members is one valid gzip file (RFC 1952 §2.2): `gzip -d`, `tar -xz` and
-//! `flate2::read::MultiGzDecoder` read it whole. (A reader that stops after the first
-//! member, like `flate2::read::GzDecoder`, would see only the first chunk.)
-//!
-//! The bytes depend only on the input: chunk boundaries are fixed, the compressor
-//! (libdeflate, through the `libdeflater` crate pinned by Cargo.lock) and its level are
-//! fixed, every header carries mtime 0, no name, XFL 0 and OS 3 (Unix), and the number
-//! of threads changes only how fast members are made, never what they hold.
-//!
-//! Why libdeflate: on the images mkroot makes it compresses both faster and smaller
-//! than zlib (and zlib-rs) at the same level; level 6 beats `gzip -6` on size.
+//! Compressing: chunks on worker threads, members written in order.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-/// The libdeflate compression level, pinned so equal inputs give equal bytes.
-pub const LEVEL: i32 = 6;
-
-/// Bytes of input per gzip member. Large enough that restarting the dictionary at each
-/// boundary costs well under 0.1 % of size, small enough to keep two cores busy on a
-/// few-megabyte image.
-pub const CHUNK_SIZE: usize = 2 << 20;
-
-/// gzip member header: magic, CM=deflate, no flags, mtime 0, XFL 0, OS 3 (Unix).
-const MEMBER_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+use super::pool::{self, InOrder};
+use super::{member_header, CHUNK_SIZE, LEVEL, SIZED_HEADER_LEN, TRAILER_LEN};
 
 /// A finished member, and the input buffer handed back for the next chunk.
 struct Member {
@@ -38,13 +11,29 @@ struct Member {
     input: Vec<u8>,
 }
 
-struct Job {
-    data: Vec<u8>,
-    reply: mpsc::Sender<Member>,
+/// A worker's compressor, and its output buffer, kept between chunks so that it is not
+/// zeroed and faulted in anew.
+struct Compressing {
+    compressor: libdeflater::Compressor,
+    scratch: Vec<u8>,
 }
 
-/// Compresses one chunk into one complete gzip member. `scratch` is the worker's own
-/// output buffer, kept between chunks so that it is not zeroed and faulted in anew.
+fn new_compressor() -> Compressing {
+    let level = libdeflater::CompressionLvl::new(LEVEL).unwrap_or_default();
+    Compressing {
+        compressor: libdeflater::Compressor::new(level),
+        scratch: Vec::new(),
+    }
+}
+
+fn compress_chunk(state: &mut Compressing, data: Vec<u8>) -> Member {
+    Member {
+        bytes: compress_member(&mut state.compressor, &mut state.scratch, &data),
+        input: data,
+    }
+}
+
+/// Compresses one chunk into one complete gzip member.
 fn compress_member(
     compressor: &mut libdeflater::Compressor,
     scratch: &mut Vec<u8>,
@@ -57,8 +46,10 @@ fn compress_member(
     let written = compressor
         .deflate_compress(data, scratch)
         .map_err(|e| format!("compression failed: {e:?}"))?;
-    let mut member = Vec::with_capacity(MEMBER_HEADER.len() + written + 8);
-    member.extend_from_slice(&MEMBER_HEADER);
+    let member_len = SIZED_HEADER_LEN + written + TRAILER_LEN;
+    let mut member = Vec::with_capacity(member_len);
+    // A member is at most a chunk's compress bound plus a few bytes: far below 4 GiB.
+    member.extend_from_slice(&member_header(member_len as u32));
     member.extend_from_slice(&scratch[..written]);
     let mut crc = libdeflater::Crc::new();
     crc.update(data);
@@ -68,69 +59,30 @@ fn compress_member(
     Ok(member)
 }
 
-fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    let level = libdeflater::CompressionLvl::new(LEVEL).unwrap_or_default();
-    let mut compressor = libdeflater::Compressor::new(level);
-    let mut scratch = Vec::new();
-    loop {
-        let job = match jobs.lock() {
-            Ok(receiver) => receiver.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
-        let bytes = compress_member(&mut compressor, &mut scratch, &job.data);
-        // The writer may have given up (an error on its side); nothing to do then.
-        let _ = job.reply.send(Member {
-            bytes,
-            input: job.data,
-        });
-    }
-}
-
 /// A `Write` that gzip-compresses on worker threads and writes members in order to `out`.
 /// Call [`ParallelGzip::finish`] to write the last member; dropping it loses the tail.
 pub struct ParallelGzip<W: Write> {
     /// `None` only after `finish` moved it out.
     out: Option<W>,
     buffer: Vec<u8>,
-    jobs: Option<mpsc::Sender<Job>>,
-    pending: VecDeque<mpsc::Receiver<Member>>,
+    compressing: InOrder<Vec<u8>, Member>,
     /// Input buffers back from the workers, reused for the next chunks.
     spare: Vec<Vec<u8>>,
-    workers: Vec<JoinHandle<()>>,
-    max_pending: usize,
     members: u64,
 }
 
 impl<W: Write> ParallelGzip<W> {
     /// One worker per available core (at most 8); the output does not depend on it.
     pub fn new(out: W) -> ParallelGzip<W> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, 8);
-        ParallelGzip::with_threads(out, threads)
+        ParallelGzip::with_threads(out, pool::thread_count(8))
     }
 
     pub fn with_threads(out: W, threads: usize) -> ParallelGzip<W> {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
-        let workers = (0..threads.max(1))
-            .map(|_| {
-                let receiver = Arc::clone(&receiver);
-                std::thread::spawn(move || worker(receiver))
-            })
-            .collect();
         ParallelGzip {
             out: Some(out),
             buffer: Vec::with_capacity(CHUNK_SIZE),
-            jobs: Some(sender),
-            pending: VecDeque::new(),
+            compressing: InOrder::new(threads, new_compressor, compress_chunk),
             spare: Vec::new(),
-            workers,
-            // Two chunks per worker in flight: workers never wait for the writer, and
-            // memory stays bounded (the image is never held whole).
-            max_pending: 2 * threads.max(1),
             members: 0,
         }
     }
@@ -142,12 +94,10 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     fn write_oldest_member(&mut self) -> io::Result<()> {
-        let Some(receiver) = self.pending.pop_front() else {
+        let Some(member) = self.compressing.take_oldest() else {
             return Ok(());
         };
-        let member = receiver
-            .recv()
-            .map_err(|_| io::Error::other("gzip worker stopped"))?;
+        let member = member?;
         let mut input = member.input;
         input.clear();
         self.spare.push(input);
@@ -156,17 +106,10 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     fn dispatch(&mut self, data: Vec<u8>) -> io::Result<()> {
-        while self.pending.len() >= self.max_pending {
+        while self.compressing.is_full() {
             self.write_oldest_member()?;
         }
-        let (reply, receiver) = mpsc::channel();
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| io::Error::other("gzip stream already finished"))?;
-        jobs.send(Job { data, reply })
-            .map_err(|_| io::Error::other("gzip workers stopped"))?;
-        self.pending.push_back(receiver);
+        self.compressing.submit(data)?;
         self.members += 1;
         Ok(())
     }
@@ -178,21 +121,14 @@ impl<W: Write> ParallelGzip<W> {
             let last = std::mem::take(&mut self.buffer);
             self.dispatch(last)?;
         }
-        while !self.pending.is_empty() {
+        while !self.compressing.is_empty() {
             self.write_oldest_member()?;
         }
-        self.stop_workers();
+        self.compressing.stop();
         self.output()?.flush()?;
         self.out
             .take()
             .ok_or_else(|| io::Error::other("gzip stream already finished"))
-    }
-
-    fn stop_workers(&mut self) {
-        self.jobs = None;
-        for handle in self.workers.drain(..) {
-            let _ = handle.join();
-        }
     }
 }
 
@@ -219,12 +155,6 @@ impl<W: Write> Write for ParallelGzip<W> {
     /// Members are only complete at chunk boundaries; flushing writes what is done.
     fn flush(&mut self) -> io::Result<()> {
         self.output()?.flush()
-    }
-}
-
-impl<W: Write> Drop for ParallelGzip<W> {
-    fn drop(&mut self) {
-        self.stop_workers();
     }
 }
 
@@ -267,7 +197,8 @@ mod tests {
         let one = gzip(&data, 1);
         assert_eq!(one, gzip(&data, 2));
         assert_eq!(one, gzip(&data, 5));
-        assert_eq!(&one[..10], &MEMBER_HEADER);
+        let first_len = u32::from_le_bytes(one[16..20].try_into().unwrap());
+        assert_eq!(&one[..SIZED_HEADER_LEN], &member_header(first_len));
     }
 
     #[test]
