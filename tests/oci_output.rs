@@ -426,3 +426,53 @@ fn which(program: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{program} not on PATH"))
 }
+
+/// A build killed while it writes the layer leaves nothing beside the output: the layer's
+/// scratch file has no name, so the kernel frees it with the process.
+#[test]
+fn a_build_killed_while_writing_the_layer_leaves_nothing_behind() {
+    let temp = tempfile::tempdir().unwrap();
+    // 48 MiB that do not compress: the layer takes long enough to be caught mid-write.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    std::fs::create_dir(temp.path().join("payload")).unwrap();
+    std::fs::write(temp.path().join("payload/noise"), noise).unwrap();
+    let mut build = Command::new(mkroot_e2e::builder::mkroot())
+        .args(["-q", "--bins", "true", "--add", "payload:/payload"])
+        .args(["--format", "oci", "-o", "img.oci.tar"])
+        .current_dir(temp.path())
+        .spawn()
+        .unwrap();
+    // The scratch file is open once /proc shows a deleted file among mkroot's fds.
+    let fds = PathBuf::from(format!("/proc/{}/fd", build.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let scratch_open = loop {
+        let open_deleted = std::fs::read_dir(&fds).into_iter().flatten().any(|fd| {
+            fd.ok()
+                .and_then(|fd| std::fs::read_link(fd.path()).ok())
+                .is_some_and(|target| target.to_string_lossy().ends_with("(deleted)"))
+        });
+        if open_deleted || std::time::Instant::now() > deadline {
+            break open_deleted;
+        }
+        if build.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    build.kill().unwrap();
+    build.wait().unwrap();
+    assert!(scratch_open, "mkroot never opened its scratch layer");
+    let left: Vec<String> = std::fs::read_dir(temp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["payload"], "left beside the output: {left:?}");
+}

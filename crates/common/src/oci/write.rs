@@ -1,8 +1,8 @@
 //! Writing an OCI image layout, as a directory or a tar, from the entries of an image.
 //!
 //! The image is one layer: the same reproducible tar [`crate::archive`] writes, gzip'd
-//! with [`crate::gzip`]. The layer is streamed to a scratch file while two hashes run over
-//! it (the uncompressed tar's sha256 is the config's `diff_id`, the gzip blob's is the
+//! with [`crate::gzip`]. The layer is streamed to an unnamed scratch file beside the output
+//! (nothing to leave behind, even on Ctrl-C) while two hashes run over it (the uncompressed tar's sha256 is the config's `diff_id`, the gzip blob's is the
 //! layer digest), so the image is never held in memory. The config, manifest and index
 //! are canonical JSON (keys sorted at every level, no whitespace), so the same entries
 //! and the same [`OciImage`] give the same digests and, through the archive writer, the
@@ -27,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Where the layout goes.
@@ -172,9 +173,8 @@ pub fn write_layout(
             return Err(ArchiveError::DirectoryNotEmpty { path: path.clone() }.into());
         }
     }
-    let scratch = ScratchDir::beside(target.path())?;
-    let layer_path = scratch.path.join("layer.tar.gz");
-    let layer = write_layer(entries, &layer_path, target.path(), options)?;
+    let scratch = ScratchLayer::beside(target.path())?;
+    let layer = write_layer(entries, &scratch, target.path(), options)?;
     let created = rfc3339(options.mtime);
 
     let config = image_config(image, &layer.diff_id, &created)?;
@@ -224,7 +224,7 @@ pub fn write_layout(
             path: blob_path(&layer.hex),
             mode: 0o644,
             kind: EntryKind::File {
-                source: layer_path.clone(),
+                source: scratch.path(),
             },
         },
         bytes(&blob_path(&config_hex), config_bytes),
@@ -320,7 +320,7 @@ struct Layer {
 /// into `path`.
 fn write_layer(
     entries: &[ImageEntry],
-    path: &Path,
+    scratch: &ScratchLayer,
     shown: &Path,
     options: &WriteOptions,
 ) -> Result<Layer, OciWriteError> {
@@ -328,7 +328,7 @@ fn write_layer(
         path: shown.to_path_buf(),
         source,
     };
-    let file = File::create(path).map_err(output)?;
+    let file = scratch.file.try_clone().map_err(output)?;
     let blob = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
     let mut tar = HashingWriter::new(ParallelGzip::new(blob));
     let summary = archive::write_tar_stream(entries, &mut tar, shown, options)?;
@@ -383,31 +383,33 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// A directory beside the output for the layer blob while the layout is assembled,
-/// removed when dropped (also on failure).
-struct ScratchDir {
-    path: PathBuf,
+/// The layer blob while the layout is assembled: a file without a name in the output's
+/// directory (O_TMPFILE, or created and unlinked at once where the filesystem lacks it),
+/// on the output's disk rather than in a possibly small /tmp. The kernel frees it when
+/// the last descriptor closes, so an interrupted build leaves nothing behind.
+struct ScratchLayer {
+    file: File,
 }
 
-impl ScratchDir {
-    fn beside(target: &Path) -> Result<ScratchDir, OciWriteError> {
-        // Components drop a trailing `/`, so `out/` gets `out.oci-scratch-N`, not a
-        // directory inside the (to be empty) output.
+impl ScratchLayer {
+    fn beside(target: &Path) -> Result<ScratchLayer, OciWriteError> {
+        // Components drop a trailing `/`, so `out/` is put beside, not inside, the
+        // (to be empty) output directory.
         let target: PathBuf = target.components().collect();
-        let mut name = target.as_os_str().to_os_string();
-        name.push(format!(".oci-scratch-{}", std::process::id()));
-        let path = PathBuf::from(name);
-        fs::create_dir(&path).map_err(|source| OciWriteError::Output {
+        let dir = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let file = tempfile::tempfile_in(dir).map_err(|source| OciWriteError::Output {
             path: target.clone(),
             source,
         })?;
-        Ok(ScratchDir { path })
+        Ok(ScratchLayer { file })
     }
-}
 
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+    /// A path that opens this file, for the archive writer, which reads entries by path.
+    fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 }
 
@@ -612,7 +614,7 @@ mod tests {
         assert_eq!(config["os"], "linux");
         let docker = read("manifest.json");
         assert_eq!(docker[0]["RepoTags"][0], "test/app:1");
-        // The scratch directory is gone, and a second run gives the same bytes.
+        // No scratch file is left, and a second run gives the same bytes.
         assert_eq!(fs::read_dir(temp.path()).unwrap().count(), 2);
         let again = temp.path().join("again/");
         write_layout(
