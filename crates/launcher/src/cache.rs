@@ -694,13 +694,7 @@ impl ImageCache {
                 continue;
             };
             if try_flock(&used, libc::LOCK_EX) {
-                let trash = self
-                    .dir
-                    .join("tmp")
-                    .join(format!("removed-{}", unique_suffix()));
-                fs::rename(&entry, &trash).map_err(io_error(&entry))?;
-                drop(used);
-                unpack::remove_tree(&trash).map_err(io_error(&trash))?;
+                self.remove_locked_entry(&entry, used)?;
             }
         }
         let index = self.dir.join("index");
@@ -756,13 +750,19 @@ impl ImageCache {
         if !try_flock(&used, libc::LOCK_EX) {
             return Err(CacheError::InUse(digest.to_string()));
         }
-        // Out of sight first (one rename), then deleted at leisure; a crash in between
-        // leaves an unlocked dir in tmp/ for the next sweep.
+        self.remove_locked_entry(&entry, used)
+    }
+
+    /// Removes the entry `entry` (an image or a layer) whose `used` file the caller holds
+    /// an exclusive lock on. Out of sight first (one rename, under the lock, so a lease
+    /// taken meanwhile sees its entry gone), then deleted at leisure; a crash in between
+    /// leaves an unlocked dir in tmp/ for the next sweep.
+    fn remove_locked_entry(&self, entry: &Path, used: File) -> Result<(), CacheError> {
         let trash = self
             .dir
             .join("tmp")
             .join(format!("removed-{}", unique_suffix()));
-        fs::rename(&entry, &trash).map_err(io_error(&entry))?;
+        fs::rename(entry, &trash).map_err(io_error(entry))?;
         drop(used);
         unpack::remove_tree(&trash).map_err(io_error(&trash))
     }
