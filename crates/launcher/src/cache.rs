@@ -295,33 +295,64 @@ impl ImageCache {
             }
             return Ok(found);
         }
-        // Miss: one process per image file unpacks; the others wait here, then find it.
-        let _unpacking = match &key {
-            Some(key) => Some(self.lock_key(key)?),
-            None => None,
-        };
-        if let Some(found) = key.as_deref().and_then(|key| self.lookup(key)) {
-            return Ok(found);
-        }
-        let _ = self.sweep_stale();
-        let mut file = file;
+        // Miss: one process per image file unpacks; the others wait, then find it.
+        let images = self.dir.join("images");
+        let mut file = Some(file);
         let mut digest = String::new();
-        // A prune may remove the entry between its install and our lease: unpack again.
-        for _ in 0..3 {
-            digest = self.unpack_and_install(image, file)?;
-            if let Some(key) = &key {
-                // Index it only if the file did not change while it was read.
-                let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
-                if unchanged.unwrap_or(false) {
-                    self.write_index(key, &digest)?;
+        let found = self.get_or_install(
+            key.as_deref(),
+            || Ok(key.as_deref().and_then(|key| self.lookup(key))),
+            || {
+                // Unpacking again (a prune took the first install): read the file again.
+                let file = match file.take() {
+                    Some(file) => file,
+                    None => File::open(image).map_err(image_error)?,
+                };
+                digest = self.install_entry(&images, "unpack", |work| {
+                    self.unpack_image(image, file, work)
+                })?;
+                if let Some(key) = &key {
+                    // Index it only if the file did not change while it was read.
+                    let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
+                    if unchanged.unwrap_or(false) {
+                        self.write_index(key, &digest)?;
+                    }
                 }
-            }
-            if let Some(found) = self.lease(&digest)? {
-                return Ok(found);
-            }
-            file = File::open(image).map_err(image_error)?;
-        }
-        Err(CacheError::NotCached(digest))
+                self.lease(&digest)
+            },
+        )?;
+        found.ok_or(CacheError::NotCached(digest))
+    }
+
+    /// Unpacks the image file `image` (open as `file`) into `work`'s root while hashing
+    /// it; the entry is named by the digest.
+    fn unpack_image(
+        &self,
+        image: &Path,
+        file: File,
+        work: &Path,
+    ) -> Result<FilledEntry, CacheError> {
+        let mut source = HashingReader::new(file);
+        let report =
+            unpack::unpack(&mut source, &work.join("root"), &self.options).map_err(|source| {
+                CacheError::Unpack {
+                    image: image.to_path_buf(),
+                    source,
+                }
+            })?;
+        let digest = source.finish().map_err(|source| CacheError::Image {
+            path: image.to_path_buf(),
+            source,
+        })?;
+        let info = serde_json::json!({
+            "digest": digest,
+            "bytes": report.bytes,
+            "entries": report.entries,
+            "skipped_devices": report.skipped_devices,
+            "skipped_fifos": report.skipped_fifos,
+            "stripped_setid": report.stripped_setid,
+        });
+        Ok(FilledEntry { name: digest, info })
     }
 
     /// The cached image the stat index names for `key`, leased; `None` on a miss.
@@ -368,22 +399,15 @@ impl ImageCache {
     /// digest is not cached yet (each layer unpacked and checked unless cached too).
     fn get_or_stack(&self, image: &Path, format: ImageFormat) -> Result<CachedImage, CacheError> {
         let oci = OciImage::open(image, format)?;
-        if let Some(found) = self.lease(&oci.id)? {
+        let find = || self.lease(&oci.id);
+        if let Some(found) = find()? {
             return Ok(found);
         }
-        let _stacking = self.lock_key(&format!("image-{}", oci.id))?;
-        if let Some(found) = self.lease(&oci.id)? {
-            return Ok(found);
-        }
-        let _ = self.sweep_stale();
-        // A prune may remove the entry between its install and our lease: stack again.
-        for _ in 0..3 {
+        let found = self.get_or_install(Some(&format!("image-{}", oci.id)), find, || {
             self.stack_and_install(image, &oci)?;
-            if let Some(found) = self.lease(&oci.id)? {
-                return Ok(found);
-            }
-        }
-        Err(CacheError::NotCached(oci.id))
+            find()
+        })?;
+        found.ok_or(CacheError::NotCached(oci.id))
     }
 
     /// Builds the image's tree from its layer trees in a temp dir, then renames it into
@@ -409,34 +433,33 @@ impl ImageCache {
             layer_roots.push((root, &layer.diff_id));
             _layer_leases.push(lease);
         }
-        let work = LockedDir::create(&self.dir.join("tmp"), "stack")?;
-        let root = work.path.join("root");
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&root)
-            .map_err(io_error(&root))?;
-        let mut stack = LayerStack::new(&root);
-        for (layer_root, diff_id) in layer_roots {
-            stack
-                .apply(&layer_root)
-                .map_err(|source| CacheError::Layer {
-                    image: image.to_path_buf(),
-                    diff_id: diff_id.clone(),
-                    source,
-                })?;
-        }
-        let info = serde_json::json!({
-            "digest": oci.id,
-            "bytes": stack.bytes,
-            "entries": stack.entries,
-            "layers": oci.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
-        });
-        stack.finish().map_err(io_error(&root))?;
-        let info_path = work.path.join("info.json");
-        fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
-        let config_path = work.path.join("config.json");
-        fs::write(&config_path, &oci.config_json).map_err(io_error(&config_path))?;
-        self.install(work, &oci.id)
+        self.install_entry(&self.dir.join("images"), "stack", |work| {
+            let root = work.join("root");
+            let mut stack = LayerStack::new(&root);
+            for (layer_root, diff_id) in layer_roots {
+                stack
+                    .apply(&layer_root)
+                    .map_err(|source| CacheError::Layer {
+                        image: image.to_path_buf(),
+                        diff_id: diff_id.clone(),
+                        source,
+                    })?;
+            }
+            let info = serde_json::json!({
+                "digest": oci.id,
+                "bytes": stack.bytes,
+                "entries": stack.entries,
+                "layers": oci.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
+            });
+            stack.finish().map_err(io_error(&root))?;
+            let config_path = work.join("config.json");
+            fs::write(&config_path, &oci.config_json).map_err(io_error(&config_path))?;
+            Ok(FilledEntry {
+                name: oci.id.clone(),
+                info,
+            })
+        })?;
+        Ok(())
     }
 
     /// The unpacked tree of one layer, unpacking (and checking) it first if needed, with
@@ -449,71 +472,141 @@ impl ImageCache {
         layer: &Layer,
         max_bytes: u64,
     ) -> Result<(PathBuf, File, u64), CacheError> {
-        let entry = self.dir.join("oci-layers").join(&layer.diff_id);
-        let lease = || lock_installed_entry(&entry);
-        let found = |used| {
+        let layers = self.dir.join("oci-layers");
+        let entry = layers.join(&layer.diff_id);
+        let find = || {
+            let Some(used) = lock_installed_entry(&entry)? else {
+                return Ok(None);
+            };
             let info: serde_json::Value = fs::read(entry.join("info.json"))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                 .unwrap_or_default();
-            (
-                entry.join("root"),
-                used,
-                info["bytes"].as_u64().unwrap_or(0),
-            )
+            let bytes = info["bytes"].as_u64().unwrap_or(0);
+            Ok(Some((entry.join("root"), used, bytes)))
         };
-        if let Some(used) = lease()? {
-            return Ok(found(used));
+        if let Some(found) = find()? {
+            return Ok(found);
         }
-        let _unpacking = self.lock_key(&format!("layer-{}", layer.diff_id))?;
         let options = UnpackOptions {
             max_bytes,
             ..self.options.clone()
         };
-        for _ in 0..3 {
-            if let Some(used) = lease()? {
-                return Ok(found(used));
+        let lock_key = format!("layer-{}", layer.diff_id);
+        let found = self.get_or_install(Some(&lock_key), find, || {
+            self.install_entry(&layers, "layer", |work| {
+                self.unpack_layer(image, oci, layer, &options, work)
+            })?;
+            find()
+        })?;
+        found.ok_or_else(|| CacheError::NotCached(layer.diff_id.clone()))
+    }
+
+    /// Unpacks one layer into `work`'s root, then checks it: its blob's digest and size,
+    /// and its diff_id. The entry is named by the diff_id.
+    fn unpack_layer(
+        &self,
+        image: &Path,
+        oci: &OciImage,
+        layer: &Layer,
+        options: &UnpackOptions,
+        work: &Path,
+    ) -> Result<FilledEntry, CacheError> {
+        let mut stream = oci.open_layer(layer)?;
+        let report = match unpack::unpack(stream.take_reader(), &work.join("root"), options) {
+            Ok(report) => {
+                stream.verify()?;
+                report
             }
-            let work = LockedDir::create(&self.dir.join("tmp"), "layer")?;
-            let root = work.path.join("root");
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&root)
-                .map_err(io_error(&root))?;
-            let mut stream = oci.open_layer(layer)?;
-            let report = match unpack::unpack(stream.take_reader(), &root, &options) {
-                Ok(report) => {
-                    stream.verify()?;
-                    report
-                }
-                Err(source) => {
-                    // A digest mismatch says more than whatever the unpacker made of bad
-                    // bytes: read the layer through once more, to its end, to tell.
-                    let mut again = oci.open_layer(layer)?;
-                    let _ = io::copy(&mut again.take_reader(), &mut io::sink());
-                    again.verify()?;
-                    // The limit is the image's, whatever room this layer had left.
-                    let source = match source {
-                        UnpackError::TooLarge { .. } => UnpackError::TooLarge {
-                            limit: self.options.max_bytes,
-                        },
-                        other => other,
-                    };
-                    return Err(CacheError::Unpack {
-                        image: image.to_path_buf(),
-                        source,
-                    });
-                }
-            };
-            let info_path = work.path.join("info.json");
-            let info = serde_json::json!({ "bytes": report.bytes, "entries": report.entries });
-            fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
-            let used_path = work.path.join("used");
-            File::create(&used_path).map_err(io_error(&used_path))?;
-            fs::rename(&work.path, &entry).map_err(io_error(&entry))?;
-            work.forget();
+            Err(source) => {
+                // A digest mismatch says more than whatever the unpacker made of bad
+                // bytes: read the layer through once more, to its end, to tell.
+                let mut again = oci.open_layer(layer)?;
+                let _ = io::copy(&mut again.take_reader(), &mut io::sink());
+                again.verify()?;
+                // The limit is the image's, whatever room this layer had left.
+                let source = match source {
+                    UnpackError::TooLarge { .. } => UnpackError::TooLarge {
+                        limit: self.options.max_bytes,
+                    },
+                    other => other,
+                };
+                return Err(CacheError::Unpack {
+                    image: image.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        Ok(FilledEntry {
+            name: layer.diff_id.clone(),
+            info: serde_json::json!({ "bytes": report.bytes, "entries": report.entries }),
+        })
+    }
+
+    /// The cache entry `find` finds (leased), installed first if it is missing. The
+    /// install runs under the lock `locks/<lock_key>` (none without a key), so that
+    /// concurrent launches of one image make one entry: the others wait for the lock, then
+    /// find it. `install` installs the entry and finds it; it runs again should a prune
+    /// remove the new entry before it is leased, and `None` says that happened every time.
+    fn get_or_install<T>(
+        &self,
+        lock_key: Option<&str>,
+        find: impl Fn() -> Result<Option<T>, CacheError>,
+        mut install: impl FnMut() -> Result<Option<T>, CacheError>,
+    ) -> Result<Option<T>, CacheError> {
+        let _installing = lock_key.map(|key| self.lock_key(key)).transpose()?;
+        if let Some(found) = find()? {
+            return Ok(Some(found));
         }
-        Err(CacheError::NotCached(layer.diff_id.clone()))
+        let _ = self.sweep_stale();
+        for _ in 0..3 {
+            if let Some(found) = install()? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Installs one entry in `dir` (`images/` or `oci-layers/`): `fill` fills a fresh
+    /// temp dir (`tmp/<temp_prefix>-*`, its empty `root/` made) and names the entry; with
+    /// its `info.json` and a `used` file added, the dir is renamed into place as
+    /// `<dir>/<name>` in one step. A reader sees no entry or a whole one; a crash or an
+    /// error leaves only the temp dir, locked while its owner lives and swept after.
+    /// Returns the name; the entry is installed (by us, or by a concurrent install).
+    fn install_entry(
+        &self,
+        dir: &Path,
+        temp_prefix: &str,
+        fill: impl FnOnce(&Path) -> Result<FilledEntry, CacheError>,
+    ) -> Result<String, CacheError> {
+        let work = LockedDir::create(&self.dir.join("tmp"), temp_prefix)?;
+        let root = work.path.join("root");
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&root)
+            .map_err(io_error(&root))?;
+        let FilledEntry { name, info } = fill(&work.path)?;
+        let info_path = work.path.join("info.json");
+        fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
+        let used_path = work.path.join("used");
+        File::create(&used_path).map_err(io_error(&used_path))?;
+        let installed = dir.join(&name);
+        match fs::rename(&work.path, &installed) {
+            Ok(()) => work.forget(),
+            // The same entry was installed meanwhile (by an unpack of another image file
+            // with these bytes, or one a prune of idle lock files let run unserialised):
+            // keep that one, drop ours.
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
+                ) =>
+            {
+                drop(work)
+            }
+            Err(err) => return Err(io_error(&installed)(err)),
+        }
+        Ok(name)
     }
 
     fn lock_key(&self, key: &str) -> Result<File, CacheError> {
@@ -527,66 +620,6 @@ impl ImageCache {
             .map_err(io_error(&path))?;
         flock(&file, libc::LOCK_EX).map_err(io_error(&path))?;
         Ok(file)
-    }
-
-    /// Unpacks `image` into a temp dir while hashing it, then renames the dir into place.
-    /// Returns the digest; the entry is installed (by us or by a concurrent unpack).
-    fn unpack_and_install(&self, image: &Path, file: File) -> Result<String, CacheError> {
-        let work = LockedDir::create(&self.dir.join("tmp"), "unpack")?;
-        let root = work.path.join("root");
-        fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&root)
-            .map_err(io_error(&root))?;
-        let mut source = HashingReader::new(file);
-        let report = match unpack::unpack(&mut source, &root, &self.options) {
-            Ok(report) => report,
-            Err(source) => {
-                drop(work);
-                return Err(CacheError::Unpack {
-                    image: image.to_path_buf(),
-                    source,
-                });
-            }
-        };
-        let digest = source.finish().map_err(|source| CacheError::Image {
-            path: image.to_path_buf(),
-            source,
-        })?;
-        let info = serde_json::json!({
-            "digest": digest,
-            "bytes": report.bytes,
-            "entries": report.entries,
-            "skipped_devices": report.skipped_devices,
-            "skipped_fifos": report.skipped_fifos,
-            "stripped_setid": report.stripped_setid,
-        });
-        let info_path = work.path.join("info.json");
-        fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
-        self.install(work, &digest)?;
-        Ok(digest)
-    }
-
-    /// Renames a complete entry (a `used` file added) into place as `images/<digest>`.
-    fn install(&self, work: LockedDir, digest: &str) -> Result<(), CacheError> {
-        let used_path = work.path.join("used");
-        File::create(&used_path).map_err(io_error(&used_path))?;
-        let installed = self.dir.join("images").join(digest);
-        match fs::rename(&work.path, &installed) {
-            Ok(()) => work.forget(),
-            // The same content was installed meanwhile (another file with these bytes):
-            // keep that one, drop ours.
-            Err(err)
-                if matches!(
-                    err.raw_os_error(),
-                    Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
-                ) =>
-            {
-                drop(work)
-            }
-            Err(err) => return Err(io_error(&installed)(err)),
-        }
-        Ok(())
     }
 
     /// Points the stat index entry `key` at `digest` (atomically replacing an old one).
@@ -661,13 +694,7 @@ impl ImageCache {
                 continue;
             };
             if try_flock(&used, libc::LOCK_EX) {
-                let trash = self
-                    .dir
-                    .join("tmp")
-                    .join(format!("removed-{}", unique_suffix()));
-                fs::rename(&entry, &trash).map_err(io_error(&entry))?;
-                drop(used);
-                unpack::remove_tree(&trash).map_err(io_error(&trash))?;
+                self.remove_locked_entry(&entry, used)?;
             }
         }
         let index = self.dir.join("index");
@@ -723,13 +750,19 @@ impl ImageCache {
         if !try_flock(&used, libc::LOCK_EX) {
             return Err(CacheError::InUse(digest.to_string()));
         }
-        // Out of sight first (one rename), then deleted at leisure; a crash in between
-        // leaves an unlocked dir in tmp/ for the next sweep.
+        self.remove_locked_entry(&entry, used)
+    }
+
+    /// Removes the entry `entry` (an image or a layer) whose `used` file the caller holds
+    /// an exclusive lock on. Out of sight first (one rename, under the lock, so a lease
+    /// taken meanwhile sees its entry gone), then deleted at leisure; a crash in between
+    /// leaves an unlocked dir in tmp/ for the next sweep.
+    fn remove_locked_entry(&self, entry: &Path, used: File) -> Result<(), CacheError> {
         let trash = self
             .dir
             .join("tmp")
             .join(format!("removed-{}", unique_suffix()));
-        fs::rename(&entry, &trash).map_err(io_error(&entry))?;
+        fs::rename(entry, &trash).map_err(io_error(entry))?;
         drop(used);
         unpack::remove_tree(&trash).map_err(io_error(&trash))
     }
@@ -784,6 +817,13 @@ impl LayerDir {
     pub fn work(&self) -> PathBuf {
         self.dir.path.join("work")
     }
+}
+
+/// What filled a new cache entry's temp dir: the entry's name (a digest or a diff_id) and
+/// what its `info.json` says (sizes, counts).
+struct FilledEntry {
+    name: String,
+    info: serde_json::Value,
 }
 
 /// A directory with an exclusive flock held on it while its owner works in it; removed on

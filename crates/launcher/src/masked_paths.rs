@@ -72,7 +72,7 @@ fn make_read_only(path: &CStr) -> Result<(), LaunchError> {
         return Ok(());
     }
     rootfs::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None).map_err(step)?;
-    rootfs::set_read_only(libc::AT_FDCWD, path, AT_RECURSIVE).map_err(step)
+    rootfs::set_read_only(libc::AT_FDCWD, path, libc::AT_RECURSIVE).map_err(step)
 }
 
 /// Whether `path` is a directory; `None` when it does not exist.
@@ -84,5 +84,3 @@ fn kind(path: &CStr) -> Option<bool> {
     }
     Some(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
-
-const AT_RECURSIVE: libc::c_int = 0x8000;

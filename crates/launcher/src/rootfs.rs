@@ -457,7 +457,7 @@ pub fn bind(
                 libc::SYS_open_tree,
                 libc::AT_FDCWD,
                 source_c.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | AT_RECURSIVE,
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_RECURSIVE as u32,
             )
         },
         step,
@@ -468,7 +468,7 @@ pub fn bind(
         set_read_only(
             tree.as_raw_fd(),
             c"",
-            libc::AT_EMPTY_PATH | AT_RECURSIVE as i32,
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
         )
         .map_err(|e| LaunchError::setup(step(), e))?;
     }
@@ -678,7 +678,6 @@ pub(crate) struct MountAttr {
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 pub(crate) const OPEN_TREE_CLONE: u32 = 0x1;
-const AT_RECURSIVE: u32 = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
 const MOUNT_ATTR_NOSUID: u32 = 0x2;
