@@ -159,10 +159,12 @@ impl<R: Read> Members<R> {
 fn next_member(source: &mut impl Read, offset: u64) -> io::Result<NextMember> {
     let mut head = vec![0u8; FIXED_HEADER_LEN];
     let got = read_up_to(source, &mut head)?;
-    if got == 0 {
+    head.truncate(got);
+    // The end of the stream, after a member; an empty stream is left to the plain
+    // reader, which refuses it as gzip -d does.
+    if got == 0 && offset > 0 {
         return Ok(NextMember::End);
     }
-    head.truncate(got);
     // Only a header with nothing but an extra field (no name, comment or header CRC):
     // the deflate data then starts right after it.
     if got < FIXED_HEADER_LEN || head[..3] != MAGIC || head[3] != FEXTRA {
@@ -366,6 +368,12 @@ mod tests {
         compressed[end - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = gunzip(&compressed).unwrap_err();
         assert!(err.to_string().contains("inflates to"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_stream_fails_as_a_plain_reader_would() {
+        let err = gunzip(&[]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 
     #[test]
