@@ -814,3 +814,33 @@ fn programs_using_iconv_get_gconv_modules() {
     assert!(!run(&["--no-gconv"], "UTF-16").status.success());
     assert!(run(&["--no-gconv"], "UTF-8").status.success());
 }
+
+/// Image paths are UTF-8 (tar names here, JSON in the manifest): an added file whose name,
+/// or a symlink whose target, is not is refused by name rather than renamed on the way in.
+#[test]
+fn names_that_are_not_utf8_are_refused_not_mangled() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let temp = tempfile::tempdir().unwrap();
+    let cases: [(&str, fn(&Path)); 2] = [
+        ("name", |tree| {
+            std::fs::write(tree.join(OsStr::from_bytes(b"caf\xe9")), "x").unwrap()
+        }),
+        ("target", |tree| {
+            std::os::unix::fs::symlink(OsStr::from_bytes(b"x\xff"), tree.join("link")).unwrap()
+        }),
+    ];
+    for (what, make) in cases {
+        let tree = temp.path().join(what);
+        std::fs::create_dir(&tree).unwrap();
+        make(&tree);
+        let add = format!("{what}:/added");
+        let err = one_line_error(
+            &["-q", "--bins", "true", "--add", &add, "-o", "out.tgz"],
+            temp.path(),
+        );
+        assert!(err.contains("is not UTF-8"), "{what}: {err}");
+        assert!(err.contains(path_str(&tree)), "{what}: {err}");
+        assert!(!temp.path().join("out.tgz").exists(), "{what}");
+    }
+}

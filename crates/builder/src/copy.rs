@@ -57,6 +57,8 @@ pub enum CopyError {
     },
     #[error("{path}: too many levels of symbolic links; fix the link loop on the host")]
     SymlinkLoop { path: PathBuf },
+    #[error("{path}: {what} is not UTF-8, which image paths must be; rename it or leave it out")]
+    NotUtf8 { path: PathBuf, what: &'static str },
     #[error("{path}: a part of the path is not a directory; check the path")]
     NotADirectory { path: PathBuf },
     #[error("{path}: the image already has {existing} there; add it at another image path")]
@@ -132,10 +134,7 @@ impl ImageTree {
                 if links > MAX_SYMLINKS {
                     return Err(CopyError::SymlinkLoop { path: host });
                 }
-                let target = std::fs::read_link(&host).map_err(|source| CopyError::Unreadable {
-                    path: host.clone(),
-                    source,
-                })?;
+                let target = read_link(&host)?;
                 let stored = relative_target(&next, &target);
                 self.record(
                     &next,
@@ -285,12 +284,15 @@ impl ImageTree {
                 source: e,
             },
         })?;
+        if at.to_str().is_none() {
+            return Err(CopyError::NotUtf8 {
+                path: host.to_path_buf(),
+                what: "the name",
+            });
+        }
         let mode = meta.permissions().mode() & 0o7777;
         let kind = if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(host).map_err(|source| CopyError::Unreadable {
-                path: host.to_path_buf(),
-                source,
-            })?;
+            let target = read_link(host)?;
             PlannedKind::Symlink {
                 target: relative_target(at, &target),
             }
@@ -349,6 +351,22 @@ fn components(path: &Path) -> VecDeque<OsString> {
             _ => None,
         })
         .collect()
+}
+
+/// A host symlink's target. Image paths are UTF-8 (the manifest is JSON); a target that
+/// is not would be changed on the way in, so it is refused rather than silently altered.
+fn read_link(host: &Path) -> Result<PathBuf, CopyError> {
+    let target = std::fs::read_link(host).map_err(|source| CopyError::Unreadable {
+        path: host.to_path_buf(),
+        source,
+    })?;
+    if target.to_str().is_none() {
+        return Err(CopyError::NotUtf8 {
+            path: host.to_path_buf(),
+            what: "the symlink's target",
+        });
+    }
+    Ok(target)
 }
 
 /// The target a symlink at `link` gets in the image: relative targets as they are;
