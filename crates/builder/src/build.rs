@@ -3,7 +3,9 @@
 //! where and in which format it is written.
 
 use crate::elf::{ElfClass, ElfFacts};
-use crate::plan::{Plan, PlanRequest};
+use crate::extras::{Extras, GconvChoice};
+use crate::plan::{split_command, AddSpec, CommandError, Plan, PlanRequest};
+use crate::programs;
 use mkroot_common::archive::OutputTarget;
 use mkroot_common::oci::write::{ImageName, OciImage, OciTarget};
 use std::path::{Path, PathBuf};
@@ -59,6 +61,121 @@ pub enum BuildError {
     BadWorkdir(String),
     #[error("{0} is an OCI image setting; add --format oci (or write to NAME.oci.tar)")]
     OciOnly(&'static str),
+    #[error("--user {0:?}: not a user name; use letters, digits, `-` and `_`")]
+    BadUser(String),
+    #[error("--add {0:?}: no host path; write --add HOST or --add HOST:IMAGE")]
+    BadAdd(String),
+    /// `--cmd` or `--entrypoint` that does not split into words.
+    #[error("{flag}: {source}")]
+    BadCommand {
+        flag: &'static str,
+        source: CommandError,
+    },
+    #[error("no --output; give -o OUTPUT (or a path under [output] in the recipe), or --dry-run")]
+    NoOutput,
+}
+
+/// The flags that describe the image, as the command line gave them: the ones a recipe
+/// replaces. Output, format and tag are not here: they apply to a recipe too.
+#[derive(Debug, Clone, Default)]
+pub struct ImageFlags {
+    pub bins: Vec<String>,
+    /// `HOST[:IMAGE]`
+    pub adds: Vec<String>,
+    pub cmd: Option<String>,
+    pub entrypoint: Option<String>,
+    /// `KEY=VALUE`
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub run_as: Option<String>,
+    pub users: Vec<String>,
+    pub sysroot: Option<PathBuf>,
+    pub allow_missing: bool,
+    pub no_nss: bool,
+    pub no_terminfo: bool,
+    pub no_libgcc: bool,
+    /// Every gconv module, not only those detected.
+    pub gconv: bool,
+    pub no_gconv: bool,
+}
+
+impl ImageFlags {
+    /// The build the flags describe; the flags' counterpart of
+    /// [`Recipe::to_spec`](crate::recipe::Recipe::to_spec).
+    pub fn to_spec(&self) -> Result<BuildSpec, BuildError> {
+        self.check_names()?;
+        let request = PlanRequest {
+            root: self.sysroot.clone().unwrap_or_else(|| PathBuf::from("/")),
+            bins: self
+                .bins
+                .iter()
+                .filter(|b| !b.is_empty())
+                .cloned()
+                .collect(),
+            adds: self.adds.iter().map(|a| AddSpec::parse(a)).collect(),
+            cmd: command("--cmd", &self.cmd)?,
+            allow_missing: self.allow_missing,
+            extras: self.extras(),
+            // With --sysroot the host's PATH names the host's directories, not the root's.
+            search_path: match (&self.sysroot, std::env::var("PATH")) {
+                (None, Ok(path)) => path,
+                _ => programs::DEFAULT_PATH.to_string(),
+            },
+        };
+        Ok(BuildSpec {
+            request,
+            run: RunConfig {
+                entrypoint: command("--entrypoint", &self.entrypoint)?.unwrap_or_default(),
+                env: self.env.clone(),
+                workdir: self.workdir.clone(),
+                user: self.run_as.clone(),
+            },
+            tag: None,
+            output: None,
+            format: None,
+        })
+    }
+
+    /// User names go into /etc/passwd lines, and `--add` needs a host path.
+    fn check_names(&self) -> Result<(), BuildError> {
+        if let Some(user) = self
+            .users
+            .iter()
+            .find(|user| user.is_empty() || user.contains([':', '\n', '/']))
+        {
+            return Err(BuildError::BadUser(user.clone()));
+        }
+        match self
+            .adds
+            .iter()
+            .find(|add| add.is_empty() || add.starts_with(':'))
+        {
+            Some(add) => Err(BuildError::BadAdd(add.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn extras(&self) -> Extras {
+        Extras {
+            nss: !self.no_nss,
+            libgcc: !self.no_libgcc,
+            terminfo: !self.no_terminfo,
+            gconv: match (self.gconv, self.no_gconv) {
+                (true, _) => GconvChoice::All,
+                (_, true) => GconvChoice::Off,
+                _ => GconvChoice::Detect,
+            },
+            users: self.users.clone(),
+        }
+    }
+}
+
+/// A command flag's text split into argv; the error names the flag.
+fn command(flag: &'static str, text: &Option<String>) -> Result<Option<Vec<String>>, BuildError> {
+    text.as_deref()
+        .map(split_command)
+        .transpose()
+        .map_err(|source| BuildError::BadCommand { flag, source })
 }
 
 impl BuildSpec {
@@ -261,5 +378,29 @@ mod tests {
             ..RunConfig::default()
         };
         assert!(bad_dir.check().is_err());
+    }
+
+    #[test]
+    fn image_flags_are_checked_and_name_the_flag() {
+        let flags = |edit: fn(&mut ImageFlags)| {
+            let mut flags = ImageFlags {
+                bins: vec!["sh".into(), String::new()],
+                ..ImageFlags::default()
+            };
+            edit(&mut flags);
+            flags.to_spec()
+        };
+        let spec = flags(|_| {}).unwrap();
+        assert_eq!(spec.request.bins, ["sh"]);
+        assert_eq!(spec.request.extras.gconv, GconvChoice::Detect);
+        let error = |edit| flags(edit).unwrap_err().to_string();
+        assert!(
+            error(|f| f.users = vec!["a:b".into()]).starts_with("--user \"a:b\": not a user name")
+        );
+        assert!(error(|f| f.adds = vec![":/x".into()]).starts_with("--add \":/x\": no host path"));
+        assert!(error(|f| f.entrypoint = Some("'open".into()))
+            .starts_with("--entrypoint: --cmd \"'open\": unterminated single quote"));
+        let all = flags(|f| f.gconv = true).unwrap();
+        assert_eq!(all.request.extras.gconv, GconvChoice::All);
     }
 }

@@ -32,6 +32,7 @@ pub mod check;
 pub mod copy;
 pub mod extras;
 pub mod image;
+pub mod invocation;
 pub mod loader_cache;
 pub mod plan;
 pub mod programs;

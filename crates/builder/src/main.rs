@@ -2,11 +2,10 @@
 //! the library.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use mkroot_builder::build::{self, BuildSpec, Output, OutputFormat, RunConfig};
-use mkroot_builder::extras::{Extras, GconvChoice};
-use mkroot_builder::plan::{split_command, AddSpec, Plan, PlanRequest};
-use mkroot_builder::recipe::Recipe;
-use mkroot_builder::{check, image, programs, report};
+use mkroot_builder::build::{ImageFlags, OutputFormat};
+use mkroot_builder::invocation::{
+    Action, Invocation, InvocationError, Outcome, PlannedImage, SpecSource,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -136,204 +135,129 @@ enum Docs {
     Man,
 }
 
-/// Turns clap's error into one line: its first paragraph (the problem; the tips and
-/// usage after it are dropped), without its `error: `.
+/// Why a run failed; main prints it as one line.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Run(#[from] InvocationError),
+    #[error("stdout: cannot write the report: {0}; check where stdout goes")]
+    Stdout(std::io::Error),
+    #[error("cannot render the man page: {0}")]
+    ManPage(std::io::Error),
+    #[error("internal error ({0}); please report it with the command line")]
+    Internal(String),
+}
+
 /// Writes a report to stdout; a reader that went away (`| head`) is not an error.
-fn print_stdout(text: &str) -> Result<(), String> {
+fn print_stdout(text: &str) -> Result<(), Failure> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(format!(
-            "stdout: cannot write the report: {e}; check where stdout goes"
-        )),
+        Err(e) => Err(Failure::Stdout(e)),
     }
 }
 
-/// What the run ended in, for the exit status.
-enum Outcome {
-    Done,
-    /// `--check` found differences.
-    Differs,
-}
-
-/// The build the command line describes.
-fn spec_from_args(args: &Args) -> Result<BuildSpec, String> {
-    for user in &args.users {
-        if user.is_empty() || user.contains([':', '\n', '/']) {
-            return Err(format!(
-                "--user {user:?}: not a user name; use letters, digits, `-` and `_`"
-            ));
-        }
-    }
-    for add in &args.adds {
-        if add.is_empty() || add.starts_with(':') {
-            return Err(format!(
-                "--add {add:?}: no host path; write --add HOST or --add HOST:IMAGE"
-            ));
-        }
-    }
-    let command = |flag: &str, text: &Option<String>| match text {
-        Some(text) => split_command(text)
-            .map(Some)
-            .map_err(|e| format!("{flag}: {e}")),
-        None => Ok(None),
+/// What the command line asks of the library.
+fn invocation(args: Args) -> Invocation {
+    let action = match (args.check, args.dry_run) {
+        (Some(image), _) => Action::Check(image),
+        (None, true) => Action::DryRun { json: args.json },
+        (None, false) => Action::Write,
     };
-    let request = PlanRequest {
-        root: args.sysroot.clone().unwrap_or_else(|| PathBuf::from("/")),
-        bins: args
-            .bins
-            .iter()
-            .filter(|b| !b.is_empty())
-            .cloned()
-            .collect(),
-        adds: args.adds.iter().map(|a| AddSpec::parse(a)).collect(),
-        cmd: command("--cmd", &args.cmd)?,
-        allow_missing: args.allow_missing,
-        extras: Extras {
-            nss: !args.no_nss,
-            libgcc: !args.no_libgcc,
-            terminfo: !args.no_terminfo,
-            gconv: match (args.gconv, args.no_gconv) {
-                (true, _) => GconvChoice::All,
-                (_, true) => GconvChoice::Off,
-                _ => GconvChoice::Detect,
-            },
-            users: args.users.clone(),
-        },
-        search_path: match (&args.sysroot, std::env::var("PATH")) {
-            (None, Ok(path)) => path,
-            _ => programs::DEFAULT_PATH.to_string(),
-        },
+    let source = match args.recipe {
+        Some(path) => SpecSource::Recipe(path),
+        None => SpecSource::Flags(ImageFlags {
+            bins: args.bins,
+            adds: args.adds,
+            cmd: args.cmd,
+            entrypoint: args.entrypoint,
+            env: args.env,
+            workdir: args.workdir,
+            run_as: args.run_as,
+            users: args.users,
+            sysroot: args.sysroot,
+            allow_missing: args.allow_missing,
+            no_nss: args.no_nss,
+            no_terminfo: args.no_terminfo,
+            no_libgcc: args.no_libgcc,
+            gconv: args.gconv,
+            no_gconv: args.no_gconv,
+        }),
     };
-    Ok(BuildSpec {
-        request,
-        run: RunConfig {
-            entrypoint: command("--entrypoint", &args.entrypoint)?.unwrap_or_default(),
-            env: args.env.clone(),
-            workdir: args.workdir.clone(),
-            user: args.run_as.clone(),
-        },
-        tag: args.tag.clone(),
-        output: args.output.clone(),
+    Invocation {
+        source,
+        output: args.output,
         format: args.format,
+        tag: args.tag,
+        action,
+        explain: args.explain,
+        quiet: args.quiet,
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, Failure> {
+    let quiet = args.quiet;
+    let invocation = invocation(args);
+    let image = invocation.plan()?;
+    if !quiet {
+        warn_left_out(&image);
+    }
+    if let Some(tree) = invocation.explanation(&image) {
+        print_stdout(&tree)?;
+    }
+    let outcome = invocation.finish(&image)?;
+    report(&outcome, quiet)?;
+    Ok(match outcome {
+        // --check: 1 says the image differs from its recipe.
+        Outcome::Checked { differences, .. } if !differences.is_empty() => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
     })
 }
 
-fn run(args: Args) -> Result<Outcome, String> {
-    let mut spec = match &args.recipe {
-        Some(path) => {
-            let recipe = Recipe::load(path).map_err(|e| e.to_string())?;
-            recipe.to_spec(path).map_err(|e| e.to_string())?
-        }
-        None => spec_from_args(&args)?,
-    };
-    // The command line's output, format and tag win over the recipe's.
-    if args.output.is_some() {
-        spec.output = args.output.clone();
-    }
-    spec.format = args.format.or(spec.format);
-    spec.tag = args.tag.clone().or(spec.tag);
-    spec.run.check().map_err(|e| e.to_string())?;
-    let output = match (
-        &spec.output,
-        args.dry_run || args.explain || args.check.is_some(),
-    ) {
-        (Some(path), _) => Some(Output::choose(path, spec.format).map_err(|e| e.to_string())?),
-        (None, true) => None,
-        (None, false) => return Err(
-            "no --output; give -o OUTPUT (or a path under [output] in the recipe), or --dry-run"
-                .to_string(),
-        ),
-    };
-    if let Some(output) = &output {
-        spec.check_fits(output).map_err(|e| e.to_string())?;
-    }
-    let request = spec.request;
-    let mut plan = Plan::build(&request).map_err(|e| e.to_string())?;
-    plan.env = build::merged_env(&plan.env, &spec.run.env);
-    let oci_cmd = build::settle_command(&mut plan, &spec.run, request.cmd.as_deref());
-    if !args.quiet {
-        for missing in &plan.missing {
-            eprintln!(
-                "mkroot: warning: {}: needs {}, not found; left out (--allow-missing)",
-                missing.needed_by.display(),
-                missing.name
-            );
-        }
-    }
-    // The OCI view of the plan (config, tag, layer settings), for --check and OCI output.
-    let oci_image = || {
-        build::oci_image(
-            &plan,
-            &request.root,
-            &spec.run,
-            oci_cmd,
-            spec.tag.as_deref(),
-        )
-        .map_err(|e| e.to_string())
-    };
-    if let Some(image_path) = &args.check {
-        let oci = oci_image()?;
-        let differences = check::check(&plan, &oci, image_path).map_err(|e| e.to_string())?;
-        let mut text = String::new();
-        for difference in &differences {
-            text.push_str(&format!("{difference}\n"));
-        }
-        if differences.is_empty() && !args.quiet {
-            text = format!("{}: matches its recipe\n", image_path.display());
-        }
-        print_stdout(&text)?;
-        return Ok(if differences.is_empty() {
-            Outcome::Done
-        } else {
-            Outcome::Differs
-        });
-    }
-    if args.explain {
-        print_stdout(&report::explain(&plan))?;
-    }
-    if args.dry_run {
-        if args.json {
-            print_stdout(&report::json(&plan))?;
-        } else if !args.explain {
-            print_stdout(&report::explain(&plan))?;
-        }
-        return Ok(Outcome::Done);
-    }
-    let Some(output) = output else {
-        return Ok(Outcome::Done);
-    };
-    let (entries, content_bytes, digest) = match &output {
-        Output::Rootfs(target) => {
-            let summary = image::write(&plan, target, args.quiet).map_err(|e| e.to_string())?;
-            (summary.entries, summary.content_bytes, None)
-        }
-        Output::Oci(target) => {
-            let oci = oci_image()?;
-            let summary =
-                image::write_oci(&plan, &oci, target, args.quiet).map_err(|e| e.to_string())?;
-            (
-                summary.layer.entries,
-                summary.layer.content_bytes,
-                Some(summary.manifest_digest),
-            )
-        }
-    };
-    if !args.quiet {
-        let digest = digest.map_or(String::new(), |d| format!(", manifest {d}"));
+/// Warns about the libraries `--allow-missing` left out, before anything is written.
+fn warn_left_out(image: &PlannedImage) {
+    for missing in image.missing() {
         eprintln!(
-            "mkroot: wrote {}: {entries} entries, {content_bytes} bytes of files, {} programs{digest}",
-            output.path().display(),
-            plan.programs.len()
+            "mkroot: warning: {}: needs {}, not found; left out (--allow-missing)",
+            missing.needed_by.display(),
+            missing.name
         );
     }
-    Ok(Outcome::Done)
+}
+
+/// Prints what came of the run: the check's differences, the plan, or the summary line.
+fn report(outcome: &Outcome, quiet: bool) -> Result<(), Failure> {
+    match outcome {
+        Outcome::Checked { image, differences } => {
+            let mut text: String = differences.iter().map(|d| format!("{d}\n")).collect();
+            if differences.is_empty() && !quiet {
+                text = format!("{}: matches its recipe\n", image.display());
+            }
+            print_stdout(&text)
+        }
+        Outcome::Planned { report } => print_stdout(report.as_deref().unwrap_or_default()),
+        Outcome::Written(written) if !quiet => {
+            let digest = written
+                .manifest_digest
+                .as_ref()
+                .map_or(String::new(), |d| format!(", manifest {d}"));
+            eprintln!(
+                "mkroot: wrote {}: {} entries, {} bytes of files, {} programs{digest}",
+                written.path.display(),
+                written.entries,
+                written.content_bytes,
+                written.programs
+            );
+            Ok(())
+        }
+        Outcome::Written(_) => Ok(()),
+    }
 }
 
 /// Prints completions or the man page, generated from the clap definitions.
-fn print_docs(docs: Docs) -> Result<Outcome, String> {
+fn print_docs(docs: Docs) -> Result<ExitCode, Failure> {
     let mut out = Vec::new();
     match docs {
         Docs::Completions { shell } => {
@@ -341,10 +265,10 @@ fn print_docs(docs: Docs) -> Result<Outcome, String> {
         }
         Docs::Man => clap_mangen::Man::new(Args::command())
             .render(&mut out)
-            .map_err(|e| format!("cannot render the man page: {e}"))?,
+            .map_err(Failure::ManPage)?,
     }
     print_stdout(&String::from_utf8_lossy(&out))?;
-    Ok(Outcome::Done)
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -380,16 +304,13 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".to_string());
-        Err(format!(
-            "internal error ({what}); please report it with the command line"
-        ))
+        Err(Failure::Internal(what))
     });
     match outcome {
-        Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::Differs) => ExitCode::FAILURE,
-        Err(message) => {
+        Ok(code) => code,
+        Err(failure) => {
             // One line, whatever the error carried.
-            eprintln!("mkroot: {}", message.replace('\n', " "));
+            eprintln!("mkroot: {}", failure.to_string().replace('\n', " "));
             // With --check, 1 means "differs": a failure to check is told apart.
             ExitCode::from(if checking { 2 } else { 1 })
         }

@@ -1,0 +1,303 @@
+//! One mkroot run, once its command line is parsed: the build (from a recipe or the
+//! flags), the plan, then what was asked of it: check an image against the plan, print
+//! the plan, or write the image.
+//!
+//! Nothing here prints. [`Invocation::plan`] returns the planned image (main warns about
+//! the libraries left out before anything else happens), [`Invocation::explanation`]
+//! the `--explain` tree (printed before the image is written: it says what goes in), and
+//! [`Invocation::finish`] what came of the run, for main to report and turn into an exit
+//! status.
+
+use crate::build::{self, BuildError, BuildSpec, ImageFlags, Output, OutputFormat, RunConfig};
+use crate::check::{self, CheckError, Difference};
+use crate::image::{self, ImageError};
+use crate::plan::{Plan, PlanError};
+use crate::recipe::{Recipe, RecipeError};
+use crate::report;
+use crate::resolve::MissingLibrary;
+use mkroot_common::oci::write::{OciImage, OciWriteError};
+use std::path::PathBuf;
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub source: SpecSource,
+    /// The command line's output, format and tag: they win over a recipe's.
+    pub output: Option<PathBuf>,
+    pub format: Option<OutputFormat>,
+    pub tag: Option<String>,
+    pub action: Action,
+    /// Also show the plan as a tree, before acting.
+    pub explain: bool,
+    /// No progress bar while writing.
+    pub quiet: bool,
+}
+
+/// Where the description of the image comes from.
+#[derive(Debug, Clone)]
+pub enum SpecSource {
+    /// A recipe file (`-f`).
+    Recipe(PathBuf),
+    /// The flags that describe the image.
+    Flags(ImageFlags),
+}
+
+/// What to do with the plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write the image to its output; with `--explain` and no output, only explain.
+    Write,
+    /// `--dry-run`: print the plan, as JSON or as the tree.
+    DryRun { json: bool },
+    /// `--check IMAGE`: compare the image with the plan.
+    Check(PathBuf),
+}
+
+/// The image as planned: its files, how it runs and where it goes.
+#[derive(Debug)]
+pub struct PlannedImage {
+    pub plan: Plan,
+    /// The root the plan was resolved against (`--sysroot`, or `/`).
+    root: PathBuf,
+    run: RunConfig,
+    /// The OCI `Cmd`, from [`build::settle_command`].
+    oci_cmd: Vec<String>,
+    tag: Option<String>,
+    output: Option<Output>,
+}
+
+/// What came of a run.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `--check`: how the image differs from the plan; nothing when it matches.
+    Checked {
+        image: PathBuf,
+        differences: Vec<Difference>,
+    },
+    /// Only the plan was asked for (`--dry-run`, or `--explain` without an output): the
+    /// report still to print, unless [`Invocation::explanation`] was all of it.
+    Planned { report: Option<String> },
+    /// The image was written.
+    Written(Written),
+}
+
+/// The summary of a written image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub path: PathBuf,
+    pub entries: usize,
+    pub content_bytes: u64,
+    pub programs: usize,
+    /// The OCI manifest's digest (`sha256:...`), for an OCI image.
+    pub manifest_digest: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvocationError {
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    OciConfig(#[from] OciWriteError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl Invocation {
+    /// The build asked for: the recipe's or the flags', with the command line's output,
+    /// format and tag over the recipe's, its run settings checked.
+    pub fn spec(&self) -> Result<BuildSpec, InvocationError> {
+        let mut spec = match &self.source {
+            SpecSource::Recipe(path) => Recipe::load(path)?.to_spec(path)?,
+            SpecSource::Flags(flags) => flags.to_spec()?,
+        };
+        if self.output.is_some() {
+            spec.output = self.output.clone();
+        }
+        spec.format = self.format.or(spec.format);
+        spec.tag = self.tag.clone().or(spec.tag);
+        spec.run.check()?;
+        Ok(spec)
+    }
+
+    /// Checks the build and its output, then plans the image.
+    pub fn plan(&self) -> Result<PlannedImage, InvocationError> {
+        let spec = self.spec()?;
+        let output = self.output_of(&spec)?;
+        if let Some(output) = &output {
+            spec.check_fits(output)?;
+        }
+        let mut plan = Plan::build(&spec.request)?;
+        plan.env = build::merged_env(&plan.env, &spec.run.env);
+        let oci_cmd = build::settle_command(&mut plan, &spec.run, spec.request.cmd.as_deref());
+        Ok(PlannedImage {
+            plan,
+            root: spec.request.root,
+            run: spec.run,
+            oci_cmd,
+            tag: spec.tag,
+            output,
+        })
+    }
+
+    /// Where the image goes. An output given (even to a dry run or a check) must be one
+    /// mkroot can write; only writing needs one.
+    fn output_of(&self, spec: &BuildSpec) -> Result<Option<Output>, BuildError> {
+        match &spec.output {
+            Some(path) => Output::choose(path, spec.format).map(Some),
+            None if self.action == Action::Write && !self.explain => Err(BuildError::NoOutput),
+            None => Ok(None),
+        }
+    }
+
+    /// The `--explain` tree, when asked for.
+    pub fn explanation(&self, image: &PlannedImage) -> Option<String> {
+        self.explain.then(|| report::explain(&image.plan))
+    }
+
+    /// Does what was asked with the planned image.
+    pub fn finish(&self, image: &PlannedImage) -> Result<Outcome, InvocationError> {
+        match &self.action {
+            Action::Check(path) => Ok(Outcome::Checked {
+                differences: check::check(&image.plan, &image.oci_image()?, path)?,
+                image: path.clone(),
+            }),
+            Action::DryRun { json: true } => Ok(Outcome::Planned {
+                report: Some(report::json(&image.plan)),
+            }),
+            Action::DryRun { json: false } => Ok(Outcome::Planned {
+                // --explain has printed the tree already.
+                report: (!self.explain).then(|| report::explain(&image.plan)),
+            }),
+            Action::Write => match &image.output {
+                Some(output) => Ok(Outcome::Written(image.write(output, self.quiet)?)),
+                None => Ok(Outcome::Planned { report: None }),
+            },
+        }
+    }
+}
+
+impl PlannedImage {
+    /// The libraries left out (`--allow-missing`), for the warnings.
+    pub fn missing(&self) -> &[MissingLibrary] {
+        &self.plan.missing
+    }
+
+    /// The OCI view of the plan (config, tag, layer settings), for `--check` and OCI
+    /// output.
+    fn oci_image(&self) -> Result<OciImage, OciWriteError> {
+        build::oci_image(
+            &self.plan,
+            &self.root,
+            &self.run,
+            self.oci_cmd.clone(),
+            self.tag.as_deref(),
+        )
+    }
+
+    fn write(&self, output: &Output, quiet: bool) -> Result<Written, InvocationError> {
+        let (entries, content_bytes, manifest_digest) = match output {
+            Output::Rootfs(target) => {
+                let summary = image::write(&self.plan, target, quiet)?;
+                (summary.entries, summary.content_bytes, None)
+            }
+            Output::Oci(target) => {
+                let summary = image::write_oci(&self.plan, &self.oci_image()?, target, quiet)?;
+                let layer = summary.layer;
+                (
+                    layer.entries,
+                    layer.content_bytes,
+                    Some(summary.manifest_digest),
+                )
+            }
+        };
+        Ok(Written {
+            path: output.path().to_path_buf(),
+            entries,
+            content_bytes,
+            programs: self.plan.programs.len(),
+            manifest_digest,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation(source: SpecSource, action: Action) -> Invocation {
+        Invocation {
+            source,
+            output: None,
+            format: None,
+            tag: None,
+            action,
+            explain: false,
+            quiet: true,
+        }
+    }
+
+    fn flags(bins: &[&str]) -> SpecSource {
+        SpecSource::Flags(ImageFlags {
+            bins: bins.iter().map(|b| b.to_string()).collect(),
+            ..ImageFlags::default()
+        })
+    }
+
+    #[test]
+    fn writing_needs_an_output_unless_only_explaining() {
+        let write = invocation(flags(&["sh"]), Action::Write);
+        let error = write.plan().unwrap_err();
+        assert!(matches!(
+            error,
+            InvocationError::Build(BuildError::NoOutput)
+        ));
+        assert!(error.to_string().starts_with("no --output; give -o OUTPUT"));
+        let explain = Invocation {
+            explain: true,
+            ..write
+        };
+        let spec = explain.spec().unwrap();
+        assert_eq!(explain.output_of(&spec).unwrap(), None);
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_recipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = dir.path().join("image.toml");
+        std::fs::write(
+            &recipe,
+            "programs = [\"sh\"]\ntag = \"from-recipe:1\"\n[output]\npath = \"r.tgz\"\n",
+        )
+        .unwrap();
+        let mut run = invocation(SpecSource::Recipe(recipe), Action::Write);
+        let spec = run.spec().unwrap();
+        assert_eq!(spec.output, Some(dir.path().join("r.tgz")));
+        assert_eq!(spec.tag.as_deref(), Some("from-recipe:1"));
+        run.output = Some("cli.oci.tar".into());
+        run.tag = Some("cli:2".into());
+        run.format = Some(OutputFormat::Oci);
+        let spec = run.spec().unwrap();
+        assert_eq!(spec.output, Some(PathBuf::from("cli.oci.tar")));
+        assert_eq!(spec.tag.as_deref(), Some("cli:2"));
+        assert_eq!(spec.format, Some(OutputFormat::Oci));
+    }
+
+    #[test]
+    fn a_root_filesystem_refuses_oci_settings_before_planning() {
+        let mut run = invocation(flags(&["no-such-program-anywhere"]), Action::Write);
+        run.output = Some("out.tgz".into());
+        run.tag = Some("web:1".into());
+        // The tag is refused before the missing program is looked for.
+        let error = run.plan().unwrap_err();
+        assert!(matches!(
+            error,
+            InvocationError::Build(BuildError::OciOnly(_))
+        ));
+    }
+}
