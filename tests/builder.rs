@@ -822,7 +822,9 @@ fn names_that_are_not_utf8_are_refused_not_mangled() {
     use std::ffi::OsStr;
     use std::os::unix::ffi::OsStrExt;
     let temp = tempfile::tempdir().unwrap();
-    let cases: [(&str, fn(&Path)); 2] = [
+    /// Puts a file that is not UTF-8 where it matters into the tree.
+    type Make = fn(&Path);
+    let cases: [(&str, Make); 2] = [
         ("name", |tree| {
             std::fs::write(tree.join(OsStr::from_bytes(b"caf\xe9")), "x").unwrap()
         }),
