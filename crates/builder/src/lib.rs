@@ -12,14 +12,16 @@
 //!
 //! The image side: [`programs`] (finding programs as a shell does, scripts' `#!`),
 //! [`copy`] (the image tree; symlink chains, merged-/usr links, hard links),
-//! [`loader_cache`] (the image's own ld.so.cache), [`symbols`] (dynamic symbols, for the extras), [`extras`] (what the loader does not
-//! name: NSS, users, libgcc_s, terminfo, gconv), [`plan`], [`image`] (entries and
-//! manifest, then the writer: a root filesystem, or an OCI image through
-//! [`mkroot_common::oci::write`]) and [`report`] (`--dry-run --json`, `--explain`).
+//! [`loader_cache`] (the image's own ld.so.cache), [`symbols`] (dynamic symbols, for the
+//! extras), [`extras`] (what the loader does not name: NSS, users, libgcc_s, terminfo,
+//! gconv), [`plan`], [`image`] (entries and manifest, then the writer: a root filesystem,
+//! or an OCI image through [`mkroot_common::oci::write`]) and [`report`]
+//! (`--dry-run --json`, `--explain`).
 //!
 //! Around them: [`build`] (one run's request, run settings and output, from flags or a
-//! recipe), [`recipe`] (TOML recipes) and [`check`] (`--check`: an image against a fresh
-//! plan).
+//! recipe), [`recipe`] (TOML recipes), [`check`] (`--check`: an image against a fresh
+//! plan) and [`invocation`] (one `mkroot` run in order: spec, plan, then write, report or
+//! check; `main.rs` only parses the flags and prints what comes back).
 
 pub mod elf;
 pub mod hwcaps;
