@@ -19,7 +19,7 @@ need() {
         apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 }
-need hyperfine pax-utils python3-pyelftools bubblewrap crun time busybox-static
+need hyperfine pax-utils python3-pyelftools bubblewrap crun time busybox-static gcc libc6-dev
 
 cargo build --release --quiet
 mkroot=$top/target/release/mkroot
@@ -76,6 +76,10 @@ if [[ " $sections " == *" launch "* ]]; then
         "unshare --uts --ipc --pid --mount --net --fork chroot $work/root /bin/true"
     )
     names=("launch (cached)" "bwrap" "unshare+chroot")
+    # The yardstick: clone into the same namespaces + chroot + exec, nothing else.
+    gcc -O2 -static -o floor "$top/bench/floor.c"
+    cmds+=("$work/floor $work/root /bin/true")
+    names+=("floor (clone+chroot+exec)")
     mkdir -p bundle && ln -s ../root bundle/rootfs
     (cd bundle && crun spec >/dev/null 2>&1 && /usr/bin/python3 - <<'PY'
 import json
@@ -98,6 +102,7 @@ PY
         echo "${names[$i]}: $(ms "$(mean launch.json "$i")")"
     done
     echo "time ratio launch/bwrap: $(ratio "$t_ours" "$(mean launch.json 1)")   (target <= 0.6)"
+    echo "time ratio floor/bwrap:  $(ratio "$(mean launch.json 3)" "$(mean launch.json 1)")   (what no launcher can go below)"
     echo "launch peak memory: $(peak_kib "$launch" --cache-dir "$cache" img.tgz -- /bin/true) KiB"
 
     echo "== launch: first launch (unpack included) vs mkdir + tar xzf + bwrap + rm -rf"

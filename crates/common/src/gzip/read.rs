@@ -35,8 +35,12 @@ enum Inner<R: Read> {
 struct Members<R> {
     source: R,
     /// Started at the first member with a length: a plain gzip file starts no thread.
-    inflating: Option<InOrder<SizedMember, io::Result<Vec<u8>>>>,
+    inflating: Option<InOrder<SizedMember, Inflated>>,
     current: Vec<u8>,
+    /// Buffers back from the workers and from the consumer, used again for the next
+    /// members: allocating megabytes anew for each would fault every page in again.
+    spare_members: Vec<Vec<u8>>,
+    spare_outputs: Vec<Vec<u8>>,
     pos: usize,
     /// What comes after the members handed to the workers.
     after: After,
@@ -53,11 +57,18 @@ enum After {
     Unsized(Vec<u8>),
 }
 
-/// One whole member: header, deflate data, trailer.
+/// One whole member: header, deflate data, trailer; and a buffer to inflate it into.
 struct SizedMember {
     bytes: Vec<u8>,
     header_len: usize,
     offset: u64,
+    output: Vec<u8>,
+}
+
+/// What a worker hands back: the inflated bytes, and the member's buffer for reuse.
+struct Inflated {
+    data: io::Result<Vec<u8>>,
+    member: Vec<u8>,
 }
 
 /// What the next member in the source turned out to be.
@@ -74,6 +85,8 @@ impl<R: Read> ParallelGunzip<R> {
                 source,
                 inflating: None,
                 current: Vec::new(),
+                spare_members: Vec::new(),
+                spare_outputs: Vec::new(),
                 pos: 0,
                 after: After::More,
                 offset: 0,
@@ -115,7 +128,10 @@ impl<R: Read> Members<R> {
             self.read_ahead()?;
             match self.inflating.as_mut().and_then(InOrder::take_oldest) {
                 Some(inflated) => {
-                    self.current = inflated??;
+                    let Inflated { data, member } = inflated?;
+                    self.spare_members.push(member);
+                    let consumed = std::mem::replace(&mut self.current, data?);
+                    self.spare_outputs.push(consumed);
                     self.pos = 0;
                 }
                 None => {
@@ -138,8 +154,10 @@ impl<R: Read> Members<R> {
         while matches!(self.after, After::More)
             && !self.inflating.as_ref().is_some_and(InOrder::is_full)
         {
-            match next_member(&mut self.source, self.offset)? {
-                NextMember::Sized(member) => {
+            let buffer = self.spare_members.pop().unwrap_or_default();
+            match next_member(&mut self.source, self.offset, buffer)? {
+                NextMember::Sized(mut member) => {
+                    member.output = self.spare_outputs.pop().unwrap_or_default();
                     self.offset += member.bytes.len() as u64;
                     let inflating = self.inflating.get_or_insert_with(|| {
                         InOrder::new(pool::thread_count(4), new_inflater, inflate_member)
@@ -156,8 +174,10 @@ impl<R: Read> Members<R> {
 
 /// Reads the next member whole if its header announces its length; otherwise returns
 /// the bytes read, which go back in front of the stream.
-fn next_member(source: &mut impl Read, offset: u64) -> io::Result<NextMember> {
-    let mut head = vec![0u8; FIXED_HEADER_LEN];
+fn next_member(source: &mut impl Read, offset: u64, buffer: Vec<u8>) -> io::Result<NextMember> {
+    let mut head = buffer;
+    head.clear();
+    head.resize(FIXED_HEADER_LEN, 0);
     let got = read_up_to(source, &mut head)?;
     head.truncate(got);
     // The end of the stream, after a member; an empty stream is left to the plain
@@ -199,6 +219,7 @@ fn next_member(source: &mut impl Read, offset: u64) -> io::Result<NextMember> {
         bytes: head,
         header_len,
         offset,
+        output: Vec::new(),
     }))
 }
 
@@ -231,15 +252,31 @@ fn new_inflater() -> Decompress {
     Decompress::new(false)
 }
 
-/// Inflates one member, checking that the deflate data ends exactly at the trailer and
-/// that the trailer's length and CRC match what came out, as `gzip -d` does.
-fn inflate_member(inflater: &mut Decompress, member: SizedMember) -> io::Result<Vec<u8>> {
+/// Inflates one member on a worker; the member's buffer goes back for reuse.
+fn inflate_member(inflater: &mut Decompress, member: SizedMember) -> Inflated {
     let SizedMember {
         bytes,
         header_len,
         offset,
+        output,
     } = member;
-    let (deflate, trailer) = bytes[header_len..].split_at(bytes.len() - header_len - TRAILER_LEN);
+    let data = inflate_into(inflater, &bytes[header_len..], offset, output);
+    Inflated {
+        data,
+        member: bytes,
+    }
+}
+
+/// Inflates a member's deflate data and trailer (`body`) into `out`, checking that the
+/// deflate data ends exactly at the trailer and that the trailer's length and CRC match
+/// what came out, as `gzip -d` does.
+fn inflate_into(
+    inflater: &mut Decompress,
+    body: &[u8],
+    offset: u64,
+    mut out: Vec<u8>,
+) -> io::Result<Vec<u8>> {
+    let (deflate, trailer) = body.split_at(body.len() - TRAILER_LEN);
     let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     let inflated_len =
         u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]) as usize;
@@ -251,15 +288,17 @@ fn inflate_member(inflater: &mut Decompress, member: SizedMember) -> io::Result<
     }
     // One byte of room more than announced, so that a member inflating to more is
     // caught as such rather than as a full buffer.
-    let mut out = Vec::with_capacity(inflated_len + 1);
+    out.clear();
+    out.resize(inflated_len + 1, 0);
     inflater.reset(false);
     let status = inflater
-        .decompress_vec(deflate, &mut out, FlushDecompress::Finish)
+        .decompress(deflate, &mut out, FlushDecompress::Finish)
         .map_err(|err| corrupt(offset, &format!("has bad deflate data ({err})")))?;
     let whole = status == Status::StreamEnd && inflater.total_in() == deflate.len() as u64;
-    if !whole || out.len() != inflated_len {
+    if !whole || inflater.total_out() != inflated_len as u64 {
         return Err(corrupt(offset, "does not match its length or trailer"));
     }
+    out.truncate(inflated_len);
     if libdeflater::crc32(&out) != crc {
         return Err(corrupt(offset, "fails its CRC check"));
     }
