@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod digest;
+pub mod fill;
 pub mod gzip;
 pub mod in_root;
 pub mod manifest;

@@ -10,6 +10,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 
 use super::pool::{self, InOrder};
 use super::{announced_member_len, CHUNK_SIZE, FEXTRA, FIXED_HEADER_LEN, MAGIC, TRAILER_LEN};
+use crate::fill::read_up_to;
 
 /// The longest member read whole, and the most it may inflate to. mkroot's members hold
 /// one chunk each; these leave room for incompressible data and refuse a member that
@@ -231,20 +232,6 @@ fn read_more(source: &mut impl Read, buf: &mut Vec<u8>, len: usize) -> io::Resul
     let got = read_up_to(source, &mut buf[start..])?;
     buf.truncate(start + got);
     Ok((got == len).then_some(start))
-}
-
-/// Reads until `buf` is full or the source ends; returns how much was read.
-fn read_up_to(source: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match source.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
 }
 
 fn new_inflater() -> Decompress {

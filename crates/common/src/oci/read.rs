@@ -20,6 +20,8 @@ use std::sync::{Arc, OnceLock};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest, Sha256};
 
+use crate::fill::read_up_to;
+
 /// index.json, a manifest, a config or docker's manifest.json larger than this is refused:
 /// real ones are a few KiB, and they are read into memory.
 const MAX_METADATA: u64 = 4 << 20;
@@ -549,20 +551,10 @@ impl OciImage {
         // Compression told by magic number, whatever the media type says (docker's
         // archives carry plain tars under a name that says nothing).
         let mut head = [0u8; 4];
-        let mut peeked = 0;
-        while peeked < head.len() {
-            match raw.read(&mut head[peeked..]) {
-                Ok(0) => break,
-                Ok(n) => peeked += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(OciError::Io {
-                        path: self.path().join(&layer.member),
-                        source,
-                    })
-                }
-            }
-        }
+        let peeked = read_up_to(&mut raw, &mut head).map_err(|source| OciError::Io {
+            path: self.path().join(&layer.member),
+            source,
+        })?;
         let head = head[..peeked].to_vec();
         if head.starts_with(b"\x28\xb5\x2f\xfd") {
             return Err(OciError::UnsupportedLayer {

@@ -6,6 +6,7 @@ use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
+use crate::fill::{fill, read_up_to};
 use crate::gzip::ParallelGunzip;
 
 /// How much raw input is read at once.
@@ -50,15 +51,7 @@ pub fn open<'a, R: Read + Send + 'a>(
 ) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
     // Peek at the magic number, then put the peeked bytes back in front of the rest.
     let mut head = [0u8; 6];
-    let mut peeked = 0;
-    while peeked < head.len() {
-        match source.read(&mut head[peeked..]) {
-            Ok(0) => break,
-            Ok(n) => peeked += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
+    let peeked = read_up_to(&mut source, &mut head)?;
     let compression = detect(&head[..peeked]);
     let raw = io::Cursor::new(head[..peeked].to_vec()).chain(source);
     let decoded: Box<dyn Read + Send + 'a> = match compression {
@@ -126,21 +119,6 @@ pub fn spawn_reader<'scope, 'env>(
         source_failed: Rc::new(Cell::new(false)),
         consumed: 0,
     }
-}
-
-/// Reads until `buf` is full, the input ends or fails; returns how much was read, and the
-/// failure if there was one.
-fn fill(source: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match source.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return (filled, Some(err)),
-        }
-    }
-    (filled, None)
 }
 
 impl Read for PipedReader {
