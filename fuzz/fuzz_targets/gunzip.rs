@@ -1,6 +1,7 @@
 //! The parallel gzip reader against flate2's plain multi-member reader: whatever the
 //! parallel reader accepts, the plain one must read to the same bytes (no stream means one
-//! thing to `launch` and another to `gzip -d`), and neither may panic.
+//! thing to `launch` and another to `gzip -d`), reading it `Read`'s way and block by block
+//! must agree, and nothing may panic.
 #![no_main]
 
 use std::io::{Read, Write};
@@ -18,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
         damaged_members(rest)
     };
     let mut ours = Vec::new();
-    if ParallelGunzip::new(&stream[..]).read_to_end(&mut ours).is_err() {
+    let read = ParallelGunzip::new(&stream[..]).read_to_end(&mut ours);
+    // Block by block (as the unpacker reads it) is the same stream, or the same failure.
+    assert_eq!(in_blocks(&stream).ok(), read.as_ref().ok().map(|_| ours.clone()));
+    if read.is_err() {
         return;
     }
     let mut plain = Vec::new();
@@ -27,6 +31,20 @@ fuzz_target!(|data: &[u8]| {
         .expect("the plain reader reads what the parallel one accepted");
     assert_eq!(ours, plain);
 });
+
+fn in_blocks(stream: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut reader = ParallelGunzip::new(stream);
+    let (mut out, mut spare) = (Vec::new(), Vec::new());
+    loop {
+        let (block, failure) = reader.next_block(spare);
+        out.extend_from_slice(&block);
+        match failure {
+            Some(err) => return Err(err),
+            None if block.is_empty() => return Ok(out),
+            None => spare = block,
+        }
+    }
+}
 
 /// Most random bytes are no gzip at all: this makes real members with a length in their
 /// header (two, so that the reader hands out more than one) and then overwrites a few of

@@ -10,13 +10,17 @@ use flate2::{Decompress, FlushDecompress, Status};
 
 use super::pool::{self, InOrder};
 use super::{announced_member_len, CHUNK_SIZE, FEXTRA, FIXED_HEADER_LEN, MAGIC, TRAILER_LEN};
-use crate::fill::read_up_to;
+use crate::fill::{fill, read_up_to};
 
 /// The longest member read whole, and the most it may inflate to. mkroot's members hold
 /// one chunk each; these leave room for incompressible data and refuse a member that
 /// would make the reader hold more than a few chunks' worth of memory.
 const MAX_MEMBER_LEN: usize = 4 * CHUNK_SIZE;
 const MAX_INFLATED_LEN: usize = 4 * CHUNK_SIZE;
+/// How much of a stream without lengths [`ParallelGunzip::next_block`] hands out at once.
+const STREAM_BLOCK: usize = 1 << 20;
+/// Output buffers kept for reuse; more than the members in flight is never needed.
+const MAX_SPARE_OUTPUTS: usize = 8;
 
 /// A `Read` of the inflated content of a gzip stream of one or more members.
 pub struct ParallelGunzip<R: Read> {
@@ -96,57 +100,123 @@ impl<R: Read> ParallelGunzip<R> {
     }
 }
 
-impl<R: Read> Read for ParallelGunzip<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+impl<R: Read> ParallelGunzip<R> {
+    /// The next piece of the inflated stream, handed over without a copy: a whole member
+    /// where members say their length, else as much as `spare` holds. An empty piece is
+    /// the end. `spare` is a piece given out earlier and done with, used again. (Use
+    /// this or `Read`, not both.)
+    pub fn next_block(&mut self, spare: Vec<u8>) -> (Vec<u8>, Option<io::Error>) {
+        let mut spare = Some(spare);
         loop {
-            let members = match &mut self.inner {
-                Inner::Stream(decoder) => return decoder.read(out),
-                Inner::Switching => return Err(io::Error::other("gzip reader failed earlier")),
-                Inner::Members(members) => members,
-            };
-            if let Some(n) = members.read_inflated(out)? {
-                return Ok(n);
+            match &mut self.inner {
+                Inner::Stream(decoder) => {
+                    let mut block = spare.take().unwrap_or_default();
+                    block.resize(STREAM_BLOCK, 0);
+                    let (filled, failure) = fill(decoder, &mut block);
+                    block.truncate(filled);
+                    return (block, failure);
+                }
+                Inner::Switching => return (Vec::new(), Some(failed_earlier())),
+                Inner::Members(members) => {
+                    if let Some(used) = spare.take() {
+                        members.give_back(used);
+                    }
+                    match members.next_output() {
+                        Ok(Output::Block(block)) => return (block, None),
+                        Ok(Output::End) => return (Vec::new(), None),
+                        Ok(Output::Unsized) => self.switch_to_stream(),
+                        Err(err) => return (Vec::new(), Some(err)),
+                    }
+                }
             }
-            // Every member with a length has been read; the rest is one plain stream.
-            let Inner::Members(members) = std::mem::replace(&mut self.inner, Inner::Switching)
-            else {
-                unreachable!("matched above")
-            };
-            let After::Unsized(head) = members.after else {
-                unreachable!("read_inflated returns None only before an unsized member")
-            };
+        }
+    }
+
+    /// Every member with a length has been read; the rest is one plain stream.
+    fn switch_to_stream(&mut self) {
+        let Inner::Members(members) = std::mem::replace(&mut self.inner, Inner::Switching) else {
+            return;
+        };
+        if let After::Unsized(head) = members.after {
             let rest = Cursor::new(head).chain(members.source);
             self.inner = Inner::Stream(Box::new(MultiGzDecoder::new(rest)));
         }
     }
 }
 
+impl<R: Read> Read for ParallelGunzip<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let members = match &mut self.inner {
+                Inner::Stream(decoder) => return decoder.read(out),
+                Inner::Switching => return Err(failed_earlier()),
+                Inner::Members(members) => members,
+            };
+            if let Some(n) = members.read_inflated(out)? {
+                return Ok(n);
+            }
+            self.switch_to_stream();
+        }
+    }
+}
+
+fn failed_earlier() -> io::Error {
+    io::Error::other("the gzip reader failed earlier")
+}
+
+/// What comes next out of the members with a length.
+enum Output {
+    Block(Vec<u8>),
+    End,
+    /// A member without a length follows: the rest is read as one stream.
+    Unsized,
+}
+
 impl<R: Read> Members<R> {
     /// Copies inflated bytes to `out`: `Some(0)` at the end of the stream, `None` when
     /// the members with a length are done and an unsized one follows.
     fn read_inflated(&mut self, out: &mut [u8]) -> io::Result<Option<usize>> {
-        while self.pos == self.current.len() {
-            self.read_ahead()?;
-            match self.inflating.as_mut().and_then(InOrder::take_oldest) {
-                Some(inflated) => {
-                    let Inflated { data, member } = inflated?;
-                    self.spare_members.push(member);
-                    let consumed = std::mem::replace(&mut self.current, data?);
-                    self.spare_outputs.push(consumed);
+        if self.pos == self.current.len() {
+            match self.next_output()? {
+                Output::Block(block) => {
+                    let consumed = std::mem::replace(&mut self.current, block);
+                    self.give_back(consumed);
                     self.pos = 0;
                 }
-                None => {
-                    return Ok(match self.after {
-                        After::Unsized(_) => None,
-                        After::End | After::More => Some(0),
-                    })
-                }
+                Output::End => return Ok(Some(0)),
+                Output::Unsized => return Ok(None),
             }
         }
         let n = out.len().min(self.current.len() - self.pos);
         out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
         self.pos += n;
         Ok(Some(n))
+    }
+
+    /// The next member's inflated bytes (empty members skipped), in order.
+    fn next_output(&mut self) -> io::Result<Output> {
+        loop {
+            self.read_ahead()?;
+            let Some(inflated) = self.inflating.as_mut().and_then(InOrder::take_oldest) else {
+                return Ok(match self.after {
+                    After::Unsized(_) => Output::Unsized,
+                    After::End | After::More => Output::End,
+                });
+            };
+            let Inflated { data, member } = inflated?;
+            self.spare_members.push(member);
+            let data = data?;
+            if !data.is_empty() {
+                return Ok(Output::Block(data));
+            }
+        }
+    }
+
+    /// Keeps an output buffer that was handed out and is done with, for a next member.
+    fn give_back(&mut self, used: Vec<u8>) {
+        if used.capacity() > 0 && self.spare_outputs.len() < MAX_SPARE_OUTPUTS {
+            self.spare_outputs.push(used);
+        }
     }
 
     /// Reads members and gives them to the workers until as many are in flight as
@@ -273,19 +343,19 @@ fn inflate_into(
             &format!("says it inflates to {inflated_len} bytes"),
         ));
     }
-    // One byte of room more than announced, so that a member inflating to more is
-    // caught as such rather than as a full buffer.
+    // At least one byte of room more than announced, so that a member inflating to more
+    // is caught as such rather than as a full buffer. Inflated into the spare capacity:
+    // nothing is zeroed first.
     out.clear();
-    out.resize(inflated_len + 1, 0);
+    out.reserve(inflated_len + 1);
     inflater.reset(false);
     let status = inflater
-        .decompress(deflate, &mut out, FlushDecompress::Finish)
+        .decompress_vec(deflate, &mut out, FlushDecompress::Finish)
         .map_err(|err| corrupt(offset, &format!("has bad deflate data ({err})")))?;
     let whole = status == Status::StreamEnd && inflater.total_in() == deflate.len() as u64;
-    if !whole || inflater.total_out() != inflated_len as u64 {
+    if !whole || out.len() != inflated_len {
         return Err(corrupt(offset, "does not match its length or trailer"));
     }
-    out.truncate(inflated_len);
     if libdeflater::crc32(&out) != crc {
         return Err(corrupt(offset, "fails its CRC check"));
     }
@@ -334,6 +404,37 @@ mod tests {
                 n => out.extend_from_slice(&buf[..n]),
             }
         }
+    }
+
+    /// The stream read with `next_block`, the buffers given back as a consumer would.
+    fn gunzip_in_blocks(compressed: &[u8]) -> io::Result<Vec<u8>> {
+        let mut reader = ParallelGunzip::new(compressed);
+        let mut out = Vec::new();
+        let mut spare = Vec::new();
+        loop {
+            let (block, failure) = reader.next_block(spare);
+            out.extend_from_slice(&block);
+            if let Some(err) = failure {
+                return Err(err);
+            }
+            if block.is_empty() {
+                return Ok(out);
+            }
+            spare = block;
+        }
+    }
+
+    #[test]
+    fn blocks_and_reads_give_the_same_bytes() {
+        let (first, second) = (sample(3 * CHUNK_SIZE + 9), sample(100_000));
+        let mut both = mkroot_gzip(&first);
+        both.extend(mkroot_gzip(&[]));
+        both.extend(plain_gzip(&second));
+        let expected = [first, second].concat();
+        assert!(gunzip_in_blocks(&both).unwrap() == expected);
+        assert!(gunzip(&both).unwrap() == expected);
+        let cut = &both[..both.len() / 3];
+        assert!(gunzip_in_blocks(cut).is_err());
     }
 
     #[test]

@@ -45,25 +45,49 @@ pub fn detect(head: &[u8]) -> Compression {
     Compression::None
 }
 
+/// The archive stream as the decompression thread reads it.
+pub enum Decoded<'a> {
+    /// Read as it comes, in chunks.
+    Plain(Box<dyn Read + Send + 'a>),
+    /// Inflated by [`ParallelGunzip`], whose whole members travel on without a copy.
+    Gzip(Box<ParallelGunzip<Box<dyn Read + Send + 'a>>>),
+}
+
 /// The decompressed archive stream, and the compression its first bytes showed.
-pub fn open<'a, R: Read + Send + 'a>(
-    mut source: R,
-) -> io::Result<(Compression, Box<dyn Read + Send + 'a>)> {
+pub fn open<'a, R: Read + Send + 'a>(mut source: R) -> io::Result<(Compression, Decoded<'a>)> {
     // Peek at the magic number, then put the peeked bytes back in front of the rest.
     let mut head = [0u8; 6];
     let peeked = read_up_to(&mut source, &mut head)?;
     let compression = detect(&head[..peeked]);
     let raw = io::Cursor::new(head[..peeked].to_vec()).chain(source);
-    let decoded: Box<dyn Read + Send + 'a> = match compression {
+    let decoded = match compression {
         // Several gzip members one after the other are one stream (pigz, concatenation);
         // mkroot's members say how long they are, so several are inflated at once.
-        Compression::Gzip => Box::new(ParallelGunzip::new(BufReader::with_capacity(
-            INPUT_BUFFER,
-            raw,
-        ))),
-        _ => Box::new(raw),
+        Compression::Gzip => {
+            let buffered: Box<dyn Read + Send + 'a> =
+                Box::new(BufReader::with_capacity(INPUT_BUFFER, raw));
+            Decoded::Gzip(Box::new(ParallelGunzip::new(buffered)))
+        }
+        _ => Decoded::Plain(Box::new(raw)),
     };
     Ok((compression, decoded))
+}
+
+impl Decoded<'_> {
+    /// The next chunk of the stream (empty at its end), in `spare` where it is copied;
+    /// the data read before a failure, and the failure.
+    fn next_chunk(&mut self, spare: Vec<u8>) -> (Vec<u8>, Option<io::Error>) {
+        match self {
+            Decoded::Plain(source) => {
+                let mut chunk = spare;
+                chunk.resize(CHUNK, 0);
+                let (filled, failure) = fill(source, &mut chunk);
+                chunk.truncate(filled);
+                (chunk, failure)
+            }
+            Decoded::Gzip(gunzip) => gunzip.next_block(spare),
+        }
+    }
 }
 
 /// The reading end of the decompression thread: a `Read` over the chunks it sends.
@@ -87,18 +111,17 @@ pub struct PipedReader {
 /// reader of those chunks. Dropping the reader stops the thread at its next chunk.
 pub fn spawn_reader<'scope, 'env>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
-    mut source: Box<dyn Read + Send + 'env>,
+    mut source: Decoded<'env>,
 ) -> PipedReader {
     let (chunk_tx, chunk_rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(CHUNKS_IN_FLIGHT);
     let (spare_tx, spare_rx) = mpsc::sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT + 2);
     scope.spawn(move || loop {
-        let mut buf = spare_rx.try_recv().unwrap_or_default();
-        buf.resize(CHUNK, 0);
-        let (filled, failure) = fill(&mut source, &mut buf);
-        buf.truncate(filled);
+        let spare = spare_rx.try_recv().unwrap_or_default();
+        let (chunk, failure) = source.next_chunk(spare);
+        let filled = chunk.len();
         // Data read before a failure goes first, so the error surfaces at the entry where
         // the stream broke.
-        if filled > 0 && chunk_tx.send(Ok(buf)).is_err() {
+        if filled > 0 && chunk_tx.send(Ok(chunk)).is_err() {
             return;
         }
         let last = match failure {
@@ -174,12 +197,30 @@ mod tests {
     fn piped_reader_yields_the_whole_stream() {
         let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
         let copy = std::thread::scope(|scope| {
-            let mut reader = spawn_reader(scope, Box::new(io::Cursor::new(data.clone())));
+            let source = Decoded::Plain(Box::new(io::Cursor::new(data.clone())));
+            let mut reader = spawn_reader(scope, source);
             let mut out = Vec::new();
             reader.read_to_end(&mut out).unwrap();
             assert!(reader.hit_end);
             out
         });
         assert_eq!(copy, data);
+    }
+
+    #[test]
+    fn piped_reader_yields_a_gzip_stream_inflated() {
+        let data: Vec<u8> = (0..5 * CHUNK + 17).map(|i| (i / 7 % 251) as u8).collect();
+        let mut gz = crate::gzip::ParallelGzip::with_threads(Vec::new(), 2);
+        io::Write::write_all(&mut gz, &data).unwrap();
+        let compressed = gz.finish().unwrap();
+        let copy = std::thread::scope(|scope| {
+            let (compression, decoded) = open(&compressed[..]).unwrap();
+            assert_eq!(compression, Compression::Gzip);
+            let mut reader = spawn_reader(scope, decoded);
+            let mut out = Vec::new();
+            reader.read_to_end(&mut out).unwrap();
+            out
+        });
+        assert!(copy == data);
     }
 }
