@@ -14,8 +14,10 @@
 //! `-static-pie` makes the result a static PIE. The other targets of the package (the
 //! library, tests) are untouched.
 //!
-//! Where the static archives are missing (no `libc.a`: a distribution without static
-//! glibc), `launch` is linked dynamically as before, with a build warning.
+//! The static binary carries its own copy of glibc: an update of the archives reruns
+//! this script, so the next build relinks it. Where they are missing (no `libc.a`: a
+//! distribution without static glibc), `launch` is linked dynamically as before, with
+//! a build warning.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,6 +90,8 @@ fn find(linker: &str, file: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("running {linker}: {e}"))?;
     let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     if output.status.success() && path.is_absolute() && path.exists() {
+        // The binary carries a copy of it: an updated libc6-dev relinks launch.
+        println!("cargo:rerun-if-changed={}", path.display());
         Ok(path)
     } else {
         Err(format!(
