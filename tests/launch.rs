@@ -270,6 +270,26 @@ fn exit_statuses_follow_docker() {
 }
 
 #[test]
+fn the_command_gets_sigpipe_like_any_program() {
+    // The launcher's Rust runtime ignores SIGPIPE; the command must not inherit that
+    // (`yes | head -1` would end in EPIPE errors instead of SIGPIPE).
+    let image = BusyboxImage::new();
+    let out = run_in(&image, "grep SigIgn /proc/self/status");
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let mask = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn mask in {text:?}"));
+    assert_eq!(
+        mask & 1 << (libc::SIGPIPE - 1),
+        0,
+        "SIGPIPE ignored: {text}"
+    );
+}
+
+#[test]
 fn a_bad_flag_is_one_line_naming_it_and_exit_125() {
     for args in [
         &["--bogus", "img.tgz"][..],

@@ -196,12 +196,19 @@ impl ImageCache {
     /// Opens (creating if needed) the cache rooted at `dir`. The directory is made 0700 and
     /// must belong to the caller: it will hold trees from untrusted images.
     pub fn open(dir: &Path) -> Result<ImageCache, CacheError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_error(dir))?;
-        let meta = fs::metadata(dir).map_err(io_error(dir))?;
+        // One stat when the cache exists (every launch but the first).
+        let meta = match fs::metadata(dir) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .and_then(|()| fs::metadata(dir)),
+            found => found,
+        }
+        .map_err(io_error(dir))?;
+        if !meta.is_dir() {
+            return Err(io_error(dir)(io::Error::from_raw_os_error(libc::ENOTDIR)));
+        }
         let uid = unsafe { libc::geteuid() };
         if meta.uid() != uid {
             return Err(CacheError::NotOwned {
@@ -213,13 +220,19 @@ impl ImageCache {
         if meta.mode() & 0o077 != 0 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
         }
-        for sub in ["images", "index", "locks", "tmp", "layers", "oci-layers"] {
-            let path = dir.join(sub);
-            match fs::create_dir(&path) {
-                Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
-                    return Err(io_error(&path)(err))
+        // Each subdirectory's ".." links to the cache directory: with all six there it
+        // has at least 2 + 6 links where the filesystem counts them (ext4, xfs, tmpfs),
+        // and making them again would be six failed mkdirs on every launch.
+        let subdirs = ["images", "index", "locks", "tmp", "layers", "oci-layers"];
+        if meta.nlink() < 2 + subdirs.len() as u64 {
+            for sub in subdirs {
+                let path = dir.join(sub);
+                match fs::create_dir(&path) {
+                    Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(io_error(&path)(err))
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         Ok(ImageCache {

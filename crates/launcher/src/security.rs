@@ -119,32 +119,87 @@ pub fn cwd_is_inside_root() -> bool {
 /// Replaces this process's command line, as /proc/<pid>/cmdline shows it, with `name`:
 /// the container's init is the launcher, whose arguments name host paths (the binary,
 /// the image, the cache) that the container has no business seeing. The kernel reads
-/// the command line from the process's own memory (arg_start..arg_end, in
-/// /proc/self/stat), so it is overwritten in place.
+/// the command line from the process's own memory: the argument strings it copied one
+/// after another at exec (arg_start..arg_end). The area starts at argv[0], which glibc
+/// keeps in `program_invocation_name`, and ends after the last argument's NUL; it is
+/// overwritten in place. (Reading arg_start and arg_end from /proc/self/stat instead
+/// costs ~20 us on the container's critical path.)
 pub fn hide_host_command_line(name: &[u8]) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // The fields after the command name (which may hold spaces) end with `)`; arg_start
-    // and arg_end are fields 48 and 49, the 46th and 47th after it.
-    let Some((_, after_name)) = stat.rsplit_once(')') else {
-        return;
-    };
-    let fields: Vec<usize> = after_name
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let (Some(&start), Some(&end)) = (fields.get(45), fields.get(46)) else {
-        return;
-    };
-    if start == 0 || end <= start || name.len() >= end - start {
+    extern "C" {
+        /// argv[0] as the kernel passed it (glibc and musl set it at startup).
+        static program_invocation_name: *mut libc::c_char;
+    }
+    // SAFETY: set once by libc before main, never written since.
+    let start = unsafe { program_invocation_name }.cast::<u8>();
+    if start.is_null() {
         return;
     }
-    // SAFETY: arg_start..arg_end is this process's own argument area (on its stack),
-    // which nothing reads any more: the arguments were parsed long ago.
+    // SAFETY: `start` is argv[0] in the kernel's area of NUL-terminated strings.
+    let Some(len) = (unsafe { argument_area_len(start, std::env::args_os()) }) else {
+        return;
+    };
+    if name.len() >= len {
+        return;
+    }
+    // SAFETY: start..start+len is this process's own argument area (on its stack),
+    // checked to hold exactly its arguments, which nothing reads any more: they were
+    // parsed long ago.
     unsafe {
-        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+        let area = std::slice::from_raw_parts_mut(start, len);
         area.fill(0);
         area[..name.len()].copy_from_slice(name);
+    }
+}
+
+/// The length of the argument area starting at `start`: `args`, each with its NUL, one
+/// after another. `None` unless the memory there holds exactly those strings, so that
+/// nothing but the arguments is ever overwritten.
+///
+/// # Safety
+/// `start` must point at a NUL-terminated string followed, while they match `args`,
+/// by further NUL-terminated strings (as the kernel lays out argv and envp).
+unsafe fn argument_area_len(
+    start: *const u8,
+    args: impl Iterator<Item = std::ffi::OsString>,
+) -> Option<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut len = 0;
+    for arg in args {
+        // SAFETY: a string boundary: `start` itself, or just past a matched string's NUL.
+        let here = unsafe { std::ffi::CStr::from_ptr(start.add(len).cast()) };
+        if here.to_bytes() != arg.as_bytes() {
+            return None;
+        }
+        len += arg.len() + 1;
+    }
+    (len > 0).then_some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_argument_area_ends_after_the_last_argument() {
+        let memory = b"/usr/bin/launch\0img.tgz\0--\0/bin/true\0HOME=/root\0";
+        let args = ["/usr/bin/launch", "img.tgz", "--", "/bin/true"].map(Into::into);
+        // SAFETY: NUL-terminated strings, as the kernel lays them out.
+        let len = unsafe { argument_area_len(memory.as_ptr(), args.into_iter()) };
+        assert_eq!(len, Some(37));
+        assert_eq!(&memory[36..38], b"\0H");
+    }
+
+    #[test]
+    fn memory_that_does_not_hold_the_arguments_is_left_alone() {
+        let memory = b"/usr/bin/launch\0other\0HOME=/root\0";
+        let args = ["/usr/bin/launch", "img.tgz"].map(Into::into);
+        // SAFETY: NUL-terminated strings.
+        let len = unsafe { argument_area_len(memory.as_ptr(), args.into_iter()) };
+        assert_eq!(len, None);
+        // SAFETY: NUL-terminated strings.
+        assert_eq!(
+            unsafe { argument_area_len(memory.as_ptr(), std::iter::empty()) },
+            None
+        );
     }
 }
