@@ -14,8 +14,8 @@ use crate::seccomp::SeccompProfile;
 use crate::security::BeforeExec;
 use crate::spec::ContainerSpec;
 use crate::{
-    cgroup, devices, etc_files, init, landlock, masked_paths, network, pty, read_only_exe,
-    security, userns,
+    cgroup, cpu_spread, devices, etc_files, init, landlock, masked_paths, network, pty,
+    read_only_exe, security, userns,
 };
 
 /// Starts the container and waits for it; returns the exit status `launch` exits with.
@@ -127,7 +127,11 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     }
     init::let_container_go_on(&go_write);
     let bridged = match (net_source, bridge_reservation.take()) {
-        (NamespaceSource::Launcher, _) => network::create_for_container().map(|()| None),
+        (NamespaceSource::Launcher, _) => {
+            // In parallel with the container's mounts, so on another CPU than its.
+            let _elsewhere = cpu_spread::move_off_current_cpu();
+            network::create_for_container().map(|()| None)
+        }
         (NamespaceSource::CloneThenBridge, Some(reserved)) => {
             network::bridge::attach(reserved, child, &spec.network.ports).map(Some)
         }

@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod cgroup;
 pub mod cli_docs;
 pub mod container;
+pub mod cpu_spread;
 pub mod devices;
 pub mod error;
 pub mod etc_files;
