@@ -135,7 +135,9 @@ fn the_launcher_binary_cannot_be_overwritten_through_proc_self_exe() {
     // CVE-2019-5736: the command /proc/self/exe (or a script starting `#!/proc/self/exe`)
     // runs the launcher's binary inside, with the image's "dynamic loader" (our fake, in
     // /lib64) in control. With Landlock the exec is refused: nothing outside the root
-    // may run. Without it the binary runs from a read-only mount, which the fake checks.
+    // may run. Without it the binary runs from a read-only mount, which the fake checks
+    // when `launch` is linked dynamically (a static `launch`, the default build, has no
+    // loader for an image to supply).
     let image = AttackImage::new();
     let script = image.image.root().join("bin/evil");
     std::fs::write(&script, "#!/proc/self/exe\n").unwrap();
