@@ -218,6 +218,32 @@ fn check_compares_the_run_settings_of_an_oci_image() {
             "{image}"
         );
     }
+    // An image built for another machine than the recipe's programs are for.
+    let configs = dir.join("layout/blobs/sha256");
+    let mut patched = 0;
+    for blob in std::fs::read_dir(&configs).unwrap() {
+        let path = blob.unwrap().path();
+        let text = std::fs::read(&path).unwrap();
+        let Ok(text) = String::from_utf8(text) else {
+            continue;
+        };
+        let Ok(mut config) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        if config.get("rootfs").is_some() {
+            let other = match config["architecture"].as_str() {
+                Some("s390x") => "riscv64",
+                _ => "s390x",
+            };
+            config["architecture"] = other.into();
+            std::fs::write(&path, config.to_string()).unwrap();
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 1, "one config blob");
+    let (code, stdout, stderr) = check(dir, "greeting-oci.toml", "layout");
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "changed: the image's architecture\n");
 }
 
 #[test]

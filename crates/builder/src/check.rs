@@ -9,7 +9,7 @@ use crate::copy::PlannedKind;
 use crate::image::{self, ImageError};
 use crate::plan::Plan;
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
-use mkroot_common::oci::write::OciImage;
+use mkroot_common::oci::write::{architecture_of, OciImage};
 use mkroot_common::oci::{blob_path, BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -129,11 +129,13 @@ pub struct OciSettings {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
+    pub architecture: Option<String>,
 }
 
 impl OciSettings {
     fn differences(&self, oci: &OciImage) -> Vec<Difference> {
-        let fields: [(&'static str, bool); 6] = [
+        let architecture = architecture_of(oci);
+        let fields: [(&'static str, bool); 7] = [
             (
                 "tag",
                 self.name != oci.name.as_ref().map(ToString::to_string),
@@ -143,6 +145,10 @@ impl OciSettings {
             ("OCI environment", self.env != oci.env),
             ("working directory", self.workdir != oci.workdir),
             ("user", self.user != oci.user),
+            (
+                "architecture",
+                self.architecture.as_deref() != Some(architecture.as_str()),
+            ),
         ];
         fields
             .into_iter()
@@ -179,6 +185,7 @@ impl OciSettings {
             env: strings(&run["Env"]),
             workdir: text(&run["WorkingDir"]),
             user: text(&run["User"]),
+            architecture: text(&config["architecture"]),
         })
     }
 }

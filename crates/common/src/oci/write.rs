@@ -66,6 +66,14 @@ pub struct OciImage {
     pub architecture: Option<String>,
 }
 
+/// The architecture the image's config names: its programs', or this host's.
+pub fn architecture_of(image: &OciImage) -> String {
+    image
+        .architecture
+        .clone()
+        .unwrap_or_else(|| Arch::default().to_string())
+}
+
 /// An image reference `[registry/]repository:tag`, checked as registries accept it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageName {
@@ -288,12 +296,7 @@ fn image_config(
         .build()?;
     Ok(ImageConfigurationBuilder::default()
         .created(created.to_string())
-        .architecture(
-            image
-                .architecture
-                .as_deref()
-                .map_or_else(Arch::default, Arch::from),
-        )
+        .architecture(Arch::from(architecture_of(image).as_str()))
         .os(Os::Linux)
         .config(run.build()?)
         .rootfs(
