@@ -13,6 +13,25 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
 
+/// The plan `mkroot ARGS --dry-run --json` prints in `cwd`; fails the test with mkroot's
+/// stderr unless it succeeds.
+fn dry_run_plan(args: &[&str], cwd: &Path) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--dry-run", "--json"]);
+    let out = run_mkroot(&all, cwd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The manifest an image directory carries (`.mkroot/manifest.json`).
+fn image_manifest(image: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(image.join(".mkroot/manifest.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn bash_ps_top_id_whoami_run_with_names_resolved() {
     let dir = tempfile::tempdir().unwrap();
@@ -276,9 +295,7 @@ fn directory_output_keeps_modes_links_and_hardlinks_of_added_trees() {
     );
 
     // The manifest lists every file with its sha256 and reason, and the default cmd.
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out_dir.join(".mkroot/manifest.json")).unwrap())
-            .unwrap();
+    let manifest = image_manifest(&out_dir);
     assert_eq!(manifest["cmd"], serde_json::json!(["/usr/bin/bash", "-l"]));
     let files = manifest["files"].as_array().unwrap();
     let bash = files.iter().find(|f| f["path"] == "/usr/bin/bash").unwrap();
@@ -297,18 +314,12 @@ fn directory_output_keeps_modes_links_and_hardlinks_of_added_trees() {
 #[test]
 fn dry_run_json_lists_programs_in_load_order_and_files_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run_mkroot(&["--bins", "bash,top", "--dry-run", "--json"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let plan = dry_run_plan(&["--bins", "bash,top"], dir.path());
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
         "dry run wrote files"
     );
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let programs = plan["programs"].as_array().unwrap();
     assert_eq!(programs.len(), 2);
     assert_eq!(programs[0]["path"], "/usr/bin/bash");
@@ -559,9 +570,7 @@ fn scripts_bring_their_interpreters_env_included() {
     );
     let out = stdout_in_image(&image, &[&script], &[]);
     assert!(out.starts_with("hello from 5"), "{out}");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(image.join(".mkroot/manifest.json")).unwrap())
-            .unwrap();
+    let manifest = image_manifest(&image);
     assert_eq!(manifest["cmd"], serde_json::json!([script, "--flag"]));
 }
 
@@ -575,23 +584,10 @@ fn a_sysroot_is_resolved_on_its_own_terms() {
         &["-q", "--bins", "bash,ps", "-o", path_str(&sysroot)],
         dir.path(),
     );
-    let plan = run_mkroot(
-        &[
-            "--sysroot",
-            path_str(&sysroot),
-            "--bins",
-            "bash,ps",
-            "--dry-run",
-            "--json",
-        ],
+    let plan = dry_run_plan(
+        &["--sysroot", path_str(&sysroot), "--bins", "bash,ps"],
         dir.path(),
     );
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     let files = plan["files"].as_array().unwrap();
     for file in files.iter().filter(|f| !f["source"].is_null()) {
         let source = file["source"].as_str().unwrap();
@@ -705,23 +701,7 @@ fn nss_modules_named_by_nsswitch_conf_come_with_their_dependencies() {
     )
     .unwrap();
 
-    let plan = run_mkroot(
-        &[
-            "--sysroot",
-            path_str(&base),
-            "--bins",
-            "id",
-            "--dry-run",
-            "--json",
-        ],
-        d,
-    );
-    assert!(
-        plan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&plan.stderr)
-    );
-    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let plan = dry_run_plan(&["--sysroot", path_str(&base), "--bins", "id"], d);
     let files = plan["files"].as_array().unwrap();
     let compat = files
         .iter()

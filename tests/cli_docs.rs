@@ -5,7 +5,7 @@ use mkroot_e2e::builder::{mkroot, target_dir};
 use mkroot_e2e::oci_build::require_tool;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 fn launch() -> PathBuf {
     target_dir().join("launch")
@@ -22,12 +22,12 @@ fn stdout_of(program: &PathBuf, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
-/// Runs `tool args` with `input` on stdin; its status and stderr.
-fn check_with(tool: &str, args: &[&str], input: &str) -> (bool, String) {
+/// Runs `tool args` with `input` on stdin; what it did.
+fn run_with_input(tool: &str, args: &[&str], input: &str) -> Output {
     let mut child = Command::new(tool)
         .args(args)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -37,7 +37,12 @@ fn check_with(tool: &str, args: &[&str], input: &str) -> (bool, String) {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `tool args` with `input` on stdin; its status and stderr.
+fn check_with(tool: &str, args: &[&str], input: &str) -> (bool, String) {
+    let out = run_with_input(tool, args, input);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -99,21 +104,8 @@ fn man_pages_render_without_warnings() {
         // check is that it prints none.
         let (ok, stderr) = check_with("groff", &["-man", "-Tutf8", "-ww", "-z"], &page);
         assert!(ok && stderr.is_empty(), "{name}: groff: {stderr}");
-        let text = {
-            let mut child = Command::new("groff")
-                .args(["-man", "-Tutf8", "-P-cbou"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(page.as_bytes())
-                .unwrap();
-            String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
-        };
+        let rendered = run_with_input("groff", &["-man", "-Tutf8", "-P-cbou"], &page);
+        let text = String::from_utf8_lossy(&rendered.stdout);
         assert!(text.contains("SYNOPSIS"), "{text}");
         assert!(
             text.contains("Examples:"),
