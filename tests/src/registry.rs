@@ -90,20 +90,26 @@ impl Drop for LocalRegistry {
     }
 }
 
-/// Runs `skopeo ARGS` (no signature policy needed: the images are ours, on loopback)
-/// and fails the test with its output unless it succeeds; returns stdout.
-pub fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo")
-        .arg("--insecure-policy")
+/// Runs one of the registry tools (`skopeo`, `umoci`) with `args` and fails the test
+/// with its stderr unless it succeeds (with the install hint if it is missing); returns
+/// stdout.
+fn run_tool(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("skopeo: {e} ({TOOLS_HINT})"));
+        .unwrap_or_else(|e| panic!("{tool}: {e} ({TOOLS_HINT})"));
     assert!(
         out.status.success(),
-        "skopeo {args:?} failed: {}",
+        "{tool} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `skopeo ARGS` (no signature policy needed: the images are ours, on loopback)
+/// and fails the test with its output unless it succeeds; returns stdout.
+pub fn skopeo(args: &[&str]) -> String {
+    run_tool("skopeo", &[&["--insecure-policy"], args].concat())
 }
 
 /// Whether this mkroot writes OCI images (`--format oci`).
@@ -145,15 +151,7 @@ pub fn oci_archive(dir: &Path) -> PathBuf {
         &["--rootless"]
     };
     let umoci = |args: &[&str]| {
-        let out = Command::new("umoci")
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("umoci: {e} ({TOOLS_HINT})"));
-        assert!(
-            out.status.success(),
-            "umoci {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_tool("umoci", args);
     };
     umoci(&["init", "--layout", layout.to_str().unwrap()]);
     umoci(&["new", "--image", &image]);
