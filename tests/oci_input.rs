@@ -2,7 +2,8 @@
 //! the same image as an OCI layout and an oci-archive (sharing the cached layers), the
 //! config's defaults, and corrupt or unsupported images refused in one line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use mkroot_e2e::launch::{describe, launch, stdout, BusyboxImage, TestUser};
 use mkroot_e2e::oci::{Image, Layer, LayerTar};
@@ -50,6 +51,53 @@ fn layered_image(base: &BusyboxImage, run_config: serde_json::Value) -> Image {
     )
 }
 
+/// The layered image over a busybox base, and a temp dir for the files it is written to
+/// and for the launch cache of the test.
+struct LayeredImageOnDisk {
+    base: BusyboxImage,
+    image: Image,
+    dir: tempfile::TempDir,
+}
+
+impl LayeredImageOnDisk {
+    /// Over a fresh busybox base, with an empty run config.
+    fn new() -> LayeredImageOnDisk {
+        LayeredImageOnDisk::over(BusyboxImage::new(), serde_json::json!({}))
+    }
+
+    fn over(base: BusyboxImage, run_config: serde_json::Value) -> LayeredImageOnDisk {
+        let image = layered_image(&base, run_config);
+        let dir = tempfile::tempdir().unwrap();
+        LayeredImageOnDisk { base, image, dir }
+    }
+
+    /// The launch cache the test's launches share.
+    fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    /// The image written as an OCI layout directory.
+    fn oci_layout(&self) -> PathBuf {
+        let layout = self.dir.path().join("layout");
+        self.image.write_oci_layout(&layout);
+        layout
+    }
+
+    /// The image written as an oci-archive.
+    fn oci_archive(&self) -> PathBuf {
+        let archive = self.dir.path().join("image.oci.tar");
+        self.image.write_oci_archive(&archive);
+        archive
+    }
+
+    /// The image written as a docker-archive.
+    fn docker_archive(&self) -> PathBuf {
+        let archive = self.dir.path().join("image.docker.tar");
+        self.image.write_docker_archive(&archive);
+        archive
+    }
+}
+
 const EXPECTED_FILES: &str = "\
 /data
 /data/added
@@ -64,29 +112,41 @@ const EXPECTED_FILES: &str = "\
 
 const LIST: &str = "find /data /gone /opq /link | sort; cat /data/keep; echo";
 
-fn run(image: &Path, cache: &Path, args: &[&str]) -> std::process::Output {
+fn run(image: &Path, cache: &Path, args: &[&str]) -> Output {
     let mut all = vec!["--cache-dir".as_ref(), cache.as_os_str(), image.as_os_str()];
     all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
     launch(all)
 }
 
+/// `out` is a launch of [`LIST`] that succeeded and saw exactly the files the layers
+/// leave; `image` names what was launched in the failure message.
+#[track_caller]
+fn assert_lists_the_layered_files(out: &Output, image: &Path) {
+    assert_eq!(out.status.code(), Some(0), "{image:?}: {}", describe(out));
+    assert_eq!(
+        stdout(out),
+        format!("{EXPECTED_FILES}v2\n"),
+        "{image:?}: {}",
+        describe(out)
+    );
+}
+
+/// How many entries the launch cache holds in its `sub` directory.
+fn cache_entries(cache: &Path, sub: &str) -> usize {
+    std::fs::read_dir(cache.join(sub)).unwrap().count()
+}
+
 #[test]
 fn a_multi_layer_docker_archive_shows_exactly_the_right_files() {
-    let base = BusyboxImage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("image.tar");
-    layered_image(&base, serde_json::json!({})).write_docker_archive(&archive);
-    let out = run(
-        &archive,
-        &dir.path().join("cache"),
-        &["--", "sh", "-c", LIST],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_eq!(stdout(&out), format!("{EXPECTED_FILES}v2\n"));
+    let written = LayeredImageOnDisk::new();
+    let archive = written.docker_archive();
+    let cache = written.cache();
+    let out = run(&archive, &cache, &["--", "sh", "-c", LIST]);
+    assert_lists_the_layered_files(&out, &archive);
     // No whiteout file anywhere in the image.
     let out = run(
         &archive,
-        &dir.path().join("cache"),
+        &cache,
         &["--", "sh", "-c", "find / -xdev -name '.wh.*' | wc -l"],
     );
     assert_eq!(stdout(&out).trim(), "0", "{}", describe(&out));
@@ -94,24 +154,18 @@ fn a_multi_layer_docker_archive_shows_exactly_the_right_files() {
 
 #[test]
 fn an_oci_layout_and_an_oci_archive_of_it_share_the_cached_layers() {
-    let base = BusyboxImage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let image = layered_image(&base, serde_json::json!({}));
-    let layout = dir.path().join("layout");
-    image.write_oci_layout(&layout);
-    let archive = dir.path().join("image.oci.tar");
-    image.write_oci_archive(&archive);
-    let docker = dir.path().join("image.docker.tar");
-    image.write_docker_archive(&docker);
+    let written = LayeredImageOnDisk::new();
+    let cache = written.cache();
+    let layout = written.oci_layout();
+    let archive = written.oci_archive();
+    let docker = written.docker_archive();
     for path in [&layout, &archive, &docker] {
         let out = run(path, &cache, &["--", "sh", "-c", LIST]);
-        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-        assert_eq!(stdout(&out), format!("{EXPECTED_FILES}v2\n"), "{path:?}");
+        assert_lists_the_layered_files(&out, path);
     }
     // Three layers unpacked once; the layout and its archive are one image (one manifest
     // digest), the docker-archive another (named by its config digest).
-    let count = |sub: &str| std::fs::read_dir(cache.join(sub)).unwrap().count();
+    let count = |sub: &str| cache_entries(&cache, sub);
     assert_eq!(count("oci-layers"), 3);
     assert_eq!(count("images"), 2);
 
@@ -126,10 +180,6 @@ fn an_oci_layout_and_an_oci_archive_of_it_share_the_cached_layers() {
 
 #[test]
 fn the_configs_entrypoint_cmd_env_workdir_and_user_are_the_defaults() {
-    let base = BusyboxImage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let archive = dir.path().join("image.tar");
     let config = serde_json::json!({
         "Entrypoint": ["/bin/sh", "-c"],
         "Cmd": ["echo default $GREETING; pwd; id -u; id -g"],
@@ -137,7 +187,9 @@ fn the_configs_entrypoint_cmd_env_workdir_and_user_are_the_defaults() {
         "WorkingDir": "/data",
         "User": "1000:1001",
     });
-    layered_image(&base, config).write_oci_archive(&archive);
+    let written = LayeredImageOnDisk::over(BusyboxImage::new(), config);
+    let archive = written.oci_archive();
+    let cache = written.cache();
 
     let out = run(&archive, &cache, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
@@ -177,16 +229,14 @@ fn a_user_name_is_looked_up_in_the_images_passwd() {
         "root:x:0:0:root:/root:/bin/sh\napp:x:4242:4343::/:/bin/sh\n",
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("image.tar");
     let config = serde_json::json!({"User": "app", "Cmd": ["/bin/sh", "-c", "id -u; id -g"]});
-    layered_image(&base, config).write_docker_archive(&archive);
-    let out = run(&archive, &dir.path().join("cache"), &[]);
+    let written = LayeredImageOnDisk::over(base, config);
+    let out = run(&written.docker_archive(), &written.cache(), &[]);
     assert_eq!(stdout(&out), "4242\n4343\n", "{}", describe(&out));
 }
 
 /// Launching fails with exit status 125 and one line on stderr containing `needle`.
-fn assert_refused(out: &std::process::Output, needle: &str) {
+fn assert_refused(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{}", describe(out));
     assert_eq!(stderr.lines().count(), 1, "{}", describe(out));
@@ -195,16 +245,13 @@ fn assert_refused(out: &std::process::Output, needle: &str) {
 
 #[test]
 fn a_tampered_layer_is_refused_and_nothing_is_cached() {
-    let base = BusyboxImage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let image = layered_image(&base, serde_json::json!({}));
-    let layout = dir.path().join("layout");
-    image.write_oci_layout(&layout);
+    let written = LayeredImageOnDisk::new();
+    let cache = written.cache();
+    let layout = written.oci_layout();
     // Flip a byte in the last layer's blob (a plain-tar layer would do too).
     let blob = layout.join(format!(
         "blobs/sha256/{}",
-        mkroot_e2e::oci::sha256_hex(&image.layers[1].blob)
+        mkroot_e2e::oci::sha256_hex(&written.image.layers[1].blob)
     ));
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[600] ^= 0x20;
@@ -214,9 +261,9 @@ fn a_tampered_layer_is_refused_and_nothing_is_cached() {
     assert_eq!(std::fs::read_dir(cache.join("images")).unwrap().count(), 0);
 
     // A docker-archive whose config names a diff_id its layer does not have.
-    let mut wrong = layered_image(&base, serde_json::json!({}));
+    let mut wrong = layered_image(&written.base, serde_json::json!({}));
     wrong.layers[2].tar = LayerTar::new().file("other", "x").finish();
-    let archive = dir.path().join("wrong.tar");
+    let archive = written.dir.path().join("wrong.tar");
     wrong.write_docker_archive(&archive);
     let out = run(&archive, &cache, &["--", "true"]);
     assert_refused(&out, "diff_id");
@@ -224,13 +271,9 @@ fn a_tampered_layer_is_refused_and_nothing_is_cached() {
 
 #[test]
 fn a_zstd_layer_is_refused_in_one_line() {
-    let base = BusyboxImage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let mut image = layered_image(&base, serde_json::json!({}));
-    image.claimed_media_type = Some("application/vnd.oci.image.layer.v1.tar+zstd".into());
-    let archive = dir.path().join("image.oci.tar");
-    image.write_oci_archive(&archive);
-    let out = run(&archive, &dir.path().join("cache"), &["--", "true"]);
+    let mut written = LayeredImageOnDisk::new();
+    written.image.claimed_media_type = Some("application/vnd.oci.image.layer.v1.tar+zstd".into());
+    let out = run(&written.oci_archive(), &written.cache(), &["--", "true"]);
     assert_refused(&out, "zstd");
 }
 
@@ -251,15 +294,11 @@ fn a_plain_rootfs_tarball_named_like_an_archive_still_runs() {
 
 #[test]
 fn concurrent_first_launches_of_images_sharing_layers_all_succeed() {
-    let base = BusyboxImage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let image = layered_image(&base, serde_json::json!({}));
-    let layout = dir.path().join("layout");
-    image.write_oci_layout(&layout);
-    let docker = dir.path().join("image.docker.tar");
-    image.write_docker_archive(&docker);
-    let outputs: Vec<std::process::Output> = std::thread::scope(|scope| {
+    let written = LayeredImageOnDisk::new();
+    let cache = written.cache();
+    let layout = written.oci_layout();
+    let docker = written.docker_archive();
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
         let runs: Vec<_> = (0..6)
             .map(|i| {
                 let path = if i % 2 == 0 { &layout } else { &docker };
@@ -277,7 +316,7 @@ fn concurrent_first_launches_of_images_sharing_layers_all_succeed() {
             describe(out)
         );
     }
-    let count = |sub: &str| std::fs::read_dir(cache.join(sub)).unwrap().count();
+    let count = |sub: &str| cache_entries(&cache, sub);
     assert_eq!(count("oci-layers"), 3);
     assert_eq!(count("images"), 2);
     assert_eq!(count("tmp"), 0, "no unpack left behind");
@@ -292,6 +331,5 @@ fn rootless_runs_a_multi_layer_image_from_its_own_cache() {
         .write_docker_archive(&archive);
     base.give_to(&user);
     let out = user.launch(&[archive.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
-    assert_eq!(stdout(&out), format!("{EXPECTED_FILES}v2\n"));
+    assert_lists_the_layered_files(&out, &archive);
 }
