@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mkroot_e2e::launch::{
-    describe, host_mounts, launch, launch_bin, open_up, stdout, tree_listing, BusyboxImage,
-    TestUser,
+    assert_succeeded, describe, host_mounts, launch, launch_bin, open_up, stdout,
+    stdout_of_success, tree_listing, BusyboxImage, TestUser,
 };
 
 fn run_in(image: &BusyboxImage, script: &str) -> std::process::Output {
@@ -15,15 +15,19 @@ fn run_in(image: &BusyboxImage, script: &str) -> std::process::Output {
     launch([root.to_str().unwrap(), "--", "/bin/sh", "-c", script])
 }
 
+/// The stdout of `script` run in the image; fails the test unless it succeeds.
+#[track_caller]
+fn stdout_of_script(image: &BusyboxImage, script: &str) -> String {
+    stdout_of_success(&run_in(image, script))
+}
+
 #[test]
 fn the_command_runs_under_an_init_as_pid_1_and_sees_only_its_own_processes() {
     let image = BusyboxImage::new();
-    let out = run_in(
+    let text = stdout_of_script(
         &image,
         "echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'",
     );
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     // The shell is PID 2: PID 1 is the launcher's init in front of it.
     assert_eq!(lines[0], "2", "{text}");
@@ -45,9 +49,7 @@ fn the_command_runs_under_an_init_as_pid_1_and_sees_only_its_own_processes() {
 fn the_hostname_inside_is_its_own() {
     let image = BusyboxImage::new();
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let out = run_in(&image, "hostname; cat /etc/hostname");
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
+    let text = stdout_of_script(&image, "hostname; cat /etc/hostname");
     let mut lines = text.lines();
     let inside = lines.next().unwrap();
     assert_ne!(inside, host.trim());
@@ -63,7 +65,7 @@ fn the_hostname_inside_is_its_own() {
         "-c",
         "hostname; grep box-one /etc/hosts",
     ]);
-    assert!(named.status.success(), "{}", describe(&named));
+    assert_succeeded(&named);
     assert!(stdout(&named).starts_with("box-one\n"));
     // The image's own /etc/hostname was covered, never written.
     let own = std::fs::read_to_string(root.join("etc/hostname")).unwrap();
@@ -106,19 +108,17 @@ fn a_host_message_queue_is_not_visible_inside() {
         "the host sees its queue"
     );
     let out = run_in(&image, "cat /proc/sysvipc/msg");
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_succeeded(&out);
     assert!(ids(&stdout(&out)).is_empty(), "{}", describe(&out));
 }
 
 #[test]
 fn only_loopback_is_inside_and_it_is_up() {
     let image = BusyboxImage::new();
-    let out = run_in(
+    let text = stdout_of_script(
         &image,
         "ls /sys/class/net; cat /sys/class/net/lo/operstate; cat /proc/net/dev",
     );
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("lo"), "{text}");
     // lo reports `unknown` when up (it has no carrier), `down` otherwise.
@@ -142,8 +142,7 @@ fn rootless_maps_the_caller_to_root() {
         "-c",
         "cat /proc/self/uid_map /proc/self/gid_map; id -u; hostname; echo x > /written && cat /written",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
+    let text = stdout_of_success(&out);
     let fields: Vec<Vec<&str>> = text
         .lines()
         .take(2)
@@ -166,7 +165,7 @@ fn rootless_maps_the_caller_to_root() {
         "-c",
         "id -u; ls /bin/busybox",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_succeeded(&out);
     assert_eq!(stdout(&out), "0\n/bin/busybox\n");
     let home = std::path::PathBuf::from(format!("/home/{}", user.name));
     assert_eq!(names_in(&home.join(".cache/mkroot-launch/images")).len(), 1);
@@ -188,7 +187,7 @@ fn volumes_are_writable_or_read_only() {
         "-c",
         "cat /data/from-host && echo inside > /data/from-container",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_succeeded(&out);
     assert_eq!(stdout(&out), "hello\n");
     let written = std::fs::read_to_string(shared.path().join("from-container")).unwrap();
     assert_eq!(written, "inside\n");
@@ -274,9 +273,7 @@ fn the_command_gets_sigpipe_like_any_program() {
     // The launcher's Rust runtime ignores SIGPIPE; the command must not inherit that
     // (`yes | head -1` would end in EPIPE errors instead of SIGPIPE).
     let image = BusyboxImage::new();
-    let out = run_in(&image, "grep SigIgn /proc/self/status");
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
+    let text = stdout_of_script(&image, "grep SigIgn /proc/self/status");
     let mask = text
         .split_whitespace()
         .nth(1)
@@ -346,12 +343,10 @@ fn orphans_are_reaped_by_init() {
     let image = BusyboxImage::new();
     // The inner shell starts a short sleep and exits at once: the sleep is orphaned to
     // PID 1. Once it ends, only init's reaping keeps it from staying a zombie.
-    let out = run_in(
+    let text = stdout_of_script(
         &image,
         "sh -c 'sleep 0.2 &'; sleep 0.8; cat /proc/[0-9]*/stat",
     );
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
     for line in text.lines() {
         let state = line.rsplit_once(") ").map(|(_, rest)| &rest[..1]);
         assert_ne!(state, Some("Z"), "zombie: {line}");
@@ -364,7 +359,7 @@ fn a_file_written_to_root_is_gone_at_the_next_launch() {
     let image = BusyboxImage::new();
     let before = tree_listing(&image.root());
     let out = run_in(&image, "echo x > /marker && rm /bin/ls && cat /marker");
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_succeeded(&out);
     let out = run_in(&image, "test ! -e /marker && test -e /bin/ls && echo clean");
     assert_eq!(stdout(&out), "clean\n", "{}", describe(&out));
     assert_eq!(
@@ -424,7 +419,7 @@ fn ten_launches_of_one_image_at_once_all_succeed_and_share_one_cache_entry() {
         .collect();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", describe(&out));
+        assert_succeeded(&out);
         assert_eq!(
             stdout(&out),
             format!("{i}\n"),
@@ -453,17 +448,17 @@ fn the_cache_is_listed_and_pruned() {
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().to_str().unwrap();
     let out = launch(["--cache-dir", dir, tarball.to_str().unwrap(), "--", "true"]);
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_succeeded(&out);
     let digest = names_in(&cache.path().join("images"))
         .pop()
         .expect("cached");
 
     let ls = launch(["cache", "ls", "--cache-dir", dir]);
-    assert!(ls.status.success(), "{}", describe(&ls));
+    assert_succeeded(&ls);
     assert!(stdout(&ls).contains(&digest[..16]), "{}", describe(&ls));
 
     let prune = launch(["cache", "prune", "--cache-dir", dir]);
-    assert!(prune.status.success(), "{}", describe(&prune));
+    assert_succeeded(&prune);
     assert!(names_in(&cache.path().join("images")).is_empty());
     let ls = launch(["cache", "ls", "--cache-dir", dir]);
     assert!(!stdout(&ls).contains(&digest[..16]), "{}", describe(&ls));
@@ -505,7 +500,7 @@ fn nothing_is_left_behind_after_exit_error_or_sigkill() {
     let files = tree_listing(&root);
 
     let ok = run_in(&image, "touch /a /tmp/b; mount | grep -c overlay");
-    assert!(ok.status.success(), "{}", describe(&ok));
+    assert_succeeded(&ok);
     let tarball = image.tarball();
     let cached = launch([
         "--cache-dir",
@@ -516,7 +511,7 @@ fn nothing_is_left_behind_after_exit_error_or_sigkill() {
         "-c",
         "touch /a /tmp/b",
     ]);
-    assert!(cached.status.success(), "{}", describe(&cached));
+    assert_succeeded(&cached);
     let cached_files = tree_listing(cache.path());
     let failed = launch([
         root.to_str().unwrap(),
@@ -586,8 +581,7 @@ fn user_workdir_and_environment_reach_the_command() {
         "-c",
         "id -u; id -g; pwd; echo $FROM_FILE $BOTH; grep Cap[EP][fr][fm] /proc/self/status",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
+    let text = stdout_of_success(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[..4], ["1000", "1001", "/tmp", "1 flag"], "{text}");
     // Not root: no capabilities left at all.
@@ -629,7 +623,7 @@ fn the_images_recorded_command_and_environment_are_the_default() {
     )
     .unwrap();
     let out = launch([root.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", describe(&out));
+    assert_succeeded(&out);
     assert_eq!(stdout(&out), "from-manifest 7\n");
     // A command given after `--` wins; the image's environment still applies.
     let out = launch([
@@ -658,8 +652,7 @@ fn userns_as_root_maps_root_inside_to_an_unprivileged_range() {
         "-c",
         "cat /proc/self/uid_map; id -u; stat -c %u /bin; echo w > /etc/written && cat /etc/written",
     ]);
-    assert!(out.status.success(), "{}", describe(&out));
-    let text = stdout(&out);
+    let text = stdout_of_success(&out);
     let map: Vec<u64> = text
         .lines()
         .next()

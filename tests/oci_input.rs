@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use mkroot_e2e::launch::{describe, launch, stdout, BusyboxImage, TestUser};
+use mkroot_e2e::launch::{assert_succeeded, describe, launch, stdout, BusyboxImage, TestUser};
 use mkroot_e2e::oci::{Image, Layer, LayerTar};
 
 /// Three layers over a busybox base: files removed by whiteouts, a directory made opaque,
@@ -174,7 +174,7 @@ fn an_oci_layout_and_an_oci_archive_of_it_share_the_cached_layers() {
     let listed = launch(["--cache-dir", cache_arg, "cache", "ls"]);
     assert_eq!(stdout(&listed).lines().count(), 3, "{}", describe(&listed));
     let pruned = launch(["--cache-dir", cache_arg, "cache", "prune"]);
-    assert!(pruned.status.success(), "{}", describe(&pruned));
+    assert_succeeded(&pruned);
     assert_eq!((count("images"), count("oci-layers")), (0, 0));
 }
 

@@ -111,6 +111,19 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Fails the test, showing all of `output`, unless the launch succeeded.
+#[track_caller]
+pub fn assert_succeeded(output: &Output) {
+    assert!(output.status.success(), "{}", describe(output));
+}
+
+/// The stdout of a launch that must have succeeded (see [`assert_succeeded`]).
+#[track_caller]
+pub fn stdout_of_success(output: &Output) -> String {
+    assert_succeeded(output);
+    stdout(output)
+}
+
 /// What an [`Output`] was, for assertion messages.
 pub fn describe(output: &Output) -> String {
     format!(
