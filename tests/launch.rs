@@ -10,9 +10,18 @@ use mkroot_e2e::launch::{
     stdout_of_success, tree_listing, BusyboxImage, TestUser,
 };
 
+/// Runs the shell `script` in the image (used in place).
 fn run_in(image: &BusyboxImage, script: &str) -> std::process::Output {
+    run_with_flags(image, &[], script)
+}
+
+/// Runs the shell `script` in the image with launch's `flags` before the `--`.
+fn run_with_flags(image: &BusyboxImage, flags: &[&str], script: &str) -> std::process::Output {
     let root = image.root();
-    launch([root.to_str().unwrap(), "--", "/bin/sh", "-c", script])
+    let mut args = vec![root.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.extend(["--", "/bin/sh", "-c", script]);
+    launch(args)
 }
 
 /// The stdout of `script` run in the image; fails the test unless it succeeds.
@@ -55,20 +64,15 @@ fn the_hostname_inside_is_its_own() {
     assert_ne!(inside, host.trim());
     assert_eq!(lines.next(), Some(inside), "/etc/hostname matches");
 
-    let root = image.root();
-    let named = launch([
-        root.to_str().unwrap(),
-        "--hostname",
-        "box-one",
-        "--",
-        "/bin/sh",
-        "-c",
+    let named = run_with_flags(
+        &image,
+        &["--hostname", "box-one"],
         "hostname; grep box-one /etc/hosts",
-    ]);
+    );
     assert_succeeded(&named);
     assert!(stdout(&named).starts_with("box-one\n"));
     // The image's own /etc/hostname was covered, never written.
-    let own = std::fs::read_to_string(root.join("etc/hostname")).unwrap();
+    let own = std::fs::read_to_string(image.root().join("etc/hostname")).unwrap();
     assert_eq!(own, "image-own-hostname\n");
 }
 
@@ -178,30 +182,22 @@ fn volumes_are_writable_or_read_only() {
     std::fs::write(shared.path().join("from-host"), "hello\n").unwrap();
     let root = image.root();
     let rw = format!("{}:/data", shared.path().display());
-    let out = launch([
-        root.to_str().unwrap(),
-        "-v",
-        &rw,
-        "--",
-        "/bin/sh",
-        "-c",
+    let out = run_with_flags(
+        &image,
+        &["-v", &rw],
         "cat /data/from-host && echo inside > /data/from-container",
-    ]);
+    );
     assert_succeeded(&out);
     assert_eq!(stdout(&out), "hello\n");
     let written = std::fs::read_to_string(shared.path().join("from-container")).unwrap();
     assert_eq!(written, "inside\n");
 
     let ro = format!("{}:/deep/ro/data:ro", shared.path().display());
-    let out = launch([
-        root.to_str().unwrap(),
-        "-v",
-        &ro,
-        "--",
-        "/bin/sh",
-        "-c",
+    let out = run_with_flags(
+        &image,
+        &["-v", &ro],
         "cat /deep/ro/data/from-host; echo no > /deep/ro/data/denied",
-    ]);
+    );
     assert!(!out.status.success(), "{}", describe(&out));
     assert_eq!(stdout(&out), "hello\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
@@ -368,16 +364,11 @@ fn a_file_written_to_root_is_gone_at_the_next_launch() {
         "the image itself is unchanged"
     );
 
-    let ro = launch([
-        image.root().to_str().unwrap(),
-        "--read-only",
-        "--tmpfs",
-        "/scratch",
-        "--",
-        "/bin/sh",
-        "-c",
+    let ro = run_with_flags(
+        &image,
+        &["--read-only", "--tmpfs", "/scratch"],
         "echo ok > /scratch/f && cat /scratch/f && echo no > /denied",
-    ]);
+    );
     assert!(!ro.status.success(), "{}", describe(&ro));
     assert_eq!(stdout(&ro), "ok\n");
     assert!(String::from_utf8_lossy(&ro.stderr).contains("Read-only file system"));
@@ -563,24 +554,22 @@ fn nothing_is_left_behind_after_exit_error_or_sigkill() {
 #[test]
 fn user_workdir_and_environment_reach_the_command() {
     let image = BusyboxImage::new();
-    let root = image.root();
     let env_file = image.dir.path().join("env");
     std::fs::write(&env_file, "# comment\nFROM_FILE=1\nBOTH=file\n").unwrap();
-    let out = launch([
-        root.to_str().unwrap(),
-        "-u",
-        "1000:1001",
-        "-w",
-        "/tmp",
-        "--env-file",
-        env_file.to_str().unwrap(),
-        "-e",
-        "BOTH=flag",
-        "--",
-        "/bin/sh",
-        "-c",
+    let out = run_with_flags(
+        &image,
+        &[
+            "-u",
+            "1000:1001",
+            "-w",
+            "/tmp",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "BOTH=flag",
+        ],
         "id -u; id -g; pwd; echo $FROM_FILE $BOTH; grep Cap[EP][fr][fm] /proc/self/status",
-    ]);
+    );
     let text = stdout_of_success(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[..4], ["1000", "1001", "/tmp", "1 flag"], "{text}");
@@ -626,13 +615,7 @@ fn the_images_recorded_command_and_environment_are_the_default() {
     assert_succeeded(&out);
     assert_eq!(stdout(&out), "from-manifest 7\n");
     // A command given after `--` wins; the image's environment still applies.
-    let out = launch([
-        root.to_str().unwrap(),
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo $IMAGE_VAR",
-    ]);
+    let out = run_in(&image, "echo $IMAGE_VAR");
     assert_eq!(
         stdout(&out),
         "\n",
@@ -644,14 +627,11 @@ fn the_images_recorded_command_and_environment_are_the_default() {
 fn userns_as_root_maps_root_inside_to_an_unprivileged_range() {
     let image = BusyboxImage::new();
     let root = image.root();
-    let out = launch([
-        root.to_str().unwrap(),
-        "--userns",
-        "--",
-        "/bin/sh",
-        "-c",
+    let out = run_with_flags(
+        &image,
+        &["--userns"],
         "cat /proc/self/uid_map; id -u; stat -c %u /bin; echo w > /etc/written && cat /etc/written",
-    ]);
+    );
     let text = stdout_of_success(&out);
     let map: Vec<u64> = text
         .lines()
