@@ -2,7 +2,9 @@
 //! scenario inside a network namespace of its own (see `mkroot_e2e::network`). They
 //! need root, iproute2's `ip` and nftables' `nft` (to see the rules from outside).
 
-use mkroot_e2e::launch::{describe, launch, stdout, TestUser};
+use std::process::Output;
+
+use mkroot_e2e::launch::{describe, launch, stdout, BusyboxImage, TestUser};
 use mkroot_e2e::network::{in_throwaway_network, network_image};
 
 /// What a scenario checks after its containers have ended: no link but lo, no
@@ -12,6 +14,19 @@ echo "links: $(ip -o link | cut -d: -f2 | tr -d ' \n')"
 echo "rules: $(nft list ruleset | tr -d '\n')"
 echo "leases: $(ls /run/mkroot-launch/net/leases 2>/dev/null | tr -d '\n')"
 "#;
+
+/// Runs the shell `script` in a throwaway network (see [`in_throwaway_network`]), then
+/// [`LEFTOVERS`], for [`assert_nothing_left`] to check once the test has read the rest.
+fn in_throwaway_network_listing_leftovers(image: &BusyboxImage, script: &str) -> Output {
+    in_throwaway_network(image, &format!("{script}{LEFTOVERS}"))
+}
+
+/// The scenario printed `expected` (whole lines, newline included); fails the test with
+/// all of the output otherwise.
+#[track_caller]
+fn assert_printed(out: &Output, expected: &str) {
+    assert!(stdout(out).contains(expected), "{}", describe(out));
+}
 
 fn assert_nothing_left(text: &str) {
     assert!(text.contains("links: lo\n"), "only lo remains: {text}");
@@ -25,10 +40,9 @@ fn assert_nothing_left(text: &str) {
 #[test]
 fn two_containers_on_the_bridge_talk_over_tcp() {
     let image = network_image();
-    let out = in_throwaway_network(
+    let out = in_throwaway_network_listing_leftovers(
         &image,
-        &format!(
-            r#"
+        r#"
 "$LAUNCH" --net bridge "$IMAGE" -- sh -c 'echo "pong from $(hostname)" | nc -l -p 7000' &
 server=$!
 # The server's address: its lease, once its NAT table shows it attached.
@@ -40,27 +54,25 @@ echo "client: $?"
 kill $server 2>/dev/null
 wait $server
 echo "server: $?"
-{LEFTOVERS}"#
-        ),
+"#,
     );
     let text = stdout(&out);
-    assert!(text.contains("pong from"), "{}", describe(&out));
-    assert!(text.contains("client: 0\n"), "{}", describe(&out));
-    assert!(text.contains("server: 0\n"), "{}", describe(&out));
+    assert_printed(&out, "pong from");
+    assert_printed(&out, "client: 0\n");
+    assert_printed(&out, "server: 0\n");
     assert_nothing_left(&text);
 }
 
 #[test]
 fn the_host_reaches_a_published_port_on_loopback_and_its_own_address() {
     let image = network_image();
-    let out = in_throwaway_network(
+    let out = in_throwaway_network_listing_leftovers(
         &image,
-        &format!(
-            r#"
+        r#"
 "$LAUNCH" --net bridge -p 8080:80 -p 8081:81 "$IMAGE" -- sh -c '
   echo one | nc -l -p 80 & echo two | nc -l -p 81; wait' &
 server=$!
-get() {{ for i in $(seq 300); do busybox nc "$1" "$2" </dev/null && return; sleep 0.1; done; }}
+get() { for i in $(seq 300); do busybox nc "$1" "$2" </dev/null && return; sleep 0.1; done; }
 for i in $(seq 300); do nft list ruleset | grep -q 'dport 8080' && break; sleep 0.1; done
 "$LAUNCH" --net bridge -p 8080:90 "$IMAGE" -- true 2>/run/conflict
 echo "second publisher of 8080: $? $(cat /run/conflict)"
@@ -68,20 +80,13 @@ echo "loopback: $(get 127.0.0.1 8080)"
 echo "bridge address: $(get 10.47.0.1 8081)"
 wait $server
 echo "server: $?"
-{LEFTOVERS}"#
-        ),
+"#,
     );
     let text = stdout(&out);
-    assert!(text.contains("loopback: one\n"), "{}", describe(&out));
-    assert!(
-        text.contains(
-            "second publisher of 8080: 125 launch: -p 8080:90/tcp: host port 8080 is already published by another container\n"
-        ),
-        "{}",
-        describe(&out)
-    );
-    assert!(text.contains("bridge address: two\n"), "{}", describe(&out));
-    assert!(text.contains("server: 0\n"), "{}", describe(&out));
+    assert_printed(&out, "loopback: one\n");
+    assert_printed(&out, "second publisher of 8080: 125 launch: -p 8080:90/tcp: host port 8080 is already published by another container\n");
+    assert_printed(&out, "bridge address: two\n");
+    assert_printed(&out, "server: 0\n");
     assert_nothing_left(&text);
 }
 
@@ -99,9 +104,8 @@ fn none_has_no_route_out() {
         "-c",
         "echo \"routes: [$(ip route)]\"; nc 192.0.2.1 80 </dev/null; echo \"nc: $?\"",
     ]);
-    let text = stdout(&out);
-    assert!(text.contains("routes: []\n"), "{}", describe(&out));
-    assert!(text.contains("nc: 1\n"), "{}", describe(&out));
+    assert_printed(&out, "routes: []\n");
+    assert_printed(&out, "nc: 1\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Network is unreachable"), "{}", describe(&out));
 }
@@ -128,10 +132,9 @@ fn host_network_names() -> (String, Vec<String>) {
 fn twenty_concurrent_launches_get_twenty_distinct_addresses() {
     let image = network_image();
     let host_before = host_network_names();
-    let out = in_throwaway_network(
+    let out = in_throwaway_network_listing_leftovers(
         &image,
-        &format!(
-            r#"
+        r#"
 mkdir /run/out
 for i in $(seq 20); do
   "$LAUNCH" --net bridge "$IMAGE" -- sh -c 'ip -o -4 addr show eth0; sleep 0.5' \
@@ -141,12 +144,11 @@ wait
 echo "addresses: $(cat /run/out/* | grep -o 'inet [0-9.]*' | sort -u | wc -l)"
 echo "launches: $(cat /run/out/* | grep -c 'inet ')"
 cat /run/out/*
-{LEFTOVERS}"#
-        ),
+"#,
     );
     let text = stdout(&out);
-    assert!(text.contains("launches: 20\n"), "{}", describe(&out));
-    assert!(text.contains("addresses: 20\n"), "{}", describe(&out));
+    assert_printed(&out, "launches: 20\n");
+    assert_printed(&out, "addresses: 20\n");
     assert_nothing_left(&text);
     let host_after = host_network_names();
     assert_eq!(
@@ -159,10 +161,9 @@ cat /run/out/*
 #[test]
 fn sigkill_of_launch_leaves_no_rule_and_the_next_launch_cleans_the_rest() {
     let image = network_image();
-    let out = in_throwaway_network(
+    let out = in_throwaway_network_listing_leftovers(
         &image,
-        &format!(
-            r#"
+        r#"
 "$LAUNCH" --net bridge -p 9000:80 "$IMAGE" -- sleep 60 &
 launcher=$!
 for i in $(seq 300); do nft list ruleset | grep -q 'dport 9000' && break; sleep 0.1; done
@@ -174,21 +175,12 @@ for i in $(seq 300); do [ "$(ip -o link | wc -l)" -le 2 ] && break; sleep 0.1; d
 echo "rules after kill: [$(nft list ruleset)]"
 "$LAUNCH" --net bridge "$IMAGE" -- true
 echo "next: $?"
-{LEFTOVERS}"#
-        ),
+"#,
     );
     let text = stdout(&out);
-    assert!(
-        text.contains("table while running: 1\n"),
-        "{}",
-        describe(&out)
-    );
-    assert!(
-        text.contains("rules after kill: []\n"),
-        "{}",
-        describe(&out)
-    );
-    assert!(text.contains("next: 0\n"), "{}", describe(&out));
+    assert_printed(&out, "table while running: 1\n");
+    assert_printed(&out, "rules after kill: []\n");
+    assert_printed(&out, "next: 0\n");
     assert_nothing_left(&text);
 }
 
@@ -204,13 +196,8 @@ cmp -s /etc/resolv.conf /etc/resolv.conf && "$LAUNCH" --net host "$IMAGE" -- cat
 cmp /run/resolv /etc/resolv.conf && echo "resolv.conf: the host's"
 "#,
     );
-    let text = stdout(&out);
-    assert!(text.contains("lomkrtest0\n"), "{}", describe(&out));
-    assert!(
-        text.contains("resolv.conf: the host's\n"),
-        "{}",
-        describe(&out)
-    );
+    assert_printed(&out, "lomkrtest0\n");
+    assert_printed(&out, "resolv.conf: the host's\n");
 }
 
 #[test]
@@ -235,7 +222,7 @@ ip netns del mkrtest
         "{}",
         describe(&out)
     );
-    assert!(text.contains("missing: 125\n"), "{}", describe(&out));
+    assert_printed(&out, "missing: 125\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("--net ns:/run/netns/nosuch"),
@@ -322,10 +309,9 @@ fn a_published_udp_port_reaches_the_container() {
     let build = tempfile::tempdir().unwrap();
     let udp = mkroot_e2e::builder::compile_c(build.path(), "udp", UDP_PROGRAM, &["-static"]);
     std::fs::copy(&udp, image.root().join("bin/udp")).unwrap();
-    let out = in_throwaway_network(
+    let out = in_throwaway_network_listing_leftovers(
         &image,
-        &format!(
-            r#"
+        r#"
 "$LAUNCH" --net bridge -p 8053:53/udp "$IMAGE" -- udp serve 53 &
 server=$!
 # A datagram sent before the server binds is lost: send until it has one.
@@ -335,12 +321,11 @@ for i in $(seq 300); do
 done
 wait $server
 echo "server: $?"
-{LEFTOVERS}"#
-        ),
+"#,
     );
     let text = stdout(&out);
-    assert!(text.contains("got ping\n"), "{}", describe(&out));
-    assert!(text.contains("server: 0\n"), "{}", describe(&out));
+    assert_printed(&out, "got ping\n");
+    assert_printed(&out, "server: 0\n");
     assert_nothing_left(&text);
 }
 
@@ -349,10 +334,9 @@ fn outbound_traffic_leaves_masqueraded_as_the_hosts_address() {
     let image = network_image();
     // "Outside" is one more namespace inside the scenario's, joined by a veth pair:
     // the container's connection must reach it from the scenario's own address.
-    let out = in_throwaway_network(
+    let out = in_throwaway_network_listing_leftovers(
         &image,
-        &format!(
-            r#"
+        r#"
 ip netns add outside
 ip link add up0 type veth peer name out0 netns outside
 ip addr add 192.0.2.1/24 dev up0 && ip link set up0 up
@@ -363,7 +347,7 @@ server=$!
   for i in $(seq 200); do (echo hello; sleep 2) | nc 192.0.2.2 80 && exit 0; sleep 0.1; done; exit 1' &
 client=$!
 for i in $(seq 300); do
-  peer=$(ip netns exec outside ss -Htn state established | awk '{{print $4}}')
+  peer=$(ip netns exec outside ss -Htn state established | awk '{print $4}')
   [ -n "$peer" ] && break; sleep 0.1
 done
 echo "peer seen outside: $peer"
@@ -372,8 +356,7 @@ echo "client: $?"
 wait $server
 echo "received: $(cat /run/received)"
 ip link del up0 && ip netns del outside
-{LEFTOVERS}"#
-        ),
+"#,
     );
     let text = stdout(&out);
     assert!(
@@ -382,7 +365,7 @@ ip link del up0 && ip netns del outside
         "{}",
         describe(&out)
     );
-    assert!(text.contains("client: 0\n"), "{}", describe(&out));
-    assert!(text.contains("received: hello\n"), "{}", describe(&out));
+    assert_printed(&out, "client: 0\n");
+    assert_printed(&out, "received: hello\n");
     assert_nothing_left(&text);
 }
