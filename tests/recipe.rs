@@ -12,15 +12,18 @@ fn recipe_dir() -> tempfile::TempDir {
     temp
 }
 
+/// Runs mkroot with `args` in `dir` at [`EPOCH`]; fails the test, naming the build as
+/// `what`, with mkroot's output unless it succeeds.
+fn build_in(dir: &Path, args: &[&str], what: &str) {
+    assert_success(&mkroot_at(args, dir, EPOCH), what);
+}
+
 #[test]
 fn a_recipe_builds_the_same_bytes_twice() {
     let temp = recipe_dir();
     let dir = temp.path();
     // The recipe's own output path, relative to the recipe...
-    assert_success(
-        &mkroot_at(&["-f", "greeting.toml", "-q"], dir, EPOCH),
-        "recipe build",
-    );
+    build_in(dir, &["-f", "greeting.toml", "-q"], "recipe build");
     // ...and the same recipe run from elsewhere, with the output overridden.
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
@@ -63,16 +66,10 @@ fn a_recipe_builds_the_same_bytes_twice() {
 fn an_oci_recipe_builds_a_tagged_reproducible_image() {
     let temp = recipe_dir();
     let dir = temp.path();
-    assert_success(
-        &mkroot_at(&["-f", "greeting-oci.toml", "-q"], dir, EPOCH),
-        "OCI recipe",
-    );
-    assert_success(
-        &mkroot_at(
-            &["-f", "greeting-oci.toml", "-q", "-o", "second.oci.tar"],
-            dir,
-            EPOCH,
-        ),
+    build_in(dir, &["-f", "greeting-oci.toml", "-q"], "OCI recipe");
+    build_in(
+        dir,
+        &["-f", "greeting-oci.toml", "-q", "-o", "second.oci.tar"],
         "OCI recipe again",
     );
     let first = std::fs::read(dir.join("greeting.oci.tar")).unwrap();
@@ -110,20 +107,28 @@ fn check(dir: &Path, recipe: &str, image: &str) -> (Option<i32>, String, String)
     )
 }
 
+/// The stdout of `mkroot -f RECIPE --check IMAGE` in `dir`; fails the test with both
+/// streams unless it exits with `expected` (0: the image matches, 1: it differs).
+#[track_caller]
+fn check_exits(dir: &Path, recipe: &str, image: &str, expected: i32) -> String {
+    let (code, stdout, stderr) = check(dir, recipe, image);
+    assert_eq!(
+        code,
+        Some(expected),
+        "{recipe} --check {image}: {stdout}{stderr}"
+    );
+    stdout
+}
+
 #[test]
 fn check_passes_on_a_fresh_image_and_names_a_changed_host_file() {
     let temp = recipe_dir();
     let dir = temp.path();
-    assert_success(
-        &mkroot_at(&["-f", "greeting.toml", "-q"], dir, EPOCH),
-        "build",
-    );
-    assert_success(
-        &mkroot_at(&["-f", "greeting-oci.toml", "-q"], dir, EPOCH),
-        "build OCI",
-    );
-    assert_success(
-        &mkroot_at(&["-f", "greeting.toml", "-q", "-o", "tree/"], dir, EPOCH),
+    build_in(dir, &["-f", "greeting.toml", "-q"], "build");
+    build_in(dir, &["-f", "greeting-oci.toml", "-q"], "build OCI");
+    build_in(
+        dir,
+        &["-f", "greeting.toml", "-q", "-o", "tree/"],
         "build a directory",
     );
     for (recipe, image) in [
@@ -131,8 +136,7 @@ fn check_passes_on_a_fresh_image_and_names_a_changed_host_file() {
         ("greeting-oci.toml", "greeting.oci.tar"),
         ("greeting.toml", "tree"),
     ] {
-        let (code, stdout, stderr) = check(dir, recipe, image);
-        assert_eq!(code, Some(0), "{image}: {stdout}{stderr}");
+        let stdout = check_exits(dir, recipe, image, 0);
         assert!(stdout.contains("matches"), "{stdout}");
     }
 
@@ -144,8 +148,7 @@ fn check_passes_on_a_fresh_image_and_names_a_changed_host_file() {
         ("greeting-oci.toml", "greeting.oci.tar"),
         ("greeting.toml", "tree"),
     ] {
-        let (code, stdout, stderr) = check(dir, recipe, image);
-        assert_eq!(code, Some(1), "{image}: {stdout}{stderr}");
+        let stdout = check_exits(dir, recipe, image, 1);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(lines.len(), 1, "{image}: {stdout}");
         assert!(lines[0].contains("/etc/greeting"), "{}", lines[0]);
@@ -168,8 +171,7 @@ fn check_passes_on_a_fresh_image_and_names_a_changed_host_file() {
             1,
         );
     std::fs::write(dir.join("changed.toml"), changed).unwrap();
-    let (code, stdout, stderr) = check(dir, "changed.toml", "greeting.tgz");
-    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let stdout = check_exits(dir, "changed.toml", "greeting.tgz", 1);
     assert!(
         stdout.lines().any(|l| l.starts_with("added: /etc/extra")),
         "{stdout}"
@@ -185,16 +187,10 @@ fn check_passes_on_a_fresh_image_and_names_a_changed_host_file() {
 fn check_compares_the_run_settings_of_an_oci_image() {
     let temp = recipe_dir();
     let dir = temp.path();
-    assert_success(
-        &mkroot_at(&["-f", "greeting-oci.toml", "-q"], dir, EPOCH),
-        "build OCI",
-    );
-    assert_success(
-        &mkroot_at(
-            &["-f", "greeting-oci.toml", "-q", "-o", "layout/"],
-            dir,
-            EPOCH,
-        ),
+    build_in(dir, &["-f", "greeting-oci.toml", "-q"], "build OCI");
+    build_in(
+        dir,
+        &["-f", "greeting-oci.toml", "-q", "-o", "layout/"],
         "build an OCI layout directory",
     );
     let recipe = std::fs::read_to_string(dir.join("greeting-oci.toml")).unwrap();
@@ -204,10 +200,8 @@ fn check_compares_the_run_settings_of_an_oci_image() {
     assert!(changed != recipe);
     std::fs::write(dir.join("changed.toml"), changed).unwrap();
     for image in ["greeting.oci.tar", "layout"] {
-        let (code, stdout, stderr) = check(dir, "greeting-oci.toml", image);
-        assert_eq!(code, Some(0), "{image}: {stdout}{stderr}");
-        let (code, stdout, stderr) = check(dir, "changed.toml", image);
-        assert_eq!(code, Some(1), "{image}: {stdout}{stderr}");
+        check_exits(dir, "greeting-oci.toml", image, 0);
+        let stdout = check_exits(dir, "changed.toml", image, 1);
         let lines: Vec<&str> = stdout.lines().collect();
         assert_eq!(
             lines,
@@ -241,8 +235,7 @@ fn check_compares_the_run_settings_of_an_oci_image() {
         }
     }
     assert_eq!(patched, 1, "one config blob");
-    let (code, stdout, stderr) = check(dir, "greeting-oci.toml", "layout");
-    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let stdout = check_exits(dir, "greeting-oci.toml", "layout", 1);
     assert_eq!(stdout, "changed: the image's architecture\n");
 }
 

@@ -93,7 +93,7 @@ impl Drop for LocalRegistry {
 /// Runs one of the registry tools (`skopeo`, `umoci`) with `args` and fails the test
 /// with its stderr unless it succeeds (with the install hint if it is missing); returns
 /// stdout.
-fn run_tool(tool: &str, args: &[&str]) -> String {
+fn stdout_of_registry_tool(tool: &str, args: &[&str]) -> String {
     let out = Command::new(tool)
         .args(args)
         .output()
@@ -109,7 +109,7 @@ fn run_tool(tool: &str, args: &[&str]) -> String {
 /// Runs `skopeo ARGS` (no signature policy needed: the images are ours, on loopback)
 /// and fails the test with its output unless it succeeds; returns stdout.
 pub fn skopeo(args: &[&str]) -> String {
-    run_tool("skopeo", &[&["--insecure-policy"], args].concat())
+    stdout_of_registry_tool("skopeo", &[&["--insecure-policy"], args].concat())
 }
 
 /// Whether this mkroot writes OCI images (`--format oci`).
@@ -151,7 +151,7 @@ pub fn oci_archive(dir: &Path) -> PathBuf {
         &["--rootless"]
     };
     let umoci = |args: &[&str]| {
-        run_tool("umoci", args);
+        stdout_of_registry_tool("umoci", args);
     };
     umoci(&["init", "--layout", layout.to_str().unwrap()]);
     umoci(&["new", "--image", &image]);
