@@ -286,6 +286,18 @@ fn bad_oci_requests_get_one_line_errors() {
     assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
 }
 
+/// What `skopeo inspect ARGS` prints, as JSON; skopeo's temp files go to `tmpdir`.
+fn skopeo_inspect(tmpdir: &Path, args: &[&str]) -> Value {
+    let out = run_tool(
+        Command::new("skopeo")
+            .arg("--tmpdir")
+            .arg(tmpdir)
+            .arg("inspect")
+            .args(args),
+    );
+    json(&out.stdout)
+}
+
 #[test]
 fn skopeo_reads_the_oci_archive_and_the_docker_archive() {
     if !require_tool("skopeo", "skopeo") {
@@ -300,17 +312,10 @@ fn skopeo_reads_the_oci_archive_and_the_docker_archive() {
             .unwrap()
             .to_string()
     };
-    let inspect_oci = || -> Value {
-        let out = run_tool(
-            Command::new("skopeo")
-                .args(["--tmpdir"])
-                .arg(temp.path())
-                .arg("inspect")
-                .arg(format!("oci-archive:{}", archive.display())),
-        );
-        json(&out.stdout)
-    };
-    let oci = inspect_oci();
+    let oci = skopeo_inspect(
+        temp.path(),
+        &[&format!("oci-archive:{}", archive.display())],
+    );
     assert_eq!(oci["Digest"], manifest_digest.as_str());
     assert_eq!(oci["Os"], "linux");
     assert_eq!(oci["Layers"].as_array().map(Vec::len), Some(1));
@@ -322,29 +327,13 @@ fn skopeo_reads_the_oci_archive_and_the_docker_archive() {
     // Through docker's manifest.json (what `docker load` reads), picked by its tag: the
     // same config, and the layer named by its diff_id as docker names layers.
     let by_tag = format!("docker-archive:{}:mkroot-test/oci:1", archive.display());
-    let config = json(
-        &run_tool(
-            Command::new("skopeo")
-                .args(["--tmpdir"])
-                .arg(temp.path())
-                .args(["inspect", "--config", &by_tag]),
-        )
-        .stdout,
-    );
+    let config = skopeo_inspect(temp.path(), &["--config", &by_tag]);
     assert_eq!(config["config"]["WorkingDir"], "/etc");
     assert_eq!(
         config["config"]["Entrypoint"],
         serde_json::json!(["/bin/sh", "-c"])
     );
-    let docker = json(
-        &run_tool(
-            Command::new("skopeo")
-                .args(["--tmpdir"])
-                .arg(temp.path())
-                .args(["inspect", &by_tag]),
-        )
-        .stdout,
-    );
+    let docker = skopeo_inspect(temp.path(), &[&by_tag]);
     assert_eq!(docker["Layers"][0], config["rootfs"]["diff_ids"][0]);
 }
 
