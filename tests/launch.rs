@@ -17,11 +17,7 @@ fn run_in(image: &BusyboxImage, script: &str) -> std::process::Output {
 
 /// Runs the shell `script` in the image with launch's `flags` before the `--`.
 fn run_with_flags(image: &BusyboxImage, flags: &[&str], script: &str) -> std::process::Output {
-    let root = image.root();
-    let mut args = vec![root.to_str().unwrap()];
-    args.extend_from_slice(flags);
-    args.extend(["--", "/bin/sh", "-c", script]);
-    launch(args)
+    image.launch(flags, &["/bin/sh", "-c", script])
 }
 
 /// The stdout of `script` run in the image; fails the test unless it succeeds.
@@ -180,7 +176,6 @@ fn volumes_are_writable_or_read_only() {
     let image = BusyboxImage::new();
     let shared = tempfile::tempdir().unwrap();
     std::fs::write(shared.path().join("from-host"), "hello\n").unwrap();
-    let root = image.root();
     let rw = format!("{}:/data", shared.path().display());
     let out = run_with_flags(
         &image,
@@ -203,13 +198,7 @@ fn volumes_are_writable_or_read_only() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
     assert!(!shared.path().join("denied").exists());
 
-    let missing = launch([
-        root.to_str().unwrap(),
-        "-v",
-        "/no/such/dir:/x",
-        "--",
-        "true",
-    ]);
+    let missing = image.launch(&["-v", "/no/such/dir:/x"], &["true"]);
     assert_eq!(missing.status.code(), Some(125), "{}", describe(&missing));
     assert_eq!(String::from_utf8_lossy(&missing.stderr).lines().count(), 1);
 }
@@ -217,7 +206,6 @@ fn volumes_are_writable_or_read_only() {
 #[test]
 fn exit_statuses_follow_docker() {
     let image = BusyboxImage::new();
-    let root = image.root();
     let cases: [(&[&str], i32); 5] = [
         (&["/bin/sh", "-c", "exit 0"], 0),
         (&["/bin/sh", "-c", "exit 42"], 42),
@@ -226,9 +214,7 @@ fn exit_statuses_follow_docker() {
         (&["/etc/passwd"], 126),
     ];
     for (command, expected) in cases {
-        let mut args = vec![root.to_str().unwrap(), "--"];
-        args.extend_from_slice(command);
-        let out = launch(&args);
+        let out = image.launch(&[], command);
         assert_eq!(
             out.status.code(),
             Some(expected),
@@ -504,13 +490,7 @@ fn nothing_is_left_behind_after_exit_error_or_sigkill() {
     ]);
     assert_succeeded(&cached);
     let cached_files = tree_listing(cache.path());
-    let failed = launch([
-        root.to_str().unwrap(),
-        "--workdir",
-        "/nonexistent",
-        "--",
-        "true",
-    ]);
+    let failed = image.launch(&["--workdir", "/nonexistent"], &["true"]);
     assert_eq!(failed.status.code(), Some(125), "{}", describe(&failed));
 
     // SIGKILL of launch itself: the container must die with it.
@@ -656,7 +636,7 @@ fn a_command_that_is_an_init_runs_as_pid_1_itself() {
     let tini = root.join("bin/tini");
     std::fs::write(&tini, "#!/bin/sh\necho pid=$$\nexit 3\n").unwrap();
     std::fs::set_permissions(&tini, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = launch([root.to_str().unwrap(), "--", "tini"]);
+    let out = image.launch(&[], &["tini"]);
     assert_eq!(stdout(&out), "pid=1\n", "{}", describe(&out));
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
 }

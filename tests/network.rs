@@ -4,7 +4,7 @@
 
 use std::process::Output;
 
-use mkroot_e2e::launch::{describe, launch, stdout, BusyboxImage, TestUser};
+use mkroot_e2e::launch::{describe, stdout, BusyboxImage, TestUser};
 use mkroot_e2e::network::{in_throwaway_network, network_image};
 
 /// What a scenario checks after its containers have ended: no link but lo, no
@@ -93,17 +93,15 @@ echo "server: $?"
 #[test]
 fn none_has_no_route_out() {
     let image = network_image();
-    let root = image.root();
     // No route: the kernel refuses the connect at once (ENETUNREACH); nothing is sent.
-    let out = launch([
-        root.to_str().unwrap(),
-        "--net",
-        "none",
-        "--",
-        "sh",
-        "-c",
-        "echo \"routes: [$(ip route)]\"; nc 192.0.2.1 80 </dev/null; echo \"nc: $?\"",
-    ]);
+    let out = image.launch(
+        &["--net", "none"],
+        &[
+            "sh",
+            "-c",
+            "echo \"routes: [$(ip route)]\"; nc 192.0.2.1 80 </dev/null; echo \"nc: $?\"",
+        ],
+    );
     assert_printed(&out, "routes: []\n");
     assert_printed(&out, "nc: 1\n");
     let err = String::from_utf8_lossy(&out.stderr);

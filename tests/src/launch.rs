@@ -75,6 +75,16 @@ impl BusyboxImage {
         path
     }
 
+    /// Runs `launch` on this image used in place: `flags`, then `--` and `command`.
+    pub fn launch(&self, flags: &[&str], command: &[&str]) -> Output {
+        let root = self.root();
+        let mut args = vec![root.to_str().expect("temp paths are UTF-8")];
+        args.extend_from_slice(flags);
+        args.push("--");
+        args.extend_from_slice(command);
+        launch(args)
+    }
+
     /// Lets `user` own the tree (a rootless user's own image) and reach it.
     pub fn give_to(&self, user: &TestUser) {
         let status = Command::new("chown")
