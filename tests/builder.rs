@@ -6,7 +6,7 @@ use mkroot_e2e::builder::{
     build, compile_c, run_in_image, run_mkroot, sha256, stdout_in_image, unpack,
 };
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn path_str(path: &Path) -> &str {
@@ -27,6 +27,16 @@ fn dry_run_plan(args: &[&str], cwd: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Builds the tarball `dir/ARCHIVE` with mkroot `args` (plus `-o`) and unpacks it, as a
+/// user would, into `dir/ROOT`; the unpacked root.
+fn build_and_unpack(dir: &Path, args: &[&str], archive: &str, root: &str) -> PathBuf {
+    let archive = dir.join(archive);
+    build(&[args, &["-o", path_str(&archive)]].concat(), dir);
+    let root = dir.join(root);
+    unpack(&archive, &root);
+    root
+}
+
 /// The manifest an image directory carries (`.mkroot/manifest.json`).
 fn image_manifest(image: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(image.join(".mkroot/manifest.json")).unwrap()).unwrap()
@@ -35,7 +45,6 @@ fn image_manifest(image: &Path) -> serde_json::Value {
 #[test]
 fn bash_ps_top_id_whoami_run_with_names_resolved() {
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("img.tgz");
     let args = [
         "-q",
         "--bins",
@@ -43,9 +52,7 @@ fn bash_ps_top_id_whoami_run_with_names_resolved() {
         "--user",
         "mkroot-e2e-user",
     ];
-    build(&[&args[..], &["-o", path_str(&image)]].concat(), dir.path());
-    let root = dir.path().join("root");
-    unpack(&image, &root);
+    let root = build_and_unpack(dir.path(), &args, "img.tgz", "root");
 
     let none: &[(&str, &str)] = &[];
     assert_eq!(
@@ -116,31 +123,22 @@ int main(void) {
 fn a_threaded_program_that_calls_pthread_exit_runs() {
     let dir = tempfile::tempdir().unwrap();
     let program = compile_c(dir.path(), "threads", THREADS_C, &["-pthread"]);
-    let image = dir.path().join("threads.tar");
-    build(
-        &["-q", "--bins", path_str(&program), "-o", path_str(&image)],
+    let root = build_and_unpack(
         dir.path(),
+        &["-q", "--bins", path_str(&program)],
+        "threads.tar",
+        "root",
     );
-    let root = dir.path().join("root");
-    unpack(&image, &root);
     let out = stdout_in_image(&root, &[path_str(&program)], &[]);
     assert_eq!(out, "thread exited with 42\n");
 
     // Without libgcc_s the same program dies: the extra is what makes it work.
-    let bare = dir.path().join("bare.tar");
-    build(
-        &[
-            "-q",
-            "--no-libgcc",
-            "--bins",
-            path_str(&program),
-            "-o",
-            path_str(&bare),
-        ],
+    let bare_root = build_and_unpack(
         dir.path(),
+        &["-q", "--no-libgcc", "--bins", path_str(&program)],
+        "bare.tar",
+        "bare",
     );
-    let bare_root = dir.path().join("bare");
-    unpack(&bare, &bare_root);
     let out = run_in_image(&bare_root, &[path_str(&program)], &[]);
     assert!(!out.status.success(), "ran without libgcc_s: {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("libgcc_s"));
@@ -599,21 +597,12 @@ fn a_sysroot_is_resolved_on_its_own_terms() {
     let libs = plan["programs"][1]["libraries"].as_array().unwrap();
     assert!(libs.iter().any(|l| l["name"] == "libsystemd.so.0"));
 
-    let again = dir.path().join("again.tgz");
-    build(
-        &[
-            "-q",
-            "--sysroot",
-            path_str(&sysroot),
-            "--bins",
-            "bash,ps",
-            "-o",
-            path_str(&again),
-        ],
+    let root = build_and_unpack(
         dir.path(),
+        &["-q", "--sysroot", path_str(&sysroot), "--bins", "bash,ps"],
+        "again.tgz",
+        "again",
     );
-    let root = dir.path().join("again");
-    unpack(&again, &root);
     assert_eq!(
         sha256(&root.join("usr/bin/bash")),
         sha256(Path::new("/usr/bin/bash"))
