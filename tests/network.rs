@@ -28,7 +28,9 @@ fn assert_printed(out: &Output, expected: &str) {
     assert!(stdout(out).contains(expected), "{}", describe(out));
 }
 
-fn assert_nothing_left(text: &str) {
+/// The scenario's [`LEFTOVERS`] show no link but lo, no nf_tables rule and no lease.
+fn assert_nothing_left(out: &Output) {
+    let text = stdout(out);
     assert!(text.contains("links: lo\n"), "only lo remains: {text}");
     assert!(
         text.contains("rules: \n"),
@@ -56,11 +58,10 @@ wait $server
 echo "server: $?"
 "#,
     );
-    let text = stdout(&out);
     assert_printed(&out, "pong from");
     assert_printed(&out, "client: 0\n");
     assert_printed(&out, "server: 0\n");
-    assert_nothing_left(&text);
+    assert_nothing_left(&out);
 }
 
 #[test]
@@ -82,12 +83,11 @@ wait $server
 echo "server: $?"
 "#,
     );
-    let text = stdout(&out);
     assert_printed(&out, "loopback: one\n");
     assert_printed(&out, "second publisher of 8080: 125 launch: -p 8080:90/tcp: host port 8080 is already published by another container\n");
     assert_printed(&out, "bridge address: two\n");
     assert_printed(&out, "server: 0\n");
-    assert_nothing_left(&text);
+    assert_nothing_left(&out);
 }
 
 #[test]
@@ -144,10 +144,9 @@ echo "launches: $(cat /run/out/* | grep -c 'inet ')"
 cat /run/out/*
 "#,
     );
-    let text = stdout(&out);
     assert_printed(&out, "launches: 20\n");
     assert_printed(&out, "addresses: 20\n");
-    assert_nothing_left(&text);
+    assert_nothing_left(&out);
     let host_after = host_network_names();
     assert_eq!(
         host_after, host_before,
@@ -175,11 +174,10 @@ echo "rules after kill: [$(nft list ruleset)]"
 echo "next: $?"
 "#,
     );
-    let text = stdout(&out);
     assert_printed(&out, "table while running: 1\n");
     assert_printed(&out, "rules after kill: []\n");
     assert_printed(&out, "next: 0\n");
-    assert_nothing_left(&text);
+    assert_nothing_left(&out);
 }
 
 #[test]
@@ -321,10 +319,9 @@ wait $server
 echo "server: $?"
 "#,
     );
-    let text = stdout(&out);
     assert_printed(&out, "got ping\n");
     assert_printed(&out, "server: 0\n");
-    assert_nothing_left(&text);
+    assert_nothing_left(&out);
 }
 
 #[test]
@@ -365,5 +362,5 @@ ip link del up0 && ip netns del outside
     );
     assert_printed(&out, "client: 0\n");
     assert_printed(&out, "received: hello\n");
-    assert_nothing_left(&text);
+    assert_nothing_left(&out);
 }
