@@ -362,14 +362,7 @@ fn cpus_and_limits_are_refused_when_malformed() {
 fn launch_hostile(tar: &HostileTar, options: &[&str], script: &str) -> Run {
     let image = AttackImage::new();
     let victim = HostVictim::new();
-    let tarball = image.image.dir.path().join("hostile.tgz");
-    tar.write_over_busybox(&image.image, &tarball);
-    let run = mkroot_e2e::attacks::run_launch(
-        &image.cache,
-        options,
-        tarball.to_str().unwrap(),
-        &["/bin/sh", "-c", script],
-    );
+    let run = image.run_hostile(tar, options, &["/bin/sh", "-c", script]);
     victim.assert_untouched();
     run.assert_host_unchanged();
     run
@@ -394,14 +387,7 @@ fn hostile_names_stay_inside_the_root() {
         .link(SYMLINK, b"up", b"../../../../../..")
         .file(through("up").as_bytes(), 0o644, b"via-up\n");
     let image = AttackImage::new();
-    let tarball = image.image.dir.path().join("hostile.tgz");
-    tar.write_over_busybox(&image.image, &tarball);
-    let run = mkroot_e2e::attacks::run_launch(
-        &image.cache,
-        &[],
-        tarball.to_str().unwrap(),
-        &["/bin/cat", "/escaped-dotdot"],
-    );
+    let run = image.run_hostile(&tar, &[], &["/bin/cat", "/escaped-dotdot"]);
     victim.assert_untouched();
     run.assert_host_unchanged();
     assert_eq!(run.output.status.code(), Some(0), "{}", run.describe());
@@ -492,6 +478,7 @@ fn a_gzip_bomb_is_stopped_by_max_image_size() {
     let mut tar = HostileTar::default();
     tar.file(b"bomb", 0o644, &zeros);
     drop(zeros);
+    // The clock starts once the tarball is written: the bound is on launch alone.
     let tarball = image.image.dir.path().join("bomb.tgz");
     tar.write_over_busybox(&image.image, &tarball);
     let started = std::time::Instant::now();

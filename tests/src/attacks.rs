@@ -50,6 +50,14 @@ impl AttackImage {
         let root = self.image.root();
         run_launch(&self.cache, options, root.to_str().unwrap(), command)
     }
+
+    /// Runs `launch [options] TARBALL -- command` on `tar` written over this image's tree
+    /// (see [`HostileTar::write_over_busybox`]), and snapshots the host around it.
+    pub fn run_hostile(&self, tar: &HostileTar, options: &[&str], command: &[&str]) -> Run {
+        let tarball = self.image.dir.path().join("hostile.tgz");
+        tar.write_over_busybox(&self.image, &tarball);
+        run_launch(&self.cache, options, tarball.to_str().unwrap(), command)
+    }
 }
 
 impl Default for AttackImage {
