@@ -41,12 +41,13 @@ struct Members<R> {
     source: R,
     /// Started at the first member with a length: a plain gzip file starts no thread.
     inflating: Option<InOrder<SizedMember, Inflated>>,
+    /// The member being read through `Read`, and how far.
     current: Vec<u8>,
+    pos: usize,
     /// Buffers back from the workers and from the consumer, used again for the next
     /// members: allocating megabytes anew for each would fault every page in again.
     spare_members: Vec<Vec<u8>>,
     spare_outputs: Vec<Vec<u8>>,
-    pos: usize,
     /// What comes after the members handed to the workers.
     after: After,
     /// Where the next member starts in the stream, for error messages.
@@ -90,9 +91,9 @@ impl<R: Read> ParallelGunzip<R> {
                 source,
                 inflating: None,
                 current: Vec::new(),
+                pos: 0,
                 spare_members: Vec::new(),
                 spare_outputs: Vec::new(),
-                pos: 0,
                 after: After::More,
                 offset: 0,
             }),
