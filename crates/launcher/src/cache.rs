@@ -1039,17 +1039,24 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?}: too large"))
 }
 
+impl CacheEntry {
+    /// The header of the table that [`CacheEntry`]'s rows make (`launch cache ls`).
+    pub const TABLE_HEADER: &'static str =
+        "DIGEST                  BYTES  ENTRIES  IN USE   LAST USED";
+}
+
+/// One row of `launch cache ls`, under [`CacheEntry::TABLE_HEADER`].
 impl std::fmt::Display for CacheEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let age = self.last_used.elapsed().unwrap_or_default().as_secs();
         write!(
             f,
-            "{}  {:>10}  {:>7} entries  used {} ago{}",
-            &self.digest[..12],
-            unpack::human_bytes(self.size),
+            "{:<16} {:>12} {:>8}  {:<8} {} ago",
+            &self.digest[..16.min(self.digest.len())],
+            self.size,
             self.entries,
-            human_age(age),
-            if self.in_use { "  (in use)" } else { "" }
+            if self.in_use { "yes" } else { "no" },
+            human_age(age)
         )
     }
 }
@@ -1066,6 +1073,23 @@ fn human_age(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_ls_rows_line_up_under_the_header() {
+        let entry = CacheEntry {
+            digest: "ab".repeat(32),
+            size: 7_718_326,
+            entries: 67,
+            last_used: SystemTime::now(),
+            in_use: true,
+        };
+        let row = entry.to_string();
+        assert!(row.starts_with(&"ab".repeat(8)), "{row}");
+        let last_used = CacheEntry::TABLE_HEADER.find("LAST USED").unwrap();
+        assert!(row[last_used..].ends_with(" ago"), "{row}");
+        let in_use = CacheEntry::TABLE_HEADER.find("IN USE").unwrap();
+        assert_eq!(&row[in_use..in_use + 3], "yes", "{row}");
+    }
 
     #[test]
     fn sizes_parse_in_binary_units() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mkroot_launcher::cache::parse_size;
+use mkroot_launcher::cache::{parse_size, CacheEntry};
 use mkroot_launcher::cgroup::ResourceLimits;
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
@@ -182,20 +182,9 @@ fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchEr
     let cache = open_cache(dir)?;
     match action {
         CacheAction::Ls => {
-            println!(
-                "{:<16} {:>12} {:>8}  {:<8} LAST USED",
-                "DIGEST", "BYTES", "ENTRIES", "IN USE"
-            );
+            println!("{}", CacheEntry::TABLE_HEADER);
             for entry in cache.list()? {
-                let age = entry.last_used.elapsed().unwrap_or_default().as_secs();
-                println!(
-                    "{:<16} {:>12} {:>8}  {:<8} {} ago",
-                    &entry.digest[..16.min(entry.digest.len())],
-                    entry.size,
-                    entry.entries,
-                    if entry.in_use { "yes" } else { "no" },
-                    human_age(age)
-                );
+                println!("{entry}");
             }
         }
         CacheAction::Prune => {
@@ -211,15 +200,6 @@ fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchEr
         CacheAction::Rm { digest } => println!("removed {}", cache.remove(&digest)?),
     }
     Ok(0)
-}
-
-fn human_age(seconds: u64) -> String {
-    match seconds {
-        0..=119 => format!("{seconds}s"),
-        120..=7199 => format!("{}m", seconds / 60),
-        7200..=172_799 => format!("{}h", seconds / 3600),
-        _ => format!("{}d", seconds / 86400),
-    }
 }
 
 fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
