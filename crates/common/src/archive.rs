@@ -381,15 +381,16 @@ fn write_directory(
         match &entry.kind {
             EntryKind::Dir => fs::create_dir(&dest).map_err(&dest_err)?,
             EntryKind::File { source } => {
-                content_bytes += fs::copy(source, &dest).map_err(|e| {
+                let copied = fs::copy(source, &dest).map_err(|e| {
                     if fs::metadata(source).is_err() {
                         source_error(source, e)
                     } else {
                         dest_err(e)
                     }
                 })?;
+                content_bytes += copied;
                 if let Some(progress) = options.progress {
-                    progress(fs::metadata(&dest).map(|m| m.len()).unwrap_or(0));
+                    progress(copied);
                 }
             }
             EntryKind::Bytes(bytes) => {

@@ -7,20 +7,18 @@ use std::path::Path;
 /// The sha256 of everything `reader` yields, as 64 lowercase hex digits.
 pub fn sha256_reader(mut reader: impl Read) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    io::copy(&mut reader, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
 }
 
 /// The sha256 of a file's contents.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     sha256_reader(std::fs::File::open(path)?)
+}
+
+/// Whether `text` is a sha256 as this crate writes them: 64 lowercase hex digits.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The sha256 of a byte slice.
@@ -31,6 +29,13 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_are_64_lowercase_hex() {
+        assert!(is_sha256_hex(&"ab".repeat(32)));
+        assert!(!is_sha256_hex(&"AB".repeat(32)));
+        assert!(!is_sha256_hex("../etc"));
+    }
 
     #[test]
     fn empty_input_has_the_well_known_digest() {

@@ -115,8 +115,6 @@ pub struct UnpackReport {
     pub skipped_other: u64,
     /// Regular files whose setuid/setgid bits were stripped.
     pub stripped_setid: u64,
-    /// What the image was compressed with.
-    pub gzip: bool,
 }
 
 /// An entry name as shown in a message: printable ASCII only (a hostile name cannot break
@@ -221,7 +219,6 @@ pub fn unpack<R: Read + Send>(
     std::thread::scope(|scope| {
         let reader = stream::spawn_reader(scope, decoded);
         let mut unpacker = Unpacker::new(root, options, WriterPool::start(scope, WRITERS));
-        unpacker.report.gzip = compression == Compression::Gzip;
         unpacker.run(reader)?;
         Ok(unpacker.report)
     })

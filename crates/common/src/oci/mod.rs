@@ -20,8 +20,6 @@ pub const DOCKER_MANIFEST_FILE: &str = "manifest.json";
 pub const DOCKER_REPOSITORIES_FILE: &str = "repositories";
 /// The annotation on an index entry that names the image (`name:tag`, or just `tag`).
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-/// The annotation containerd and `docker load` use for the full image name.
-pub const IMAGE_NAME_ANNOTATION: &str = "io.containerd.image.name";
 
 /// The path of a blob inside a layout, from its hex sha256.
 pub fn blob_path(hex: &str) -> String {

@@ -20,7 +20,9 @@ use std::sync::{Arc, OnceLock};
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest, Sha256};
 
+use crate::digest::{is_sha256_hex, sha256_bytes};
 use crate::fill::read_up_to;
+use crate::gzip::ParallelGunzip;
 
 /// index.json, a manifest, a config or docker's manifest.json larger than this is refused:
 /// real ones are a few KiB, and they are read into memory.
@@ -114,7 +116,6 @@ pub struct OciImage {
     /// What identifies the image's content: the manifest's sha256 (OCI), or the config's
     /// (docker-archive: the config names every layer by diff_id).
     pub id: String,
-    pub format: ImageFormat,
     pub layers: Vec<Layer>,
     /// The config blob, exactly as stored (its digest was checked).
     pub config_json: Vec<u8>,
@@ -142,13 +143,7 @@ pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
     }
     let mut file = File::open(path).map_err(io_err)?;
     let mut head = [0u8; 512];
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..]).map_err(io_err)? {
-            0 => break,
-            n => filled += n,
-        }
-    }
+    let filled = read_up_to(&mut file, &mut head).map_err(io_err)?;
     if head[..filled].starts_with(b"\x1f\x8b") && gzip_holds_an_image_archive(path)? {
         return Err(OciError::CompressedArchive {
             path: path.to_path_buf(),
@@ -169,7 +164,7 @@ pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
     if let Some(&(offset, _)) = members.get("manifest.json") {
         let mut start = [0u8; 64];
         file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-        let n = file.read(&mut start).map_err(io_err)?;
+        let n = read_up_to(&mut file, &mut start).map_err(io_err)?;
         if start[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
             return Ok(ImageFormat::DockerArchive);
         }
@@ -264,14 +259,6 @@ fn sha256_hex_of(digest: &oci_spec::image::Digest) -> Option<String> {
     (sha256 && is_sha256_hex(hex)).then(|| hex.to_string())
 }
 
-fn is_sha256_hex(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 impl OciImage {
     /// Reads the image at `path` (of a format [`detect`] recognised), checking the manifest
     /// and config against their digests. Layers are not read yet.
@@ -295,7 +282,6 @@ impl OciImage {
         };
         let mut image = OciImage {
             id: String::new(),
-            format,
             layers: Vec::new(),
             config_json: Vec::new(),
             source,
@@ -373,7 +359,7 @@ impl OciImage {
     /// A blob named by its descriptor digest, read whole and checked against it.
     fn read_blob(&self, what: &str, digest: &str, size: u64) -> Result<Vec<u8>, OciError> {
         let bytes = self.read_member(&format!("blobs/sha256/{digest}"))?;
-        let actual = sha256_hex(&bytes);
+        let actual = sha256_bytes(&bytes);
         if actual != digest || bytes.len() as u64 != size {
             return Err(OciError::DigestMismatch {
                 path: self.path().to_path_buf(),
@@ -487,7 +473,7 @@ impl OciImage {
         };
         let config_member = clean_name(entry.config.as_bytes());
         self.config_json = self.read_member(&config_member)?;
-        self.id = sha256_hex(&self.config_json);
+        self.id = sha256_bytes(&self.config_json);
         // docker names the config by its digest (`<hex>.json`, `blobs/sha256/<hex>`).
         let stem = config_member.rsplit('/').next().unwrap_or_default();
         let named = stem.strip_suffix(".json").unwrap_or(stem);
@@ -612,9 +598,10 @@ impl RunDefaults {
     }
 }
 
-/// Several gzip members one after the other are one stream (pigz, concatenation).
-fn gunzip<R: Read>(compressed: R) -> flate2::read::MultiGzDecoder<BufReader<R>> {
-    flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, compressed))
+/// Several gzip members one after the other are one stream (pigz, concatenation); the
+/// members of mkroot's own layers say how long they are and inflate on every core.
+fn gunzip<R: Read>(compressed: R) -> ParallelGunzip<BufReader<R>> {
+    ParallelGunzip::new(BufReader::with_capacity(256 * 1024, compressed))
 }
 
 /// A layer's uncompressed tar, with the digests of what was read kept for

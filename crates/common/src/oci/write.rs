@@ -16,6 +16,7 @@ use super::{
 use crate::archive::{
     self, ArchiveError, EntryKind, ImageEntry, OutputTarget, WriteOptions, WriteSummary,
 };
+use crate::digest::sha256_bytes;
 use crate::gzip::ParallelGzip;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
@@ -187,7 +188,7 @@ pub fn write_layout(
 
     let config = image_config(image, &layer.diff_id, &created)?;
     let config_bytes = canonical_json(&config);
-    let config_hex = sha256_hex(&config_bytes);
+    let config_hex = sha256_bytes(&config_bytes);
     let layer_descriptor = descriptor(MediaType::ImageLayerGzip, layer.size, &layer.hex)?;
     let config_descriptor = descriptor(
         MediaType::ImageConfig,
@@ -201,7 +202,7 @@ pub fn write_layout(
         .layers(vec![layer_descriptor])
         .build()?;
     let manifest_bytes = canonical_json(&manifest);
-    let manifest_hex = sha256_hex(&manifest_bytes);
+    let manifest_hex = sha256_bytes(&manifest_bytes);
 
     let mut manifest_descriptor = DescriptorBuilder::default()
         .media_type(MediaType::ImageManifest)
@@ -440,10 +441,6 @@ fn descriptor(media_type: MediaType, size: u64, hex: &str) -> Result<Descriptor,
     Ok(Descriptor::new(media_type, size, digest(hex)?))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// Compact JSON with the keys of every object sorted. Going through `serde_json::Value`
 /// (a BTreeMap without serde_json's `preserve_order`) is what sorts the keys: oci-spec
 /// keeps annotations in a HashMap, whose order changes from run to run.
@@ -593,7 +590,7 @@ mod tests {
         let files = layout_files(&out);
         for (name, contents) in &files {
             if let Some(hex) = name.strip_prefix("blobs/sha256/") {
-                assert_eq!(sha256_hex(contents), hex, "{name}");
+                assert_eq!(sha256_bytes(contents), hex, "{name}");
             }
         }
         let read = |name: &str| -> serde_json::Value {
