@@ -49,9 +49,35 @@ impl ImageManifest {
     }
 }
 
+/// What a manifest says about running the image, read without building its file list
+/// (thousands of entries in a large image): all `launch` needs when it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ManifestCommand {
+    /// The image's default command (argv).
+    pub cmd: Vec<String>,
+    /// Environment for the default command, as `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+impl ManifestCommand {
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_reads_without_the_file_list() {
+        let json = br#"{"version":1,"cmd":["/bin/sh","-c","echo hi"],"env":["A=1"],"files":[{"path":"/x","kind":"file","mode":420,"sha256":"00","reason":"r"}]}"#;
+        let command = ManifestCommand::from_json_bytes(json).unwrap();
+        assert_eq!(command.cmd, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(command.env, ["A=1"]);
+        assert!(ManifestCommand::from_json_bytes(br#"{"version":1}"#).is_err());
+    }
 
     #[test]
     fn manifests_round_trip_through_canonical_json() {

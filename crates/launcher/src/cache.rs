@@ -13,7 +13,6 @@
 //!   index/<dev>-<ino>-<size>-<mtime>-<ctime>  symlink -> <sha256>: the stat index
 //!   locks/<same key>                     flock'd while that image file is being unpacked
 //!   tmp/unpack-*/                        unpacks in progress (flock'd while alive)
-//!   layers/layer-*/{upper,work}          per-launch writable layers (flock'd while alive)
 //!   oci-layers/<diff_id>/root/           one layer of OCI images, unpacked alone
 //!   oci-layers/<diff_id>/used            flock'd (shared) while an image is stacked on it
 //! ```
@@ -35,12 +34,10 @@
 //! # use mkroot_launcher::cache::ImageCache;
 //! # fn run() -> Result<(), mkroot_launcher::cache::CacheError> {
 //! let cache = ImageCache::open(&ImageCache::default_dir())?;
-//! cache.sweep_stale()?; // optional: layers of launches killed with SIGKILL
 //! let image = cache.get_or_unpack(std::path::Path::new("img.tgz"))?;
-//! let layer = cache.new_layer_dir()?; // overlay upperdir/workdir, removed on drop
-//! // mount overlay lowerdir=image.root, upperdir=layer.upper(), workdir=layer.work() ...
-//! // Keep `cache` (it holds the image's in-use lock) and `layer` alive until the
-//! // container has exited.
+//! // mount an overlay with lowerdir=image.root (the writable layer is a tmpfs of the
+//! // container's own, see `rootfs`). Keep `cache` alive until the container has exited:
+//! // it holds the image's in-use lock.
 //! # Ok(()) }
 //! ```
 //!
@@ -58,8 +55,8 @@
 //! - **In use:** a launch holds a shared `flock` on `images/<sha256>/used` for as long as its
 //!   [`ImageCache`] lives; prune and remove take an exclusive one without waiting and skip
 //!   (or refuse) entries they cannot lock. Locks die with their process, even on SIGKILL.
-//! - **Stale work:** `tmp/` and `layers/` dirs carry an exclusive `flock` while their owner
-//!   lives; [`ImageCache::sweep_stale`] removes the unlocked ones.
+//! - **Stale work:** `tmp/` dirs carry an exclusive `flock` while their owner lives;
+//!   [`ImageCache::sweep_stale`] removes the unlocked ones.
 
 use std::ffi::OsString;
 use std::fs::{self, File};
@@ -112,7 +109,7 @@ pub struct PruneReport {
     pub freed: u64,
     /// Entries kept because a running launch uses them.
     pub in_use: usize,
-    /// Leftovers of crashed runs removed (temp dirs, layers).
+    /// Leftovers of crashed runs removed (unfinished unpacks and installs).
     pub stale: usize,
 }
 
@@ -221,10 +218,10 @@ impl ImageCache {
         if meta.mode() & 0o077 != 0 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
         }
-        // Each subdirectory's ".." links to the cache directory: with all six there it
+        // Each subdirectory's ".." links to the cache directory: with all five there it
         // has at least 2 + 6 links where the filesystem counts them (ext4, xfs, tmpfs),
-        // and making them again would be six failed mkdirs on every launch.
-        let subdirs = ["images", "index", "locks", "tmp", "layers", "oci-layers"];
+        // and making them again would be five failed mkdirs on every launch.
+        let subdirs = ["images", "index", "locks", "tmp", "oci-layers"];
         if meta.nlink() < 2 + subdirs.len() as u64 {
             for sub in subdirs {
                 let path = dir.join(sub);
@@ -782,55 +779,18 @@ impl ImageCache {
         unpack::remove_tree(&trash).map_err(io_error(&trash))
     }
 
-    /// Removes what crashed runs left: unpacks that never finished and writable layers of
-    /// launches that were killed. Cheap (two small directory listings); returns the count.
+    /// Removes what crashed runs left: unpacks and installs that never finished. Cheap
+    /// (one small directory listing); returns the count.
     pub fn sweep_stale(&self) -> Result<usize, CacheError> {
         let mut removed = 0;
-        for sub in ["tmp", "layers"] {
-            let dir = self.dir.join(sub);
-            for name in read_names(&dir)? {
-                let path = dir.join(&name);
-                if LockedDir::is_abandoned(&path) && unpack::remove_tree(&path).is_ok() {
-                    removed += 1;
-                }
+        let dir = self.dir.join("tmp");
+        for name in read_names(&dir)? {
+            let path = dir.join(&name);
+            if LockedDir::is_abandoned(&path) && unpack::remove_tree(&path).is_ok() {
+                removed += 1;
             }
         }
         Ok(removed)
-    }
-
-    /// A fresh per-launch writable layer under the cache dir, with empty `upper` and `work`
-    /// dirs for overlayfs (same filesystem, as overlay requires). It is removed when the
-    /// [`LayerDir`] is dropped, and by [`ImageCache::sweep_stale`] if the launch is killed.
-    pub fn new_layer_dir(&self) -> Result<LayerDir, CacheError> {
-        let dir = LockedDir::create(&self.dir.join("layers"), "layer")?;
-        for sub in ["upper", "work"] {
-            let path = dir.path.join(sub);
-            fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&path)
-                .map_err(io_error(&path))?;
-        }
-        Ok(LayerDir { dir })
-    }
-}
-
-/// A launch's writable layer: `upper` and `work` dirs for an overlay mount. Dropping it
-/// removes the whole layer (in the process that created it only, never in a forked child).
-pub struct LayerDir {
-    dir: LockedDir,
-}
-
-impl LayerDir {
-    pub fn path(&self) -> &Path {
-        &self.dir.path
-    }
-
-    pub fn upper(&self) -> PathBuf {
-        self.dir.path.join("upper")
-    }
-
-    pub fn work(&self) -> PathBuf {
-        self.dir.path.join("work")
     }
 }
 

@@ -149,11 +149,8 @@ impl SeccompProfile {
                 refused.extend(calls.iter().map(|&nr| (nr, Vec::new())));
             }
         }
-        // ptrace could escape seccomp itself before Linux 4.8 (a tracer could change a
-        // call after the filter passed it); later kernels re-check.
-        if !has(Capability::SYS_PTRACE) && kernel_older_than(4, 8) {
-            refused.insert(libc::SYS_ptrace, Vec::new());
-        }
+        // ptrace stays open: it could escape seccomp only before Linux 4.8, and the
+        // launcher needs 5.12 (mount_setattr makes /proc/sys and the rest read-only).
         if !has(Capability::SYS_ADMIN) {
             // clone with a namespace flag (any one of the rules matches); clone3 passes
             // its flags in memory a filter cannot read, so it is answered ENOSYS and the
@@ -273,24 +270,6 @@ fn compile_error(why: String) -> LaunchError {
     )
 }
 
-/// Whether the running kernel's version is below `major.minor`.
-fn kernel_older_than(major: u32, minor: u32) -> bool {
-    // SAFETY: utsname is plain data filled by uname.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut uts) } < 0 {
-        return false;
-    }
-    // SAFETY: uname NUL-terminates release.
-    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
-    let mut parts = release
-        .to_str()
-        .unwrap_or("")
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    found < (major, minor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,11 +278,5 @@ mod tests {
     fn the_default_profile_compiles_for_every_capability_set() {
         assert!(SeccompProfile::default_for(&[]).is_ok());
         assert!(SeccompProfile::default_for(&Capability::ALL).is_ok());
-    }
-
-    #[test]
-    fn kernel_versions_compare() {
-        assert!(!kernel_older_than(2, 6));
-        assert!(kernel_older_than(999, 0));
     }
 }

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
+use mkroot_common::manifest::{ManifestCommand, MANIFEST_PATH};
 use mkroot_common::oci::read::RunDefaults;
 
 use crate::cgroup::ResourceLimits;
@@ -239,15 +239,15 @@ pub fn open_image_tree(tree: &Path, image: &Path) -> Result<OwnedFd, LaunchError
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reads the image's manifest, if it has one.
-fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ImageManifest>, LaunchError> {
+/// Reads the default command and environment from the image's manifest, if it has one.
+fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ManifestCommand>, LaunchError> {
     let where_ = || format!("{}: {MANIFEST_PATH}", image.display());
     let Some(bytes) =
         read_in_image(tree, MANIFEST_PATH).map_err(|e| LaunchError::setup(where_(), e))?
     else {
         return Ok(None);
     };
-    ImageManifest::from_json_bytes(&bytes)
+    ManifestCommand::from_json_bytes(&bytes)
         .map(Some)
         .map_err(|e| LaunchError::Invalid(format!("{}: not a valid image manifest: {e}", where_())))
 }

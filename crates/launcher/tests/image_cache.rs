@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -317,20 +318,23 @@ fn leftovers_of_crashed_runs_are_swept_and_live_ones_kept() {
     fs::write(dead.join("root/usr/bin/half"), b"half").unwrap();
     fs::set_permissions(dead.join("root/usr"), fs::Permissions::from_mode(0o555)).unwrap();
     backdate(&dead);
-    // A layer of a launch still running (this process holds its lock).
-    let layer = cache.new_layer_dir().unwrap();
-    assert!(layer.upper().is_dir() && layer.work().is_dir());
-    backdate(layer.path());
+    // An unpack still running: its owner (this process) holds the dir's lock.
+    let live = cache_dir.join("tmp/unpack-12345-live-0");
+    fs::create_dir(&live).unwrap();
+    let live_lock = fs::File::open(&live).unwrap();
+    // SAFETY: a valid fd.
+    assert_eq!(
+        unsafe { libc::flock(live_lock.as_raw_fd(), libc::LOCK_EX) },
+        0
+    );
+    backdate(&live);
     // A fresh, unlocked dir: its owner may be about to lock it, so the sweep waits.
     let fresh = cache_dir.join("tmp/unpack-12345-fresh-0");
     fs::create_dir(&fresh).unwrap();
 
     assert_eq!(cache.sweep_stale().unwrap(), 1);
     assert!(!dead.exists());
-    assert!(layer.path().exists() && fresh.exists());
-    let layer_path = layer.path().to_path_buf();
-    drop(layer);
-    assert!(!layer_path.exists(), "a layer is removed when dropped");
+    assert!(live.exists() && fresh.exists());
 }
 
 #[test]
