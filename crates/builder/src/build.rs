@@ -3,9 +3,8 @@
 //! where and in which format it is written.
 
 use crate::elf::{ElfClass, ElfFacts};
-use crate::extras::{Extras, GconvChoice};
-use crate::plan::{split_command, AddSpec, CommandError, Plan, PlanRequest};
-use crate::programs;
+use crate::extras::{users, Extras, GconvChoice};
+use crate::plan::{self, split_command, AddSpec, CommandError, Plan, PlanRequest};
 use mkroot_common::archive::OutputTarget;
 use mkroot_common::oci::write::{ImageName, OciImage, OciTarget};
 use std::path::{Path, PathBuf};
@@ -104,8 +103,9 @@ impl ImageFlags {
     /// [`Recipe::to_spec`](crate::recipe::Recipe::to_spec).
     pub fn to_spec(&self) -> Result<BuildSpec, BuildError> {
         self.check_names()?;
+        let (root, search_path) = plan::root_and_search_path(self.sysroot.as_deref());
         let request = PlanRequest {
-            root: self.sysroot.clone().unwrap_or_else(|| PathBuf::from("/")),
+            root,
             bins: self
                 .bins
                 .iter()
@@ -116,11 +116,7 @@ impl ImageFlags {
             cmd: command("--cmd", &self.cmd)?,
             allow_missing: self.allow_missing,
             extras: self.extras(),
-            // With --sysroot the host's PATH names the host's directories, not the root's.
-            search_path: match (&self.sysroot, std::env::var("PATH")) {
-                (None, Ok(path)) => path,
-                _ => programs::DEFAULT_PATH.to_string(),
-            },
+            search_path,
         };
         Ok(BuildSpec {
             request,
@@ -138,11 +134,7 @@ impl ImageFlags {
 
     /// User names go into /etc/passwd lines, and `--add` needs a host path.
     fn check_names(&self) -> Result<(), BuildError> {
-        if let Some(user) = self
-            .users
-            .iter()
-            .find(|user| user.is_empty() || user.contains([':', '\n', '/']))
-        {
+        if let Some(user) = self.users.iter().find(|user| !users::is_user_name(user)) {
             return Err(BuildError::BadUser(user.clone()));
         }
         match self

@@ -69,6 +69,19 @@ impl AddSpec {
     }
 }
 
+/// The root to build from (`--sysroot`, else `/`) and the PATH its programs are looked
+/// up in: the caller's PATH names the host's directories, so with a sysroot it is the
+/// default PATH instead.
+pub fn root_and_search_path(sysroot: Option<&Path>) -> (PathBuf, String) {
+    match sysroot {
+        Some(root) => (root.to_path_buf(), programs::DEFAULT_PATH.to_string()),
+        None => (
+            PathBuf::from("/"),
+            std::env::var("PATH").unwrap_or_else(|_| programs::DEFAULT_PATH.to_string()),
+        ),
+    }
+}
+
 /// What the user asked for.
 #[derive(Debug, Clone)]
 pub struct PlanRequest {

@@ -4,8 +4,8 @@
 //! Paths here are paths inside the root (`/` or `--sysroot`); [`RootPath`] turns them
 //! into host paths.
 
+use mkroot_common::fill::read_up_to;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -174,13 +174,7 @@ pub fn read_shebang(host: &Path, shown: &Path) -> Result<Option<Shebang>, Progra
     };
     let mut head = [0u8; 256];
     let mut file = File::open(host).map_err(unreadable)?;
-    let mut filled = 0;
-    while filled < head.len() {
-        match file.read(&mut head[filled..]).map_err(unreadable)? {
-            0 => break,
-            n => filled += n,
-        }
-    }
+    let filled = read_up_to(&mut file, &mut head).map_err(unreadable)?;
     let head = &head[..filled];
     if !head.starts_with(b"#!") {
         return Ok(None);

@@ -24,9 +24,8 @@
 //! misspelt key silently ignored would build a different image than the one written.
 
 use crate::build::{BuildSpec, OutputFormat, RunConfig};
-use crate::extras::{Extras, GconvChoice};
-use crate::plan::{split_command, AddSpec, PlanRequest};
-use crate::programs;
+use crate::extras::{users, Extras, GconvChoice};
+use crate::plan::{self, split_command, AddSpec, PlanRequest};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -203,9 +202,16 @@ impl Recipe {
                 reason: Some(format!("added by the recipe: {}", file.host.display())),
             })
             .collect();
+        if let Some(user) = self.users.iter().find(|user| !users::is_user_name(user)) {
+            return Err(field(
+                "users",
+                format!("{user:?} is not a user name; use letters, digits, `-` and `_`"),
+            ));
+        }
         let sysroot = self.sysroot.as_deref().map(anchored);
+        let (root, search_path) = plan::root_and_search_path(sysroot.as_deref());
         let request = PlanRequest {
-            root: sysroot.clone().unwrap_or_else(|| PathBuf::from("/")),
+            root,
             bins,
             adds,
             cmd: command("cmd", &self.cmd)?,
@@ -217,10 +223,7 @@ impl Recipe {
                 gconv,
                 users: self.users.clone(),
             },
-            search_path: match (&sysroot, std::env::var("PATH")) {
-                (None, Ok(path)) => path,
-                _ => programs::DEFAULT_PATH.to_string(),
-            },
+            search_path,
         };
         let run = RunConfig {
             entrypoint: command("entrypoint", &self.entrypoint)?.unwrap_or_default(),
@@ -292,6 +295,19 @@ mod tests {
         assert_eq!(spec.format, Some(OutputFormat::Oci));
         assert!(!spec.request.extras.terminfo);
         assert!(spec.request.extras.nss);
+    }
+
+    #[test]
+    fn a_user_name_that_would_break_passwd_is_refused() {
+        for name in ["", "a:b", "evil\nroot::0:0::/:/bin/sh", "a/b"] {
+            let recipe = Recipe {
+                users: vec![name.to_string()],
+                ..parse("programs = [\"sh\"]\n").unwrap()
+            };
+            let err = recipe.to_spec(Path::new("r.toml")).unwrap_err().to_string();
+            assert!(err.starts_with("r.toml: users: "), "{err}");
+            assert!(err.contains("is not a user name"), "{err}");
+        }
     }
 
     #[test]
