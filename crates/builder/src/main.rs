@@ -6,6 +6,7 @@ use mkroot_builder::build::{ImageFlags, OutputFormat};
 use mkroot_builder::invocation::{
     Action, Invocation, InvocationError, Outcome, PlannedImage, SpecSource,
 };
+use mkroot_common::usage::{report_clap_error, single_line};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -274,21 +275,7 @@ fn print_docs(docs: Docs) -> Result<ExitCode, Failure> {
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let _ = error.print();
-                return ExitCode::SUCCESS;
-            }
-            eprintln!(
-                "mkroot: {}",
-                mkroot_common::usage::one_line(&error.to_string(), "mkroot")
-            );
-            return ExitCode::from(2);
-        }
+        Err(error) => return report_clap_error(error, "mkroot", 2),
     };
     // A bug must still end in one line, not a backtrace: the default panic message is
     // silenced and the panic reported below.
@@ -310,7 +297,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(failure) => {
             // One line, whatever the error carried.
-            eprintln!("mkroot: {}", failure.to_string().replace('\n', " "));
+            eprintln!("mkroot: {}", single_line(&failure.to_string()));
             // With --check, 1 means "differs": a failure to check is told apart.
             ExitCode::from(if checking { 2 } else { 1 })
         }

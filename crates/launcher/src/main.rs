@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mkroot_common::usage::{report_clap_error, single_line};
 use mkroot_launcher::cache::{parse_size, CacheEntry};
 use mkroot_launcher::cgroup::ResourceLimits;
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
@@ -131,7 +132,9 @@ enum CacheAction {
 fn main() -> ExitCode {
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => return usage_error(error),
+        // A usage error is one line and exit 125, like every other failure of the
+        // launcher's own.
+        Err(error) => return report_clap_error(error, "launch", EXIT_LAUNCH_FAILED as u8),
     };
     let result = match cli.manage.take() {
         Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),
@@ -147,35 +150,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            // One line, whatever the message carries (a library error may quote input).
-            let message = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            eprintln!("launch: {message}");
+            eprintln!("launch: {}", single_line(&e.to_string()));
             ExitCode::from(EXIT_LAUNCH_FAILED as u8)
         }
     }
-}
-
-/// `--help` and `--version` print as clap renders them; a usage error is one line and
-/// exit 125, like every other failure of the launcher's own.
-fn usage_error(error: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-    ) {
-        let _ = error.print();
-        return ExitCode::SUCCESS;
-    }
-    let rendered = error.to_string();
-    eprintln!(
-        "launch: {}",
-        mkroot_common::usage::one_line(&rendered, "launch")
-    );
-    ExitCode::from(EXIT_LAUNCH_FAILED as u8)
 }
 
 fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchError> {
