@@ -125,12 +125,9 @@ impl ContainerCgroup {
             return Ok(None);
         }
         let Some(layout) = CgroupLayout::detect() else {
-            if limits.any() {
-                return Err(LaunchError::Invalid(
-                    "--memory/--pids-limit/--cpus: this host has no cgroup filesystem mounted under /sys/fs/cgroup".into(),
-                ));
-            }
-            return Ok(None);
+            return Err(LaunchError::Invalid(
+                "--memory/--pids-limit/--cpus: this host has no cgroup filesystem mounted under /sys/fs/cgroup".into(),
+            ));
         };
         let own = own_cgroups();
         let name = format!("{NAME_PREFIX}{}", std::process::id());
@@ -183,9 +180,7 @@ impl ContainerCgroup {
                 cgroup.v1.push(dir);
             }
         }
-        if cgroup.dirs.is_empty() {
-            return Ok(None);
-        }
+        // A limit was asked for, so a v2 directory or a v1 controller's was made.
         Ok(Some(cgroup))
     }
 

@@ -285,7 +285,7 @@ fn set_up(
             root,
             &volume.host,
             &volume.container,
-            volume.mount_point(),
+            volume.mount_point,
             volume.read_only,
         )?;
     }
@@ -350,7 +350,7 @@ fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
     let volumes = spec
         .volumes
         .iter()
-        .map(|v| (v.container.as_str(), v.mount_point()));
+        .map(|v| (v.container.as_str(), v.mount_point));
     let tmpfs = spec.tmpfs.iter().map(|p| (p.as_str(), MountPoint::Dir));
     fixed
         .into_iter()

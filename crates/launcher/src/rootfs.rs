@@ -22,6 +22,10 @@ pub struct Volume {
     pub host: PathBuf,
     pub container: String,
     pub read_only: bool,
+    /// What the mount point is made as: a directory for a directory, a file for
+    /// anything else. Decided once, when the flag is read, so the mount point made in
+    /// the container and the bind mounted on it always agree.
+    pub mount_point: MountPoint,
 }
 
 impl std::str::FromStr for Volume {
@@ -51,22 +55,17 @@ impl std::str::FromStr for Volume {
         }
         let host = std::fs::canonicalize(host)
             .map_err(|e| LaunchError::Invalid(format!("--volume {spec}: host path {host}: {e}")))?;
+        let mount_point = if host.is_dir() {
+            MountPoint::Dir
+        } else {
+            MountPoint::File
+        };
         Ok(Volume {
             host,
             container: container.to_string(),
             read_only,
+            mount_point,
         })
-    }
-}
-
-impl Volume {
-    /// A directory for a directory, a file for anything else.
-    pub fn mount_point(&self) -> MountPoint {
-        if self.host.is_dir() {
-            MountPoint::Dir
-        } else {
-            MountPoint::File
-        }
     }
 }
 
