@@ -278,6 +278,18 @@ fn a_zstd_layer_is_refused_in_one_line() {
 }
 
 #[test]
+fn an_xz_layer_in_a_docker_archive_is_refused_naming_the_layer() {
+    // docker archives carry no media type: the layer's own magic number is all there is.
+    let mut written = LayeredImageOnDisk::new();
+    let layer = &mut written.image.layers[1];
+    layer.blob = [&b"\xfd7zXZ\x00"[..], &layer.tar].concat();
+    let diff_id = layer.diff_id();
+    let out = run(&written.docker_archive(), &written.cache(), &["--", "true"]);
+    assert_refused(&out, "xz-compressed");
+    assert_refused(&out, &diff_id);
+}
+
+#[test]
 fn a_plain_rootfs_tarball_named_like_an_archive_still_runs() {
     let base = BusyboxImage::new();
     let dir = tempfile::tempdir().unwrap();

@@ -41,6 +41,7 @@ mod stream;
 mod writers;
 
 pub use in_root::remove_tree;
+pub use stream::{detect as detect_compression, Compression};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
@@ -50,7 +51,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use stream::{Compression, PipedReader};
+use stream::PipedReader;
 use tar::EntryType;
 use writers::{FileJob, WriterPool};
 

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::digest::{is_sha256_hex, sha256_bytes};
 use crate::fill::read_up_to;
 use crate::gzip::ParallelGunzip;
+use crate::unpack::{detect_compression, Compression};
 
 /// index.json, a manifest, a config or docker's manifest.json larger than this is refused:
 /// real ones are a few KiB, and they are read into memory.
@@ -536,21 +537,21 @@ impl OciImage {
         let (mut raw, _) = self.open_member(&layer.member)?;
         // Compression told by magic number, whatever the media type says (docker's
         // archives carry plain tars under a name that says nothing).
-        let mut head = [0u8; 4];
+        let mut head = [0u8; 6];
         let peeked = read_up_to(&mut raw, &mut head).map_err(|source| OciError::Io {
             path: self.path().join(&layer.member),
             source,
         })?;
-        let head = head[..peeked].to_vec();
-        if head.starts_with(b"\x28\xb5\x2f\xfd") {
+        let compression = detect_compression(&head[..peeked]);
+        if let Compression::Unsupported(name) = compression {
             return Err(OciError::UnsupportedLayer {
                 path: self.path().to_path_buf(),
                 digest: format!("sha256:{}", layer.diff_id),
-                media_type: "zstd-compressed".to_string(),
+                media_type: format!("{name}-compressed"),
             });
         }
-        let whole = io::Cursor::new(head.clone()).chain(raw);
-        let gzip = head.starts_with(b"\x1f\x8b");
+        let gzip = compression == Compression::Gzip;
+        let whole = io::Cursor::new(head[..peeked].to_vec()).chain(raw);
         let blob_hash = Arc::new(OnceLock::new());
         let diff_hash = Arc::new(OnceLock::new());
         // An uncompressed blob is the tar itself: hashed once, for both checks.
