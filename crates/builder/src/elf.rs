@@ -39,8 +39,6 @@ pub struct ElfFacts {
     pub interpreter: Option<String>,
     /// Whether the file has a PT_DYNAMIC segment.
     pub has_dynamic: bool,
-    /// DT_NEEDED entries, in file order.
-    pub needed: Vec<String>,
     /// DT_NEEDED, DT_FILTER and DT_AUXILIARY entries, in the order of the dynamic section
     /// (the order the loader walks them in).
     pub dependencies: Vec<Dependency>,
@@ -89,6 +87,14 @@ pub enum ElfError {
 }
 
 impl ElfFacts {
+    /// The DT_NEEDED names, in file order.
+    pub fn needed(&self) -> impl Iterator<Item = &str> {
+        self.dependencies
+            .iter()
+            .filter(|d| d.kind == DependencyKind::Needed)
+            .map(|d| d.name.as_str())
+    }
+
     /// Reads the facts of the file at `path` (a host path).
     pub fn read(path: &Path) -> Result<ElfFacts, ElfError> {
         let file = File::open(path)?;
@@ -132,7 +138,6 @@ impl ElfFacts {
             osabi: header.e_ident[header::EI_OSABI],
             interpreter: interpreter(bytes, &phdrs)?,
             has_dynamic: phdrs.iter().any(|p| p.p_type == PT_DYNAMIC),
-            needed: Vec::new(),
             dependencies: Vec::new(),
             soname: None,
             rpath: None,
@@ -331,11 +336,9 @@ fn read_dynamic(
     for entry in &dynamic.dyns {
         match entry.d_tag {
             DT_NEEDED => {
-                let name = string_at(entry.d_val)?;
-                facts.needed.push(name.clone());
                 facts.dependencies.push(Dependency {
                     kind: DependencyKind::Needed,
-                    name,
+                    name: string_at(entry.d_val)?,
                 });
             }
             DT_FILTER | DT_AUXILIARY => facts.dependencies.push(Dependency {
@@ -421,7 +424,7 @@ mod tests {
         assert_eq!(facts.class, ElfClass::Elf64);
         assert_eq!(facts.machine, 62);
         assert_eq!(facts.elf_type, header::ET_DYN);
-        assert_eq!(facts.needed, vec!["libc.so.6"]);
+        assert_eq!(facts.needed().collect::<Vec<_>>(), ["libc.so.6"]);
         assert_eq!(facts.soname.as_deref(), Some("libx.so.1"));
         assert_eq!(facts.runpath.as_deref(), Some("$ORIGIN"));
         assert_eq!(facts.rpath, None);
@@ -495,7 +498,7 @@ mod tests {
         let mut b = tiny_library();
         put64(&mut b, 0x100 + 4 * 16 + 8, u64::MAX);
         let facts = ElfFacts::parse(&b).unwrap();
-        assert_eq!(facts.needed, vec!["libc.so.6"]);
+        assert_eq!(facts.needed().collect::<Vec<_>>(), ["libc.so.6"]);
     }
 
     #[test]
@@ -547,7 +550,7 @@ mod tests {
         }
         let facts = ElfFacts::read(libc).unwrap();
         assert_eq!(facts.soname.as_deref(), Some("libc.so.6"));
-        assert!(facts.needed.iter().any(|n| n.starts_with("ld-linux")));
+        assert!(facts.needed().any(|n| n.starts_with("ld-linux")));
         let script = Path::new("/usr/lib/x86_64-linux-gnu/libc.so");
         if script.exists() {
             assert!(matches!(

@@ -49,22 +49,11 @@ pub struct AddSpec {
 impl AddSpec {
     /// Parses `HOST[:IMAGE]`.
     pub fn parse(text: &str) -> AddSpec {
-        match text.split_once(':') {
-            Some((host, image)) if !image.is_empty() => AddSpec {
-                host: PathBuf::from(host),
-                image: Some(PathBuf::from(image)),
-                reason: None,
-            },
-            Some((host, _)) => AddSpec {
-                host: PathBuf::from(host),
-                image: None,
-                reason: None,
-            },
-            None => AddSpec {
-                host: PathBuf::from(text),
-                image: None,
-                reason: None,
-            },
+        let (host, image) = text.split_once(':').unwrap_or((text, ""));
+        AddSpec {
+            host: PathBuf::from(host),
+            image: (!image.is_empty()).then(|| PathBuf::from(image)),
+            reason: None,
         }
     }
 }
