@@ -61,13 +61,13 @@
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::file_lock;
 use mkroot_common::digest::is_sha256_hex;
 use mkroot_common::oci::read::{self as oci, ImageFormat, Layer, OciError, OciImage, RunDefaults};
 use mkroot_common::unpack::{self, UnpackError, UnpackOptions};
@@ -163,7 +163,7 @@ fn lock_installed_entry(entry: &Path) -> Result<Option<File>, CacheError> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(io_error(&used_path)(err)),
     };
-    flock(&used, libc::LOCK_SH).map_err(io_error(&used_path))?;
+    file_lock::lock(&used, libc::LOCK_SH).map_err(io_error(&used_path))?;
     let locked = used.metadata().map_err(io_error(&used_path))?;
     match fs::metadata(&used_path) {
         Ok(now) if now.ino() == locked.ino() && now.dev() == locked.dev() => Ok(Some(used)),
@@ -623,15 +623,7 @@ impl ImageCache {
 
     fn lock_key(&self, key: &str) -> Result<File, CacheError> {
         let path = self.dir.join("locks").join(key);
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_error(&path))?;
-        flock(&file, libc::LOCK_EX).map_err(io_error(&path))?;
-        Ok(file)
+        file_lock::lock_file(&path).map_err(io_error(&path))
     }
 
     /// Points the stat index entry `key` at `digest` (atomically replacing an old one).
@@ -821,7 +813,7 @@ impl LockedDir {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_error(&path))?;
-        flock(&lock, libc::LOCK_EX).map_err(io_error(&path))?;
+        file_lock::lock(&lock, libc::LOCK_EX).map_err(io_error(&path))?;
         Ok(LockedDir {
             path,
             lock: Some(lock),
@@ -957,21 +949,9 @@ fn read_names(dir: &Path) -> Result<Vec<OsString>, CacheError> {
     Ok(names)
 }
 
-fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
-    loop {
-        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-}
-
 /// Takes the lock if nobody holds a conflicting one; never waits.
 fn try_flock(file: &File, operation: libc::c_int) -> bool {
-    flock(file, operation | libc::LOCK_NB).is_ok()
+    file_lock::try_lock(file, operation).unwrap_or(false)
 }
 
 /// Parses a size as `--max-image-size` takes it: `8G`, `512MiB`, `100000` (binary units).

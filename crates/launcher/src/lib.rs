@@ -16,6 +16,7 @@ pub mod cpu_spread;
 pub mod devices;
 pub mod error;
 pub mod etc_files;
+pub mod file_lock;
 pub mod init;
 pub mod landlock;
 pub mod layer_stack;

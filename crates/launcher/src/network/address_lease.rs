@@ -10,12 +10,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::LaunchError;
+use crate::file_lock;
 
 /// An IPv4 subnet, `ADDRESS/PREFIX`, with room for a gateway and containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,14 +76,7 @@ pub struct StateLock {
 impl StateLock {
     pub fn acquire(state: &Path) -> io::Result<StateLock> {
         std::fs::create_dir_all(state.join("leases"))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(state.join("lock"))?;
-        flock(&file, libc::LOCK_EX)?;
+        let file = file_lock::lock_file(&state.join("lock"))?;
         Ok(StateLock { _file: file })
     }
 }
@@ -152,7 +145,7 @@ impl LeaseFile {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)?;
-        if !try_flock(&file)? {
+        if !file_lock::try_lock(&file, libc::LOCK_EX)? {
             return Ok(None);
         }
         file.set_len(0)?;
@@ -185,26 +178,9 @@ fn remove_stale(leases: &Path, keep: &Path) -> io::Result<()> {
         let Ok(file) = OpenOptions::new().write(true).open(&path) else {
             continue;
         };
-        if try_flock(&file)? {
+        if file_lock::try_lock(&file, libc::LOCK_EX)? {
             std::fs::remove_file(&path)?;
         }
-    }
-    Ok(())
-}
-
-/// Locks `file` if nobody else holds it: true when we got it.
-fn try_flock(file: &File) -> io::Result<bool> {
-    match flock(file, libc::LOCK_EX | libc::LOCK_NB) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
-    // SAFETY: a valid open file.
-    if unsafe { libc::flock(file.as_raw_fd(), operation) } < 0 {
-        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
