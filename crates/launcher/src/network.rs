@@ -260,12 +260,14 @@ impl Drop for ReturnToHost {
     }
 }
 
-fn open_namespace(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+/// A network namespace file (`/proc/PID/ns/net`, a bind mount of one), opened.
+pub(crate) fn open_namespace(path: &std::path::Path) -> std::io::Result<OwnedFd> {
     let file = std::fs::File::open(path)?;
     Ok(OwnedFd::from(file))
 }
 
-fn set_namespace(ns: &OwnedFd) -> std::io::Result<()> {
+/// Moves the calling thread into the network namespace `ns`.
+pub(crate) fn set_namespace(ns: &OwnedFd) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid fd; the kernel checks it is a network namespace.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
@@ -292,21 +294,10 @@ pub fn create_for_container() -> Result<(), LaunchError> {
 /// on the host) made with [`create_for_container`]. Called while the host's /proc is
 /// still reachable, before pivot_root.
 pub fn join_launchers(launcher: libc::pid_t) -> Result<(), LaunchError> {
-    let fail = |e| LaunchError::setup("joining the network namespace", e);
-    let path = std::ffi::CString::new(format!("/proc/{launcher}/ns/net")).expect("no NUL");
-    // SAFETY: valid C string; the fd is owned at once.
-    let ns = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if ns < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new fd that we own.
-    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid namespace fd.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    let path = std::path::PathBuf::from(format!("/proc/{launcher}/ns/net"));
+    open_namespace(&path)
+        .and_then(|ns| set_namespace(&ns))
+        .map_err(|e| LaunchError::setup("joining the network namespace", e))
 }
 
 /// Brings `lo` up in the current (new, empty) network namespace.

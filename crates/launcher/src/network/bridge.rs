@@ -17,13 +17,13 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::address_lease::{self, AddressLease, PortClaim, StateLock, Subnet};
 use super::links::{self, Links};
 use super::nat::NatTable;
 use super::ports::PublishedPort;
+use super::{open_namespace, set_namespace};
 use crate::error::LaunchError;
 
 /// The host bridge all bridged containers join.
@@ -216,30 +216,11 @@ impl Drop for Attachment {
 /// Runs `work` in the network namespace of process `pid`, then returns to ours. The
 /// sockets `work` opens stay in that namespace.
 fn in_network_of<T>(pid: libc::pid_t, work: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    let ours = open_namespace("/proc/self/ns/net")?;
-    let theirs = open_namespace(&format!("/proc/{pid}/ns/net"))?;
+    let ours = open_namespace(Path::new("/proc/self/ns/net"))?;
+    let theirs = open_namespace(&PathBuf::from(format!("/proc/{pid}/ns/net")))?;
     set_namespace(&theirs)?;
     let result = work();
     // Failing to come back would leave the launcher in the container's network.
     set_namespace(&ours).expect("returning to the launcher's network namespace");
     result
-}
-
-fn open_namespace(path: &str) -> io::Result<OwnedFd> {
-    let path = std::ffi::CString::new(path).expect("no NUL");
-    // SAFETY: valid C string.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn set_namespace(ns: &OwnedFd) -> io::Result<()> {
-    // SAFETY: a valid namespace fd.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
