@@ -423,7 +423,7 @@ fn write_directory(
             fs::set_permissions(&dest, fs::Permissions::from_mode(entry.mode & 0o7777))
                 .map_err(output_error(&dest))?;
         }
-        set_mtime(&dest, options.mtime).map_err(output_error(&dest))?;
+        set_times(&dest, options.mtime as i64, 0).map_err(output_error(&dest))?;
     }
     Ok(WriteSummary {
         entries: entries.len(),
@@ -431,13 +431,14 @@ fn write_directory(
     })
 }
 
-/// Sets atime and mtime of `path` (not following a symlink) to `mtime`.
-fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
+/// Sets atime and mtime of `path` itself (a symlink is not followed) to `secs.nanos`:
+/// for trees written in place (a directory image, a stacked OCI image).
+pub fn set_times(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
     let name = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
     let time = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: 0,
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as libc::c_long,
     };
     let times = [time, time];
     // SAFETY: `name` is a valid NUL-terminated string and `times` has two elements.

@@ -151,7 +151,7 @@ impl LayerStack {
                 std::os::unix::fs::lchown(&path, Some(meta.uid()), Some(meta.gid()))?;
             }
             fs::set_permissions(&path, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-            set_mtime(&path, &meta)?;
+            mkroot_common::archive::set_times(&path, meta.mtime(), meta.mtime_nsec())?;
         }
         Ok(())
     }
@@ -165,30 +165,6 @@ fn remove_any(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-fn set_mtime(path: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let time = libc::timespec {
-        tv_sec: meta.mtime(),
-        tv_nsec: meta.mtime_nsec(),
-    };
-    let times = [time, time];
-    // SAFETY: valid C string and two timespecs.
-    let ret = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
