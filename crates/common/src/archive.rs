@@ -506,6 +506,14 @@ mod tests {
         ]
     }
 
+    /// Options for a test image: every entry stamped with `mtime`, no progress.
+    fn stamped(mtime: u64) -> WriteOptions<'static> {
+        WriteOptions {
+            mtime,
+            progress: None,
+        }
+    }
+
     #[test]
     fn parents_come_before_children() {
         let mut paths = vec!["a-b", "a/b", "a", "a/b/c", "B"];
@@ -518,10 +526,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = sample_entries(dir.path());
         let out = dir.path().join("img.tar");
-        let options = WriteOptions {
-            mtime: 1234,
-            progress: None,
-        };
+        let options = stamped(1234);
         write_image(&entries, &OutputTarget::Tar(out.clone()), &options).unwrap();
         let mut archive = tar::Archive::new(File::open(&out).unwrap());
         let mut seen = Vec::new();
@@ -557,10 +562,7 @@ mod tests {
     fn gzip_output_is_the_same_bytes_every_time() {
         let dir = tempfile::tempdir().unwrap();
         let entries = sample_entries(dir.path());
-        let options = WriteOptions {
-            mtime: 0,
-            progress: None,
-        };
+        let options = stamped(0);
         let a = dir.path().join("a.tgz");
         let b = dir.path().join("b.tgz");
         write_image(&entries, &OutputTarget::TarGz(a.clone()), &options).unwrap();
@@ -575,10 +577,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = sample_entries(dir.path());
         let out = dir.path().join("tree");
-        let options = WriteOptions {
-            mtime: 77,
-            progress: None,
-        };
+        let options = stamped(77);
         write_image(&entries, &OutputTarget::Directory(out.clone()), &options).unwrap();
         let tool = fs::metadata(out.join("usr/bin/tool")).unwrap();
         assert_eq!(tool.mode() & 0o7777, 0o4755);
@@ -600,10 +599,7 @@ mod tests {
     fn unsafe_image_paths_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputTarget::Tar(dir.path().join("x.tar"));
-        let options = WriteOptions {
-            mtime: 0,
-            progress: None,
-        };
+        let options = stamped(0);
         for bad in ["../etc", "/etc", "a//b", "a/./b"] {
             let entries = vec![entry(bad, 0o755, EntryKind::Dir)];
             assert!(matches!(

@@ -19,6 +19,14 @@ use mkroot_launcher::cache::{CacheError, ImageCache};
 const CHILD_ENV: &str = "MKROOT_CACHE_TEST_CHILD";
 
 /// A gzip tarball with a few files, their content varied by `seed`.
+/// `one.tgz` and `two.tgz` in `dir`, different images.
+fn two_images(dir: &Path) -> (PathBuf, PathBuf) {
+    let (one, two) = (dir.join("one.tgz"), dir.join("two.tgz"));
+    write_image(&one, "one");
+    write_image(&two, "two");
+    (one, two)
+}
+
 fn write_image(path: &Path, seed: &str) {
     let file = fs::File::create(path).unwrap();
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
@@ -165,12 +173,7 @@ fn child_process_get_or_unpack() {
 #[test]
 fn a_cached_launch_trusts_the_stat_index_instead_of_hashing() {
     let scratch = tempfile::tempdir().unwrap();
-    let (one, two) = (
-        scratch.path().join("one.tgz"),
-        scratch.path().join("two.tgz"),
-    );
-    write_image(&one, "one");
-    write_image(&two, "two");
+    let (one, two) = two_images(scratch.path());
     let cache = ImageCache::open(&scratch.path().join("cache")).unwrap();
     let first = cache.get_or_unpack(&one).unwrap();
     let second = cache.get_or_unpack(&two).unwrap();
@@ -254,12 +257,7 @@ fn a_corrupt_image_leaves_nothing_behind() {
 #[test]
 fn prune_and_remove_spare_images_in_use() {
     let scratch = tempfile::tempdir().unwrap();
-    let (one, two) = (
-        scratch.path().join("one.tgz"),
-        scratch.path().join("two.tgz"),
-    );
-    write_image(&one, "one");
-    write_image(&two, "two");
+    let (one, two) = two_images(scratch.path());
     let cache_dir = scratch.path().join("cache");
     let running = ImageCache::open(&cache_dir).unwrap();
     let held = running.get_or_unpack(&one).unwrap();
