@@ -143,11 +143,7 @@ pub fn write_image(
     target: &OutputTarget,
     options: &WriteOptions,
 ) -> Result<WriteSummary, ArchiveError> {
-    let mut sorted: Vec<&ImageEntry> = entries.iter().collect();
-    sorted.sort_by(|a, b| image_order(&a.path, &b.path));
-    for entry in &sorted {
-        check_image_path(&entry.path)?;
-    }
+    let sorted = sorted_and_checked(entries)?;
     match target {
         OutputTarget::Tar(path) => write_tar_file(&sorted, path, options, false),
         OutputTarget::TarGz(path) => write_tar_file(&sorted, path, options, true),
@@ -164,12 +160,18 @@ pub fn write_tar_stream<W: Write>(
     name: &Path,
     options: &WriteOptions,
 ) -> Result<WriteSummary, ArchiveError> {
+    let sorted = sorted_and_checked(entries)?;
+    write_tar(&sorted, out, name, options)
+}
+
+/// `entries` in image order (parents first), each path checked to stay inside the image.
+fn sorted_and_checked(entries: &[ImageEntry]) -> Result<Vec<&ImageEntry>, ArchiveError> {
     let mut sorted: Vec<&ImageEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| image_order(&a.path, &b.path));
     for entry in &sorted {
         check_image_path(&entry.path)?;
     }
-    write_tar(&sorted, out, name, options)
+    Ok(sorted)
 }
 
 fn check_image_path(path: &str) -> Result<(), ArchiveError> {
