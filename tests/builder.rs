@@ -5,7 +5,7 @@
 use mkroot_e2e::builder::{
     build, compile_c, run_in_image, run_mkroot, sha256, stdout_in_image, unpack,
 };
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -610,6 +610,66 @@ fn a_sysroot_is_resolved_on_its_own_terms() {
     assert_eq!(
         stdout_in_image(&root, &["bash", "-c", "echo ok"], &[]),
         "ok\n"
+    );
+}
+
+#[test]
+fn a_sysroots_absolute_symlinks_are_followed_inside_it_not_on_the_host() {
+    // Debian's alternatives: /usr/bin/awk -> /etc/alternatives/awk -> the chosen awk, all
+    // absolute. In a sysroot they lead to the sysroot's files: here its awk is a script
+    // while the host's /etc/alternatives/awk is mawk, and its `tool` is one the host
+    // does not have at all.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = d.join("base/");
+    build(&["-q", "--bins", "bash", "-o", path_str(&base)], d);
+    let alternatives = base.join("etc/alternatives");
+    std::fs::create_dir_all(&alternatives).unwrap();
+    for (name, says) in [("awk", "the sysroot's awk"), ("tool", "the sysroot's tool")] {
+        let real = base.join(format!("usr/bin/{name}-real"));
+        std::fs::write(&real, format!("#!/bin/bash\necho \"{says}\"\n")).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        symlink(format!("/usr/bin/{name}-real"), alternatives.join(name)).unwrap();
+        symlink(
+            format!("/etc/alternatives/{name}"),
+            base.join(format!("usr/bin/{name}")),
+        )
+        .unwrap();
+    }
+    // A script whose interpreter is reached through those links.
+    let report = base.join("usr/bin/report");
+    std::fs::write(&report, "#!/usr/bin/awk -f\n").unwrap();
+    std::fs::set_permissions(&report, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let args = [
+        "-q",
+        "--sysroot",
+        path_str(&base),
+        "--bins",
+        "awk,tool,report",
+    ];
+    let plan = dry_run_plan(&args[1..], d);
+    for file in plan["files"].as_array().unwrap() {
+        if let Some(source) = file["source"].as_str() {
+            assert!(
+                source.starts_with(path_str(&base).trim_end_matches('/')),
+                "{source} outside the sysroot"
+            );
+        }
+    }
+    let image = d.join("image/");
+    build(&[&args[..], &["-o", path_str(&image)]].concat(), d);
+    assert_eq!(
+        stdout_in_image(&image, &["awk"], &[]),
+        "the sysroot's awk\n"
+    );
+    assert_eq!(
+        stdout_in_image(&image, &["tool"], &[]),
+        "the sysroot's tool\n"
+    );
+    assert_eq!(
+        stdout_in_image(&image, &["report"], &[]),
+        "the sysroot's awk\n"
     );
 }
 

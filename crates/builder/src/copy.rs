@@ -117,7 +117,7 @@ impl ImageTree {
                 continue;
             }
             let next = current.join(&name);
-            let host = self.root.host(&next);
+            let host = self.root.joined(&next);
             let meta = std::fs::symlink_metadata(&host).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => CopyError::Missing { path: host.clone() },
                 std::io::ErrorKind::NotADirectory => {
@@ -205,7 +205,7 @@ impl ImageTree {
         if inside == Path::new("/") {
             return Ok(inside);
         }
-        if std::fs::metadata(self.root.host(&inside)).is_ok_and(|m| m.is_dir()) {
+        if self.root.resolve(&inside).is_ok_and(|host| host.is_dir()) {
             return self.copy_path(&inside, reason);
         }
         let parent = inside.parent().unwrap_or(Path::new("/"));

@@ -36,7 +36,8 @@ pub fn image_cache(
     for resolution in objects {
         for library in &resolution.libraries {
             let path = library.path.to_string_lossy().into_owned();
-            let Ok(facts) = ElfFacts::read(&tree.root().host(&library.path)) else {
+            let host = tree.root().resolve(&library.path);
+            let Some(facts) = host.ok().and_then(|host| ElfFacts::read(&host).ok()) else {
                 continue;
             };
             let abi = Abi::of(&facts);
@@ -75,7 +76,9 @@ fn found_by_search_path(resolver: &Resolver, resolution: &Resolution, dir: &str)
     let objects =
         std::iter::once(&resolution.program).chain(resolution.libraries.iter().map(|l| &l.path));
     for object in objects {
-        let host = crate::search::host_path(resolver.root(), &object.to_string_lossy());
+        let Ok(host) = crate::search::resolve_in_root(resolver.root(), object) else {
+            continue;
+        };
         let Ok(facts) = ElfFacts::read(&host) else {
             continue;
         };

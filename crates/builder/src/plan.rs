@@ -264,8 +264,7 @@ impl Planner {
         search_path: &str,
         depth: usize,
     ) -> Result<(), PlanError> {
-        let host = self.root().host(inside);
-        match programs::read_shebang(&host, inside)? {
+        match programs::read_shebang(self.root(), inside)? {
             Some(shebang) => {
                 if depth >= MAX_INTERPRETER_DEPTH {
                     return Err(PlanError::InterpreterDepth {
@@ -300,7 +299,8 @@ impl Planner {
 
     /// The kernel runs a script's interpreter by its absolute path; it must exist.
     fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), PlanError> {
-        if interpreter.is_absolute() && self.root().host(interpreter).is_file() {
+        let found = |interpreter| self.root().resolve(interpreter).is_ok_and(|h| h.is_file());
+        if interpreter.is_absolute() && found(interpreter) {
             return Ok(());
         }
         Err(PlanError::MissingInterpreter {
@@ -348,13 +348,12 @@ impl Planner {
     fn copy_merged_usr_links(&mut self) -> Result<(), PlanError> {
         for name in MERGED_USR_LINKS {
             let link = Path::new("/").join(name);
-            let host = self.root().host(&link);
-            let Ok(target) = std::fs::read_link(&host) else {
+            let Ok(target) = std::fs::read_link(self.root().joined(&link)) else {
                 continue;
             };
             let target = target.to_string_lossy();
             let into_usr = target.trim_start_matches('/').starts_with("usr/");
-            if into_usr && host.is_dir() {
+            if into_usr && self.root().resolve(&link).is_ok_and(|dir| dir.is_dir()) {
                 self.tree.copy_path(&link, "merged-/usr link")?;
             }
         }
@@ -387,7 +386,7 @@ impl Planner {
     /// loader's cache and default directories, for libc's ABI. libc has no RPATH or
     /// RUNPATH, so nothing else applies to what it loads by name.
     pub(crate) fn find_library(&self, name: &str, libc: &Path) -> Option<PathBuf> {
-        let facts = ElfFacts::read(&self.root().host(libc)).ok()?;
+        let facts = ElfFacts::read(&self.root().resolve(libc).ok()?).ok()?;
         match self
             .resolver
             .search()

@@ -29,14 +29,21 @@ impl RootPath {
         &self.root
     }
 
-    /// The host path of `inside` (an absolute path inside the root).
-    pub fn host(&self, inside: &Path) -> PathBuf {
+    /// The host path of `inside` (an absolute path inside the root), joined as it is:
+    /// a symlink on the way would be followed on the host, so this is for paths already
+    /// resolved component by component (see [`RootPath::resolve`] for the rest).
+    pub fn joined(&self, inside: &Path) -> PathBuf {
         let relative = inside.strip_prefix("/").unwrap_or(inside);
         if relative.as_os_str().is_empty() {
             self.root.clone()
         } else {
             self.root.join(relative)
         }
+    }
+
+    /// The host path of the file `inside` names, its symlinks followed inside the root.
+    pub fn resolve(&self, inside: &Path) -> std::io::Result<PathBuf> {
+        crate::search::resolve_in_root(&self.root, inside)
     }
 
     /// The path inside the root of a host path under it (for `--sysroot`); `None` when
@@ -93,7 +100,10 @@ pub fn find_program(
         } else {
             continue;
         };
-        if is_executable_file(&root.host(&candidate)) {
+        if root
+            .resolve(&candidate)
+            .is_ok_and(|host| is_executable_file(&host))
+        {
             return Ok(normalize(&candidate));
         }
     }
@@ -118,8 +128,7 @@ fn program_path(name: &str, root: &RootPath) -> Result<PathBuf, ProgramError> {
             path: given.to_path_buf(),
         })?
     };
-    let host = root.host(&inside);
-    match std::fs::metadata(&host) {
+    match root.resolve(&inside).and_then(std::fs::metadata) {
         Ok(meta) if meta.is_dir() => Err(ProgramError::IsDirectory {
             path: given.to_path_buf(),
         }),
@@ -165,15 +174,18 @@ pub enum Shebang {
     Env { env: PathBuf, program: String },
 }
 
-/// Reads the first line of `host` and returns its shebang, or `None` when the file does
-/// not start with `#!` (an ELF file, or data).
-pub fn read_shebang(host: &Path, shown: &Path) -> Result<Option<Shebang>, ProgramError> {
+/// Reads the first line of the file `inside` names in `root` and returns its shebang, or
+/// `None` when the file does not start with `#!` (an ELF file, or data).
+pub fn read_shebang(root: &RootPath, inside: &Path) -> Result<Option<Shebang>, ProgramError> {
     let unreadable = |source| ProgramError::Unreadable {
-        path: shown.to_path_buf(),
+        path: inside.to_path_buf(),
         source,
     };
     let mut head = [0u8; 256];
-    let mut file = File::open(host).map_err(unreadable)?;
+    let mut file = root
+        .resolve(inside)
+        .and_then(File::open)
+        .map_err(unreadable)?;
     let filled = read_up_to(&mut file, &mut head).map_err(unreadable)?;
     let head = &head[..filled];
     if !head.starts_with(b"#!") {
@@ -184,7 +196,7 @@ pub fn read_shebang(host: &Path, shown: &Path) -> Result<Option<Shebang>, Progra
     let mut words = line.split_whitespace();
     let Some(interpreter) = words.next() else {
         return Err(ProgramError::EmptyShebang {
-            path: shown.to_path_buf(),
+            path: inside.to_path_buf(),
         });
     };
     let interpreter = PathBuf::from(interpreter);
@@ -197,7 +209,7 @@ pub fn read_shebang(host: &Path, shown: &Path) -> Result<Option<Shebang>, Progra
                 program,
             })),
             None => Err(ProgramError::EnvWithoutProgram {
-                path: shown.to_path_buf(),
+                path: inside.to_path_buf(),
             }),
         };
     }
@@ -217,23 +229,25 @@ mod tests {
     #[test]
     fn shebangs_are_read_as_the_kernel_reads_them() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = script(dir.path(), "a", "#!/bin/sh -e\necho\n");
-        let env = script(dir.path(), "b", "#! /usr/bin/env -S python3 -u\n");
-        let none = script(dir.path(), "c", "\x7fELF....");
-        let empty = script(dir.path(), "d", "#!\n");
+        script(dir.path(), "a", "#!/bin/sh -e\necho\n");
+        script(dir.path(), "b", "#! /usr/bin/env -S python3 -u\n");
+        script(dir.path(), "c", "\x7fELF....");
+        script(dir.path(), "d", "#!\n");
+        let root = RootPath::new(dir.path());
+        let shebang = |name: &str| read_shebang(&root, Path::new(name));
         assert_eq!(
-            read_shebang(&plain, &plain).unwrap(),
+            shebang("/a").unwrap(),
             Some(Shebang::Interpreter("/bin/sh".into()))
         );
         assert_eq!(
-            read_shebang(&env, &env).unwrap(),
+            shebang("/b").unwrap(),
             Some(Shebang::Env {
                 env: "/usr/bin/env".into(),
                 program: "python3".into()
             })
         );
-        assert_eq!(read_shebang(&none, &none).unwrap(), None);
-        assert!(read_shebang(&empty, &empty).is_err());
+        assert_eq!(shebang("/c").unwrap(), None);
+        assert!(shebang("/d").is_err());
     }
 
     #[test]

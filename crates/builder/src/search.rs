@@ -133,8 +133,11 @@ pub struct LibrarySearch {
 impl LibrarySearch {
     /// Reads the root's `/etc/ld.so.cache` (a missing cache is no cache, as for the loader).
     pub fn new(root: &Path) -> Result<LibrarySearch, ldcache::LdCacheError> {
-        let cache_path = host_path(root, "/etc/ld.so.cache");
-        let cache = match LdCache::load(&cache_path) {
+        let cache_path = resolve_in_root(root, Path::new("/etc/ld.so.cache"));
+        let cache = match cache_path
+            .map_err(ldcache::LdCacheError::Io)
+            .and_then(|p| LdCache::load(&p))
+        {
             Ok(cache) => Some(cache),
             Err(ldcache::LdCacheError::Io(e)) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
@@ -427,11 +430,7 @@ impl LibrarySearch {
 
     /// The host path of `path` inside the root, symlinks resolved inside the root.
     pub fn host(&self, path: &str) -> io::Result<PathBuf> {
-        if self.root == Path::new("/") {
-            return Ok(Path::new("/").join(path));
-        }
-        let real = real_path_in_root(&self.root, path)?;
-        Ok(host_path(&self.root, &real.to_string_lossy()))
+        resolve_in_root(&self.root, Path::new(path))
     }
 
     /// The real path of `path` inside the root (symlinks resolved, `..` taken physically).
@@ -439,7 +438,7 @@ impl LibrarySearch {
         if self.root == Path::new("/") {
             return std::fs::canonicalize(Path::new("/").join(path));
         }
-        real_path_in_root(&self.root, path)
+        real_path_in_root(&self.root, Path::new(path))
     }
 }
 
@@ -468,18 +467,25 @@ fn token_len(rest: &str, name: &str) -> Option<usize> {
     }
 }
 
-/// `root` joined with an absolute or relative path inside it.
-pub fn host_path(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
+/// The host path of the file `path` names inside `root`, its symlinks followed inside
+/// the root (see [`real_path_in_root`]): in a sysroot, `/usr/bin/awk ->
+/// /etc/alternatives/awk` leads to the sysroot's alternative, never the host's. On `/`
+/// the kernel's own resolution is the same, so the path is used as it is.
+pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    if root == Path::new("/") {
+        return Ok(Path::new("/").join(path));
+    }
+    let real = real_path_in_root(root, path)?;
+    Ok(root.join(real.strip_prefix("/").unwrap_or(&real)))
 }
 
 /// Resolves `path` inside `root` as the kernel would inside a chroot to `root`: symlinks
 /// (absolute ones relative to the root), `..` taken after the directory is resolved and
 /// never above the root. Returns the real path, starting with `/`.
-pub fn real_path_in_root(root: &Path, path: &str) -> io::Result<PathBuf> {
+pub fn real_path_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
     const MAX_SYMLINKS: usize = 40;
     let mut real: Vec<std::ffi::OsString> = Vec::new();
-    let mut pending: Vec<std::ffi::OsString> = components_reversed(Path::new(path));
+    let mut pending: Vec<std::ffi::OsString> = components_reversed(path);
     let mut links = 0;
     while let Some(component) = pending.pop() {
         if component == ".." {
@@ -494,7 +500,8 @@ pub fn real_path_in_root(root: &Path, path: &str) -> io::Result<PathBuf> {
             links += 1;
             if links > MAX_SYMLINKS {
                 return Err(io::Error::other(format!(
-                    "{path}: too many levels of symbolic links"
+                    "{}: too many levels of symbolic links",
+                    path.display()
                 )));
             }
             let target = std::fs::read_link(&here)?;
@@ -549,17 +556,17 @@ mod tests {
         symlink("/usr/lib/libx.so.1.0", r.join("usr/lib/libx.so.1")).unwrap();
         symlink("../../../../../etc", r.join("usr/lib/up")).unwrap();
         assert_eq!(
-            real_path_in_root(r, "/lib/libx.so.1").unwrap(),
+            real_path_in_root(r, Path::new("/lib/libx.so.1")).unwrap(),
             Path::new("/usr/lib/libx.so.1.0")
         );
         // "../../.." from /usr/lib stops at the root: /etc inside it, absent here.
-        assert!(real_path_in_root(r, "/lib/up/passwd").is_err());
+        assert!(real_path_in_root(r, Path::new("/lib/up/passwd")).is_err());
         assert_eq!(
-            real_path_in_root(r, "/lib/../lib/libx.so.1.0").unwrap(),
+            real_path_in_root(r, Path::new("/lib/../lib/libx.so.1.0")).unwrap(),
             Path::new("/usr/lib/libx.so.1.0")
         );
         symlink("loop", r.join("loop")).unwrap();
-        assert!(real_path_in_root(r, "/loop").is_err());
+        assert!(real_path_in_root(r, Path::new("/loop")).is_err());
     }
 
     #[test]

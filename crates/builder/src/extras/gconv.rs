@@ -26,7 +26,10 @@ pub fn add(
     else {
         return Ok(());
     };
-    if !planner.root().host(&dir).is_dir() {
+    let Ok(host_dir) = planner.root().resolve(&dir) else {
+        return Ok(());
+    };
+    if !host_dir.is_dir() {
         return Ok(());
     }
     let reason = match choice {
@@ -45,7 +48,7 @@ pub fn add(
     };
     let mut files: Vec<PathBuf> = Vec::new();
     if choice == GconvChoice::All {
-        for item in walkdir::WalkDir::new(planner.root().host(&dir)).sort_by_file_name() {
+        for item in walkdir::WalkDir::new(&host_dir).sort_by_file_name() {
             let Ok(item) = item else { continue };
             if let Some(inside) = planner.root().inside(item.path()) {
                 if !item.file_type().is_dir() {
@@ -57,14 +60,21 @@ pub fn add(
         if let Some(config) = CONFIGURATION
             .iter()
             .map(|name| dir.join(name))
-            .find(|path| planner.root().host(path).is_file())
+            .find(|path| {
+                planner
+                    .root()
+                    .resolve(path)
+                    .is_ok_and(|host| host.is_file())
+            })
         {
             files.push(config);
         }
         files.extend(UNICODE_MODULES.iter().map(|name| dir.join(name)));
     }
     for file in files {
-        let host = planner.root().host(&file);
+        let Ok(host) = planner.root().resolve(&file) else {
+            continue;
+        };
         if !host.exists() {
             continue;
         }

@@ -92,7 +92,7 @@ pub(crate) fn loaded_objects(planner: &Planner) -> Vec<PathBuf> {
             .chain(resolution.libraries.iter().map(|l| &l.path));
         for path in paths {
             if seen.insert(path.clone()) {
-                out.push(planner.root().host(path));
+                out.extend(planner.root().resolve(path).ok());
             }
         }
     }

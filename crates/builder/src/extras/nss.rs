@@ -88,8 +88,8 @@ pub fn image_nsswitch(text: &str) -> String {
 }
 
 pub fn add(planner: &mut Planner, symbols: &mut SymbolCache) -> Result<(), PlanError> {
-    let host_conf = planner.root().host(Path::new(NSSWITCH));
-    let (text, reason) = match std::fs::read_to_string(&host_conf) {
+    let conf = planner.root().resolve(Path::new(NSSWITCH));
+    let (text, reason) = match conf.and_then(std::fs::read_to_string) {
         Ok(text) => (
             image_nsswitch(&text),
             "NSS configuration: the root's, without daemon-backed services".to_string(),
@@ -100,10 +100,13 @@ pub fn add(planner: &mut Planner, symbols: &mut SymbolCache) -> Result<(), PlanE
         ),
     };
     let libc = libc_path(planner);
-    let builtin = libc.as_ref().is_some_and(|libc| {
-        let exports = &symbols.get(&planner.root().host(libc)).exports;
-        exports.contains("_nss_files_getpwnam_r")
-    });
+    let builtin = libc
+        .as_ref()
+        .and_then(|libc| planner.root().resolve(libc).ok())
+        .is_some_and(|libc| {
+            let exports = &symbols.get(&libc).exports;
+            exports.contains("_nss_files_getpwnam_r")
+        });
     let mut names: Vec<String> = Vec::new();
     for line in text.lines() {
         let content = line.split('#').next().unwrap_or("");

@@ -2,7 +2,6 @@
 //! They read `/usr/share/terminfo/x/xterm` (or a sibling directory) for `$TERM` at
 //! start; without an entry `top` and friends refuse to run.
 
-use super::shown;
 use crate::plan::{PlanError, Planner};
 use std::path::{Path, PathBuf};
 
@@ -46,16 +45,18 @@ pub fn add(planner: &mut Planner) -> Result<(), PlanError> {
     let Some(program) = terminal_program(planner) else {
         return Ok(());
     };
-    let reason = format!(
-        "terminfo entry for {}",
-        shown(planner, &planner.root().host(&program))
-    );
+    let reason = format!("terminfo entry for {}", program.display());
     for terminal in TERMINALS {
         let first = terminal.chars().next().unwrap_or('x');
         let found = TERMINFO_DIRS
             .iter()
             .map(|dir| Path::new(dir).join(first.to_string()).join(terminal))
-            .find(|entry| planner.root().host(entry).is_file());
+            .find(|entry| {
+                planner
+                    .root()
+                    .resolve(entry)
+                    .is_ok_and(|host| host.is_file())
+            });
         // A terminal the root has no entry for is left out, as on the host.
         if let Some(entry) = found {
             planner.tree.copy_path(&entry, &reason)?;

@@ -126,7 +126,11 @@ fn passwd_and_group(
 
 pub fn add(planner: &mut Planner, extra: &[String]) -> Result<(), PlanError> {
     let read = |path: &str| {
-        std::fs::read_to_string(planner.root().host(Path::new(path))).unwrap_or_default()
+        planner
+            .root()
+            .resolve(Path::new(path))
+            .and_then(std::fs::read_to_string)
+            .unwrap_or_default()
     };
     let (host_passwd, host_group) = (read("/etc/passwd"), read("/etc/group"));
     // root's shell: a shell in the image if there is one, else the conventional one.
