@@ -212,31 +212,100 @@ fn check_compares_the_run_settings_of_an_oci_image() {
             "{image}"
         );
     }
-    // An image built for another machine than the recipe's programs are for.
-    let configs = dir.join("layout/blobs/sha256");
-    let mut patched = 0;
-    for blob in std::fs::read_dir(&configs).unwrap() {
-        let path = blob.unwrap().path();
-        let text = std::fs::read(&path).unwrap();
-        let Ok(text) = String::from_utf8(text) else {
-            continue;
-        };
-        let Ok(mut config) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        if config.get("rootfs").is_some() {
-            let other = match config["architecture"].as_str() {
-                Some("s390x") => "riscv64",
-                _ => "s390x",
-            };
-            config["architecture"] = other.into();
-            std::fs::write(&path, config.to_string()).unwrap();
-            patched += 1;
-        }
-    }
-    assert_eq!(patched, 1, "one config blob");
+    // An image built for another machine than the recipe's programs are for: its
+    // config says so, and the manifest and index name the new config by its digest.
+    let layout = dir.join("layout");
+    let configs: Vec<(String, serde_json::Value)> = json_blobs(&layout)
+        .into_iter()
+        .filter(|(_, json)| json.get("rootfs").is_some())
+        .collect();
+    assert_eq!(configs.len(), 1, "one config blob");
+    let (hex, mut config) = configs.into_iter().next().unwrap();
+    let other = match config["architecture"].as_str() {
+        Some("s390x") => "riscv64",
+        _ => "s390x",
+    };
+    config["architecture"] = other.into();
+    swap_blob(&layout, &hex, config.to_string().into_bytes());
     let stdout = check_exits(dir, "greeting-oci.toml", "layout", 1);
     assert_eq!(stdout, "changed: the image's architecture\n");
+
+    // A config changed without its digest is a corrupt image, and said to be one.
+    let (hex, mut config) = json_blobs(&layout)
+        .into_iter()
+        .find(|(_, json)| json.get("rootfs").is_some())
+        .unwrap();
+    config["architecture"] = "amd64".into();
+    let blob = layout.join("blobs/sha256").join(&hex);
+    std::fs::write(&blob, config.to_string()).unwrap();
+    let (code, _, stderr) = check(dir, "greeting-oci.toml", "layout");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("the config does not match its digest"),
+        "{stderr}"
+    );
+}
+
+/// The blobs of an OCI layout that are JSON, by hex digest.
+fn json_blobs(layout: &Path) -> Vec<(String, serde_json::Value)> {
+    let mut found = Vec::new();
+    for blob in std::fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let path = blob.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let hex = path.file_name().unwrap().to_string_lossy().into_owned();
+            found.push((hex, json));
+        }
+    }
+    found
+}
+
+/// Replaces blob `old` of an OCI layout with `bytes`, and repoints what names it (a
+/// manifest, whose own digest then changes too, and the index) at the new digest.
+fn swap_blob(layout: &Path, old: &str, bytes: Vec<u8>) {
+    use sha2::Digest;
+    let blobs = layout.join("blobs/sha256");
+    let new = hex::encode(sha2::Sha256::digest(&bytes));
+    std::fs::write(blobs.join(&new), &bytes).unwrap();
+    std::fs::remove_file(blobs.join(old)).unwrap();
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    if repoint(&mut index, old, &new, bytes.len()) {
+        std::fs::write(&index_path, index.to_string()).unwrap();
+    }
+    for (hex, mut json) in json_blobs(layout) {
+        if repoint(&mut json, old, &new, bytes.len()) {
+            swap_blob(layout, &hex, json.to_string().into_bytes());
+        }
+    }
+}
+
+/// Points every descriptor in `json` naming `sha256:old` at `new`, of `size` bytes.
+fn repoint(json: &mut serde_json::Value, old: &str, new: &str, size: usize) -> bool {
+    let mut changed = false;
+    if let Some(object) = json.as_object_mut() {
+        if object.get("digest").and_then(|d| d.as_str()) == Some(&format!("sha256:{old}")) {
+            object.insert("digest".into(), format!("sha256:{new}").into());
+            object.insert("size".into(), size.into());
+            changed = true;
+        }
+    }
+    match json {
+        serde_json::Value::Object(object) => {
+            for value in object.values_mut() {
+                changed |= repoint(value, old, new, size);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for value in items {
+                changed |= repoint(value, old, new, size);
+            }
+        }
+        _ => {}
+    }
+    changed
 }
 
 #[test]

@@ -2,16 +2,17 @@
 //! sha256, read from inside the image) is compared with the manifest a fresh plan would
 //! write; a difference names the image path and the host file it comes from.
 //!
-//! Reads a root filesystem (`.tgz`, `.tar`, directory) or an OCI layout mkroot wrote
-//! (oci-archive or directory): there the manifest is inside the one gzip'd layer.
+//! Reads a root filesystem (`.tgz`, `.tar`, directory) or an OCI image (layout directory
+//! or archive) through the launcher's own reader ([`mkroot_common::oci::read`]), which
+//! checks the index, manifest and config against their digests: there the manifest is
+//! inside a layer, and the run settings come from the config.
 
 use crate::copy::PlannedKind;
 use crate::image::{self, ImageError};
 use crate::plan::Plan;
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
+use mkroot_common::oci::read::{self, ImageFormat, OciError, RunDefaults};
 use mkroot_common::oci::write::{architecture_of, OciImage};
-use mkroot_common::oci::{blob_path, BLOBS_DIR, INDEX_FILE, OCI_LAYOUT_FILE, REF_NAME_ANNOTATION};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -29,6 +30,8 @@ pub enum CheckError {
     NoManifest { path: PathBuf },
     #[error("{path}: malformed {MANIFEST_PATH}: {reason}; rebuild the image")]
     BadManifest { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Oci(#[from] OciError),
     #[error(transparent)]
     Plan(#[from] ImageError),
 }
@@ -157,110 +160,57 @@ impl OciSettings {
             .collect()
     }
 
-    /// From a layout's `index.json` and its blobs (looked up by name).
-    fn from_layout(index: &[u8], blob: impl Fn(&str) -> Option<Vec<u8>>) -> Option<OciSettings> {
-        let index: Value = serde_json::from_slice(index).ok()?;
-        let entry = &index["manifests"][0];
-        let hex = |digest: &Value| digest.as_str()?.strip_prefix("sha256:").map(str::to_string);
-        let manifest: Value = serde_json::from_slice(&blob(&hex(&entry["digest"])?)?).ok()?;
-        let config: Value =
-            serde_json::from_slice(&blob(&hex(&manifest["config"]["digest"])?)?).ok()?;
-        let run = &config["config"];
-        let strings = |value: &Value| -> Vec<String> {
-            value
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let text = |value: &Value| value.as_str().filter(|s| !s.is_empty()).map(String::from);
-        Some(OciSettings {
-            name: text(&entry["annotations"][REF_NAME_ANNOTATION]),
-            entrypoint: strings(&run["Entrypoint"]),
-            cmd: strings(&run["Cmd"]),
-            env: strings(&run["Env"]),
-            workdir: text(&run["WorkingDir"]),
-            user: text(&run["User"]),
-            architecture: text(&config["architecture"]),
+    /// From the image's index (its name) and config (the rest).
+    fn of(image: &read::OciImage) -> Result<OciSettings, OciError> {
+        let config = image.config()?;
+        let run = RunDefaults::from_config(&config);
+        Ok(OciSettings {
+            name: image.name.clone(),
+            entrypoint: run.entrypoint,
+            cmd: run.cmd,
+            env: run.env,
+            workdir: run.working_dir,
+            user: run.user,
+            architecture: Some(config.architecture().to_string()),
         })
     }
 }
 
-/// Largest index, manifest or config read while looking for the run settings: they are
-/// a few hundred bytes; anything bigger is a layer.
-const METADATA_LIMIT: u64 = 1 << 20;
+/// The image at `path`, read through the OCI reader; `None` for a root filesystem.
+fn open_oci(path: &Path) -> Result<Option<read::OciImage>, CheckError> {
+    match read::detect(path)? {
+        ImageFormat::Rootfs => Ok(None),
+        format => Ok(Some(read::OciImage::open(path, format)?)),
+    }
+}
 
 /// The run settings of an OCI image; `None` for a root filesystem.
 pub fn read_oci_settings(path: &Path) -> Result<Option<OciSettings>, CheckError> {
-    let read_error = |source| CheckError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    if path.is_dir() {
-        let Ok(index) = std::fs::read(path.join(INDEX_FILE)) else {
-            return Ok(None);
-        };
-        return Ok(OciSettings::from_layout(&index, |hex| {
-            std::fs::read(path.join(blob_path(hex))).ok()
-        }));
+    match open_oci(path)? {
+        Some(image) => Ok(Some(OciSettings::of(&image)?)),
+        None => Ok(None),
     }
-    // One pass over the tar, keeping the small files; the seek skips the layer.
-    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let file = File::open(path).map_err(read_error)?;
-    let mut archive = tar::Archive::new(file);
-    let Ok(entries) = archive.entries_with_seek() else {
-        return Ok(None);
-    };
-    for entry in entries {
-        // A gzip'd root filesystem is not a plain tar: no OCI settings in it.
-        let Ok(mut entry) = entry else {
-            return Ok(None);
-        };
-        let name = entry
-            .path()
-            .map_err(read_error)?
-            .to_string_lossy()
-            .into_owned();
-        let metadata = name == INDEX_FILE || name.starts_with(BLOBS_DIR);
-        if !metadata || entry.size() > METADATA_LIMIT {
-            continue;
-        }
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(read_error)?;
-        small.insert(name, bytes);
-    }
-    let Some(index) = small.get(INDEX_FILE) else {
-        return Ok(None);
-    };
-    Ok(OciSettings::from_layout(index, |hex| {
-        small.get(&blob_path(hex)).cloned()
-    }))
 }
 
-/// The manifest inside an image, whatever form the image takes.
+/// The manifest inside an image, whatever form the image takes: a root filesystem
+/// (directory, tar, gzip'd tar) has it at [`MANIFEST_PATH`], an OCI image in a layer.
 pub fn read_manifest(path: &Path) -> Result<ImageManifest, CheckError> {
     let read_error = |source| CheckError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = if path.is_dir() {
-        if path.join(OCI_LAYOUT_FILE).exists() {
-            find_in_layout_dir(&path.join(BLOBS_DIR)).map_err(read_error)?
-        } else {
-            match std::fs::read(path.join(MANIFEST_PATH)) {
-                Ok(bytes) => Some(bytes),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(read_error(e)),
-            }
+    let bytes = match open_oci(path)? {
+        Some(image) => find_in_layers(&image, path)?,
+        None if path.is_dir() => match std::fs::read(path.join(MANIFEST_PATH)) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(read_error(e)),
+        },
+        None => {
+            let file = File::open(path).map_err(read_error)?;
+            find_in_tar(maybe_gunzip(BufReader::new(file)).map_err(read_error)?)
+                .map_err(read_error)?
         }
-    } else {
-        let file = File::open(path).map_err(read_error)?;
-        find_in_tar(maybe_gunzip(BufReader::new(file)).map_err(read_error)?, 1)
-            .map_err(read_error)?
     };
     let bytes = bytes.ok_or_else(|| CheckError::NoManifest {
         path: path.to_path_buf(),
@@ -269,6 +219,22 @@ pub fn read_manifest(path: &Path) -> Result<ImageManifest, CheckError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// The manifest's bytes from the image's layers, the top one first (it would be the
+/// one a container sees).
+fn find_in_layers(image: &read::OciImage, path: &Path) -> Result<Option<Vec<u8>>, CheckError> {
+    for layer in image.layers.iter().rev() {
+        let mut stream = image.open_layer(layer)?;
+        let found = find_in_tar(stream.take_reader()).map_err(|source| CheckError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
 
 /// The stream, decompressed if it starts with gzip's magic bytes.
@@ -281,39 +247,15 @@ fn maybe_gunzip<'a, R: BufRead + 'a>(mut reader: R) -> io::Result<Box<dyn Read +
     })
 }
 
-/// The manifest's bytes from a tar. In an oci-archive (`depth` 1) the manifest is one
-/// level down, in a layer blob: each blob that reads as a tar is searched too.
-fn find_in_tar(reader: impl Read, depth: u32) -> io::Result<Option<Vec<u8>>> {
+/// The manifest's bytes from a root filesystem's tar.
+fn find_in_tar(reader: impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let name = entry.path()?.to_string_lossy().into_owned();
-        let name = name.trim_start_matches("./");
-        if name == MANIFEST_PATH {
+        if name.trim_start_matches("./") == MANIFEST_PATH {
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes)?;
-            return Ok(Some(bytes));
-        }
-        if depth > 0 && name.starts_with(BLOBS_DIR) && entry.header().entry_type().is_file() {
-            let inner = maybe_gunzip(BufReader::new(&mut entry))?;
-            // JSON blobs are not tars: a read error there only means "not this blob".
-            if let Ok(Some(bytes)) = find_in_tar(inner, depth - 1) {
-                return Ok(Some(bytes));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// The manifest's bytes from the blobs of a layout directory.
-fn find_in_layout_dir(blobs: &Path) -> io::Result<Option<Vec<u8>>> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(blobs)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<io::Result<_>>()?;
-    names.sort();
-    for blob in names {
-        let reader = maybe_gunzip(BufReader::new(File::open(&blob)?))?;
-        if let Ok(Some(bytes)) = find_in_tar(reader, 0) {
             return Ok(Some(bytes));
         }
     }

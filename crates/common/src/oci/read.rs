@@ -120,6 +120,9 @@ pub struct OciImage {
     pub layers: Vec<Layer>,
     /// The config blob, exactly as stored (its digest was checked).
     pub config_json: Vec<u8>,
+    /// The name the index gives the image (its `org.opencontainers.image.ref.name`
+    /// annotation, as mkroot's `--tag` writes it); `None` for a docker-archive.
+    pub name: Option<String>,
     source: Source,
 }
 
@@ -285,6 +288,7 @@ impl OciImage {
             id: String::new(),
             layers: Vec::new(),
             config_json: Vec::new(),
+            name: None,
             source,
         };
         match format {
@@ -394,6 +398,13 @@ impl OciImage {
                 .clone();
             let digest = sha256_hex_of(descriptor.digest())
                 .ok_or_else(|| self.invalid("index.json", "a manifest digest is not sha256"))?;
+            if let Some(name) = descriptor
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(super::REF_NAME_ANNOTATION))
+            {
+                self.name = Some(name.clone());
+            }
             let bytes = self.read_blob("the manifest", &digest, descriptor.size())?;
             let nested = matches!(descriptor.media_type(), MediaType::ImageIndex)
                 || descriptor
