@@ -439,6 +439,10 @@ struct Unpacker<'o> {
     writers: WriterPool,
     /// Entries seen so far: the archive order of queued files.
     seq: u64,
+    /// Paths of the files handed to the writers since they last settled. A later entry
+    /// under one of them waits for the writers first: the file may yet replace a
+    /// directory the entry would otherwise be written into (and lost with it).
+    queued: HashSet<Vec<u8>>,
     buf: Vec<u8>,
     euid: u32,
     egid: u32,
@@ -456,6 +460,7 @@ impl<'o> Unpacker<'o> {
             dirs: Vec::new(),
             writers,
             seq: 0,
+            queued: HashSet::new(),
             buf: vec![0; COPY_BUFFER],
             euid: unsafe { libc::geteuid() },
             egid: unsafe { libc::getegid() },
@@ -576,6 +581,9 @@ impl<'o> Unpacker<'o> {
     /// The open parent directory of `parts`' last component, creating missing ones.
     fn parent_dir(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<ParentDir, UnpackError> {
         let parent = &parts[..parts.len() - 1];
+        if self.under_a_queued_file(parent) {
+            self.settle_writers()?;
+        }
         let key = parent.join(&b'/');
         if let Some(dir) = self.parents.get(&key) {
             return Ok(dir.clone());
@@ -596,6 +604,22 @@ impl<'o> Unpacker<'o> {
         Ok(dir)
     }
 
+    /// Whether a file handed to the writers, not yet settled, stands at `path` or at one
+    /// of its ancestors.
+    fn under_a_queued_file(&self, path: &[&[u8]]) -> bool {
+        if self.queued.is_empty() {
+            return false;
+        }
+        let mut prefix = Vec::new();
+        path.iter().any(|part| {
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(part);
+            self.queued.contains(&prefix)
+        })
+    }
+
     /// Waits for the writer threads if `name` in `dir` is still being written, so this
     /// entry acts on it after the earlier one.
     fn wait_for_name(&mut self, dir: &ParentDir, name: &CStr) -> Result<(), UnpackError> {
@@ -612,6 +636,7 @@ impl<'o> Unpacker<'o> {
     /// (a directory was in the way) and reports the first file they failed on.
     fn settle_writers(&mut self) -> Result<(), UnpackError> {
         let settled = self.writers.settle();
+        self.queued.clear();
         if let Some((entry, source)) = settled.failure {
             return Err(UnpackError::Write {
                 entry: EntryName(entry),
@@ -686,6 +711,7 @@ impl<'o> Unpacker<'o> {
                     "the archive ends inside this entry's data",
                 ));
             }
+            self.queued.insert(parts.join(&b'/'));
             self.writers.dispatch(FileJob {
                 seq: self.seq,
                 dir: dir.fd.clone(),

@@ -422,6 +422,30 @@ fn duplicate_entries_last_one_wins() {
 }
 
 #[test]
+fn an_entry_under_a_directory_a_file_replaced_fails_whatever_the_files_size() {
+    // dir p, file p (replacing it), then p/q: applied in order, p/q has a file for a
+    // parent. A small p goes to the writer threads, a large one is written in place;
+    // both must end the same way, not with p/q written into the old directory and then
+    // lost when p replaces it.
+    let large = vec![b'x'; 2 << 20];
+    for data in [&b"small"[..], &large[..]] {
+        let scene = Scene::new();
+        let archive = RawTar::default()
+            .dir(b"p", 0o755)
+            .file(b"p", data)
+            .file(b"p/q", b"under a file")
+            .finish();
+        for result in scene.unpack_both_ways(&archive) {
+            let err = result.expect_err("p/q under the file p");
+            let message = err.to_string();
+            assert!(message.contains("p/q"), "{message}");
+            assert!(message.contains("Not a directory"), "{message}");
+            assert_eq!(scene.read("p"), data);
+        }
+    }
+}
+
+#[test]
 fn non_utf8_and_very_long_names_are_unpacked() {
     let scene = Scene::new();
     let long_component = vec![b'n'; 200];

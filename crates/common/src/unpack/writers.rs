@@ -3,8 +3,9 @@
 //!
 //! The reading side stays in archive order. It hands a file here only with its parent
 //! directory already open, and keeps the set of names ("keys": parent inode + name) still
-//! in flight; before it does anything else to a name in flight, it waits for the pool to
-//! drain ([`WriterPool::settle`]), so a later entry still wins over an earlier one. A writer
+//! in flight; before it does anything else to a name in flight, or writes beneath the path
+//! of a file it queued, it waits for the pool to drain ([`WriterPool::settle`]), so a later
+//! entry still wins over an earlier one and sees what it left. A writer
 //! finding an earlier entry's file or symlink in its way replaces it; finding a directory,
 //! it hands the job back, and the reading side replaces the tree itself.
 
