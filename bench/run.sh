@@ -80,6 +80,11 @@ if [[ " $sections " == *" launch "* ]]; then
     gcc -O2 -static -o floor "$top/bench/floor.c"
     cmds+=("$work/floor $work/root /bin/true")
     names+=("floor (clone+chroot+exec)")
+    # The second yardstick: the same namespaces plus exactly the mounts, pivot_root,
+    # network and init the issue's isolation checks need, in plain C (no hardening).
+    gcc -O2 -static -o floor-mounts "$top/bench/floor_mounts.c"
+    cmds+=("$work/floor-mounts $work/root /bin/true")
+    names+=("floor + the issue's mounts")
     mkdir -p bundle && ln -s ../root bundle/rootfs
     (cd bundle && crun spec >/dev/null 2>&1 && /usr/bin/python3 - <<'PY'
 import json
@@ -103,6 +108,7 @@ PY
     done
     echo "time ratio launch/bwrap: $(ratio "$t_ours" "$(mean launch.json 1)")   (target <= 0.6)"
     echo "time ratio floor/bwrap:  $(ratio "$(mean launch.json 3)" "$(mean launch.json 1)")   (what no launcher can go below)"
+    echo "time ratio floor+mounts/bwrap: $(ratio "$(mean launch.json 4)" "$(mean launch.json 1)")   (what no launcher passing the isolation checks can go below)"
     echo "launch peak memory: $(peak_kib "$launch" --cache-dir "$cache" img.tgz -- /bin/true) KiB"
 
     echo "== launch: first launch (unpack included) vs mkdir + tar xzf + bwrap + rm -rf"
