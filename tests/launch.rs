@@ -288,6 +288,47 @@ fn a_bad_flag_is_one_line_naming_it_and_exit_125() {
 }
 
 #[test]
+fn an_unusable_image_or_cache_is_one_line_saying_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("passwd-copy");
+    std::fs::write(&text, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let cache = dir.path().join("cache");
+    let missing = dir.path().join("missing.tgz");
+    let not_a_dir = text.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec![
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                missing.to_str().unwrap(),
+            ],
+            "no such image; give a tarball",
+        ),
+        (
+            vec![
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                text.to_str().unwrap(),
+            ],
+            "not a tar archive",
+        ),
+        (
+            vec!["--cache-dir", not_a_dir, text.to_str().unwrap()],
+            "give --cache-dir a directory you can write",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = launch(&args);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        // The file's contents are not quoted back.
+        assert!(!stderr.contains("root:x"), "{stderr}");
+    }
+}
+
+#[test]
 fn signals_to_launch_reach_the_command() {
     let image = BusyboxImage::new();
     let root = image.root();

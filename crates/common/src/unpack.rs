@@ -154,10 +154,11 @@ pub enum UnpackError {
     Empty,
     #[error("the image is compressed with {0}, which is not supported: use a plain or gzip-compressed tar")]
     UnsupportedCompression(&'static str),
+    /// Says nothing of what the file holds: a text file would be quoted otherwise.
     #[error(
-        "the image is not a tar archive ({0}); an image is a tar archive, plain or gzip-compressed"
+        "the image is not a tar archive (its first 512 bytes are no tar header); an image is a tar archive, plain or gzip-compressed"
     )]
-    NotTar(String),
+    NotTar,
     #[error("the image is truncated or corrupt{}: {detail}", after.as_ref().map(|name| format!(" (after entry {name})")).unwrap_or_default())]
     Corrupt {
         after: Option<EntryName>,
@@ -484,8 +485,8 @@ impl<'o> Unpacker<'o> {
                     Some(Ok(entry)) => entry,
                     // A bad first header means this is no tarball; a failing gzip stream
                     // means a broken one.
-                    Some(Err(err)) if headers == 0 && !source_failed.get() => {
-                        return Err(UnpackError::NotTar(err.to_string()))
+                    Some(Err(_)) if headers == 0 && !source_failed.get() => {
+                        return Err(UnpackError::NotTar)
                     }
                     Some(Err(err)) => return Err(corrupt(last, err)),
                 };

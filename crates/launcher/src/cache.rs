@@ -133,6 +133,12 @@ pub enum CacheError {
         #[source]
         source: UnpackError,
     },
+    #[error("cache directory {}: {source}; give --cache-dir a directory you can write (or set XDG_CACHE_HOME)", path.display())]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cache directory {}: owned by uid {owner}, not by you (uid {uid}); remove it or pick another cache directory", path.display())]
     NotOwned { path: PathBuf, owner: u32, uid: u32 },
     #[error("no cached image has a digest starting with {0:?} (see `launch cache ls`)")]
@@ -171,6 +177,14 @@ fn lock_installed_entry(entry: &Path) -> Result<Option<File>, CacheError> {
     }
 }
 
+/// The cache directory (or one of its own subdirectories) cannot be made or used.
+fn unusable(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Unusable {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
     move |source| CacheError::Io {
         path: path.to_path_buf(),
@@ -203,9 +217,9 @@ impl ImageCache {
                 .and_then(|()| fs::metadata(dir)),
             found => found,
         }
-        .map_err(io_error(dir))?;
+        .map_err(unusable(dir))?;
         if !meta.is_dir() {
-            return Err(io_error(dir)(io::Error::from_raw_os_error(libc::ENOTDIR)));
+            return Err(unusable(dir)(io::Error::from_raw_os_error(libc::ENOTDIR)));
         }
         let uid = unsafe { libc::geteuid() };
         if meta.uid() != uid {
@@ -227,7 +241,7 @@ impl ImageCache {
                 let path = dir.join(sub);
                 match fs::create_dir(&path) {
                     Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
-                        return Err(io_error(&path)(err))
+                        return Err(unusable(&path)(err))
                     }
                     _ => {}
                 }

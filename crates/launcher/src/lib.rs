@@ -53,6 +53,20 @@ pub fn launch(options: &LaunchOptions) -> Result<i32, LaunchError> {
     container::run(&spec)
 }
 
+/// The one-line error for an image path that cannot be used at all.
+pub(crate) fn unreadable_image(image: &Path, e: &std::io::Error) -> LaunchError {
+    LaunchError::Invalid(match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "{}: no such image; give a tarball (.tar, .tgz), a directory, an OCI layout or an image archive",
+            image.display()
+        ),
+        _ => format!(
+            "{}: cannot read the image: {e}; check the path and its permissions",
+            image.display()
+        ),
+    })
+}
+
 /// The read-only tree of the image, and an OCI image's run defaults: a rootfs directory
 /// is used in place (the cache is not even opened); a tarball, an OCI layout or an
 /// archive comes from the cache, unpacked there on first use.
@@ -60,8 +74,7 @@ fn image_tree(
     options: &LaunchOptions,
 ) -> Result<(PathBuf, Option<RunDefaults>, Option<ImageCache>), LaunchError> {
     let image = &options.image;
-    let meta = std::fs::metadata(image)
-        .map_err(|e| LaunchError::Invalid(format!("image {}: {e}", image.display())))?;
+    let meta = std::fs::metadata(image).map_err(|e| unreadable_image(image, &e))?;
     if meta.is_dir() && !image.join("oci-layout").exists() {
         return Ok((image.clone(), None, None));
     }

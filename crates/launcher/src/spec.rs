@@ -229,11 +229,10 @@ pub fn open_image_tree(tree: &Path, image: &Path) -> Result<OwnedFd, LaunchError
         )
     };
     if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(LaunchError::Invalid(format!(
-            "image {}: {e}",
-            image.display()
-        )));
+        return Err(crate::unreadable_image(
+            image,
+            &std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: a new fd that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
