@@ -531,7 +531,8 @@ fn nothing_is_left_behind_after_exit_error_or_sigkill() {
     ]);
     assert_succeeded(&cached);
     let cached_files = tree_listing(cache.path());
-    let failed = image.launch(&["--workdir", "/nonexistent"], &["true"]);
+    // A working directory under a file: the command cannot start (exit 125).
+    let failed = image.launch(&["--workdir", "/bin/sh/x"], &["true"]);
     assert_eq!(failed.status.code(), Some(125), "{}", describe(&failed));
 
     // SIGKILL of launch itself: the container must die with it.
@@ -610,6 +611,16 @@ fn user_workdir_and_environment_reach_the_command() {
         "root inside keeps a small set"
     );
     assert!(mask.count_ones() <= 14, "{mask:x}");
+
+    // A working directory the image lacks is made (root's, 0755), as docker does; the
+    // image itself is untouched.
+    let made = run_with_flags(
+        &image,
+        &["-w", "/made/here"],
+        "pwd; stat -c %a:%u /made/here",
+    );
+    assert_eq!(stdout_of_success(&made), "/made/here\n755:0\n");
+    assert!(!image.root().join("made").exists());
 }
 
 #[test]

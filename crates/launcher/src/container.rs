@@ -311,6 +311,10 @@ fn set_up(
     // The kernel's memory, keys, timers and settings out of sight and out of reach.
     masked_paths::close_off()?;
     devices::verify()?;
+    // A working directory the image lacks is made, as docker and runc do: root's, 0755,
+    // in the writable layer (so before the root may turn read-only). Inside the new root
+    // now, so its path and any symlink on it resolve in the container.
+    process::make_missing_workdir(&spec.command.workdir);
     if spec.read_only {
         rootfs::make_root_read_only()?;
     }

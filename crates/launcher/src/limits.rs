@@ -61,7 +61,10 @@ impl std::str::FromStr for Ulimit {
             None => (value(values)?, current.rlim_max),
         };
         if soft > hard {
-            return Err(invalid("the soft limit is above the hard limit".into()));
+            return Err(invalid(format!(
+                "the soft limit is above the hard limit ({}); give at most that",
+                show(hard)
+            )));
         }
         if hard > current.rlim_max {
             return Err(invalid(format!(

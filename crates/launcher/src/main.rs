@@ -42,7 +42,7 @@ struct Cli {
     /// Read environment variables from a file (KEY=VALUE lines, # comments).
     #[arg(long = "env-file", value_name = "FILE")]
     env_files: Vec<PathBuf>,
-    /// Working directory inside the container.
+    /// Working directory inside the container (made, root's and 0755, if the image lacks it).
     #[arg(short = 'w', long)]
     workdir: Option<String>,
     /// Run the command as UID[:GID].

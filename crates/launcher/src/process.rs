@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
+use std::os::unix::fs::DirBuilderExt;
 
 use crate::error::LaunchError;
 use crate::security::{self, BeforeExec};
@@ -47,6 +48,18 @@ pub struct Command {
     pub env: Vec<String>,
     pub workdir: String,
     pub user: Option<User>,
+}
+
+/// Creates the working directory `workdir` and its missing parents (0755) if it does not
+/// exist. A failure is left to the command's chdir, which reports it.
+pub fn make_missing_workdir(workdir: &str) {
+    let path = std::path::Path::new(workdir);
+    if !path.exists() {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path);
+    }
 }
 
 /// The exit status for a child that ended with wait status `status`: its own code, or

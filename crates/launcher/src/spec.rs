@@ -184,8 +184,12 @@ fn environment(
     }
     let mut given: Vec<String> = image_env.to_vec();
     for file in &options.env_files {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| LaunchError::Invalid(format!("--env-file {}: {e}", file.display())))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            LaunchError::Invalid(format!(
+                "--env-file {}: {e}; give a readable file of KEY=VALUE lines",
+                file.display()
+            ))
+        })?;
         given.extend(
             text.lines()
                 .map(str::trim)
