@@ -108,7 +108,7 @@ PY
     done
     echo "time ratio launch/bwrap: $(ratio "$t_ours" "$(mean launch.json 1)")   (target <= 0.6)"
     echo "time ratio floor/bwrap:  $(ratio "$(mean launch.json 3)" "$(mean launch.json 1)")   (what no launcher can go below)"
-    echo "time ratio floor+mounts/bwrap: $(ratio "$(mean launch.json 4)" "$(mean launch.json 1)")   (what no launcher passing the isolation checks can go below)"
+    echo "time ratio floor+mounts/bwrap: $(ratio "$(mean launch.json 4)" "$(mean launch.json 1)")   (plain C doing only what the isolation checks need)"
     echo "launch peak memory: $(peak_kib "$launch" --cache-dir "$cache" img.tgz -- /bin/true) KiB"
 
     echo "== launch: first launch (unpack included) vs mkdir + tar xzf + bwrap + rm -rf"
