@@ -22,7 +22,8 @@ use crate::search::{Abi, Candidate, Found, LibrarySearch, PathSource, Requester}
 pub struct LoadedLibrary {
     /// The name as written in DT_NEEDED (`libc.so.6`).
     pub name: String,
-    /// The path the loader would open it through, inside the (sys)root (`/lib/x86_64-linux-gnu/libc.so.6`).
+    /// The path the loader would open it through, inside the (sys)root
+    /// (`/lib/x86_64-linux-gnu/libc.so.6`).
     pub path: PathBuf,
 }
 

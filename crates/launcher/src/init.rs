@@ -1,8 +1,9 @@
 //! The container's PID 1: a minimal init in front of the command (as tini and bwrap
-//! have), unless the command is an init itself. A PID namespace's init gets no default signal actions and inherits every
-//! orphan, so a plain command as PID 1 would ignore SIGTERM and leave zombies.
-//! This init forwards signals to the command, reaps orphans, and exits with the
-//! command's status once it ends (the kernel then kills what is left in the namespace).
+//! have), unless the command is an init itself. A PID namespace's init gets no default
+//! signal actions and inherits every orphan, so a plain command as PID 1 would ignore
+//! SIGTERM and leave zombies. This init forwards signals to the command, reaps orphans,
+//! and exits with the command's status once it ends (the kernel then kills what is left
+//! in the namespace).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};

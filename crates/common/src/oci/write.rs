@@ -1,9 +1,10 @@
 //! Writing an OCI image layout, as a directory or a tar, from the entries of an image.
 //!
 //! The image is one layer: the same reproducible tar [`crate::archive`] writes, gzip'd
-//! with [`crate::gzip`]. The layer is streamed to an unnamed scratch file beside the output
-//! (nothing to leave behind, even on Ctrl-C) while two hashes run over it (the uncompressed tar's sha256 is the config's `diff_id`, the gzip blob's is the
-//! layer digest), so the image is never held in memory. The config, manifest and index
+//! with [`crate::gzip`]. The layer is streamed to an unnamed scratch file beside the
+//! output (nothing to leave behind, even on Ctrl-C) while two hashes run over it (the
+//! uncompressed tar's sha256 is the config's `diff_id`, the gzip blob's is the layer
+//! digest), so the image is never held in memory. The config, manifest and index
 //! are canonical JSON (keys sorted at every level, no whitespace), so the same entries
 //! and the same [`OciImage`] give the same digests and, through the archive writer, the
 //! same outer bytes. Beside the OCI index sits docker's `manifest.json` (and
