@@ -152,6 +152,9 @@ impl ContainerCgroup {
             };
             let mut parent = v2_parent(Path::new(mount), &own);
             if let Some(limits) = v2_limits {
+                if let Some(missing) = unavailable_controllers(&parent, limits) {
+                    return Err(missing);
+                }
                 parent = controlled_parent(Path::new(mount), parent, limits)
                     .map_err(|e| limits_failed("enabling cgroup controllers", e))?;
             }
@@ -310,17 +313,55 @@ fn controlled_parent(mount: &Path, own: PathBuf, limits: &ResourceLimits) -> io:
     }
 }
 
+/// The v2 controller each limit needs, with its flag.
+fn needed_controllers(limits: &ResourceLimits) -> Vec<(&'static str, &'static str)> {
+    [
+        ("memory", "--memory", limits.memory_bytes.is_some()),
+        ("pids", "--pids-limit", limits.pids.is_some()),
+        ("cpu", "--cpus", limits.cpus.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, _, wanted)| *wanted)
+    .map(|(controller, flag, _)| (controller, flag))
+    .collect()
+}
+
+/// v2: the error for limits whose controller the launcher's cgroup is not offered (its
+/// `cgroup.controllers` lacks it: the host binds it to a v1 hierarchy, or the cgroup
+/// tree was delegated without it), or `None` when all are there (or it cannot tell).
+fn unavailable_controllers(parent: &Path, limits: &ResourceLimits) -> Option<LaunchError> {
+    let offered = fs::read_to_string(parent.join("cgroup.controllers")).ok()?;
+    let offered: Vec<&str> = offered.split_whitespace().collect();
+    let missing: Vec<(&str, &str)> = needed_controllers(limits)
+        .into_iter()
+        .filter(|(controller, _)| !offered.contains(controller))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let flags: Vec<&str> = missing.iter().map(|(_, flag)| *flag).collect();
+    let names: Vec<&str> = missing.iter().map(|(controller, _)| *controller).collect();
+    let (noun, verb) = if names.len() == 1 {
+        ("controller", "is")
+    } else {
+        ("controllers", "are")
+    };
+    Some(LaunchError::Invalid(format!(
+        "{}: the cgroup v2 {noun} {} {verb} not available in {} (it offers: {}); delegate {} to launch's cgroup (systemd: Delegate=yes) or leave the limit out",
+        flags.join(", "),
+        names.join(", "),
+        parent.display(),
+        if offered.is_empty() { "none".to_string() } else { offered.join(" ") },
+        if names.len() == 1 { "it" } else { "them" },
+    )))
+}
+
 /// v2: the controllers the limits need must be enabled in the parent's subtree.
 fn enable_controllers(parent: &Path, limits: &ResourceLimits) -> io::Result<()> {
-    let wanted: Vec<&str> = [
-        ("+memory", limits.memory_bytes.is_some()),
-        ("+pids", limits.pids.is_some()),
-        ("+cpu", limits.cpus.is_some()),
-    ]
-    .iter()
-    .filter(|(_, w)| *w)
-    .map(|(c, _)| *c)
-    .collect();
+    let wanted: Vec<String> = needed_controllers(limits)
+        .into_iter()
+        .map(|(controller, _)| format!("+{controller}"))
+        .collect();
     if wanted.is_empty() {
         return Ok(());
     }
