@@ -275,7 +275,7 @@ fn print_docs(docs: Docs) -> Result<ExitCode, Failure> {
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(error) => return report_clap_error(error, "mkroot", 2),
+        Err(error) => return ExitCode::from(report_clap_error(error, "mkroot", 2)),
     };
     // A bug must still end in one line, not a backtrace: the default panic message is
     // silenced and the panic reported below.

@@ -2,22 +2,21 @@
 //! tip and a usage block, and a library error may quote input with line breaks in it;
 //! users (and scripts reading stderr) get one line either way.
 
-use std::process::ExitCode;
-
 /// What a program does with clap's answer when its command line does not parse: `--help`
 /// and `--version` print as clap renders them (exit 0); a usage error is printed as one
-/// line, `PROGRAM: problem; see PROGRAM --help`, and ends with `status`.
-pub fn report_clap_error(error: clap::Error, program: &str, status: u8) -> ExitCode {
+/// line, `PROGRAM: problem; see PROGRAM --help`, and ends with `status`. Returns the
+/// exit status.
+pub fn report_clap_error(error: clap::Error, program: &str, status: u8) -> u8 {
     use clap::error::ErrorKind;
     if matches!(
         error.kind(),
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
     ) {
         let _ = error.print();
-        return ExitCode::SUCCESS;
+        return 0;
     }
     eprintln!("{program}: {}", one_line(&error.to_string(), program));
-    ExitCode::from(status)
+    status
 }
 
 /// `message` on one line: each line break becomes a space (nothing else changes, so a

@@ -106,9 +106,10 @@ pub fn run(
         // SAFETY: installing a handler that does nothing.
         unsafe { libc::signal(sig, ignore_signal as *const () as libc::sighandler_t) };
     }
-    // The launcher's Rust runtime ignores SIGPIPE, and an ignored signal stays ignored
-    // across exec: the command would never get it (`yes | head -1` would end in EPIPE
-    // errors instead). Back to the default, as std's own Command does for its children.
+    // The launcher ignores SIGPIPE (its `main`, as Rust's runtime would), and an ignored
+    // signal stays ignored across exec: the command would never get it (`yes | head -1`
+    // would end in EPIPE errors instead). Back to the default, as std's own Command does
+    // for its children.
     // SAFETY: plain signal disposition change.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let prepared = PreparedCommand::new(

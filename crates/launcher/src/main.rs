@@ -1,9 +1,15 @@
 //! `launch [OPTIONS] IMAGE [-- CMD...]` and `launch cache ls|prune|rm`: parses the
 //! command line and reports errors in one line with exit status 125; the work is in the
 //! library.
+//!
+//! `launch` starts without Rust's runtime set-up (`#![no_main]`, a C `main`): for its
+//! stack-overflow message that set-up reads /proc/self/maps to find the main thread's
+//! stack and installs an alternate signal stack and SIGSEGV/SIGBUS handlers, 0.1 ms of
+//! every launch (interleaved A/B, 400 cached launches: 3.50 -> 3.40 ms). The two parts
+//! `launch` relies on are done in [`main`] instead: descriptors 0-2 open, SIGPIPE ignored.
+#![no_main]
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use mkroot_common::usage::{report_clap_error, single_line};
@@ -129,7 +135,46 @@ enum CacheAction {
     Rm { digest: String },
 }
 
-fn main() -> ExitCode {
+/// The C entry point (see the crate doc); `std::env::args` still works (glibc hands the
+/// arguments to Rust's start-up code). As Rust's runtime would: a closed stdin, stdout or
+/// stderr is opened on /dev/null, or the first file the launcher opens would take its
+/// number and receive what is printed; and SIGPIPE is ignored, so writing to a container
+/// that is gone (its go-ahead pipe, a socket) fails with EPIPE instead of killing launch.
+/// (init restores the default for the command, see [`mkroot_launcher::init`].)
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    open_closed_standard_fds();
+    // SAFETY: plain signal disposition change, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let status = run();
+    // Printed output is in Rust's buffer, which nothing flushes after main returns.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    status.into()
+}
+
+fn open_closed_standard_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: a valid array of three pollfds; a zero timeout.
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } < 0 {
+        return;
+    }
+    for pollfd in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // SAFETY: open of a constant path; the descriptor gets the lowest free number,
+        // which is the closed one (they are filled in order).
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if fd != pollfd.fd {
+            // SAFETY: nothing else can be done without a standard descriptor.
+            unsafe { libc::abort() };
+        }
+    }
+}
+
+/// Parses the command line and does what it asks; the exit status.
+fn run() -> u8 {
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A usage error is one line and exit 125, like every other failure of the
@@ -148,10 +193,10 @@ fn main() -> ExitCode {
         None => options(cli).and_then(|options| launch(&options)),
     };
     match result {
-        Ok(code) => ExitCode::from(code as u8),
+        Ok(code) => code as u8,
         Err(e) => {
             eprintln!("launch: {}", single_line(&e.to_string()));
-            ExitCode::from(EXIT_LAUNCH_FAILED as u8)
+            EXIT_LAUNCH_FAILED as u8
         }
     }
 }
