@@ -329,6 +329,58 @@ fn an_unusable_image_or_cache_is_one_line_saying_what_to_do() {
 }
 
 #[test]
+fn a_closed_stdout_is_not_taken_by_a_file_launch_opens() {
+    // Started with descriptor 1 closed, launch must not let the first file it opens (the
+    // image, a cache file) take the number: what the container prints would land there.
+    let image = BusyboxImage::new();
+    let cache = tempfile::tempdir().unwrap();
+    let tarball = image.tarball();
+    let before = std::fs::read(&tarball).unwrap();
+    let mut command = Command::new(launch_bin());
+    command
+        .args(["--cache-dir", cache.path().to_str().unwrap()])
+        .arg(&tarball)
+        .args(["--", "/bin/sh", "-c", "echo PRINTED; echo PRINTED >&2"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: close(2) between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::close(1);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "PRINTED\n");
+    assert_eq!(std::fs::read(&tarball).unwrap(), before);
+    for file in walk_files(cache.path()) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(7).any(|w| w == b"PRINTED"),
+            "{} got the output",
+            file.display()
+        );
+    }
+}
+
+/// Every regular file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            files.extend(walk_files(&entry.path()));
+        } else if kind.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files
+}
+
+#[test]
 fn signals_to_launch_reach_the_command() {
     let image = BusyboxImage::new();
     let root = image.root();
