@@ -2,7 +2,8 @@
 //! an image and cache of its own; after each, the host's mounts and cgroups are as they
 //! were. The attack programs are C, compiled by the test (tests/src/attack.c).
 
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::process::Command;
 
 use mkroot_e2e::attacks::{
@@ -152,6 +153,96 @@ fn the_launcher_binary_cannot_be_overwritten_through_proc_self_exe() {
         assert!(!run.stdout().contains("ALLOWED"), "{}", run.describe());
         run.assert_host_unchanged();
     }
+}
+
+#[test]
+fn without_landlock_the_launcher_runs_from_a_read_only_mount_of_its_binary() {
+    // On a kernel without Landlock nothing stops the container from running the host's
+    // `launch` (/proc/self/exe); instead launch re-executes itself from a read-only,
+    // detached bind mount of its binary, so no handle on it can be opened for writing.
+    // A seccomp filter around launch answers landlock_create_ruleset with ENOSYS, as such
+    // a kernel does, for launch and (inherited) for the whole container.
+    let image = mkroot_e2e::launch::BusyboxImage::new();
+    let mut command = Command::new(mkroot_e2e::launch::launch_bin());
+    command
+        .arg(image.root())
+        .args(["--", "/bin/sh", "-c", "echo up; read line || true"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: between fork and exec only prctl with a program built before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, deny_landlock);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut up = [0u8; 3];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut up).unwrap();
+    // CVE-2019-5736's way: a handle on the running binary now (writing it while it runs
+    // would be ETXTBSY anyway), reopened for writing once nothing runs it any more.
+    let exe = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{}/exe", child.id()))
+        .unwrap();
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // Opened, never written: were the mount writable this would succeed and change nothing.
+    let reopened = std::fs::OpenOptions::new()
+        .append(true)
+        .open(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    let err = reopened.expect_err("the launcher's binary reopened for writing");
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+}
+
+/// Installs a seccomp filter on the calling thread under which
+/// landlock_create_ruleset fails with ENOSYS. Allocation-free (for pre_exec).
+fn deny_landlock() -> std::io::Result<()> {
+    const ENOSYS_ACTION: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+    let program = [
+        // A = seccomp_data.nr
+        libc::sock_filter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        // if A == landlock_create_ruleset: skip to ENOSYS
+        libc::sock_filter {
+            code: 0x15,
+            jt: 1,
+            jf: 0,
+            k: libc::SYS_landlock_create_ruleset as u32,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        },
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: ENOSYS_ACTION,
+        },
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: a valid program that outlives the call; root may install it without
+    // no_new_privs.
+    let installed = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if installed != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[test]
