@@ -674,6 +674,56 @@ fn a_sysroots_absolute_symlinks_are_followed_inside_it_not_on_the_host() {
 }
 
 #[test]
+fn a_program_found_outside_the_images_path_is_warned_about() {
+    // A pyenv shim or ~/.cargo/bin: found through this shell's PATH, in a directory the
+    // image's PATH lacks, so its name alone runs nothing inside. Named by bare name on the
+    // command line, or by a `#!/usr/bin/env NAME` script: both are warned about.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tools = d.join("tools");
+    std::fs::create_dir(&tools).unwrap();
+    for (name, text) in [
+        ("mytool", "#!/bin/sh\necho tool\n"),
+        ("myscript", "#!/usr/bin/env mytool\n"),
+    ] {
+        let path = tools.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
+    let mkroot_with_path = |args: &[&str]| {
+        Command::new(mkroot_e2e::builder::mkroot())
+            .args(args)
+            .current_dir(d)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let out = mkroot_with_path(&["--bins", "mytool,myscript,sh", "-o", "x.tgz"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 3, "{stderr}");
+    for name in ["mytool", "myscript"] {
+        let found = format!("run it as {}/{name},", tools.display());
+        assert!(warnings.iter().any(|w| w.contains(&found)), "{stderr}");
+    }
+    // sh is found in /usr/bin or /bin, on the image's PATH: no warning for it.
+    assert!(
+        !warnings.iter().any(|w| w.contains("sh was found")),
+        "{stderr}"
+    );
+    // -q: quiet.
+    let quiet = mkroot_with_path(&["-q", "--bins", "mytool", "-o", "y.tgz"]);
+    assert!(quiet.status.success());
+    assert_eq!(String::from_utf8_lossy(&quiet.stderr), "");
+}
+
+#[test]
 fn libraries_found_only_through_the_loader_cache_get_an_image_cache() {
     // A root whose ld.so.conf adds /opt/extra/lib: a program there needs the cache.
     let dir = tempfile::tempdir().unwrap();

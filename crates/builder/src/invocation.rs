@@ -188,6 +188,11 @@ impl PlannedImage {
         &self.plan.missing
     }
 
+    /// Programs found by name outside the image's PATH, for the warnings.
+    pub fn off_path(&self) -> &[crate::plan::OffPath] {
+        &self.plan.off_path
+    }
+
     /// The OCI view of the plan (config, tag, layer settings), for `--check` and OCI
     /// output.
     fn oci_image(&self) -> Result<OciImage, OciWriteError> {

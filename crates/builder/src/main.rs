@@ -204,6 +204,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     let image = invocation.plan()?;
     if !quiet {
         warn_left_out(&image);
+        warn_off_path(&image);
     }
     if let Some(tree) = invocation.explanation(&image) {
         print_stdout(&tree)?;
@@ -224,6 +225,21 @@ fn warn_left_out(image: &PlannedImage) {
             "mkroot: warning: {}: needs {}, not found; left out (--allow-missing)",
             missing.needed_by.display(),
             missing.name
+        );
+    }
+}
+
+/// Warns about programs found by name in a directory the image's PATH lacks (a pyenv
+/// shim, ~/.cargo/bin): the name alone will not run them inside.
+fn warn_off_path(image: &PlannedImage) {
+    for program in image.off_path() {
+        let dir = program.found.parent().unwrap_or(std::path::Path::new("/"));
+        eprintln!(
+            "mkroot: warning: {} was found in {}, which the image's PATH ({}) lacks; inside, run it as {}, or name the program you mean by its path",
+            program.name,
+            dir.display(),
+            mkroot_builder::programs::DEFAULT_PATH,
+            program.found.display(),
         );
     }
 }

@@ -158,6 +158,18 @@ pub struct Plan {
     pub env: Vec<String>,
     /// Libraries not found, kept going with `--allow-missing`.
     pub missing: Vec<MissingLibrary>,
+    /// Programs looked up by name (on the command line, or by a `#!/usr/bin/env NAME`
+    /// script) that were found in a directory the image's PATH lacks: inside, the same
+    /// name finds nothing.
+    pub off_path: Vec<OffPath>,
+}
+
+/// A program found by name outside the image's PATH (see [`Plan::off_path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffPath {
+    pub name: String,
+    /// Where it was found, inside the root.
+    pub found: PathBuf,
 }
 
 /// The state of planning, passed to the extras so they can add what they find.
@@ -169,6 +181,7 @@ pub struct Planner {
     programs: Vec<Resolution>,
     resolved: HashSet<PathBuf>,
     missing: Vec<MissingLibrary>,
+    off_path: Vec<OffPath>,
     allow_missing: bool,
 }
 
@@ -195,11 +208,13 @@ impl Plan {
             programs: Vec::new(),
             resolved: HashSet::new(),
             missing: Vec::new(),
+            off_path: Vec::new(),
             allow_missing: request.allow_missing,
         };
         let mut first_program = None;
         for name in &request.bins {
             let inside = programs::find_program(name, &root, &request.search_path)?;
+            planner.note_if_off_path(name, &inside);
             first_program.get_or_insert_with(|| inside.clone());
             planner.add_program(&inside, "program", &request.search_path, 0)?;
         }
@@ -233,6 +248,7 @@ impl Plan {
             cmd,
             env: vec![format!("PATH={}", programs::DEFAULT_PATH)],
             missing: planner.missing,
+            off_path: planner.off_path,
         })
     }
 }
@@ -253,6 +269,21 @@ fn default_cmd(program: &Path) -> Vec<String> {
 impl Planner {
     pub(crate) fn root(&self) -> &RootPath {
         self.tree.root()
+    }
+
+    /// Records `found` (what the name `name` was looked up as) when no directory of the
+    /// image's PATH holds it. A name with a `/` is a path: nothing to look up.
+    fn note_if_off_path(&mut self, name: &str, found: &Path) {
+        let dir = found.parent().unwrap_or(Path::new("/"));
+        let on_path = programs::DEFAULT_PATH
+            .split(':')
+            .any(|entry| Path::new(entry) == dir);
+        if !name.contains('/') && !on_path {
+            self.off_path.push(OffPath {
+                name: name.to_string(),
+                found: found.to_path_buf(),
+            });
+        }
     }
 
     /// Adds a program named on the command line (or a script's interpreter): a script
@@ -282,6 +313,7 @@ impl Planner {
                         self.check_interpreter(inside, &env)?;
                         self.add_program(&env, &why, search_path, depth + 1)?;
                         let found = programs::find_program(&program, self.root(), search_path)?;
+                        self.note_if_off_path(&program, &found);
                         self.add_program(&found, &why, search_path, depth + 1)?;
                     }
                 }
