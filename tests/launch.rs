@@ -252,8 +252,8 @@ fn exit_statuses_follow_docker() {
 
 #[test]
 fn the_command_gets_sigpipe_like_any_program() {
-    // The launcher's Rust runtime ignores SIGPIPE; the command must not inherit that
-    // (`yes | head -1` would end in EPIPE errors instead of SIGPIPE).
+    // The launcher ignores SIGPIPE (its C main, as Rust's runtime would); the command
+    // must not inherit that (`yes | head -1` would end in EPIPE errors, not SIGPIPE).
     let image = BusyboxImage::new();
     let text = stdout_of_script(&image, "grep SigIgn /proc/self/status");
     let mask = text
