@@ -421,6 +421,100 @@ fn a_memory_hog_is_killed_by_memory_with_exit_137() {
     run.assert_host_unchanged();
 }
 
+/// In launch's own mount namespace, an empty tmpfs over /sys/fs/cgroup/unified: the
+/// host then looks like a pure cgroup v1 one (this hybrid host's v1 controllers only).
+fn as_a_cgroup_v1_host() -> std::io::Result<()> {
+    let private = libc::MS_REC | libc::MS_PRIVATE;
+    // SAFETY: plain system calls on constant strings, between fork and exec.
+    let hidden = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                private,
+                std::ptr::null(),
+            ) == 0
+            && libc::mount(
+                c"none".as_ptr(),
+                c"/sys/fs/cgroup/unified".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            ) == 0
+    };
+    if hidden {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+fn limits_hold_on_a_cgroup_v1_only_host() {
+    // Pure v1: no v2 cgroup to be born in (no CLONE_INTO_CGROUP); the child is moved into
+    // each controller's cgroup, which the limits are written to.
+    assert!(
+        std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists(),
+        "this test needs the hybrid cgroup layout CI has"
+    );
+    let image = AttackImage::new();
+    let root = image.image.root();
+    let run = |options: &[&str], command: &[&str]| {
+        mkroot_e2e::attacks::run_launch_seeing(
+            &image.cache,
+            options,
+            root.to_str().unwrap(),
+            command,
+            Some(as_a_cgroup_v1_host),
+        )
+    };
+    let bomb = run(&["--pids-limit", "32"], &["/bin/attack", "forkbomb"]);
+    assert_eq!(bomb.output.status.code(), Some(0), "{}", bomb.describe());
+    let forks: u32 = bomb
+        .stdout()
+        .split("blocked after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("fork count");
+    assert!(forks < 32, "{}", bomb.describe());
+    let hog = run(
+        &["--memory", "32M"],
+        &[
+            "/bin/sh",
+            "-c",
+            "x=0123456789abcdef; while true; do x=$x$x; done",
+        ],
+    );
+    assert_eq!(hog.output.status.code(), Some(137), "{}", hog.describe());
+    assert!(hog.stderr().contains("memory limit"), "{}", hog.describe());
+    for run in [&bomb, &hog] {
+        run.assert_host_unchanged();
+        // The container's cgroups are gone from every v1 hierarchy.
+        let name = format!("mkroot-launch-{}", run.launcher_pid);
+        for controller in ["pids", "memory"] {
+            let dir = std::path::Path::new("/sys/fs/cgroup").join(controller);
+            assert!(
+                !cgroup_named(&dir, &name),
+                "{name} left in {}",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// Whether a cgroup called `name` exists anywhere under `dir`.
+fn cgroup_named(dir: &std::path::Path, name: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .any(|e| e.file_name() == name || cgroup_named(&e.path(), name))
+}
+
 #[test]
 fn cpus_and_limits_are_refused_when_malformed() {
     let image = AttackImage::new();

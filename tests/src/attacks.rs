@@ -116,8 +116,22 @@ pub fn run_launch(
     image: &str,
     command: &[&str],
 ) -> Run {
+    run_launch_seeing(cache, options, image, command, None)
+}
+
+/// [`run_launch`], with `host_view` run in launch's process before its exec: it may give
+/// launch a mount namespace of its own in which the host looks different (another cgroup
+/// layout, say).
+pub fn run_launch_seeing(
+    cache: &tempfile::TempDir,
+    options: &[&str],
+    image: &str,
+    command: &[&str],
+    host_view: Option<fn() -> std::io::Result<()>>,
+) -> Run {
     let before = HostSnapshot::take();
-    let child = Command::new(launch_bin())
+    let mut launch = Command::new(launch_bin());
+    launch
         .arg("--cache-dir")
         .arg(cache.path())
         .args(options)
@@ -126,9 +140,12 @@ pub fn run_launch(
         .args(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run launch");
+        .stderr(Stdio::piped());
+    if let Some(host_view) = host_view {
+        // SAFETY: the hook makes only system calls (the caller's promise).
+        unsafe { std::os::unix::process::CommandExt::pre_exec(&mut launch, host_view) };
+    }
+    let child = launch.spawn().expect("run launch");
     let launcher_pid = child.id();
     let output = child.wait_with_output().expect("wait for launch");
     let after = HostSnapshot::take();
