@@ -163,7 +163,11 @@ fn without_landlock_the_launcher_runs_from_a_read_only_mount_of_its_binary() {
     // A seccomp filter around launch answers landlock_create_ruleset with ENOSYS, as such
     // a kernel does, for launch and (inherited) for the whole container.
     let image = mkroot_e2e::launch::BusyboxImage::new();
-    let mut command = Command::new(mkroot_e2e::launch::launch_bin());
+    // A copy of its own: other tests running the same binary at the same time would keep
+    // it busy (ETXTBSY) however it is mounted.
+    let binary = image.dir.path().join("launch");
+    std::fs::copy(mkroot_e2e::launch::launch_bin(), &binary).unwrap();
+    let mut command = Command::new(&binary);
     command
         .arg(image.root())
         .args(["--", "/bin/sh", "-c", "echo up; read line || true"])
@@ -187,9 +191,21 @@ fn without_landlock_the_launcher_runs_from_a_read_only_mount_of_its_binary() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
     // Opened, never written: were the mount writable this would succeed and change nothing.
-    let reopened = std::fs::OpenOptions::new()
-        .append(true)
-        .open(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    // The container's init, which runs the same binary, may take a moment more to exit
+    // after launch has: until then the answer is ETXTBSY.
+    let reopen = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("/proc/self/fd/{}", exe.as_raw_fd()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut reopened = reopen();
+    while matches!(&reopened, Err(e) if e.raw_os_error() == Some(libc::ETXTBSY))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        reopened = reopen();
+    }
     let err = reopened.expect_err("the launcher's binary reopened for writing");
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
 }
