@@ -206,12 +206,13 @@ fn volumes_are_writable_or_read_only() {
 #[test]
 fn exit_statuses_follow_docker() {
     let image = BusyboxImage::new();
-    let cases: [(&[&str], i32); 5] = [
+    let cases: [(&[&str], i32); 6] = [
         (&["/bin/sh", "-c", "exit 0"], 0),
         (&["/bin/sh", "-c", "exit 42"], 42),
         (&["/bin/sh", "-c", "kill -9 $$"], 137),
         (&["/no/such/program"], 127),
         (&["/etc/passwd"], 126),
+        (&["/etc"], 126),
     ];
     for (command, expected) in cases {
         let out = image.launch(&[], command);
@@ -222,6 +223,12 @@ fn exit_statuses_follow_docker() {
             describe(&out)
         );
     }
+    // A directory is said to be one (exec itself only says "Permission denied").
+    let dir = image.launch(&[], &["/etc"]);
+    assert_eq!(
+        String::from_utf8_lossy(&dir.stderr),
+        "launch: /etc: Is a directory\n"
+    );
     let cache = tempfile::tempdir().unwrap();
     let cache_dir = cache.path().to_str().unwrap();
     let not_a_tarball = launch(["--cache-dir", cache_dir, "/etc/passwd", "--", "true"]);

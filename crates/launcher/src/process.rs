@@ -225,6 +225,7 @@ extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
         // Like execvp: the first candidate that runs wins; a candidate that exists but
         // cannot run is remembered, the search goes on past names that do not exist.
         let mut error = libc::ENOENT;
+        let mut refused = None;
         for candidate in &p.candidates {
             libc::execve(
                 candidate.as_ptr(),
@@ -233,12 +234,19 @@ extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
             );
             match errno() {
                 libc::ENOENT | libc::ENOTDIR => {}
-                e => error = e,
+                e => {
+                    error = e;
+                    refused = Some(candidate);
+                }
             }
         }
         if error == libc::ENOENT {
             libc::write(2, p.not_found.as_ptr().cast(), p.not_found.len());
             libc::_exit(EXIT_NOT_FOUND);
+        }
+        // exec says EACCES for a directory as for a file without x: name the first.
+        if error == libc::EACCES && refused.is_some_and(|path| is_directory(path)) {
+            error = libc::EISDIR;
         }
         fail(&p.cannot_run, error, EXIT_CANNOT_RUN)
     }
@@ -254,6 +262,15 @@ fn fail(prefix: &[u8], error: libc::c_int, code: i32) -> ! {
         libc::write(2, text.as_ptr().cast(), text.len());
         libc::write(2, b"\n".as_ptr().cast(), 1);
         libc::_exit(code)
+    }
+}
+
+/// Whether `path` is a directory. Allocation-free, for the command's process.
+fn is_directory(path: &std::ffi::CStr) -> bool {
+    // SAFETY: stat is plain data, filled by the kernel; a valid C string.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::stat(path.as_ptr(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
     }
 }
 
