@@ -400,18 +400,21 @@ fn no_host_file_descriptor_reaches_the_command() {
     );
 }
 
+/// How many processes `/bin/attack forkbomb` made before the kernel refused one.
+fn forks_before_blocked(run: &Run) -> u32 {
+    run.stdout()
+        .split("blocked after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fork count: {}", run.describe()))
+}
+
 #[test]
 fn a_fork_bomb_is_stopped_by_pids_limit_and_the_host_is_unharmed() {
     let image = AttackImage::new();
     let run = attack(&image, &["--pids-limit", "32"], &["forkbomb"]);
-    let forks: u32 = run
-        .stdout()
-        .split("after ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("fork count");
-    assert!(forks < 32, "{}", run.describe());
+    assert!(forks_before_blocked(&run) < 32, "{}", run.describe());
     assert!(Command::new("true")
         .status()
         .expect("fork on the host")
@@ -437,35 +440,6 @@ fn a_memory_hog_is_killed_by_memory_with_exit_137() {
     run.assert_host_unchanged();
 }
 
-/// In launch's own mount namespace, an empty tmpfs over /sys/fs/cgroup/unified: the
-/// host then looks like a pure cgroup v1 one (this hybrid host's v1 controllers only).
-fn as_a_cgroup_v1_host() -> std::io::Result<()> {
-    let private = libc::MS_REC | libc::MS_PRIVATE;
-    // SAFETY: plain system calls on constant strings, between fork and exec.
-    let hidden = unsafe {
-        libc::unshare(libc::CLONE_NEWNS) == 0
-            && libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                private,
-                std::ptr::null(),
-            ) == 0
-            && libc::mount(
-                c"none".as_ptr(),
-                c"/sys/fs/cgroup/unified".as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            ) == 0
-    };
-    if hidden {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 #[test]
 fn limits_hold_on_a_cgroup_v1_only_host() {
     // Pure v1: no v2 cgroup to be born in (no CLONE_INTO_CGROUP); the child is moved into
@@ -482,19 +456,12 @@ fn limits_hold_on_a_cgroup_v1_only_host() {
             options,
             root.to_str().unwrap(),
             command,
-            Some(as_a_cgroup_v1_host),
+            Some(mkroot_e2e::attacks::as_a_cgroup_v1_host),
         )
     };
     let bomb = run(&["--pids-limit", "32"], &["/bin/attack", "forkbomb"]);
     assert_eq!(bomb.output.status.code(), Some(0), "{}", bomb.describe());
-    let forks: u32 = bomb
-        .stdout()
-        .split("blocked after ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("fork count");
-    assert!(forks < 32, "{}", bomb.describe());
+    assert!(forks_before_blocked(&bomb) < 32, "{}", bomb.describe());
     let hog = run(
         &["--memory", "32M"],
         &[
@@ -505,30 +472,37 @@ fn limits_hold_on_a_cgroup_v1_only_host() {
     );
     assert_eq!(hog.output.status.code(), Some(137), "{}", hog.describe());
     assert!(hog.stderr().contains("memory limit"), "{}", hog.describe());
-    for run in [&bomb, &hog] {
-        run.assert_host_unchanged();
-        // The container's cgroups are gone from every v1 hierarchy.
-        let name = format!("mkroot-launch-{}", run.launcher_pid);
-        for controller in ["pids", "memory"] {
-            let dir = std::path::Path::new("/sys/fs/cgroup").join(controller);
-            assert!(
-                !cgroup_named(&dir, &name),
-                "{name} left in {}",
-                dir.display()
-            );
-        }
-    }
+    // No mount, and the container's cgroups gone from every hierarchy.
+    bomb.assert_host_unchanged();
+    hog.assert_host_unchanged();
 }
 
-/// Whether a cgroup called `name` exists anywhere under `dir`.
-fn cgroup_named(dir: &std::path::Path, name: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .any(|e| e.file_name() == name || cgroup_named(&e.path(), name))
+#[test]
+fn a_limit_whose_cgroup_v2_controller_is_not_offered_is_refused_saying_which() {
+    let offered = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .expect("this test needs the hybrid cgroup layout CI has (/sys/fs/cgroup/unified)");
+    assert!(
+        !offered.split_whitespace().any(|c| c == "pids"),
+        "{offered}"
+    );
+    let image = AttackImage::new();
+    let run = mkroot_e2e::attacks::run_launch_seeing(
+        &image.cache,
+        &["--pids-limit", "20"],
+        image.image.root().to_str().unwrap(),
+        &["true"],
+        Some(mkroot_e2e::attacks::as_a_cgroup_v2_host_without_controllers),
+    );
+    assert_eq!(run.output.status.code(), Some(125), "{}", run.describe());
+    let stderr = run.stderr();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--pids-limit: the cgroup v2 controller pids is not available")
+            && stderr.contains("Delegate=yes"),
+        "{stderr}"
+    );
+    // Refused before any cgroup of its own was made, in any hierarchy.
+    run.assert_host_unchanged();
 }
 
 #[test]

@@ -572,6 +572,21 @@ fn scripts_bring_their_interpreters_env_included() {
     assert_eq!(manifest["cmd"], serde_json::json!([script, "--flag"]));
 }
 
+/// Every file of a `--dry-run --json` plan that is copied from somewhere comes from
+/// under `root`.
+#[track_caller]
+fn assert_sources_inside(plan: &serde_json::Value, root: &Path) {
+    let root = path_str(root).trim_end_matches('/');
+    for source in plan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["source"].as_str())
+    {
+        assert!(source.starts_with(root), "{source} outside {root}");
+    }
+}
+
 #[test]
 fn a_sysroot_is_resolved_on_its_own_terms() {
     // An image is itself a root without a loader cache: resolving against it must find
@@ -586,14 +601,7 @@ fn a_sysroot_is_resolved_on_its_own_terms() {
         &["--sysroot", path_str(&sysroot), "--bins", "bash,ps"],
         dir.path(),
     );
-    let files = plan["files"].as_array().unwrap();
-    for file in files.iter().filter(|f| !f["source"].is_null()) {
-        let source = file["source"].as_str().unwrap();
-        assert!(
-            source.starts_with(path_str(&sysroot).trim_end_matches('/')),
-            "{source} outside the sysroot"
-        );
-    }
+    assert_sources_inside(&plan, &sysroot);
     let libs = plan["programs"][1]["libraries"].as_array().unwrap();
     assert!(libs.iter().any(|l| l["name"] == "libsystemd.so.0"));
 
@@ -626,9 +634,12 @@ fn a_sysroots_absolute_symlinks_are_followed_inside_it_not_on_the_host() {
     let alternatives = base.join("etc/alternatives");
     std::fs::create_dir_all(&alternatives).unwrap();
     for (name, says) in [("awk", "the sysroot's awk"), ("tool", "the sysroot's tool")] {
-        let real = base.join(format!("usr/bin/{name}-real"));
-        std::fs::write(&real, format!("#!/bin/bash\necho \"{says}\"\n")).unwrap();
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!("#!/bin/bash\necho \"{says}\"\n");
+        write_executable(
+            &base.join("usr/bin"),
+            &format!("{name}-real"),
+            script.as_bytes(),
+        );
         symlink(format!("/usr/bin/{name}-real"), alternatives.join(name)).unwrap();
         symlink(
             format!("/etc/alternatives/{name}"),
@@ -637,9 +648,7 @@ fn a_sysroots_absolute_symlinks_are_followed_inside_it_not_on_the_host() {
         .unwrap();
     }
     // A script whose interpreter is reached through those links.
-    let report = base.join("usr/bin/report");
-    std::fs::write(&report, "#!/usr/bin/awk -f\n").unwrap();
-    std::fs::set_permissions(&report, std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_executable(&base.join("usr/bin"), "report", b"#!/usr/bin/awk -f\n");
 
     let args = [
         "-q",
@@ -648,15 +657,7 @@ fn a_sysroots_absolute_symlinks_are_followed_inside_it_not_on_the_host() {
         "--bins",
         "awk,tool,report",
     ];
-    let plan = dry_run_plan(&args[1..], d);
-    for file in plan["files"].as_array().unwrap() {
-        if let Some(source) = file["source"].as_str() {
-            assert!(
-                source.starts_with(path_str(&base).trim_end_matches('/')),
-                "{source} outside the sysroot"
-            );
-        }
-    }
+    assert_sources_inside(&dry_run_plan(&args[1..], d), &base);
     let image = d.join("image/");
     build(&[&args[..], &["-o", path_str(&image)]].concat(), d);
     assert_eq!(
@@ -686,9 +687,7 @@ fn a_program_found_outside_the_images_path_is_warned_about() {
         ("mytool", "#!/bin/sh\necho tool\n"),
         ("myscript", "#!/usr/bin/env mytool\n"),
     ] {
-        let path = tools.join(name);
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_executable(&tools, name, text.as_bytes());
     }
     let path = format!("{}:{}", tools.display(), std::env::var("PATH").unwrap());
     let mkroot_with_path = |args: &[&str]| {

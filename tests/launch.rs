@@ -361,7 +361,7 @@ fn a_closed_stdout_is_not_taken_by_a_file_launch_opens() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "PRINTED\n");
     assert_eq!(std::fs::read(&tarball).unwrap(), before);
-    for file in walk_files(cache.path()) {
+    for file in tree_listing(cache.path()) {
         let bytes = std::fs::read(&file).unwrap_or_default();
         assert!(
             !bytes.windows(7).any(|w| w == b"PRINTED"),
@@ -369,22 +369,6 @@ fn a_closed_stdout_is_not_taken_by_a_file_launch_opens() {
             file.display()
         );
     }
-}
-
-/// Every regular file under `dir`.
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() {
-            files.extend(walk_files(&entry.path()));
-        } else if kind.is_file() {
-            files.push(entry.path());
-        }
-    }
-    files
 }
 
 #[test]
@@ -750,86 +734,6 @@ fn a_command_that_is_an_init_runs_as_pid_1_itself() {
     let out = image.launch(&[], &["tini"]);
     assert_eq!(stdout(&out), "pid=1\n", "{}", describe(&out));
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-}
-
-#[test]
-fn a_limit_whose_cgroup_v2_controller_is_not_offered_is_refused_saying_which() {
-    // launch sees a cgroup v2 host when /sys/fs/cgroup is cgroup2. On this hybrid host
-    // the v2 hierarchy (/sys/fs/cgroup/unified) offers none of the limit controllers (they
-    // are bound to v1): bound over /sys/fs/cgroup in a mount namespace of launch's own,
-    // it is a v2 host whose cgroup was delegated without them.
-    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
-    let offered = std::fs::read_to_string(unified.join("cgroup.controllers"))
-        .expect("this test needs the hybrid cgroup layout CI has (/sys/fs/cgroup/unified)");
-    assert!(
-        !offered.split_whitespace().any(|c| c == "pids"),
-        "{offered}"
-    );
-    let image = BusyboxImage::new();
-    let mut command = Command::new(launch_bin());
-    command
-        .args([
-            "--pids-limit",
-            "20",
-            image.root().to_str().unwrap(),
-            "--",
-            "true",
-        ])
-        .stdin(Stdio::null());
-    // SAFETY: only syscalls on static strings between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            let unified = c"/sys/fs/cgroup/unified";
-            let private = libc::MS_REC | libc::MS_PRIVATE;
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    private,
-                    std::ptr::null(),
-                ) != 0
-                || libc::mount(
-                    unified.as_ptr(),
-                    c"/sys/fs/cgroup".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let name = format!("mkroot-launch-{}", child.id());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("--pids-limit: the cgroup v2 controller pids is not available")
-            && stderr.contains("Delegate=yes"),
-        "{stderr}"
-    );
-    // Refused before any cgroup of its own was made, in any hierarchy.
-    assert!(!cgroup_named(std::path::Path::new("/sys/fs/cgroup"), &name));
-}
-
-/// Whether a cgroup called `name` exists anywhere under `dir`.
-fn cgroup_named(dir: &std::path::Path, name: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .any(|e| e.file_name() == name || cgroup_named(&e.path(), name))
 }
 
 /// Runs `launch args` as uid/gid `id` inside a user namespace of our own in which

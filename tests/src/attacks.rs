@@ -157,6 +157,63 @@ pub fn run_launch_seeing(
     }
 }
 
+/// A [`run_launch_seeing`] view: an empty tmpfs over /sys/fs/cgroup/unified, so this
+/// hybrid host looks like a pure cgroup v1 one (its v1 controllers only).
+pub fn as_a_cgroup_v1_host() -> std::io::Result<()> {
+    in_own_mount_namespace(|| {
+        // SAFETY: a mount of constant strings.
+        unsafe {
+            libc::mount(
+                c"none".as_ptr(),
+                c"/sys/fs/cgroup/unified".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        }
+    })
+}
+
+/// A [`run_launch_seeing`] view: this hybrid host's v2 tree, which offers none of the
+/// limit controllers (they are bound to v1), bound over /sys/fs/cgroup: a pure cgroup v2
+/// host whose cgroup was delegated without them.
+pub fn as_a_cgroup_v2_host_without_controllers() -> std::io::Result<()> {
+    in_own_mount_namespace(|| {
+        // SAFETY: a bind mount of constant strings.
+        unsafe {
+            libc::mount(
+                c"/sys/fs/cgroup/unified".as_ptr(),
+                c"/sys/fs/cgroup".as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        }
+    })
+}
+
+/// Unshares the mount namespace, makes it private, then runs `change` (a mount call's
+/// return value). Only system calls: for between fork and exec.
+fn in_own_mount_namespace(change: impl FnOnce() -> libc::c_int) -> std::io::Result<()> {
+    let private = libc::MS_REC | libc::MS_PRIVATE;
+    // SAFETY: plain system calls on constant strings.
+    let done = unsafe {
+        libc::unshare(libc::CLONE_NEWNS) == 0
+            && libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                private,
+                std::ptr::null(),
+            ) == 0
+    } && change() == 0;
+    if done {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The host's state an attack must not change.
 pub struct HostSnapshot {
     pub mounts: Vec<String>,
