@@ -440,10 +440,6 @@ struct Unpacker<'o> {
     writers: WriterPool,
     /// Entries seen so far: the archive order of queued files.
     seq: u64,
-    /// Paths of the files handed to the writers since they last settled. A later entry
-    /// under one of them waits for the writers first: the file may yet replace a
-    /// directory the entry would otherwise be written into (and lost with it).
-    queued: HashSet<Vec<u8>>,
     buf: Vec<u8>,
     euid: u32,
     egid: u32,
@@ -461,7 +457,6 @@ impl<'o> Unpacker<'o> {
             dirs: Vec::new(),
             writers,
             seq: 0,
-            queued: HashSet::new(),
             buf: vec![0; COPY_BUFFER],
             euid: unsafe { libc::geteuid() },
             egid: unsafe { libc::getegid() },
@@ -582,9 +577,7 @@ impl<'o> Unpacker<'o> {
     /// The open parent directory of `parts`' last component, creating missing ones.
     fn parent_dir(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<ParentDir, UnpackError> {
         let parent = &parts[..parts.len() - 1];
-        if self.under_a_queued_file(parent) {
-            self.settle_writers()?;
-        }
+        self.wait_for_files_above(parent)?;
         let key = parent.join(&b'/');
         if let Some(dir) = self.parents.get(&key) {
             return Ok(dir.clone());
@@ -605,20 +598,14 @@ impl<'o> Unpacker<'o> {
         Ok(dir)
     }
 
-    /// Whether a file handed to the writers, not yet settled, stands at `path` or at one
-    /// of its ancestors.
-    fn under_a_queued_file(&self, path: &[&[u8]]) -> bool {
-        if self.queued.is_empty() {
-            return false;
+    /// Waits for the writer threads if a file they hold stands at the directory `dir` or
+    /// above it: that file may yet replace a directory this entry would otherwise be
+    /// written into (and lost with it), or looked up in.
+    fn wait_for_files_above(&mut self, dir: &[&[u8]]) -> Result<(), UnpackError> {
+        if self.writers.holds_file_at_or_above(dir) {
+            self.settle_writers()?;
         }
-        let mut prefix = Vec::new();
-        path.iter().any(|part| {
-            if !prefix.is_empty() {
-                prefix.push(b'/');
-            }
-            prefix.extend_from_slice(part);
-            self.queued.contains(&prefix)
-        })
+        Ok(())
     }
 
     /// Waits for the writer threads if `name` in `dir` is still being written, so this
@@ -637,7 +624,6 @@ impl<'o> Unpacker<'o> {
     /// (a directory was in the way) and reports the first file they failed on.
     fn settle_writers(&mut self) -> Result<(), UnpackError> {
         let settled = self.writers.settle();
-        self.queued.clear();
         if let Some((entry, source)) = settled.failure {
             return Err(UnpackError::Write {
                 entry: EntryName(entry),
@@ -712,18 +698,20 @@ impl<'o> Unpacker<'o> {
                     "the archive ends inside this entry's data",
                 ));
             }
-            self.queued.insert(parts.join(&b'/'));
-            self.writers.dispatch(FileJob {
-                seq: self.seq,
-                dir: dir.fd.clone(),
-                dir_id: dir.id,
-                name: cname,
-                data,
-                mode,
-                owner,
-                mtime: meta.mtime,
-                entry: meta.path.clone(),
-            });
+            self.writers.dispatch(
+                FileJob {
+                    seq: self.seq,
+                    dir: dir.fd.clone(),
+                    dir_id: dir.id,
+                    name: cname,
+                    data,
+                    mode,
+                    owner,
+                    mtime: meta.mtime,
+                    entry: meta.path.clone(),
+                },
+                parts.join(&b'/'),
+            );
             return Ok(());
         }
         self.wait_for_name(&dir, &cname)?;
@@ -828,7 +816,9 @@ impl<'o> Unpacker<'o> {
             )
         };
         // The target is looked up inside the root like any other name: a link can only
-        // share an inode with something this unpack wrote, never with a host file.
+        // share an inode with something this unpack wrote, never with a host file. A
+        // file still with the writers above it may yet replace a directory on the way.
+        self.wait_for_files_above(&target_parts[..target_parts.len() - 1])?;
         let target_dir = match self
             .root
             .open_dir(&target_parts[..target_parts.len() - 1], false)

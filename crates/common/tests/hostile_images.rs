@@ -446,6 +446,27 @@ fn an_entry_under_a_directory_a_file_replaced_fails_whatever_the_files_size() {
 }
 
 #[test]
+fn a_hard_link_into_a_directory_a_file_replaced_is_refused() {
+    // dir p, p/x, file p (replacing the directory and p/x), then a hard link to p/x: in
+    // order, p/x is gone by then, whether p went to the writer threads or not.
+    let large = vec![b'x'; 2 << 20];
+    for data in [&b"small"[..], &large[..]] {
+        let scene = Scene::new();
+        let archive = RawTar::default()
+            .dir(b"p", 0o755)
+            .file(b"p/x", b"in the directory")
+            .file(b"p", data)
+            .link(EntryType::Link, b"l", b"p/x")
+            .finish();
+        for result in scene.unpack_both_ways(&archive) {
+            let message = result.expect_err("a link to p/x").to_string();
+            assert!(message.contains("not an earlier entry"), "{message}");
+            assert_eq!(scene.read("p"), data);
+        }
+    }
+}
+
+#[test]
 fn non_utf8_and_very_long_names_are_unpacked() {
     let scene = Scene::new();
     let long_component = vec![b'n'; 200];

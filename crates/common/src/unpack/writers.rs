@@ -3,13 +3,14 @@
 //!
 //! The reading side stays in archive order. It hands a file here only with its parent
 //! directory already open, and keeps the set of names ("keys": parent inode + name) still
-//! in flight; before it does anything else to a name in flight, or writes beneath the path
-//! of a file it queued, it waits for the pool to drain ([`WriterPool::settle`]), so a later
-//! entry still wins over an earlier one and sees what it left. A writer
+//! in flight; before it does anything else to a name in flight, or beneath the path of a
+//! file in flight ([`WriterPool::holds_file_at_or_above`]), it waits for the pool to drain
+//! ([`WriterPool::settle`]), so a later entry still wins over an earlier one and sees what
+//! it left. A writer
 //! finding an earlier entry's file or symlink in its way replaces it; finding a directory,
 //! it hands the job back, and the reading side replaces the tree itself.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -61,7 +62,10 @@ pub struct Settled {
 pub struct WriterPool {
     jobs: Option<SyncSender<FileJob>>,
     outcomes: Receiver<Outcome>,
-    in_flight: HashSet<Key>,
+    /// The jobs handed over and not yet reported: their keys, and their cleaned paths.
+    in_flight: HashMap<Key, Vec<u8>>,
+    /// The cleaned paths of the jobs handed back, until the pool settles.
+    bounced_paths: Vec<Vec<u8>>,
     settled: Settled,
     failure_seq: u64,
 }
@@ -90,7 +94,8 @@ impl WriterPool {
         WriterPool {
             jobs: Some(job_tx),
             outcomes: outcome_rx,
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
+            bounced_paths: Vec::new(),
             settled: Settled::default(),
             failure_seq: u64::MAX,
         }
@@ -101,17 +106,35 @@ impl WriterPool {
     pub fn is_in_flight(&self, key: &Key) -> bool {
         !self.settled.bounced.is_empty()
             || self.settled.failure.is_some()
-            || (!self.in_flight.is_empty() && self.in_flight.contains(key))
+            || (!self.in_flight.is_empty() && self.in_flight.contains_key(key))
     }
 
-    /// Hands a file to the writers (waiting first if its name is still in flight).
-    pub fn dispatch(&mut self, job: FileJob) {
+    /// Whether a file still with the writers (or handed back by them) stands at the
+    /// cleaned path `dir` or above it: an entry under `dir` must wait, as that file may
+    /// yet replace a directory the entry would be written into.
+    pub fn holds_file_at_or_above(&mut self, dir: &[&[u8]]) -> bool {
+        self.collect_finished();
+        if self.in_flight.is_empty() && self.bounced_paths.is_empty() {
+            return false;
+        }
+        let dir = dir.join(&b'/');
+        let at_or_above = |file: &&Vec<u8>| {
+            dir.strip_prefix(file.as_slice())
+                .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+        };
+        self.in_flight.values().any(|path| at_or_above(&path))
+            || self.bounced_paths.iter().any(|path| at_or_above(&path))
+    }
+
+    /// Hands a file to the writers (waiting first if its name is still in flight); `path`
+    /// is its entry's cleaned path.
+    pub fn dispatch(&mut self, job: FileJob, path: Vec<u8>) {
         let key = job.key();
         if self.is_in_flight(&key) {
             self.drain();
         }
         self.collect_finished();
-        self.in_flight.insert(key);
+        self.in_flight.insert(key, path);
         if let Some(jobs) = &self.jobs {
             if let Err(mpsc::SendError(job)) = jobs.send(job) {
                 // The writers are gone (they only stop when the pool is dropped).
@@ -129,6 +152,7 @@ impl WriterPool {
     pub fn settle(&mut self) -> Settled {
         self.drain();
         self.failure_seq = u64::MAX;
+        self.bounced_paths.clear();
         let mut settled = std::mem::take(&mut self.settled);
         settled.bounced.sort_by_key(|job| job.seq);
         settled
@@ -155,7 +179,7 @@ impl WriterPool {
                 self.in_flight.remove(&key);
             }
             Outcome::Bounced(job) => {
-                self.in_flight.remove(&job.key());
+                self.bounced_paths.extend(self.in_flight.remove(&job.key()));
                 self.settled.bounced.push(job);
             }
             Outcome::Failed(key, seq, entry, err) => {
