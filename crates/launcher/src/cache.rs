@@ -232,21 +232,8 @@ impl ImageCache {
         if meta.mode() & 0o077 != 0 {
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
         }
-        // Each subdirectory's ".." links to the cache directory: with all five there it
-        // has at least 2 + 6 links where the filesystem counts them (ext4, xfs, tmpfs),
-        // and making them again would be five failed mkdirs on every launch.
-        let subdirs = ["images", "index", "locks", "tmp", "oci-layers"];
-        if meta.nlink() < 2 + subdirs.len() as u64 {
-            for sub in subdirs {
-                let path = dir.join(sub);
-                match fs::create_dir(&path) {
-                    Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
-                        return Err(unusable(&path)(err))
-                    }
-                    _ => {}
-                }
-            }
-        }
+        // The subdirectories are made by what writes into them (`subdir`), on a miss: a
+        // cached launch only reads, and a missing one reads as empty.
         Ok(ImageCache {
             dir: dir.to_path_buf(),
             options: UnpackOptions::default(),
@@ -321,7 +308,6 @@ impl ImageCache {
             return Ok(found);
         }
         // Miss: one process per image file unpacks; the others wait, then find it.
-        let images = self.dir.join("images");
         let mut file = Some(file);
         let mut digest = String::new();
         let found = self.get_or_install(
@@ -333,7 +319,7 @@ impl ImageCache {
                     Some(file) => file,
                     None => File::open(image).map_err(image_error)?,
                 };
-                digest = self.install_entry(&images, "unpack", |work| {
+                digest = self.install_entry("images", "unpack", |work| {
                     self.unpack_image(image, file, work)
                 })?;
                 if let Some(key) = &key {
@@ -459,7 +445,7 @@ impl ImageCache {
             layer_roots.push((root, &layer.diff_id));
             _layer_leases.push(lease);
         }
-        self.install_entry(&self.dir.join("images"), "stack", |work| {
+        self.install_entry("images", "stack", |work| {
             let root = work.join("root");
             let mut stack = LayerStack::new(&root);
             for (layer_root, diff_id) in layer_roots {
@@ -520,7 +506,7 @@ impl ImageCache {
         };
         let lock_key = format!("layer-{}", layer.diff_id);
         let found = self.get_or_install(Some(&lock_key), find, || {
-            self.install_entry(&layers, "layer", |work| {
+            self.install_entry("oci-layers", "layer", |work| {
                 self.unpack_layer(image, oci, layer, &options, work)
             })?;
             find()
@@ -593,7 +579,7 @@ impl ImageCache {
         Ok(None)
     }
 
-    /// Installs one entry in `dir` (`images/` or `oci-layers/`): `fill` fills a fresh
+    /// Installs one entry in the subdirectory `dir` (`images` or `oci-layers`): `fill` fills a fresh
     /// temp dir (`tmp/<temp_prefix>-*`, its empty `root/` made) and names the entry; with
     /// its `info.json` and a `used` file added, the dir is renamed into place as
     /// `<dir>/<name>` in one step. A reader sees no entry or a whole one; a crash or an
@@ -601,11 +587,11 @@ impl ImageCache {
     /// Returns the name; the entry is installed (by us, or by a concurrent install).
     fn install_entry(
         &self,
-        dir: &Path,
+        dir: &str,
         temp_prefix: &str,
         fill: impl FnOnce(&Path) -> Result<FilledEntry, CacheError>,
     ) -> Result<String, CacheError> {
-        let work = LockedDir::create(&self.dir.join("tmp"), temp_prefix)?;
+        let work = LockedDir::create(&self.subdir("tmp")?, temp_prefix)?;
         let root = work.path.join("root");
         fs::DirBuilder::new()
             .mode(0o755)
@@ -616,7 +602,7 @@ impl ImageCache {
         fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
         let used_path = work.path.join("used");
         File::create(&used_path).map_err(io_error(&used_path))?;
-        let installed = dir.join(&name);
+        let installed = self.subdir(dir)?.join(&name);
         match fs::rename(&work.path, &installed) {
             Ok(()) => work.forget(),
             // The same entry was installed meanwhile (by an unpack of another image file
@@ -635,14 +621,24 @@ impl ImageCache {
         Ok(name)
     }
 
+    /// The subdirectory `name` (`images`, `index`, `locks`, `tmp`, `oci-layers`), made
+    /// if missing: for what is about to write into it.
+    fn subdir(&self, name: &str) -> Result<PathBuf, CacheError> {
+        let path = self.dir.join(name);
+        match fs::create_dir(&path) {
+            Err(err) if err.kind() != io::ErrorKind::AlreadyExists => Err(unusable(&path)(err)),
+            _ => Ok(path),
+        }
+    }
+
     fn lock_key(&self, key: &str) -> Result<File, CacheError> {
-        let path = self.dir.join("locks").join(key);
+        let path = self.subdir("locks")?.join(key);
         file_lock::lock_file(&path).map_err(io_error(&path))
     }
 
     /// Points the stat index entry `key` at `digest` (atomically replacing an old one).
     fn write_index(&self, key: &str, digest: &str) -> Result<(), CacheError> {
-        let index = self.dir.join("index");
+        let index = self.subdir("index")?;
         let temp = index.join(format!(".{key}.{}", unique_suffix()));
         std::os::unix::fs::symlink(digest, &temp).map_err(io_error(&temp))?;
         let path = index.join(key);
@@ -954,10 +950,14 @@ fn unique_suffix() -> String {
     )
 }
 
-/// The names in `dir` (hidden temp names included).
+/// The names in `dir` (hidden temp names included); none if it is not made yet.
 fn read_names(dir: &Path) -> Result<Vec<OsString>, CacheError> {
     let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+    let entries = match fs::read_dir(dir) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(names),
+        other => other.map_err(io_error(dir))?,
+    };
+    for entry in entries {
         names.push(entry.map_err(io_error(dir))?.file_name());
     }
     Ok(names)
