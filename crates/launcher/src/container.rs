@@ -45,7 +45,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     // parallel (see `network`); with one, it comes with the clone. A bridge address
     // is leased before the clone, so /etc/hosts can name it.
     let net_source = spec.network.source(spec.id_mapping.is_some());
-    let (mut bridge_reservation, name_files) = network::prepare(&spec.network)?;
+    let (bridge_reservation, name_files) = network::prepare(&spec.network)?;
     // Root with --userns: the image's mount, to be idmapped into the container's user
     // namespace once it exists (see `rootfs::idmapped_copy`).
     // SAFETY: getuid cannot fail.
@@ -126,12 +126,15 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         return Err(e);
     }
     init::let_container_go_on(&go_write);
-    let bridged = match (net_source, bridge_reservation.take()) {
-        (NamespaceSource::Launcher, _) => {
-            // In parallel with the container's mounts, so on another CPU than its.
-            let _elsewhere = cpu_spread::move_off_current_cpu();
-            network::create_for_container().map(|()| None)
-        }
+    // The launcher's network namespace is made in parallel with the container's mounts,
+    // so on another CPU than its; the launcher's CPUs are restored once the container
+    // has its go-ahead, not before.
+    let elsewhere = match net_source {
+        NamespaceSource::Launcher => cpu_spread::move_off_current_cpu(),
+        _ => None,
+    };
+    let bridged = match (net_source, bridge_reservation) {
+        (NamespaceSource::Launcher, _) => network::create_for_container().map(|()| None),
         (NamespaceSource::CloneThenBridge, Some(reserved)) => {
             network::bridge::attach(reserved, child, &spec.network.ports).map(Some)
         }
@@ -149,6 +152,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         init::let_container_go_on(&go_write);
     }
     drop(go_write);
+    drop(elsewhere);
 
     let code = match pty_channel {
         Some((launcher_end, container_end)) => {

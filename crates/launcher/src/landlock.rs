@@ -12,7 +12,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::error::LaunchError;
+use crate::error::{check, LaunchError};
 
 const LANDLOCK_ACCESS_FS_EXECUTE: u64 = 1 << 0;
 const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1 << 0;
@@ -51,17 +51,14 @@ pub struct ExecInsideRoot {
 }
 
 impl ExecInsideRoot {
-    /// `None` where the kernel has no Landlock.
+    /// `None` where the kernel has no Landlock (not built in: ENOSYS; not enabled at
+    /// boot: EOPNOTSUPP). The ruleset's creation answers that, so the kernel is not
+    /// asked twice on the container's way to exec.
     pub fn new() -> Result<Option<ExecInsideRoot>, LaunchError> {
-        if !available() {
-            return Ok(None);
-        }
-        let fail =
-            |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
         let attr = RulesetAttr {
             handled_access_fs: LANDLOCK_ACCESS_FS_EXECUTE,
         };
-        // SAFETY: a valid attribute and its size; the fd is owned at once.
+        // SAFETY: a valid attribute and its size.
         let ruleset = unsafe {
             libc::syscall(
                 libc::SYS_landlock_create_ruleset,
@@ -70,24 +67,28 @@ impl ExecInsideRoot {
                 0u32,
             )
         };
-        if ruleset < 0 {
-            return Err(fail("creating the Landlock ruleset"));
+        if ruleset < 0
+            && matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOSYS | libc::EOPNOTSUPP)
+            )
+        {
+            return Ok(None);
         }
+        let ruleset = check(ruleset, || "creating the Landlock ruleset".into())?;
         // SAFETY: a new fd that we own.
         let ruleset = unsafe { OwnedFd::from_raw_fd(ruleset as RawFd) };
-        // SAFETY: valid C string; the fd is owned at once.
+        // SAFETY: valid C string.
         let root = unsafe { libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-        if root < 0 {
-            return Err(fail("opening the container's root"));
-        }
+        let root = check(root.into(), || "opening the container's root".into())?;
         // SAFETY: a new fd that we own.
-        let root = unsafe { OwnedFd::from_raw_fd(root) };
+        let root = unsafe { OwnedFd::from_raw_fd(root as RawFd) };
         let rule = PathBeneathAttr {
             allowed_access: LANDLOCK_ACCESS_FS_EXECUTE,
             parent_fd: root.as_raw_fd(),
         };
         // SAFETY: valid fds and rule.
-        let ret = unsafe {
+        let added = unsafe {
             libc::syscall(
                 libc::SYS_landlock_add_rule,
                 ruleset.as_raw_fd(),
@@ -96,9 +97,7 @@ impl ExecInsideRoot {
                 0u32,
             )
         };
-        if ret < 0 {
-            return Err(fail("adding the Landlock rule"));
-        }
+        check(added, || "adding the Landlock rule".into())?;
         Ok(Some(ExecInsideRoot { ruleset }))
     }
 

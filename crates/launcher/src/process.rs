@@ -54,7 +54,8 @@ pub struct Command {
 /// exist. A failure is left to the command's chdir, which reports it.
 pub fn make_missing_workdir(workdir: &str) {
     let path = std::path::Path::new(workdir);
-    if !path.exists() {
+    // The root, the default, is there: no stat on every launch for it.
+    if workdir != "/" && !path.exists() {
         let _ = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -93,9 +94,6 @@ pub struct PreparedCommand {
     not_found: Vec<u8>,
     cannot_run: Vec<u8>,
     bad_workdir: Vec<u8>,
-    bad_user: Vec<u8>,
-    bad_seccomp: Vec<u8>,
-    bad_landlock: Vec<u8>,
     /// Applied last, right before exec.
     before_exec: BeforeExec,
 }
@@ -138,9 +136,6 @@ impl PreparedCommand {
             not_found: format!("launch: {program}: command not found\n").into_bytes(),
             cannot_run: format!("launch: {program}: ").into_bytes(),
             bad_workdir: format!("launch: --workdir {}: ", command.workdir).into_bytes(),
-            bad_user: b"launch: --user: ".to_vec(),
-            bad_seccomp: b"launch: installing the seccomp filter: ".to_vec(),
-            bad_landlock: b"launch: enforcing the Landlock rule: ".to_vec(),
             before_exec,
         }
     }
@@ -199,7 +194,7 @@ extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
             // the namespace has them.
             let groups_ok = libc::setgroups(1, &user.gid) == 0 || errno() == libc::EPERM;
             if !groups_ok || libc::setgid(user.gid) < 0 || libc::setuid(user.uid) < 0 {
-                fail(&p.bad_user, errno(), EXIT_LAUNCH_FAILED);
+                fail(b"launch: --user: ", errno(), EXIT_LAUNCH_FAILED);
             }
         }
         // Resolved after pivot_root: inside the container.
@@ -213,13 +208,21 @@ extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
         }
         if let Some(rule) = &p.before_exec.exec_inside_root {
             if let Err(e) = rule.enforce() {
-                fail(&p.bad_landlock, e, EXIT_LAUNCH_FAILED);
+                fail(
+                    b"launch: enforcing the Landlock rule: ",
+                    e,
+                    EXIT_LAUNCH_FAILED,
+                );
             }
         }
         security::close_inherited_fds();
         if let Some(profile) = &p.before_exec.seccomp {
             if let Err(e) = profile.install() {
-                fail(&p.bad_seccomp, e, EXIT_LAUNCH_FAILED);
+                fail(
+                    b"launch: installing the seccomp filter: ",
+                    e,
+                    EXIT_LAUNCH_FAILED,
+                );
             }
         }
         // Like execvp: the first candidate that runs wins; a candidate that exists but

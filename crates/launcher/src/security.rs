@@ -80,7 +80,6 @@ impl SecurityPolicy {
 /// What the command's process applies last, right before exec: the Landlock rule
 /// (execute only inside the root) and the seccomp filter. Built beforehand: that
 /// process may not allocate.
-#[derive(Default)]
 pub struct BeforeExec {
     pub exec_inside_root: Option<ExecInsideRoot>,
     pub seccomp: Option<SeccompProfile>,
