@@ -10,12 +10,14 @@
 use crate::copy::PlannedKind;
 use crate::image::{self, ImageError};
 use crate::plan::Plan;
+use mkroot_common::gzip::ParallelGunzip;
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
 use mkroot_common::oci::read::{self, ImageFormat, OciError, RunDefaults};
 use mkroot_common::oci::write::{architecture_of, OciImage};
+use mkroot_common::unpack::{sniff_compression, Compression};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +74,10 @@ pub fn check(
     image_path: &Path,
 ) -> Result<Vec<Difference>, CheckError> {
     let fresh = image::contents(plan)?.manifest;
-    let built = read_manifest(image_path)?;
+    // An OCI image is opened (and its index, manifest and config checked) once, for
+    // both its manifest file and its run settings.
+    let oci_image = open_oci(image_path)?;
+    let built = read_manifest(image_path, oci_image.as_ref())?;
     let hosts: BTreeMap<String, PathBuf> = plan
         .tree
         .entries()
@@ -117,8 +122,8 @@ pub fn check(
             name: "environment",
         });
     }
-    if let Some(settings) = read_oci_settings(image_path)? {
-        differences.extend(settings.differences(oci));
+    if let Some(image) = &oci_image {
+        differences.extend(OciSettings::of(image)?.differences(oci));
     }
     Ok(differences)
 }
@@ -184,23 +189,16 @@ fn open_oci(path: &Path) -> Result<Option<read::OciImage>, CheckError> {
     }
 }
 
-/// The run settings of an OCI image; `None` for a root filesystem.
-pub fn read_oci_settings(path: &Path) -> Result<Option<OciSettings>, CheckError> {
-    match open_oci(path)? {
-        Some(image) => Ok(Some(OciSettings::of(&image)?)),
-        None => Ok(None),
-    }
-}
-
-/// The manifest inside an image, whatever form the image takes: a root filesystem
-/// (directory, tar, gzip'd tar) has it at [`MANIFEST_PATH`], an OCI image in a layer.
-pub fn read_manifest(path: &Path) -> Result<ImageManifest, CheckError> {
+/// The manifest inside the image at `path`, whatever form it takes: a root filesystem
+/// (directory, tar, compressed tar) has it at [`MANIFEST_PATH`], an OCI image (`oci`,
+/// opened by [`open_oci`]) in a layer.
+fn read_manifest(path: &Path, oci: Option<&read::OciImage>) -> Result<ImageManifest, CheckError> {
     let read_error = |source| CheckError::Read {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = match open_oci(path)? {
-        Some(image) => find_in_layers(&image, path)?,
+    let bytes = match oci {
+        Some(image) => find_in_layers(image, path)?,
         None if path.is_dir() => match std::fs::read(path.join(MANIFEST_PATH)) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -208,8 +206,7 @@ pub fn read_manifest(path: &Path) -> Result<ImageManifest, CheckError> {
         },
         None => {
             let file = File::open(path).map_err(read_error)?;
-            find_in_tar(maybe_gunzip(BufReader::new(file)).map_err(read_error)?)
-                .map_err(read_error)?
+            find_in_tar(decompressed(file).map_err(read_error)?).map_err(read_error)?
         }
     };
     let bytes = bytes.ok_or_else(|| CheckError::NoManifest {
@@ -237,13 +234,18 @@ fn find_in_layers(image: &read::OciImage, path: &Path) -> Result<Option<Vec<u8>>
     Ok(None)
 }
 
-/// The stream, decompressed if it starts with gzip's magic bytes.
-fn maybe_gunzip<'a, R: BufRead + 'a>(mut reader: R) -> io::Result<Box<dyn Read + 'a>> {
-    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gzip {
-        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
+/// A root filesystem tarball's bytes, decompressed as `launch` reads them (compression
+/// told by magic number); a compression it does not read is named in the error.
+fn decompressed(file: File) -> io::Result<Box<dyn Read>> {
+    let (compression, whole) = sniff_compression(file)?;
+    Ok(match compression {
+        Compression::None => Box::new(whole),
+        Compression::Gzip => Box::new(ParallelGunzip::buffered(whole)),
+        Compression::Unsupported(name) => {
+            return Err(io::Error::other(format!(
+                "compressed with {name}, which mkroot does not write or read"
+            )))
+        }
     })
 }
 

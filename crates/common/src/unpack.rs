@@ -41,7 +41,7 @@ mod stream;
 mod writers;
 
 pub use in_root::remove_tree;
-pub use stream::{detect as detect_compression, Compression};
+pub use stream::{sniff as sniff_compression, Compression};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;

@@ -3,7 +3,7 @@
 //! not, the rest of the stream is inflated as one, exactly as `gzip -d` would: any gzip
 //! file reads the same, only mkroot's read faster.
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, BufRead, BufReader, Cursor, Read};
 
 use flate2::read::MultiGzDecoder;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -84,8 +84,22 @@ enum NextMember {
     End,
 }
 
+/// How much compressed input is read at once by [`ParallelGunzip::buffered`].
+const INPUT_BUFFER: usize = 256 * 1024;
+
+impl<R: Read> ParallelGunzip<BufReader<R>> {
+    /// Over an unbuffered source (a file, a pipe): through a 256 KiB buffer.
+    pub fn buffered(source: R) -> Self {
+        ParallelGunzip::new(BufReader::with_capacity(INPUT_BUFFER, source))
+    }
+}
+
 impl<R: Read> ParallelGunzip<R> {
-    pub fn new(source: R) -> ParallelGunzip<R> {
+    /// Over a buffered source: member headers are read a few bytes at a time.
+    pub fn new(source: R) -> ParallelGunzip<R>
+    where
+        R: BufRead,
+    {
         ParallelGunzip {
             inner: Inner::Members(Members {
                 source,

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::digest::{is_sha256_hex, sha256_bytes};
 use crate::fill::read_up_to;
 use crate::gzip::ParallelGunzip;
-use crate::unpack::{detect_compression, Compression};
+use crate::unpack::{sniff_compression, Compression};
 
 /// index.json, a manifest, a config or docker's manifest.json larger than this is refused:
 /// real ones are a few KiB, and they are read into memory.
@@ -545,15 +545,13 @@ impl OciImage {
     /// The layer's uncompressed tar, hashed as it is read; check it with
     /// [`LayerStream::verify`] once it was read to its end.
     pub fn open_layer(&self, layer: &Layer) -> Result<LayerStream, OciError> {
-        let (mut raw, _) = self.open_member(&layer.member)?;
+        let (raw, _) = self.open_member(&layer.member)?;
         // Compression told by magic number, whatever the media type says (docker's
         // archives carry plain tars under a name that says nothing).
-        let mut head = [0u8; 6];
-        let peeked = read_up_to(&mut raw, &mut head).map_err(|source| OciError::Io {
+        let (compression, whole) = sniff_compression(raw).map_err(|source| OciError::Io {
             path: self.path().join(&layer.member),
             source,
         })?;
-        let compression = detect_compression(&head[..peeked]);
         if let Compression::Unsupported(name) = compression {
             return Err(OciError::UnsupportedLayer {
                 path: self.path().to_path_buf(),
@@ -562,14 +560,16 @@ impl OciImage {
             });
         }
         let gzip = compression == Compression::Gzip;
-        let whole = io::Cursor::new(head[..peeked].to_vec()).chain(raw);
         let blob_hash = Arc::new(OnceLock::new());
         let diff_hash = Arc::new(OnceLock::new());
         // An uncompressed blob is the tar itself: hashed once, for both checks.
         let tar: Box<dyn Read + Send> = match (gzip, &layer.blob_digest) {
             (false, _) => Box::new(whole),
-            (true, None) => Box::new(gunzip(whole)),
-            (true, Some(_)) => Box::new(gunzip(HashingReader::new(whole, blob_hash.clone()))),
+            (true, None) => Box::new(ParallelGunzip::buffered(whole)),
+            (true, Some(_)) => Box::new(ParallelGunzip::buffered(HashingReader::new(
+                whole,
+                blob_hash.clone(),
+            ))),
         };
         Ok(LayerStream {
             reader: Some(HashingReader::new(tar, diff_hash.clone())),
@@ -608,12 +608,6 @@ impl RunDefaults {
             .map(|config| RunDefaults::from_config(&config))
             .map_err(|e| e.to_string())
     }
-}
-
-/// Several gzip members one after the other are one stream (pigz, concatenation); the
-/// members of mkroot's own layers say how long they are and inflate on every core.
-fn gunzip<R: Read>(compressed: R) -> ParallelGunzip<BufReader<R>> {
-    ParallelGunzip::new(BufReader::with_capacity(256 * 1024, compressed))
 }
 
 /// A layer's uncompressed tar, with the digests of what was read kept for

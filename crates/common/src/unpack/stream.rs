@@ -2,15 +2,13 @@
 //! name), decompressed on a thread of its own so inflating and writing files overlap.
 
 use std::cell::Cell;
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use crate::fill::{fill, read_up_to};
 use crate::gzip::ParallelGunzip;
 
-/// How much raw input is read at once.
-const INPUT_BUFFER: usize = 256 * 1024;
 /// How much decompressed data travels to the writing side at once.
 const CHUNK: usize = 1024 * 1024;
 /// Chunks in flight between the two threads; bounds the memory a gzip bomb can claim.
@@ -50,23 +48,30 @@ pub enum Decoded<'a> {
     /// Read as it comes, in chunks.
     Plain(Box<dyn Read + Send + 'a>),
     /// Inflated by [`ParallelGunzip`], whose whole members travel on without a copy.
-    Gzip(Box<ParallelGunzip<Box<dyn Read + Send + 'a>>>),
+    Gzip(Box<ParallelGunzip<io::BufReader<Box<dyn Read + Send + 'a>>>>),
 }
 
-/// The decompressed archive stream, and the compression its first bytes showed.
-pub fn open<'a, R: Read + Send + 'a>(mut source: R) -> io::Result<(Compression, Decoded<'a>)> {
-    // Peek at the magic number, then put the peeked bytes back in front of the rest.
+/// A source read whole again after [`sniff`] peeked at its first bytes.
+pub type Sniffed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
+/// The compression the first bytes of `source` show, and `source` whole again: the
+/// bytes peeked at are put back in front of the rest.
+pub fn sniff<R: Read>(mut source: R) -> io::Result<(Compression, Sniffed<R>)> {
     let mut head = [0u8; 6];
     let peeked = read_up_to(&mut source, &mut head)?;
     let compression = detect(&head[..peeked]);
-    let raw = io::Cursor::new(head[..peeked].to_vec()).chain(source);
+    Ok((compression, io::Cursor::new(head[..peeked].to_vec()).chain(source)))
+}
+
+/// The decompressed archive stream, and the compression its first bytes showed.
+pub fn open<'a, R: Read + Send + 'a>(source: R) -> io::Result<(Compression, Decoded<'a>)> {
+    let (compression, raw) = sniff(source)?;
     let decoded = match compression {
         // Several gzip members one after the other are one stream (pigz, concatenation);
         // mkroot's members say how long they are, so several are inflated at once.
         Compression::Gzip => {
-            let buffered: Box<dyn Read + Send + 'a> =
-                Box::new(BufReader::with_capacity(INPUT_BUFFER, raw));
-            Decoded::Gzip(Box::new(ParallelGunzip::new(buffered)))
+            let raw: Box<dyn Read + Send + 'a> = Box::new(raw);
+            Decoded::Gzip(Box::new(ParallelGunzip::buffered(raw)))
         }
         _ => Decoded::Plain(Box::new(raw)),
     };
