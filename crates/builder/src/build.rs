@@ -279,7 +279,6 @@ pub fn settle_command(
 /// The OCI image description of a planned image, with `cmd` from [`settle_command`].
 pub fn oci_image(
     plan: &Plan,
-    root: &Path,
     run: &RunConfig,
     cmd: Vec<String>,
     tag: Option<&str>,
@@ -292,20 +291,17 @@ pub fn oci_image(
         user: run.user.clone(),
         name: tag.map(ImageName::parse).transpose()?,
         created_by: format!("mkroot {}", env!("CARGO_PKG_VERSION")),
-        architecture: architecture(plan, root),
+        architecture: architecture(plan),
     })
 }
 
 /// The OCI (GOARCH) name of the machine the image's first ELF program is built for: with
 /// --sysroot it need not be this host's. `None` when no program is ELF (scripts only)
 /// or the machine is not one OCI names.
-fn architecture(plan: &Plan, root: &Path) -> Option<String> {
+fn architecture(plan: &Plan) -> Option<String> {
     let facts = plan.programs.iter().find_map(|resolution| {
-        let inside = resolution
-            .program
-            .strip_prefix("/")
-            .unwrap_or(&resolution.program);
-        ElfFacts::read(&root.join(inside)).ok()
+        let host = plan.tree.root().resolve(&resolution.program).ok()?;
+        ElfFacts::read(&host).ok()
     })?;
     let name = match (facts.machine, facts.little_endian) {
         (62, _) => "amd64",

@@ -57,8 +57,6 @@ pub enum Action {
 #[derive(Debug)]
 pub struct PlannedImage {
     pub plan: Plan,
-    /// The root the plan was resolved against (`--sysroot`, or `/`).
-    root: PathBuf,
     run: RunConfig,
     /// The OCI `Cmd`, from [`build::settle_command`].
     oci_cmd: Vec<String>,
@@ -137,7 +135,6 @@ impl Invocation {
         let oci_cmd = build::settle_command(&mut plan, &spec.run, spec.request.cmd.as_deref());
         Ok(PlannedImage {
             plan,
-            root: spec.request.root,
             run: spec.run,
             oci_cmd,
             tag: spec.tag,
@@ -198,7 +195,6 @@ impl PlannedImage {
     fn oci_image(&self) -> Result<OciImage, OciWriteError> {
         build::oci_image(
             &self.plan,
-            &self.root,
             &self.run,
             self.oci_cmd.clone(),
             self.tag.as_deref(),
