@@ -152,11 +152,13 @@ impl ContainerCgroup {
             };
             let mut parent = v2_parent(Path::new(mount), &own);
             if let Some(limits) = v2_limits {
-                if let Some(missing) = unavailable_controllers(&parent, limits) {
-                    return Err(missing);
-                }
-                parent = controlled_parent(Path::new(mount), parent, limits)
-                    .map_err(|e| limits_failed("enabling cgroup controllers", e))?;
+                // A controller the cgroup is not offered makes the kernel refuse to
+                // enable it; only then is cgroup.controllers read, to say which.
+                parent = controlled_parent(Path::new(mount), parent.clone(), limits)
+                    .map_err(|e| {
+                        unavailable_controllers(&parent, limits)
+                            .unwrap_or_else(|| limits_failed("enabling cgroup controllers", e))
+                    })?;
             }
             let dir = cgroup.make(&parent, &name).map_err(created)?;
             if let Some(limits) = v2_limits {
@@ -168,16 +170,11 @@ impl ContainerCgroup {
             cgroup.v2 = Some(open_dir(&dir).map_err(created)?);
         }
         if layout != CgroupLayout::V2 {
-            let wanted = [
-                ("memory", limits.memory_bytes.is_some()),
-                ("pids", limits.pids.is_some()),
-                ("cpu", limits.cpus.is_some()),
-            ];
-            for (controller, _) in wanted.iter().filter(|(_, w)| *w) {
+            for (controller, _) in needed_controllers(limits) {
                 let parent = v1_parent(controller, &own);
                 let dir = cgroup.make(&parent, &name).map_err(created)?;
                 write_v1_limits(controller, &dir, limits).map_err(limited)?;
-                if *controller == "memory" {
+                if controller == "memory" {
                     cgroup.oom_counter = Some(dir.join("memory.oom_control"));
                 }
                 cgroup.v1.push(dir);
@@ -358,13 +355,11 @@ fn unavailable_controllers(parent: &Path, limits: &ResourceLimits) -> Option<Lau
 
 /// v2: the controllers the limits need must be enabled in the parent's subtree.
 fn enable_controllers(parent: &Path, limits: &ResourceLimits) -> io::Result<()> {
+    // Never empty: a cgroup is made only when a limit is asked for.
     let wanted: Vec<String> = needed_controllers(limits)
         .into_iter()
         .map(|(controller, _)| format!("+{controller}"))
         .collect();
-    if wanted.is_empty() {
-        return Ok(());
-    }
     fs::write(parent.join("cgroup.subtree_control"), wanted.join(" "))
 }
 

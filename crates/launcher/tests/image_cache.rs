@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,7 +17,6 @@ use mkroot_launcher::cache::{CacheError, ImageCache};
 /// Env var that turns `child_process_get_or_unpack` into a child of the concurrency tests.
 const CHILD_ENV: &str = "MKROOT_CACHE_TEST_CHILD";
 
-/// A gzip tarball with a few files, their content varied by `seed`.
 /// `one.tgz` and `two.tgz` in `dir`, different images.
 fn two_images(dir: &Path) -> (PathBuf, PathBuf) {
     let (one, two) = (dir.join("one.tgz"), dir.join("two.tgz"));
@@ -27,6 +25,7 @@ fn two_images(dir: &Path) -> (PathBuf, PathBuf) {
     (one, two)
 }
 
+/// A gzip tarball with a few files, their content varied by `seed`.
 fn write_image(path: &Path, seed: &str) {
     let file = fs::File::create(path).unwrap();
     let gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
@@ -325,11 +324,7 @@ fn leftovers_of_crashed_runs_are_swept_and_live_ones_kept() {
     let live = cache_dir.join("tmp/unpack-12345-live-0");
     fs::create_dir(&live).unwrap();
     let live_lock = fs::File::open(&live).unwrap();
-    // SAFETY: a valid fd.
-    assert_eq!(
-        unsafe { libc::flock(live_lock.as_raw_fd(), libc::LOCK_EX) },
-        0
-    );
+    mkroot_launcher::file_lock::lock(&live_lock, libc::LOCK_EX).unwrap();
     backdate(&live);
     // A fresh, unlocked dir: its owner may be about to lock it, so the sweep waits.
     let fresh = cache_dir.join("tmp/unpack-12345-fresh-0");
