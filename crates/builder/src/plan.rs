@@ -213,8 +213,7 @@ impl Plan {
         };
         let mut first_program = None;
         for name in &request.bins {
-            let inside = programs::find_program(name, &root, &request.search_path)?;
-            planner.note_if_off_path(name, &inside);
+            let inside = planner.find_program(name, &request.search_path)?;
             first_program.get_or_insert_with(|| inside.clone());
             planner.add_program(&inside, "program", &request.search_path, 0)?;
         }
@@ -271,9 +270,10 @@ impl Planner {
         self.tree.root()
     }
 
-    /// Records `found` (what the name `name` was looked up as) when no directory of the
-    /// image's PATH holds it. A name with a `/` is a path: nothing to look up.
-    fn note_if_off_path(&mut self, name: &str, found: &Path) {
+    /// Finds the program `name` as a shell would ([`programs::find_program`]), noting it
+    /// when it was looked up by name and no directory of the image's PATH holds it.
+    fn find_program(&mut self, name: &str, search_path: &str) -> Result<PathBuf, PlanError> {
+        let found = programs::find_program(name, self.root(), search_path)?;
         let dir = found.parent().unwrap_or(Path::new("/"));
         let on_path = programs::DEFAULT_PATH
             .split(':')
@@ -281,9 +281,10 @@ impl Planner {
         if !name.contains('/') && !on_path {
             self.off_path.push(OffPath {
                 name: name.to_string(),
-                found: found.to_path_buf(),
+                found: found.clone(),
             });
         }
+        Ok(found)
     }
 
     /// Adds a program named on the command line (or a script's interpreter): a script
@@ -312,8 +313,7 @@ impl Planner {
                     Shebang::Env { env, program } => {
                         self.check_interpreter(inside, &env)?;
                         self.add_program(&env, &why, search_path, depth + 1)?;
-                        let found = programs::find_program(&program, self.root(), search_path)?;
-                        self.note_if_off_path(&program, &found);
+                        let found = self.find_program(&program, search_path)?;
                         self.add_program(&found, &why, search_path, depth + 1)?;
                     }
                 }
@@ -331,8 +331,11 @@ impl Planner {
 
     /// The kernel runs a script's interpreter by its absolute path; it must exist.
     fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), PlanError> {
-        let found = |interpreter| self.root().resolve(interpreter).is_ok_and(|h| h.is_file());
-        if interpreter.is_absolute() && found(interpreter) {
+        let found = self
+            .root()
+            .resolve(interpreter)
+            .is_ok_and(|host| host.is_file());
+        if interpreter.is_absolute() && found {
             return Ok(());
         }
         Err(PlanError::MissingInterpreter {

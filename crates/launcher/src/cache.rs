@@ -300,10 +300,7 @@ impl ImageCache {
         if format != ImageFormat::Rootfs {
             let found = self.get_or_stack(image, format)?;
             if let (Some(key), Some(digest)) = (&key, &found.digest) {
-                let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
-                if unchanged.unwrap_or(false) {
-                    self.write_index(key, digest)?;
-                }
+                self.index_if_unchanged(image, key, digest)?;
             }
             return Ok(found);
         }
@@ -323,11 +320,7 @@ impl ImageCache {
                     self.unpack_image(image, file, work)
                 })?;
                 if let Some(key) = &key {
-                    // Index it only if the file did not change while it was read.
-                    let unchanged = fs::metadata(image).map(|now| &index_key(&now) == key);
-                    if unchanged.unwrap_or(false) {
-                        self.write_index(key, &digest)?;
-                    }
+                    self.index_if_unchanged(image, key, &digest)?;
                 }
                 self.lease(&digest)
             },
@@ -634,6 +627,16 @@ impl ImageCache {
     fn lock_key(&self, key: &str) -> Result<File, CacheError> {
         let path = self.subdir("locks")?.join(key);
         file_lock::lock_file(&path).map_err(io_error(&path))
+    }
+
+    /// Indexes `image` (read with stat index key `key`) as `digest`, unless the file
+    /// changed while it was read: its key then names other bytes.
+    fn index_if_unchanged(&self, image: &Path, key: &str, digest: &str) -> Result<(), CacheError> {
+        let unchanged = fs::metadata(image).is_ok_and(|now| index_key(&now) == key);
+        if unchanged {
+            self.write_index(key, digest)?;
+        }
+        Ok(())
     }
 
     /// Points the stat index entry `key` at `digest` (atomically replacing an old one).

@@ -154,8 +154,8 @@ impl ContainerCgroup {
             if let Some(limits) = v2_limits {
                 // A controller the cgroup is not offered makes the kernel refuse to
                 // enable it; only then is cgroup.controllers read, to say which.
-                parent = controlled_parent(Path::new(mount), parent.clone(), limits)
-                    .map_err(|e| {
+                parent =
+                    controlled_parent(Path::new(mount), parent.clone(), limits).map_err(|e| {
                         unavailable_controllers(&parent, limits)
                             .unwrap_or_else(|| limits_failed("enabling cgroup controllers", e))
                     })?;

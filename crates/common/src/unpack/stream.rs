@@ -60,7 +60,10 @@ pub fn sniff<R: Read>(mut source: R) -> io::Result<(Compression, Sniffed<R>)> {
     let mut head = [0u8; 6];
     let peeked = read_up_to(&mut source, &mut head)?;
     let compression = detect(&head[..peeked]);
-    Ok((compression, io::Cursor::new(head[..peeked].to_vec()).chain(source)))
+    Ok((
+        compression,
+        io::Cursor::new(head[..peeked].to_vec()).chain(source),
+    ))
 }
 
 /// The decompressed archive stream, and the compression its first bytes showed.
