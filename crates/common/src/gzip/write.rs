@@ -62,8 +62,7 @@ fn compress_member(
 /// A `Write` that gzip-compresses on worker threads and writes members in order to `out`.
 /// Call [`ParallelGzip::finish`] to write the last member; dropping it loses the tail.
 pub struct ParallelGzip<W: Write> {
-    /// `None` only after `finish` moved it out.
-    out: Option<W>,
+    out: W,
     buffer: Vec<u8>,
     compressing: InOrder<Vec<u8>, Member>,
     /// Input buffers back from the workers, reused for the next chunks.
@@ -79,18 +78,12 @@ impl<W: Write> ParallelGzip<W> {
 
     pub fn with_threads(out: W, threads: usize) -> ParallelGzip<W> {
         ParallelGzip {
-            out: Some(out),
+            out,
             buffer: Vec::with_capacity(CHUNK_SIZE),
             compressing: InOrder::new(threads, new_compressor, compress_chunk),
             spare: Vec::new(),
             members: 0,
         }
-    }
-
-    fn output(&mut self) -> io::Result<&mut W> {
-        self.out
-            .as_mut()
-            .ok_or_else(|| io::Error::other("gzip stream already finished"))
     }
 
     fn write_oldest_member(&mut self) -> io::Result<()> {
@@ -102,7 +95,7 @@ impl<W: Write> ParallelGzip<W> {
         input.clear();
         self.spare.push(input);
         let bytes = member.bytes.map_err(io::Error::other)?;
-        self.output()?.write_all(&bytes)
+        self.out.write_all(&bytes)
     }
 
     fn dispatch(&mut self, data: Vec<u8>) -> io::Result<()> {
@@ -125,10 +118,8 @@ impl<W: Write> ParallelGzip<W> {
             self.write_oldest_member()?;
         }
         self.compressing.stop();
-        self.output()?.flush()?;
-        self.out
-            .take()
-            .ok_or_else(|| io::Error::other("gzip stream already finished"))
+        self.out.flush()?;
+        Ok(self.out)
     }
 }
 
@@ -154,7 +145,7 @@ impl<W: Write> Write for ParallelGzip<W> {
 
     /// Members are only complete at chunk boundaries; flushing writes what is done.
     fn flush(&mut self) -> io::Result<()> {
-        self.output()?.flush()
+        self.out.flush()
     }
 }
 
