@@ -243,9 +243,7 @@ pub fn enter_for_clone(spec: &NetworkSpec) -> Result<Option<ReturnToHost>, Launc
         };
         LaunchError::Invalid(format!("--net ns:{}: {e}{hint}", path.display()))
     };
-    let host = open_namespace(std::path::Path::new("/proc/self/ns/net")).map_err(fail)?;
-    let target = open_namespace(path).map_err(fail)?;
-    set_namespace(&target).map_err(fail)?;
+    let host = enter_namespace(path).map_err(fail)?;
     Ok(Some(ReturnToHost(host)))
 }
 
@@ -258,6 +256,14 @@ impl Drop for ReturnToHost {
         // no connection; the bridge path never runs with this value alive.
         let _ = set_namespace(&self.0);
     }
+}
+
+/// Moves the calling thread into the network namespace at `path` (`/proc/PID/ns/net`,
+/// a bind mount of one); returns the one it was in, to go back to.
+pub(crate) fn enter_namespace(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    let ours = open_namespace(std::path::Path::new("/proc/self/ns/net"))?;
+    set_namespace(&open_namespace(path)?)?;
+    Ok(ours)
 }
 
 /// A network namespace file (`/proc/PID/ns/net`, a bind mount of one), opened.

@@ -23,7 +23,7 @@ use super::address_lease::{self, AddressLease, PortClaim, StateLock, Subnet};
 use super::links::{self, Links};
 use super::nat::NatTable;
 use super::ports::PublishedPort;
-use super::{open_namespace, set_namespace};
+use super::{enter_namespace, set_namespace};
 use crate::error::LaunchError;
 
 /// The host bridge all bridged containers join.
@@ -216,9 +216,7 @@ impl Drop for Attachment {
 /// Runs `work` in the network namespace of process `pid`, then returns to ours. The
 /// sockets `work` opens stay in that namespace.
 fn in_network_of<T>(pid: libc::pid_t, work: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
-    let ours = open_namespace(Path::new("/proc/self/ns/net"))?;
-    let theirs = open_namespace(&PathBuf::from(format!("/proc/{pid}/ns/net")))?;
-    set_namespace(&theirs)?;
+    let ours = enter_namespace(&PathBuf::from(format!("/proc/{pid}/ns/net")))?;
     let result = work();
     // Failing to come back would leave the launcher in the container's network.
     set_namespace(&ours).expect("returning to the launcher's network namespace");
