@@ -817,3 +817,60 @@ fn rootless_says_clearly_when_the_kernel_forbids_user_namespaces() {
         "{stderr}"
     );
 }
+
+/// Landlock denies moving or linking a file into another directory unless the ruleset
+/// grants it (REFER): every installer that stages files and moves them into place
+/// (apt, dpkg, pip, git) depends on it. On the root, on /tmp and on a volume.
+#[test]
+fn files_move_and_link_between_directories_everywhere() {
+    let image = BusyboxImage::new();
+    let volume = tempfile::tempdir().unwrap();
+    let rw = format!("{}:/data", volume.path().display());
+    let script = "for d in /var /tmp /data; do \
+        busybox mkdir -p $d/a $d/b && echo x > $d/a/f && \
+        busybox ln $d/a/f $d/b/linked && \
+        busybox mv $d/a/f $d/b/moved 2>&1 && \
+        busybox mkdir $d/a/sub && busybox mv $d/a/sub $d/b/sub && \
+        echo $d ok || exit 1; done";
+    // mv would hide an EXDEV by copying; a hard link has no such fallback.
+    let out = run_with_flags(&image, &["-v", &rw], script);
+    assert_eq!(
+        stdout(&out),
+        "/var ok\n/tmp ok\n/data ok\n",
+        "{}",
+        describe(&out)
+    );
+    assert!(volume.path().join("b/moved").exists());
+}
+
+/// A program the image keeps under /tmp runs: launch mounts nothing over the image's
+/// /tmp, /run or /var/tmp (as docker and runc), and with --read-only they stay
+/// writable with the image's content in them.
+#[test]
+fn the_images_own_tmp_is_used_and_stays_writable_when_read_only() {
+    let image = BusyboxImage::new();
+    let work = image.root().join("tmp/work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("hello.sh"), "#!/bin/sh\necho hello from /tmp\n").unwrap();
+    std::fs::set_permissions(
+        work.join("hello.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = image.launch(&[], &["/tmp/work/hello.sh"]);
+    assert_eq!(stdout(&out), "hello from /tmp\n", "{}", describe(&out));
+
+    let out = run_with_flags(
+        &image,
+        &["--read-only"],
+        "/tmp/work/hello.sh && for d in /tmp /run /var/tmp; do echo x > $d/w || exit 1; done \
+         && stat -c %a /var/tmp && echo no > /denied",
+    );
+    assert_eq!(
+        stdout(&out),
+        "hello from /tmp\n1777\n",
+        "{}",
+        describe(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+}

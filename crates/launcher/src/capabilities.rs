@@ -171,6 +171,15 @@ pub fn limit_to(keep: &[Capability]) -> Result<(), LaunchError> {
     {
         return Err(fail("clearing the ambient capabilities"));
     }
+    keep_only(keep)
+}
+
+/// Cuts the permitted and effective sets to `keep` (inheritable to none), leaving the
+/// bounding set as it is: for the container's init once the command runs, which keeps
+/// only what reaping and signalling the container's processes takes, so tracing init
+/// gains nothing the container's own processes lack.
+pub fn keep_only(keep: &[Capability]) -> Result<(), LaunchError> {
+    let fail = |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
     let header = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,

@@ -2,7 +2,7 @@
 //! to bottom to follow a launch: the launcher's side ([`run`]) and the container's side
 //! (`set_up`), each step a call into the module of its kernel concept.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::cgroup::ContainerCgroup;
 use crate::error::LaunchError;
@@ -183,8 +183,15 @@ struct Confinement {
     /// The launcher moves it into its cgroups before the go-ahead; it makes its cgroup
     /// namespace itself after.
     own_cgroup_namespace: bool,
-    /// The filter the command's process installs right before exec.
+    /// The filter init installs once the setup is done, before the command exists.
     seccomp: Option<SeccompProfile>,
+}
+
+/// The launcher, as the container's setup knows it: its PID (whose network namespace
+/// it may join) and the pipe its go-aheads come through.
+struct Launcher {
+    pid: libc::pid_t,
+    go: OwnedFd,
 }
 
 /// The container's ends of the pipes to the launcher.
@@ -212,8 +219,8 @@ fn container_main(
     security::hide_host_command_line(b"launch-init");
     let ready = set_up(
         spec,
-        launcher,
-        go,
+        Launcher { pid: launcher, go },
+        status.as_raw_fd(),
         pty,
         idmapped_image,
         name_files,
@@ -242,16 +249,18 @@ fn container_main(
 
 /// Everything between the clone and the command, in kernel order. Returns the pty's
 /// slave end for an interactive container. The seccomp filter comes later still, in
-/// the command's own process right before exec (see [`crate::process`]).
+/// init itself once the setup is done, and the command's process inherits it (see
+/// [`crate::init`]).
 fn set_up(
     spec: &ContainerSpec,
-    launcher: libc::pid_t,
-    go: OwnedFd,
+    launcher: Launcher,
+    status: RawFd,
     pty_channel: Option<OwnedFd>,
     idmapped_image: Option<OwnedFd>,
     name_files: &NameFiles,
     own_cgroup_namespace: bool,
 ) -> Result<Option<OwnedFd>, LaunchError> {
+    let Launcher { pid: launcher, go } = launcher;
     let in_userns = spec.id_mapping.is_some();
     let net_source = spec.network.source(in_userns);
     // 1. Die with the launcher; wait until it has written our uid/gid maps. A session
@@ -280,9 +289,6 @@ fn set_up(
     // in a user namespace the kernel only allows them when a full instance is.
     rootfs::mount_fresh(root, "/proc", c"proc", hidden, None)?;
     devices::populate(root, in_userns)?;
-    let tmp = libc::MS_NOSUID | libc::MS_NODEV;
-    rootfs::mount_fresh(root, "/tmp", c"tmpfs", tmp, Some(c"mode=1777"))?;
-    rootfs::mount_fresh(root, "/run", c"tmpfs", tmp, Some(c"mode=0755"))?;
     etc_files::install(&layer.scratch, root, &spec.hostname, name_files)?;
     for volume in &spec.volumes {
         rootfs::bind(
@@ -293,6 +299,7 @@ fn set_up(
             volume.read_only,
         )?;
     }
+    let tmp = libc::MS_NOSUID | libc::MS_NODEV;
     for path in &spec.tmpfs {
         rootfs::mount_fresh(root, path, c"tmpfs", tmp, Some(c"mode=1777"))?;
     }
@@ -312,14 +319,27 @@ fn set_up(
     // 4. Into the new root; the host's tree is detached and out of reach.
     rootfs::pivot_into(root)?;
     drop(layer);
+    // No descriptor on a host path may outlive this point: the image tree (our fd
+    // for it, and the launcher's), the cache's lock, the read-only mount of the
+    // launcher's binary. Only the pipes back to the launcher stay.
+    let channels: Vec<RawFd> = [Some(status), pty_channel.as_ref().map(AsRawFd::as_raw_fd)]
+        .into_iter()
+        .flatten()
+        .collect();
+    security::close_fds_except(&channels);
     // The kernel's memory, keys, timers and settings out of sight and out of reach.
     masked_paths::close_off()?;
     devices::verify()?;
     // A working directory the image lacks is made, as docker and runc do: root's, 0755,
-    // in the writable layer (so before the root may turn read-only). Inside the new root
-    // now, so its path and any symlink on it resolve in the container.
-    process::make_missing_workdir(&spec.command.workdir);
+    // in the writable layer (so before the root may turn read-only). The path is the
+    // image's or the user's: it is resolved inside the new root, never through a
+    // symlink, `..` or /proc magic link that leads out. A failure is left to the
+    // command's chdir, which reports it.
+    if spec.command.workdir != "/" {
+        let _ = rootfs::make_dir_in_root(&spec.command.workdir);
+    }
     if spec.read_only {
+        rootfs::keep_writable()?;
         rootfs::make_root_read_only()?;
     }
 
@@ -354,7 +374,13 @@ fn set_up(
 
 /// Every path the setup mounts on, in the container.
 fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
-    let fixed = ["/proc", "/sys", "/dev", "/tmp", "/run"].map(|p| (p, MountPoint::Dir));
+    let fixed = ["/proc", "/sys", "/dev"].map(|p| (p, MountPoint::Dir));
+    // /tmp is made when the image lacks it; with --read-only all the scratch
+    // directories are, to stay writable.
+    let scratch = match spec.read_only {
+        true => &rootfs::SCRATCH_DIRS[..],
+        false => &rootfs::SCRATCH_DIRS[..1],
+    };
     let volumes = spec
         .volumes
         .iter()
@@ -362,6 +388,7 @@ fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
     let tmpfs = spec.tmpfs.iter().map(|p| (p.as_str(), MountPoint::Dir));
     fixed
         .into_iter()
+        .chain(scratch.iter().copied())
         .chain(etc_files::MOUNT_POINTS)
         .chain(volumes)
         .chain(tmpfs)

@@ -8,6 +8,7 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
+use crate::capabilities::{self, Capability};
 use crate::error::LaunchError;
 use crate::process::{self, Command, PreparedCommand};
 use crate::security::BeforeExec;
@@ -116,8 +117,16 @@ pub fn run(
         command,
         terminal.as_ref().map(AsRawFd::as_raw_fd),
         *command_mask,
-        before_exec,
     );
+    // Init itself is confined as the command will be, before the command exists: a
+    // process of the container allowed to trace init (--cap-add SYS_PTRACE) would
+    // otherwise make the calls the filter refuses, or exec outside the root, through it.
+    // The command's process inherits both.
+    if let Err(e) = confine(before_exec) {
+        eprintln!("launch: {e}");
+        // SAFETY: exiting PID 1 ends the container.
+        unsafe { libc::_exit(process::EXIT_LAUNCH_FAILED) };
+    }
     if command.is_an_init() {
         // It reaps and passes signals on itself: it becomes PID 1. Exec closes the
         // status pipe unwritten, so the launcher takes this process's own exit status.
@@ -139,6 +148,11 @@ pub fn run(
     };
     drop(prepared);
     drop(terminal);
+    // From now on init only reaps and passes signals on: kill(-1) at the end needs
+    // CAP_KILL (the command may run as another user), nothing else does.
+    if let Err(e) = capabilities::keep_only(&[Capability::KILL]) {
+        eprintln!("launch: {e}");
+    }
     let waited = signal_set();
     loop {
         // SAFETY: valid sigset; the siginfo is not needed.
@@ -152,6 +166,27 @@ pub fn run(
             unsafe { libc::kill(child, sig) };
         }
     }
+}
+
+/// Enforces the Landlock rule and installs the seccomp filter on init.
+fn confine(before_exec: BeforeExec) -> Result<(), LaunchError> {
+    if let Some(rule) = &before_exec.exec_inside_root {
+        rule.enforce().map_err(|e| {
+            LaunchError::setup(
+                "enforcing the Landlock rule",
+                std::io::Error::from_raw_os_error(e),
+            )
+        })?;
+    }
+    if let Some(profile) = &before_exec.seccomp {
+        profile.install().map_err(|e| {
+            LaunchError::setup(
+                "installing the seccomp filter",
+                std::io::Error::from_raw_os_error(e),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Reaps every finished child; the command's exit code when it is among them.

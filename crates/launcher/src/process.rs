@@ -3,10 +3,9 @@
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
-use std::os::unix::fs::DirBuilderExt;
 
 use crate::error::LaunchError;
-use crate::security::{self, BeforeExec};
+use crate::security;
 
 /// The launcher itself failed (bad option, broken image, a setup step).
 pub const EXIT_LAUNCH_FAILED: i32 = 125;
@@ -50,19 +49,6 @@ pub struct Command {
     pub user: Option<User>,
 }
 
-/// Creates the working directory `workdir` and its missing parents (0755) if it does not
-/// exist. A failure is left to the command's chdir, which reports it.
-pub fn make_missing_workdir(workdir: &str) {
-    let path = std::path::Path::new(workdir);
-    // The root, the default, is there: no stat on every launch for it.
-    if workdir != "/" && !path.exists() {
-        let _ = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(path);
-    }
-}
-
 /// The exit status for a child that ended with wait status `status`: its own code, or
 /// 128+N when signal N killed it.
 pub fn exit_code(status: libc::c_int) -> i32 {
@@ -94,18 +80,16 @@ pub struct PreparedCommand {
     not_found: Vec<u8>,
     cannot_run: Vec<u8>,
     bad_workdir: Vec<u8>,
-    /// Applied last, right before exec.
-    before_exec: BeforeExec,
 }
 
 impl PreparedCommand {
     /// `terminal` becomes the command's controlling terminal and stdio; `mask` its
-    /// signal mask.
+    /// signal mask. The process that runs it inherits init's Landlock domain and
+    /// seccomp filter (see [`crate::init`]).
     pub fn new(
         command: &Command,
         terminal: Option<RawFd>,
         mask: libc::sigset_t,
-        before_exec: BeforeExec,
     ) -> PreparedCommand {
         let c = |s: &str| CString::new(s).unwrap_or_default();
         let argv: Vec<CString> = command.argv.iter().map(|a| c(a)).collect();
@@ -136,7 +120,6 @@ impl PreparedCommand {
             not_found: format!("launch: {program}: command not found\n").into_bytes(),
             cannot_run: format!("launch: {program}: ").into_bytes(),
             bad_workdir: format!("launch: --workdir {}: ", command.workdir).into_bytes(),
-            before_exec,
         }
     }
 
@@ -206,25 +189,7 @@ extern "C" fn start_command(arg: *mut libc::c_void) -> libc::c_int {
         if !security::cwd_is_inside_root() {
             fail(&p.bad_workdir, libc::EXDEV, EXIT_LAUNCH_FAILED);
         }
-        if let Some(rule) = &p.before_exec.exec_inside_root {
-            if let Err(e) = rule.enforce() {
-                fail(
-                    b"launch: enforcing the Landlock rule: ",
-                    e,
-                    EXIT_LAUNCH_FAILED,
-                );
-            }
-        }
         security::close_inherited_fds();
-        if let Some(profile) = &p.before_exec.seccomp {
-            if let Err(e) = profile.install() {
-                fail(
-                    b"launch: installing the seccomp filter: ",
-                    e,
-                    EXIT_LAUNCH_FAILED,
-                );
-            }
-        }
         // Like execvp: the first candidate that runs wins; a candidate that exists but
         // cannot run is remembered, the search goes on past names that do not exist.
         let mut error = libc::ENOENT;

@@ -74,7 +74,31 @@ impl std::str::FromStr for Volume {
 pub enum MountPoint {
     Dir,
     File,
+    /// A directory every user may write and only its owner delete from (1777), as
+    /// /tmp and /var/tmp are on every system.
+    SharedDir,
 }
+
+impl MountPoint {
+    /// The mode a directory made for it gets (the setup runs with umask 0).
+    fn dir_mode(self) -> libc::mode_t {
+        match self {
+            MountPoint::SharedDir => 0o1777,
+            MountPoint::Dir | MountPoint::File => 0o755,
+        }
+    }
+}
+
+/// Where programs expect a writable scratch directory. The image's own copy is used,
+/// content and all, as docker and runc do: the writable layer already takes the writes,
+/// and a tmpfs over it would hide whatever the image keeps there (a program built
+/// under /tmp). Made when the image lacks it; with `--read-only` each stays writable
+/// (see [`keep_writable`]).
+pub const SCRATCH_DIRS: [(&str, MountPoint); 3] = [
+    ("/tmp", MountPoint::SharedDir),
+    ("/run", MountPoint::Dir),
+    ("/var/tmp", MountPoint::SharedDir),
+];
 
 /// The per-launch writable layer and the overlay root built on it.
 pub struct WritableLayer {
@@ -247,10 +271,10 @@ fn seed_mount_point(
                 Err(e) => return Err(e),
             },
             (false, _) => {
-                let made = if last && kind == MountPoint::File {
-                    create_file_at(upper.as_raw_fd(), &prefix_c)
-                } else {
-                    mkdir_at(upper.as_raw_fd(), &prefix_c, 0o755)
+                let made = match (last, kind) {
+                    (true, MountPoint::File) => create_file_at(upper.as_raw_fd(), &prefix_c),
+                    (true, kind) => mkdir_at(upper.as_raw_fd(), &prefix_c, kind.dir_mode()),
+                    (false, _) => mkdir_at(upper.as_raw_fd(), &prefix_c, 0o755),
                 };
                 match made {
                     Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
@@ -506,7 +530,63 @@ pub fn pivot_into(root: &OwnedFd) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// `--read-only`: the root mount (only it: /tmp, /run, volumes keep their own mode).
+/// `--read-only`: the scratch directories stay writable. podman mounts an empty tmpfs
+/// on each; here each is bound onto itself instead, a mount of its own that the
+/// read-only root leaves writable, so what the image keeps in them stays visible.
+/// Called in the new root, before [`make_root_read_only`].
+pub fn keep_writable() -> Result<(), LaunchError> {
+    let root = open_in_root_dir()?;
+    for (path, kind) in SCRATCH_DIRS {
+        let target = mount_point(&root, path, kind)?;
+        let step = || format!("keeping {path} writable");
+        // SAFETY: plain syscall on a valid fd with AT_EMPTY_PATH.
+        let tree = check(
+            unsafe {
+                libc::syscall(
+                    libc::SYS_open_tree,
+                    target.as_raw_fd(),
+                    c"".as_ptr(),
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
+                )
+            },
+            step,
+        )?;
+        // SAFETY: open_tree returned a new fd that we own.
+        let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+        move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))?;
+    }
+    Ok(())
+}
+
+/// Makes the directory `path` (with its missing parents, 0755) when it does not exist,
+/// resolving it inside the current root: the path comes from the image or the user, and
+/// neither a symlink nor `..` nor a /proc magic link on it may lead outside.
+pub fn make_dir_in_root(path: &str) -> Result<(), LaunchError> {
+    let root = open_in_root_dir()?;
+    mount_point(&root, path, MountPoint::Dir).map(drop)
+}
+
+/// The current root, for resolving paths inside it after pivot_root.
+fn open_in_root_dir() -> Result<OwnedFd, LaunchError> {
+    // SAFETY: valid C string; the fd is owned at once.
+    let fd = unsafe {
+        libc::open(
+            c"/".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(LaunchError::setup(
+            "opening the container's root",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `--read-only`: the root mount (only it: the scratch directories (see
+/// [`keep_writable`]), volumes and --tmpfs keep their own mode).
 pub fn make_root_read_only() -> Result<(), LaunchError> {
     set_read_only(libc::AT_FDCWD, c"/", 0)
         .map_err(|e| LaunchError::setup("making the root read-only", e))
@@ -539,7 +619,9 @@ pub fn mount_point(root: &OwnedFd, path: &str, kind: MountPoint) -> Result<Owned
     // The parent is a real directory inside the root now; the name may still be a
     // dangling symlink from the image: replace it with a real entry in the upper layer.
     let create = || match kind {
-        MountPoint::Dir => mkdir_at(parent.as_raw_fd(), &name_c, 0o755),
+        MountPoint::Dir | MountPoint::SharedDir => {
+            mkdir_at(parent.as_raw_fd(), &name_c, kind.dir_mode())
+        }
         MountPoint::File => create_file_at(parent.as_raw_fd(), &name_c),
     };
     let created = match create() {

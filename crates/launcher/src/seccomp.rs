@@ -11,9 +11,10 @@
 //! A group of calls that one capability would allow is kept open when that capability
 //! is added (`--cap-add SYS_ADMIN` opens mount and the namespace calls), as docker does.
 //!
-//! The filter is built before the command's process exists and installed by it last,
-//! right before exec (see [`crate::process`]): the setup itself needs mount, pivot_root
-//! and unshare, and the process between clone and exec may not allocate.
+//! The filter is built before the clone and installed by the container's init once the
+//! setup is done, before it starts the command, which inherits it (see [`crate::init`]):
+//! init is confined as the command is, and the setup before needs mount, pivot_root
+//! and unshare.
 
 use std::collections::BTreeMap;
 
@@ -181,7 +182,7 @@ impl SeccompProfile {
     }
 
     /// Installs the filters on the calling thread. Needs no_new_privs (set earlier).
-    /// Allocation-free: for the command's process right before exec.
+    /// Allocation-free.
     pub fn install(&self) -> Result<(), libc::c_int> {
         for filter in &self.filters {
             let program = libc::sock_fprog {

@@ -77,9 +77,9 @@ impl SecurityPolicy {
     }
 }
 
-/// What the command's process applies last, right before exec: the Landlock rule
-/// (execute only inside the root) and the seccomp filter. Built beforehand: that
-/// process may not allocate.
+/// What init applies last, before it starts the command: the Landlock rule
+/// (execute only inside the root) and the seccomp filter. Built before the clone, while
+/// the launcher still sees the kernel's answers to its probes.
 pub struct BeforeExec {
     pub exec_inside_root: Option<ExecInsideRoot>,
     pub seccomp: Option<SeccompProfile>,
@@ -105,6 +105,28 @@ pub fn close_inherited_fds() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 }
 
+/// Closes every fd above stderr but `keep`: in the container's init once it is in the
+/// new root, so that no descriptor the launcher had open (the image tree, the cache's
+/// lock, the read-only mount of its binary) survives into the container, where a
+/// process allowed to trace init could reach the host's tree through /proc/1/fd.
+pub fn close_fds_except(keep: &[std::os::fd::RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .collect();
+    keep.sort_unstable();
+    let mut first = 3u32;
+    for fd in keep.into_iter().filter(|&fd| fd >= 3) {
+        if fd > first {
+            // SAFETY: plain syscall; the range holds no fd this process still uses.
+            unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0u32) };
+        }
+        first = fd + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) };
+}
+
 /// Whether the working directory is inside the process's root. A directory outside it
 /// (a leaked host fd's, CVE-2024-21626) shows in getcwd as "(unreachable)/...", not
 /// starting with `/`. Allocation-free, for the command's process before exec.
@@ -115,18 +137,22 @@ pub fn cwd_is_inside_root() -> bool {
     ret > 0 && buf[0] == b'/'
 }
 
-/// Replaces this process's command line, as /proc/<pid>/cmdline shows it, with `name`:
-/// the container's init is the launcher, whose arguments name host paths (the binary,
-/// the image, the cache) that the container has no business seeing. The kernel reads
-/// the command line from the process's own memory: the argument strings it copied one
-/// after another at exec (arg_start..arg_end). The area starts at argv[0], which glibc
-/// keeps in `program_invocation_name`, and ends after the last argument's NUL; it is
-/// overwritten in place. (Reading arg_start and arg_end from /proc/self/stat instead
-/// costs ~20 us on the container's critical path.)
+/// Replaces this process's command line, as /proc/<pid>/cmdline shows it, with `name`,
+/// and blanks its environment, as /proc/<pid>/environ shows it: the container's init is
+/// the launcher, whose arguments name host paths (the binary, the image, the cache) and
+/// whose environment is the host user's (tokens included), none of which the container
+/// has any business seeing, even with CAP_SYS_PTRACE. The kernel reads both from the
+/// process's own memory: the argument strings it copied one after another at exec
+/// (arg_start..arg_end), the environment strings right after them (env_start..env_end).
+/// The arguments start at argv[0], which glibc keeps in `program_invocation_name`; both
+/// areas are overwritten in place. (Reading the bounds from /proc/self/stat instead
+/// costs a file read on the container's critical path.) Nothing of the launcher reads
+/// its environment after the clone: the command's was merged before.
 pub fn hide_host_command_line(name: &[u8]) {
     extern "C" {
         /// argv[0] as the kernel passed it (glibc and musl set it at startup).
         static program_invocation_name: *mut libc::c_char;
+        static environ: *const *const libc::c_char;
     }
     // SAFETY: set once by libc before main, never written since.
     let start = unsafe { program_invocation_name }.cast::<u8>();
@@ -140,14 +166,48 @@ pub fn hide_host_command_line(name: &[u8]) {
     if name.len() >= len {
         return;
     }
+    // SAFETY: the environment area starts right after the arguments' (the kernel lays
+    // them out so); `environ` is libc's NULL-terminated array of environment strings.
+    let env_len = unsafe { environment_area_len(start.add(len), environ) };
     // SAFETY: start..start+len is this process's own argument area (on its stack),
     // checked to hold exactly its arguments, which nothing reads any more: they were
-    // parsed long ago.
+    // parsed long ago; the environment area after it holds only the strings `environ`
+    // points at.
     unsafe {
-        let area = std::slice::from_raw_parts_mut(start, len);
+        let area = std::slice::from_raw_parts_mut(start, len + env_len);
         area.fill(0);
         area[..name.len()].copy_from_slice(name);
     }
+}
+
+/// How far the environment strings that the kernel laid out from `env_start` reach:
+/// the end of the furthest of `environ`'s strings within the largest area exec takes.
+/// Strings a program set later live on the heap, far from it, and are not counted.
+///
+/// # Safety
+/// `environ` must be NULL or a NULL-terminated array of NUL-terminated strings.
+unsafe fn environment_area_len(env_start: *const u8, environ: *const *const libc::c_char) -> usize {
+    // exec refuses arguments and environment together larger than this (ARG_MAX's
+    // ceiling: a quarter of the 8 MiB default stack limit, at most 6 MiB with a larger
+    // one): nothing beyond it was laid out by the kernel.
+    const MOST_EXEC_TAKES: usize = 6 << 20;
+    if environ.is_null() {
+        return 0;
+    }
+    let start = env_start as usize;
+    let mut end = start;
+    let mut entry = environ;
+    // SAFETY: walking a NULL-terminated array of C strings (the caller's promise).
+    unsafe {
+        while !(*entry).is_null() {
+            let at = *entry as usize;
+            if at >= start && at < start + MOST_EXEC_TAKES {
+                end = end.max(at + std::ffi::CStr::from_ptr(*entry).to_bytes().len() + 1);
+            }
+            entry = entry.add(1);
+        }
+    }
+    end - start
 }
 
 /// The length of the argument area starting at `start`: `args`, each with its NUL, one
@@ -186,6 +246,32 @@ mod tests {
         let len = unsafe { argument_area_len(memory.as_ptr(), args.into_iter()) };
         assert_eq!(len, Some(37));
         assert_eq!(&memory[36..38], b"\0H");
+    }
+
+    #[test]
+    fn the_environment_area_ends_after_its_furthest_string() {
+        // The kernel's strings at the start; one set later, past the area exec takes.
+        let mut memory = vec![0u8; 8 << 20];
+        memory[..16].copy_from_slice(b"A=1\0LONG=22\0B=3\0");
+        memory[16..21].copy_from_slice(b"after");
+        let later = 7 << 20;
+        memory[later..later + 4].copy_from_slice(b"X=y\0");
+        let base = memory.as_ptr();
+        // SAFETY: pointers to NUL-terminated strings inside `memory`.
+        let environ: [*const libc::c_char; 5] = unsafe {
+            [
+                base.add(12).cast(),
+                base.cast(),
+                base.add(later).cast(),
+                base.add(4).cast(),
+                std::ptr::null(),
+            ]
+        };
+        // SAFETY: a NULL-terminated array of C strings.
+        let len = unsafe { environment_area_len(base, environ.as_ptr()) };
+        assert_eq!(len, 16);
+        // SAFETY: no environment at all.
+        assert_eq!(unsafe { environment_area_len(base, std::ptr::null()) }, 0);
     }
 
     #[test]
