@@ -770,3 +770,185 @@ fn a_cgroup_left_by_a_killed_launch_is_swept_by_the_next() {
     let still = mkroot_e2e::attacks::cgroups_named(&name);
     assert!(still.is_empty(), "not swept: {still:?}");
 }
+
+/// The attack image as an oci-archive whose config's `config` part is `run_config`:
+/// what a hostile registry image looks like to `launch`.
+fn as_oci_archive(image: &AttackImage, run_config: serde_json::Value) -> std::path::PathBuf {
+    use mkroot_e2e::oci::{Image, Layer, LayerTar};
+    let layer = LayerTar::new().tree(&image.image.root()).finish();
+    let path = image.image.dir.path().join("hostile-oci.tar");
+    Image::new(vec![Layer::gzip(layer)], run_config).write_oci_archive(&path);
+    path
+}
+
+#[test]
+fn a_hostile_working_dir_makes_nothing_on_the_host_or_in_the_cache() {
+    // The image's WorkingDir climbs out through a descriptor the launcher might have
+    // left open in the container's init (its fd 3 was the host's image tree) to a
+    // directory of the host.
+    let image = AttackImage::new();
+    let host = tempfile::tempdir().unwrap();
+    let target = host.path().join("made-by-the-image");
+    let climb = "/proc/self/fd/3/../../../../../../../../../../..";
+    let hostile = as_oci_archive(
+        &image,
+        serde_json::json!({"WorkingDir": format!("{climb}{}/sub", target.display())}),
+    );
+    let cache_before = mkroot_e2e::launch::tree_listing(image.cache.path());
+    let run = mkroot_e2e::attacks::run_launch(
+        &image.cache,
+        &[],
+        hostile.to_str().unwrap(),
+        &["/bin/true"],
+    );
+    assert!(
+        !target.exists(),
+        "the image made a host directory:\n{}",
+        run.describe()
+    );
+    run.assert_host_unchanged();
+    // Only this image's own entry was added to the cache: nothing under another's.
+    let added: Vec<_> = mkroot_e2e::launch::tree_listing(image.cache.path())
+        .into_iter()
+        .filter(|p| !cache_before.contains(p))
+        .filter(|p| p.to_string_lossy().contains("/root/"))
+        .filter(|p| p.ends_with("sub") || p.ends_with("made-by-the-image"))
+        .collect();
+    assert!(added.is_empty(), "made in the cache: {added:?}");
+    // `-w` from the command line goes the same way.
+    let run = image.run(
+        &["-w", &format!("{climb}{}/sub", target.display())],
+        &["/bin/true"],
+    );
+    assert!(
+        !target.exists(),
+        "-w made a host directory:\n{}",
+        run.describe()
+    );
+
+    // Control: a path that does lead to the host (a volume) is made there, so the check
+    // above can see a directory made on the host.
+    let volume = format!("{}:/vol", host.path().display());
+    let run = image.run(
+        &["-v", &volume, "-w", "/vol/made-by-the-image/sub"],
+        &["/bin/true"],
+    );
+    assert!(target.join("sub").is_dir(), "control: {}", run.describe());
+}
+
+#[test]
+fn an_images_env_entry_without_a_value_reads_nothing_of_the_callers_environment() {
+    let image = AttackImage::new();
+    let hostile = as_oci_archive(&image, serde_json::json!({"Env": ["MKROOT_ATTACK_SECRET"]}));
+    // A mkroot image's manifest may say the same.
+    let root = image.image.root();
+    std::fs::create_dir_all(root.join(".mkroot")).unwrap();
+    let manifest = mkroot_common::manifest::ImageManifest {
+        version: mkroot_common::manifest::MANIFEST_VERSION,
+        cmd: vec!["/bin/env".into()],
+        env: vec!["MKROOT_ATTACK_SECRET".into()],
+        files: Vec::new(),
+    };
+    std::fs::write(
+        root.join(mkroot_common::manifest::MANIFEST_PATH),
+        manifest.to_json_bytes(),
+    )
+    .unwrap();
+    let env_in = |image_path: &std::path::Path, flags: &[&str]| {
+        let out = Command::new(mkroot_e2e::launch::launch_bin())
+            .arg("--cache-dir")
+            .arg(image.cache.path())
+            .args(flags)
+            .arg(image_path)
+            .args(["--", "/bin/env"])
+            .env("MKROOT_ATTACK_SECRET", "hunter2")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run launch");
+        assert!(
+            out.status.success(),
+            "{}",
+            mkroot_e2e::launch::describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for image_path in [hostile.as_path(), root.as_path()] {
+        let env = env_in(image_path, &[]);
+        assert!(!env.contains("hunter2"), "{}: {env}", image_path.display());
+        // Control: the user's own `-e NAME` does pass the caller's value on.
+        let env = env_in(image_path, &["-e", "MKROOT_ATTACK_SECRET"]);
+        assert!(
+            env.contains("MKROOT_ATTACK_SECRET=hunter2"),
+            "control: {env}"
+        );
+    }
+}
+
+#[test]
+fn tracing_init_with_sys_ptrace_reaches_no_host_file_environment_or_unfiltered_call() {
+    // Allowed to trace init, a process of the container sees what init holds: its
+    // descriptors (as /proc/1/fd links, which open the file itself), its environment,
+    // and whatever init may do that the command may not. Init holds only pipes and the
+    // stdio the command has anyway, a blank environment, CAP_KILL alone, and the same
+    // seccomp filter and Landlock domain as the command.
+    let image = AttackImage::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("host-file"), "h").unwrap();
+    let volume = format!("{}:/vol", host.path().display());
+    let script = "for fd in /proc/1/fd/*; do readlink $fd; done; echo ---; \
+        busybox tr '\\0' '\\n' < /proc/1/environ > /tmp/init-environ; \
+        cat /tmp/init-environ; echo ---; \
+        grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/1/status; echo ---; \
+        exec 7</vol/host-file; readlink /proc/self/fd/7; \
+        busybox tr '\\0' '\\n' < /proc/self/environ > /tmp/own-environ; \
+        grep SECRET /tmp/own-environ";
+    let run = Command::new(mkroot_e2e::launch::launch_bin())
+        .arg("--cache-dir")
+        .arg(image.cache.path())
+        .args([
+            "--cap-add",
+            "SYS_PTRACE",
+            "-v",
+            &volume,
+            "-e",
+            "MKROOT_ATTACK_SECRET=own",
+        ])
+        .arg(image.image.root())
+        .args(["--", "/bin/sh", "-c", script])
+        .env("MKROOT_ATTACK_SECRET", "hunter2")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run launch");
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    let describe = mkroot_e2e::launch::describe(&run);
+    assert!(run.status.success(), "{describe}");
+    let parts: Vec<&str> = out.split("---\n").collect();
+    assert_eq!(parts.len(), 4, "{describe}");
+    let (fds, environ, status, control) = (parts[0], parts[1], parts[2], parts[3]);
+    assert!(
+        !fds.trim().is_empty(),
+        "init's fds were not readable: {describe}"
+    );
+    for target in fds.lines() {
+        assert!(
+            target.starts_with("pipe:") || target == "/dev/null",
+            "init holds {target}: {describe}"
+        );
+    }
+    // Readable (blank bytes, one per character the environment had), and blank.
+    assert!(
+        !environ.is_empty(),
+        "init's environment was not readable: {describe}"
+    );
+    assert!(
+        !environ.contains("hunter2") && !environ.contains('='),
+        "{describe}"
+    );
+    assert!(status.contains("CapEff:\t0000000000000020"), "{describe}");
+    assert!(status.contains("Seccomp:\t2"), "{describe}");
+    assert!(status.contains("NoNewPrivs:\t1"), "{describe}");
+    // Control: the same reads on the command's own process show a host file's path and
+    // an environment, so the checks above can see both.
+    assert!(control.contains("/vol/host-file"), "{describe}");
+    assert!(control.contains("MKROOT_ATTACK_SECRET=own"), "{describe}");
+}

@@ -689,13 +689,12 @@ fn the_images_recorded_command_and_environment_are_the_default() {
     let out = launch([root.to_str().unwrap()]);
     assert_succeeded(&out);
     assert_eq!(stdout(&out), "from-manifest 7\n");
-    // A command given after `--` wins; the image's environment still applies.
+    // A command given after `--` wins; the image's environment still applies (docker's
+    // rule), and `-e` overrides it.
     let out = run_in(&image, "echo $IMAGE_VAR");
-    assert_eq!(
-        stdout(&out),
-        "\n",
-        "the image env comes with the image's command only"
-    );
+    assert_eq!(stdout(&out), "7\n", "{}", describe(&out));
+    let out = run_with_flags(&image, &["-e", "IMAGE_VAR=8"], "echo $IMAGE_VAR");
+    assert_eq!(stdout(&out), "8\n", "{}", describe(&out));
 }
 
 #[test]

@@ -81,10 +81,11 @@ impl ContainerSpec {
     ) -> Result<ContainerSpec, LaunchError> {
         let oci = defaults.cloned().unwrap_or_default();
         let argv = run_defaults::argv(options, &oci);
-        let manifest = if argv.is_empty() && defaults.is_none() {
-            read_manifest(&image, &options.image)?
-        } else {
-            None
+        // A mkroot image's manifest gives its command and environment; the environment
+        // applies whatever the command (docker's rule for an image's Env).
+        let manifest = match defaults {
+            None => read_manifest(&image, &options.image)?,
+            Some(_) => None,
         };
         let argv = match &manifest {
             _ if !argv.is_empty() => argv,
@@ -162,7 +163,9 @@ impl ContainerSpec {
 }
 
 /// The command's environment, later entries winning: defaults, the image's, the
-/// `--env-file`s in order, then `-e`.
+/// `--env-file`s in order, then `-e`. Only the user's own `KEY` entries (in `-e` and
+/// `--env-file`) take the caller's value: an image's entry without `=` is ignored, or
+/// an image could read whatever secret the caller's environment holds.
 fn environment(
     options: &LaunchOptions,
     hostname: &str,
@@ -182,7 +185,12 @@ fn environment(
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".to_string());
         env.push(format!("TERM={term}"));
     }
-    let mut given: Vec<String> = image_env.to_vec();
+    for entry in image_env {
+        if let Some((key, _)) = entry.split_once('=').filter(|(key, _)| !key.is_empty()) {
+            set_variable(&mut env, key, entry);
+        }
+    }
+    let mut given = Vec::new();
     for file in &options.env_files {
         let text = std::fs::read_to_string(file).map_err(|e| {
             LaunchError::Invalid(format!(
@@ -212,11 +220,16 @@ fn environment(
                 Err(_) => continue,
             },
         };
-        let key_len = entry.find('=').expect("has =") + 1;
-        env.retain(|e| !e.starts_with(&entry[..key_len]));
-        env.push(entry);
+        let key = &entry[..entry.find('=').expect("has =")];
+        set_variable(&mut env, key, &entry);
     }
     Ok(env)
+}
+
+/// Sets `KEY=VALUE` (`entry`) in `env`, replacing an earlier value of `key`.
+fn set_variable(env: &mut Vec<String>, key: &str, entry: &str) {
+    env.retain(|e| e.split_once('=').is_none_or(|(k, _)| k != key));
+    env.push(entry.to_string());
 }
 
 /// Opens an image tree (a directory) for the container: an O_PATH fd, through which
@@ -310,6 +323,21 @@ mod tests {
         assert!(!env.contains(&"A=1".to_string()));
         assert!(env.contains(&"PATH=/x".to_string()));
         assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    }
+
+    #[test]
+    fn only_the_users_own_entries_take_the_callers_value() {
+        std::env::set_var("MKROOT_TEST_CALLERS_SECRET", "hunter2");
+        let image_env = ["MKROOT_TEST_CALLERS_SECRET".to_string(), "=x".to_string()];
+        let env = environment(&LaunchOptions::default(), "h", false, &image_env).unwrap();
+        assert!(!env.iter().any(|e| e.contains("hunter2")), "{env:?}");
+        assert!(!env.iter().any(|e| e.starts_with('=')), "{env:?}");
+        let options = LaunchOptions {
+            env: vec!["MKROOT_TEST_CALLERS_SECRET".into()],
+            ..LaunchOptions::default()
+        };
+        let env = environment(&options, "h", false, &image_env).unwrap();
+        assert!(env.contains(&"MKROOT_TEST_CALLERS_SECRET=hunter2".to_string()));
     }
 
     #[test]
