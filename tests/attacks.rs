@@ -352,6 +352,21 @@ fn keyctl_bpf_and_the_x32_abi_are_refused_by_seccomp() {
 }
 
 #[test]
+fn vsock_sockets_are_refused_even_where_the_network_is_isolated() {
+    let image = AttackImage::new();
+    for net in [&[][..], &["--net", "none"][..]] {
+        attack(&image, net, &["vsock"]);
+    }
+    // Control: without the filter the kernel makes the socket.
+    let open = image.run(
+        &["--security-opt", "seccomp=unconfined"],
+        &["/bin/attack", "vsock"],
+    );
+    assert_eq!(open.output.status.code(), Some(1), "{}", open.describe());
+    assert!(open.stdout().contains("ALLOWED"), "{}", open.describe());
+}
+
+#[test]
 fn capabilities_are_cut_in_all_five_sets() {
     let image = AttackImage::new();
     let caps = |options: &[&str]| -> Vec<(String, u64)> {

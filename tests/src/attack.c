@@ -14,6 +14,7 @@
 #include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -38,6 +39,14 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "bpf")) { /* BPF_MAP_CREATE with an empty attr */
         char attr[128] = {0};
         return verdict("bpf", syscall(SYS_bpf, 0, attr, sizeof attr));
+    }
+    if (!strcmp(mode, "vsock")) { /* AF_VSOCK (40): a channel past the network namespace */
+        long fd = socket(40, SOCK_STREAM, 0);
+        if (fd < 0 && errno != EPERM) { /* not a policy refusal: the kernel has no vsock */
+            printf("vsock: unavailable: %s\n", strerror(errno));
+            return 2;
+        }
+        return verdict("vsock socket", fd);
     }
     if (!strcmp(mode, "x32")) /* getpid through the x32 ABI */
         return verdict("x32 getpid", syscall(39 | 0x40000000));

@@ -162,6 +162,13 @@ impl SeccompProfile {
                 .collect::<Result<Vec<_>, _>>()?;
             refused.insert(libc::SYS_clone, rules);
         }
+        // AF_VSOCK talks to the hypervisor and to other VMs past any network namespace,
+        // and its port space is shared by every container of the host (docker refuses
+        // the family too).
+        refused.insert(
+            libc::SYS_socket,
+            vec![arg_equals_rule(0, libc::AF_VSOCK as u64)?],
+        );
         let arch = std::env::consts::ARCH
             .try_into()
             .map_err(|e| compile_error(format!("{e}")))?;
@@ -206,6 +213,13 @@ impl SeccompProfile {
         }
         Ok(())
     }
+}
+
+/// A rule matching when argument `index` is `value`.
+fn arg_equals_rule(index: u8, value: u64) -> Result<SeccompRule, LaunchError> {
+    let condition = SeccompCondition::new(index, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+        .map_err(|e| compile_error(e.to_string()))?;
+    SeccompRule::new(vec![condition]).map_err(|e| compile_error(e.to_string()))
 }
 
 /// A rule matching when `flag` is set in clone's first argument.
