@@ -26,6 +26,7 @@
 use crate::build::{BuildSpec, OutputFormat, RunConfig};
 use crate::extras::{users, Extras, GconvChoice};
 use crate::plan::{self, split_command, AddSpec, PlanRequest};
+use mkroot_common::host_file::read_regular_to_string;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -126,7 +127,7 @@ pub enum RecipeError {
 impl Recipe {
     /// Reads and parses a recipe file.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+        let text = read_regular_to_string(path).map_err(|source| RecipeError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -202,6 +203,19 @@ impl Recipe {
                 reason: Some(format!("added by the recipe: {}", file.host.display())),
             })
             .collect();
+        // Checked here too (the flags' check would name --env and --workdir).
+        if let Some(key) = self.env.keys().find(|key| !is_variable_name(key)) {
+            return Err(field(
+                "env",
+                format!("{key:?} is not a variable name; use letters, digits and `_`"),
+            ));
+        }
+        if let Some(dir) = self.workdir.as_ref().filter(|dir| !dir.starts_with('/')) {
+            return Err(field(
+                "workdir",
+                format!("{dir:?} is not an absolute path; write it like \"/srv\""),
+            ));
+        }
         if let Some(user) = self.users.iter().find(|user| !users::is_user_name(user)) {
             return Err(field(
                 "users",
@@ -250,6 +264,11 @@ impl Recipe {
             format: self.output.as_ref().and_then(|o| o.format),
         })
     }
+}
+
+/// A key `env` can set: not empty, without `=` or whitespace (what the flags accept).
+fn is_variable_name(key: &str) -> bool {
+    !key.is_empty() && !key.contains('=') && !key.contains(char::is_whitespace)
 }
 
 #[cfg(test)]

@@ -232,10 +232,11 @@ pub fn unpack_file(
     target: &Path,
     options: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
-    let file = std::fs::File::open(image).map_err(|source| UnpackError::Target {
-        path: image.to_path_buf(),
-        source,
-    })?;
+    let (file, _) =
+        crate::host_file::open_regular(image).map_err(|source| UnpackError::Target {
+            path: image.to_path_buf(),
+            source,
+        })?;
     unpack(file, target, options)
 }
 
