@@ -253,3 +253,184 @@ fn odd_adds_and_recipe_keys_get_errors_naming_what_was_written() {
         assert!(!stderr_of(&out).contains("--"), "{}", stderr_of(&out));
     }
 }
+
+/// `mkroot -f RECIPE --check IMAGE` in `dir`.
+fn check(dir: &Path, recipe: &str, image: &str) -> Output {
+    run_mkroot(&["-f", recipe, "--check", image], dir)
+}
+
+/// The one line `--check` prints for an image that differs (exit 1), which must name
+/// each of `named`.
+#[track_caller]
+fn differs_in_one_line(out: &Output, named: &[&str]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", stderr_of(out));
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    for name in named {
+        assert!(stdout.contains(name), "{name:?} not in: {stdout}");
+    }
+}
+
+/// Packs the directory `tree` into a gzip'd tarball with the system's tar, as a user
+/// repacking an image would.
+fn repack(tree: &Path, archive: &Path) {
+    let status = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(archive)
+        .arg("-C")
+        .arg(tree)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(status.success());
+}
+
+/// The image's manifest with the sha256 it records for `path` set to `sha256`: a
+/// tamperer who keeps the claims in step with the files.
+fn restate_manifest(tree: &Path, path: &str, sha256: &str) {
+    let manifest_path = tree.join(".mkroot/manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    for file in manifest["files"].as_array_mut().unwrap() {
+        if file["path"] == path {
+            file["sha256"] = sha256.into();
+        }
+    }
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn check_judges_what_an_image_holds_not_what_it_claims() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    copy_recipes(dir);
+    build(&["-f", "greeting.toml", "-q"], dir);
+    let tree = dir.join("unpacked");
+    mkroot_e2e::builder::unpack(&dir.join("greeting.tgz"), &tree);
+    // Repacked as it was, the image still matches.
+    repack(&tree, &dir.join("same.tgz"));
+    let out = check(dir, "greeting.toml", "same.tgz");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+
+    // Other bytes, the manifest left as it was...
+    let greeting = tree.join("etc/greeting");
+    std::fs::write(&greeting, "a tampered greeting\n").unwrap();
+    repack(&tree, &dir.join("tampered.tgz"));
+    differs_in_one_line(
+        &check(dir, "greeting.toml", "tampered.tgz"),
+        &["/etc/greeting", "content differs", "greeting.txt"],
+    );
+    // ...or made to say so.
+    let sha = mkroot_e2e::builder::sha256(&greeting);
+    restate_manifest(&tree, "/etc/greeting", &sha);
+    repack(&tree, &dir.join("restated.tgz"));
+    differs_in_one_line(
+        &check(dir, "greeting.toml", "restated.tgz"),
+        &["/etc/greeting", "content differs", "greeting.txt"],
+    );
+    // The same tree as a directory image.
+    differs_in_one_line(
+        &check(dir, "greeting.toml", "unpacked"),
+        &["/etc/greeting", "content differs"],
+    );
+
+    // A symlink to a host file in its place, the manifest untouched.
+    std::fs::remove_file(&greeting).unwrap();
+    mkroot_e2e::builder::unpack(&dir.join("greeting.tgz"), &dir.join("fresh"));
+    std::fs::copy(
+        dir.join("fresh/.mkroot/manifest.json"),
+        tree.join(".mkroot/manifest.json"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", &greeting).unwrap();
+    repack(&tree, &dir.join("relinked.tgz"));
+    differs_in_one_line(
+        &check(dir, "greeting.toml", "relinked.tgz"),
+        &["/etc/greeting", "a symlink"],
+    );
+
+    // The right bytes with a setuid bit.
+    std::fs::remove_file(&greeting).unwrap();
+    std::fs::copy(dir.join("greeting.txt"), &greeting).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&greeting, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    repack(&tree, &dir.join("setuid.tgz"));
+    differs_in_one_line(
+        &check(dir, "greeting.toml", "setuid.tgz"),
+        &["/etc/greeting", "mode 4755"],
+    );
+}
+
+/// `greeting.tgz` with a file of the user's as a first `.mkroot/manifest.json`.
+fn shadowed_manifest(image: &Path, fake: &[u8]) -> Vec<u8> {
+    let plain = mkroot_e2e::oci_build::gunzip_if_gzip(&std::fs::read(image).unwrap());
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(&plain[..]);
+    let mut first = true;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let mut header = entry.header().clone();
+        if path == Path::new(".mkroot/manifest.json") && first {
+            first = false;
+            let mut fake_header = header.clone();
+            fake_header.set_size(fake.len() as u64);
+            fake_header.set_cksum();
+            builder.append(&fake_header, fake).unwrap();
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        header.set_cksum();
+        builder.append(&header, &data[..]).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+#[test]
+fn a_users_file_cannot_stand_in_for_the_manifest() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    copy_recipes(dir);
+    let fake = br#"{"version":1,"cmd":["/bin/sh","-c","echo the user's"],"env":[],"files":[]}"#;
+    std::fs::write(dir.join("fake.json"), fake).unwrap();
+    std::fs::create_dir_all(dir.join("tree/.mkroot")).unwrap();
+    std::fs::write(dir.join("tree/.mkroot/manifest.json"), fake).unwrap();
+    for add in [
+        "fake.json:/.mkroot/manifest.json",
+        "fake.json:/.mkroot",
+        "fake.json:/.mkroot/x/../manifest.json",
+        "tree:/",
+    ] {
+        let out = run_mkroot(&["--bins", "sh", "--add", add, "-o", "out.tgz"], dir);
+        fails_with_one_line(&out, 1, &["/.mkroot", "mkroot's own"]);
+        assert!(!dir.join("out.tgz").exists(), "{add}");
+    }
+
+    // An image with two manifests, the user's first: --check refuses to judge it, and
+    // launch refuses to run it.
+    build(&["-f", "greeting.toml", "-q"], dir);
+    let shadowed = dir.join("shadowed.tar");
+    std::fs::write(
+        &shadowed,
+        shadowed_manifest(&dir.join("greeting.tgz"), fake),
+    )
+    .unwrap();
+    let out = check(dir, "greeting.toml", "shadowed.tar");
+    fails_with_one_line(
+        &out,
+        2,
+        &["shadowed.tar", "two entries for /.mkroot/manifest.json"],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let out =
+        mkroot_e2e::launch::launch(["--cache-dir", path_str(cache.path()), path_str(&shadowed)]);
+    let stderr = stderr_of(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("the user's"));
+    assert!(stderr.contains(".mkroot/manifest.json"), "{stderr}");
+    assert!(stderr.contains("second entry"), "{stderr}");
+}
