@@ -434,3 +434,70 @@ fn a_users_file_cannot_stand_in_for_the_manifest() {
     assert!(stderr.contains(".mkroot/manifest.json"), "{stderr}");
     assert!(stderr.contains("second entry"), "{stderr}");
 }
+
+#[test]
+fn a_recipe_writes_only_under_its_own_directory_and_says_where_files_came_from() {
+    let temp = tempfile::tempdir().unwrap();
+    let top = temp.path();
+    let dir = top.join("repo/recipes");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(top, dir.join("up")).unwrap();
+    let escape = top.join("x.tgz");
+    let absolute = escape.to_str().unwrap().to_string();
+    for (output, says) in [
+        ("../../x.tgz", "`..`"),
+        (absolute.as_str(), "absolute"),
+        ("up/x.tgz", "symlink"),
+    ] {
+        let recipe = format!("programs = [\"sh\"]\n[output]\npath = {output:?}\n");
+        std::fs::write(dir.join("image.toml"), recipe).unwrap();
+        let out = run_mkroot(&["-q", "-f", "image.toml"], &dir);
+        fails_with_one_line(&out, 1, &["image.toml", "output.path", says]);
+        assert!(
+            !escape.exists(),
+            "{output}: written outside the recipe's directory"
+        );
+        // The command line may name any place.
+        let given = top.join("given.tgz");
+        build(&["-q", "-f", "image.toml", "-o", path_str(&given)], &dir);
+        assert!(given.exists());
+        std::fs::remove_file(given).unwrap();
+    }
+    // Inside its directory, relative to the recipe, not to where mkroot runs.
+    std::fs::write(
+        dir.join("image.toml"),
+        "programs = [\"sh\"]\n[output]\npath = \"out/\"\n",
+    )
+    .unwrap();
+    build(&["-q", "-f", "repo/recipes/image.toml"], top);
+    assert!(dir.join("out/.mkroot/manifest.json").is_file());
+
+    // A recipe with a sysroot that adds a host file from outside it: warned about, and
+    // the manifest and --explain say where it came from.
+    sysroot(&dir);
+    std::fs::write(top.join("secret"), "host only\n").unwrap();
+    let recipe = format!(
+        "programs = [\"sh\"]\nsysroot = \"sysroot\"\n[[files]]\nhost = {:?}\nimage = \"/s\"\n[[files]]\nhost = \"sysroot/etc/hosts\"\nimage = \"/h\"\n",
+        path_str(&top.join("secret"))
+    );
+    std::fs::write(dir.join("sys.toml"), recipe).unwrap();
+    let out = run_mkroot(&["-f", "sys.toml", "--dry-run", "--explain"], &dir);
+    let stderr = stderr_of(&out);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(path_str(&top.join("secret"))),
+        "{stderr}"
+    );
+    assert!(warnings[0].contains("outside its sysroot"), "{stderr}");
+    let explained = String::from_utf8_lossy(&out.stdout);
+    let line = explained.lines().find(|l| l.contains("secret")).unwrap();
+    assert!(
+        line.contains("outside the recipe's directory, not from its sysroot"),
+        "{line}"
+    );
+    let line = explained.lines().find(|l| l.contains("etc/hosts")).unwrap();
+    assert!(line.contains("in the recipe's directory"), "{line}");
+    assert!(!line.contains("sysroot]"), "{line}");
+}
