@@ -37,6 +37,41 @@ pub mod builder {
             .expect("run mkroot")
     }
 
+    /// Runs mkroot with `args` in `cwd` and waits at most `limit` for it to end: on
+    /// expiry it is killed (by its PID) and the test fails, naming the run. Returns how
+    /// long it took, and what it printed.
+    pub fn run_mkroot_within(
+        args: &[&str],
+        cwd: &Path,
+        limit: std::time::Duration,
+    ) -> (std::time::Duration, Output) {
+        let start = std::time::Instant::now();
+        let mut child = Command::new(mkroot())
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mkroot");
+        loop {
+            if child.try_wait().expect("wait for mkroot").is_some() {
+                let out = child.wait_with_output().expect("read mkroot's output");
+                return (start.elapsed(), out);
+            }
+            if start.elapsed() > limit {
+                // SIGKILL to this child's PID only.
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("reap mkroot");
+                panic!(
+                    "mkroot {args:?} did not end within {limit:?}; killed it. stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Runs mkroot and fails the test with its stderr if it fails.
     pub fn build(args: &[&str], cwd: &Path) {
         let out = run_mkroot(args, cwd);

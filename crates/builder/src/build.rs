@@ -18,6 +18,9 @@ pub struct BuildSpec {
     pub tag: Option<String>,
     pub output: Option<PathBuf>,
     pub format: Option<OutputFormat>,
+    /// Host files a recipe with a sysroot adds from outside it, for a warning: they go
+    /// in as they are on this host, not as the sysroot has them.
+    pub outside_sysroot: Vec<PathBuf>,
 }
 
 /// How the image runs, beside its default command (which is in the plan).
@@ -129,6 +132,7 @@ impl ImageFlags {
             tag: None,
             output: None,
             format: None,
+            outside_sysroot: Vec::new(),
         })
     }
 

@@ -1,23 +1,28 @@
-//! `--check`: does an image still match its recipe? The image's manifest (every file's
-//! sha256, read from inside the image) is compared with the manifest a fresh plan would
-//! write; a difference names the image path and the host file it comes from.
+//! `--check`: does an image still match its recipe? The image is judged by what it
+//! holds, not by what it says of itself: every path is read from the image
+//! ([`crate::inventory`]: regular files hashed, types, modes and link targets taken) and
+//! compared with what a fresh plan would write; a difference names the image path and
+//! the host file it comes from. The image's manifest gives only the run settings it
+//! records (command, environment), compared too; it is itself a file of the image, so a
+//! manifest edited to match tampered files is a difference as well.
 //!
 //! Reads a root filesystem (`.tgz`, `.tar`, directory) or an OCI image (layout directory
 //! or archive) through the launcher's own reader ([`mkroot_common::oci::read`]), which
-//! checks the index, manifest and config against their digests: there the manifest is
-//! inside a layer, and the run settings come from the config.
+//! checks the index, manifest, config and layer against their digests: there the files
+//! are in the layer, and the run settings come from the config too.
 
 use crate::copy::PlannedKind;
 use crate::image::{self, ImageError};
+use crate::inventory::{self, Content, Inventory, InventoryError, Item};
 use crate::plan::Plan;
-use mkroot_common::gzip::ParallelGunzip;
+use mkroot_common::archive::EntryKind;
+use mkroot_common::digest;
+use mkroot_common::host_file;
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
 use mkroot_common::oci::read::{self, ImageFormat, OciError, RunDefaults};
 use mkroot_common::oci::write::{architecture_of, OciImage};
-use mkroot_common::unpack::{sniff_compression, Compression};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +33,18 @@ pub enum CheckError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: {what}; --check takes an image file or directory")]
+    NotAnImage { path: PathBuf, what: &'static str },
     #[error("{path}: no {MANIFEST_PATH} inside; --check needs an image mkroot built")]
     NoManifest { path: PathBuf },
     #[error("{path}: malformed {MANIFEST_PATH}: {reason}; rebuild the image")]
     BadManifest { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Inventory {
+        path: PathBuf,
+        #[source]
+        source: InventoryError,
+    },
     #[error(transparent)]
     Oci(#[from] OciError),
     #[error(transparent)]
@@ -41,14 +54,53 @@ pub enum CheckError {
 /// One way the image differs from what the recipe builds now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Difference {
-    /// The file's contents (or link target) differ; `host` is where the recipe takes it.
-    Changed { path: String, host: Option<PathBuf> },
+    /// The path is there, but not as the recipe builds it; `host` is where the recipe
+    /// takes it.
+    Changed {
+        path: String,
+        host: Option<PathBuf>,
+        change: Change,
+    },
     /// The recipe now puts this file in; the image lacks it.
     Added { path: String, host: Option<PathBuf> },
     /// The image has this file; the recipe no longer puts it in.
     Removed { path: String },
     /// The default command or environment differ.
     Setting { name: &'static str },
+}
+
+/// How a path of the image differs from the recipe's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A regular file with other bytes.
+    Content,
+    /// Another kind of file (a symlink where a file should be).
+    Kind {
+        found: &'static str,
+        built: &'static str,
+    },
+    /// A symlink to somewhere else.
+    Target { found: String, built: String },
+    /// Other permission bits.
+    Mode { found: u32, built: u32 },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Content => write!(f, "content differs from what the recipe builds"),
+            Change::Kind { found, built } => write!(f, "{found}, where the recipe builds {built}"),
+            Change::Target { found, built } => {
+                write!(
+                    f,
+                    "a symlink to {found}, where the recipe builds one to {built}"
+                )
+            }
+            Change::Mode { found, built } => {
+                write!(f, "mode {found:04o}, where the recipe builds {built:04o}")
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Difference {
@@ -58,7 +110,9 @@ impl std::fmt::Display for Difference {
             None => String::new(),
         };
         match self {
-            Difference::Changed { path, host } => write!(f, "changed: {path}{}", from(host)),
+            Difference::Changed { path, host, change } => {
+                write!(f, "changed: {path}: {change}{}", from(host))
+            }
             Difference::Added { path, host } => write!(f, "added: {path}{}", from(host)),
             Difference::Removed { path } => write!(f, "removed: {path}"),
             Difference::Setting { name } => write!(f, "changed: the image's {name}"),
@@ -73,45 +127,29 @@ pub fn check(
     oci: &OciImage,
     image_path: &Path,
 ) -> Result<Vec<Difference>, CheckError> {
-    let fresh = image::contents(plan)?.manifest;
+    let expected = expected_inventory(plan)?;
     // An OCI image is opened (and its index, manifest and config checked) once, for
-    // both its manifest file and its run settings.
+    // both its layer and its run settings.
     let oci_image = open_oci(image_path)?;
-    let built = read_manifest(image_path, oci_image.as_ref())?;
-    let hosts: BTreeMap<String, PathBuf> = plan
-        .tree
-        .entries()
-        .iter()
-        .filter_map(|(path, entry)| match &entry.kind {
-            PlannedKind::File { source, .. } => Some((format!("/{path}"), source.clone())),
-            _ => None,
-        })
-        .collect();
-    let facts = |m: &ImageManifest| -> BTreeMap<String, (Option<String>, Option<String>)> {
-        m.files
-            .iter()
-            .map(|f| (f.path.clone(), (f.sha256.clone(), f.link.clone())))
-            .collect()
-    };
-    let (now, then) = (facts(&fresh), facts(&built));
     let mut differences = Vec::new();
-    for (path, fact) in &now {
-        let host = hosts.get(path).cloned();
-        match then.get(path) {
-            None => differences.push(Difference::Added {
-                path: path.clone(),
-                host,
-            }),
-            Some(old) if old != fact => differences.push(Difference::Changed {
-                path: path.clone(),
-                host,
-            }),
-            Some(_) => {}
+    let found = match &oci_image {
+        Some(image) => {
+            if image.layers.len() != 1 {
+                differences.push(Difference::Setting {
+                    name: "layers (the recipe builds one)",
+                });
+            }
+            layer_inventory(image, image_path)?
         }
-    }
-    for path in then.keys().filter(|p| !now.contains_key(*p)) {
-        differences.push(Difference::Removed { path: path.clone() });
-    }
+        None => inventory::of_rootfs(image_path).map_err(|source| CheckError::Inventory {
+            path: image_path.to_path_buf(),
+            source,
+        })?,
+    };
+    let built = image_manifest(image_path, &found)?;
+    let hosts = host_files(plan);
+    differences.extend(path_differences(&expected, &found, &hosts));
+    let fresh = &expected.manifest;
     if fresh.cmd != built.cmd {
         differences.push(Difference::Setting {
             name: "default command",
@@ -126,6 +164,164 @@ pub fn check(
         differences.extend(OciSettings::of(image)?.differences(oci));
     }
     Ok(differences)
+}
+
+/// What the plan would write, as an inventory, and the manifest it would write.
+struct Expected {
+    items: BTreeMap<String, Item>,
+    manifest: ImageManifest,
+}
+
+fn expected_inventory(plan: &Plan) -> Result<Expected, CheckError> {
+    let contents = image::contents(plan)?;
+    let hashes: BTreeMap<&str, &str> = contents
+        .manifest
+        .files
+        .iter()
+        .filter_map(|f| Some((f.path.as_str(), f.sha256.as_deref()?)))
+        .collect();
+    let items = contents
+        .entries
+        .iter()
+        .map(|entry| {
+            let path = format!("/{}", entry.path);
+            let file = |sha256: String| Content::File { sha256 };
+            let content = match &entry.kind {
+                EntryKind::Dir => Content::Dir,
+                EntryKind::Symlink { target } => Content::Symlink {
+                    target: target.clone(),
+                },
+                EntryKind::Bytes(bytes) => file(digest::sha256_bytes(bytes)),
+                EntryKind::File { .. } | EntryKind::Hardlink { .. } => {
+                    file(hashes.get(path.as_str()).unwrap_or(&"").to_string())
+                }
+            };
+            let item = Item {
+                content,
+                mode: entry.mode & 0o7777,
+            };
+            (path, item)
+        })
+        .collect();
+    Ok(Expected {
+        items,
+        manifest: contents.manifest,
+    })
+}
+
+/// Where the plan takes each image file from on the host, for the messages.
+fn host_files(plan: &Plan) -> BTreeMap<String, PathBuf> {
+    plan.tree
+        .entries()
+        .iter()
+        .filter_map(|(path, entry)| match &entry.kind {
+            PlannedKind::File { source, .. } => Some((format!("/{path}"), source.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The paths the image holds otherwise than the plan, in path order: added and changed
+/// ones, then those the image has and the plan not. The manifest is a difference only
+/// when nothing else is: any other change changes it too.
+fn path_differences(
+    expected: &Expected,
+    found: &Inventory,
+    hosts: &BTreeMap<String, PathBuf>,
+) -> Vec<Difference> {
+    let manifest = format!("/{MANIFEST_PATH}");
+    let mut differences = Vec::new();
+    let mut manifest_changed = None;
+    for (path, built) in &expected.items {
+        let host = hosts.get(path).cloned();
+        let Some(item) = found.items.get(path) else {
+            differences.push(Difference::Added {
+                path: path.clone(),
+                host,
+            });
+            continue;
+        };
+        if let Some(change) = change(item, built) {
+            let difference = Difference::Changed {
+                path: path.clone(),
+                host,
+                change,
+            };
+            if *path == manifest {
+                manifest_changed = Some(difference);
+            } else {
+                differences.push(difference);
+            }
+        }
+    }
+    for path in found.items.keys() {
+        if !expected.items.contains_key(path) {
+            differences.push(Difference::Removed { path: path.clone() });
+        }
+    }
+    if differences.is_empty() {
+        differences.extend(manifest_changed);
+    }
+    differences
+}
+
+/// How `found` differs from `built`, the first way that matters.
+fn change(found: &Item, built: &Item) -> Option<Change> {
+    match (&found.content, &built.content) {
+        (Content::File { sha256: a }, Content::File { sha256: b }) if a != b => {
+            Some(Change::Content)
+        }
+        (Content::Symlink { target: a }, Content::Symlink { target: b }) => {
+            (a != b).then(|| Change::Target {
+                found: a.clone(),
+                built: b.clone(),
+            })
+        }
+        (a, b) if a.kind() != b.kind() => Some(Change::Kind {
+            found: a.kind(),
+            built: b.kind(),
+        }),
+        _ => (found.mode != built.mode).then_some(Change::Mode {
+            found: found.mode,
+            built: built.mode,
+        }),
+    }
+}
+
+/// The run settings the image's own manifest records.
+fn image_manifest(path: &Path, found: &Inventory) -> Result<ImageManifest, CheckError> {
+    let bytes = found
+        .manifest
+        .as_ref()
+        .ok_or_else(|| CheckError::NoManifest {
+            path: path.to_path_buf(),
+        })?;
+    ImageManifest::from_json_bytes(bytes).map_err(|e| CheckError::BadManifest {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// The inventory of an OCI image's top layer (mkroot writes one), the layer checked
+/// against its digests once read to its end.
+fn layer_inventory(image: &read::OciImage, path: &Path) -> Result<Inventory, CheckError> {
+    let Some(layer) = image.layers.last() else {
+        return Err(CheckError::NoManifest {
+            path: path.to_path_buf(),
+        });
+    };
+    let mut stream = image.open_layer(layer)?;
+    let mut reader = stream.take_reader();
+    let found = inventory::of_tar(&mut reader).map_err(|source| CheckError::Inventory {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    io::copy(&mut reader, &mut io::sink()).map_err(|source| CheckError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    stream.verify()?;
+    Ok(found)
 }
 
 /// What an OCI image's index and config say about running it.
@@ -181,85 +377,21 @@ impl OciSettings {
     }
 }
 
-/// The image at `path`, read through the OCI reader; `None` for a root filesystem.
+/// The image at `path`, read through the OCI reader; `None` for a root filesystem. A
+/// fifo or a device is refused before anything opens it.
 fn open_oci(path: &Path) -> Result<Option<read::OciImage>, CheckError> {
+    let meta = std::fs::metadata(path).map_err(|source| CheckError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(CheckError::NotAnImage {
+            path: path.to_path_buf(),
+            what: host_file::kind_name(&meta.file_type()),
+        });
+    }
     match read::detect(path)? {
         ImageFormat::Rootfs => Ok(None),
         format => Ok(Some(read::OciImage::open(path, format)?)),
     }
-}
-
-/// The manifest inside the image at `path`, whatever form it takes: a root filesystem
-/// (directory, tar, compressed tar) has it at [`MANIFEST_PATH`], an OCI image (`oci`,
-/// opened by [`open_oci`]) in a layer.
-fn read_manifest(path: &Path, oci: Option<&read::OciImage>) -> Result<ImageManifest, CheckError> {
-    let read_error = |source| CheckError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = match oci {
-        Some(image) => find_in_layers(image, path)?,
-        None if path.is_dir() => match std::fs::read(path.join(MANIFEST_PATH)) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(read_error(e)),
-        },
-        None => {
-            let file = File::open(path).map_err(read_error)?;
-            find_in_tar(decompressed(file).map_err(read_error)?).map_err(read_error)?
-        }
-    };
-    let bytes = bytes.ok_or_else(|| CheckError::NoManifest {
-        path: path.to_path_buf(),
-    })?;
-    ImageManifest::from_json_bytes(&bytes).map_err(|e| CheckError::BadManifest {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
-
-/// The manifest's bytes from the image's layers, the top one first (it would be the
-/// one a container sees).
-fn find_in_layers(image: &read::OciImage, path: &Path) -> Result<Option<Vec<u8>>, CheckError> {
-    for layer in image.layers.iter().rev() {
-        let mut stream = image.open_layer(layer)?;
-        let found = find_in_tar(stream.take_reader()).map_err(|source| CheckError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if found.is_some() {
-            return Ok(found);
-        }
-    }
-    Ok(None)
-}
-
-/// A root filesystem tarball's bytes, decompressed as `launch` reads them (compression
-/// told by magic number); a compression it does not read is named in the error.
-fn decompressed(file: File) -> io::Result<Box<dyn Read>> {
-    let (compression, whole) = sniff_compression(file)?;
-    Ok(match compression {
-        Compression::None => Box::new(whole),
-        Compression::Gzip => Box::new(ParallelGunzip::buffered(whole)),
-        Compression::Unsupported(name) => {
-            return Err(io::Error::other(format!(
-                "compressed with {name}, which mkroot does not write or read"
-            )))
-        }
-    })
-}
-
-/// The manifest's bytes from a root filesystem's tar.
-fn find_in_tar(reader: impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        if name.trim_start_matches("./") == MANIFEST_PATH {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes)?;
-            return Ok(Some(bytes));
-        }
-    }
-    Ok(None)
 }

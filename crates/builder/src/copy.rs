@@ -9,14 +9,13 @@
 //! host file has several names, the identity that lets the writer keep hard links.
 
 use crate::programs::{normalize, RootPath};
+use crate::search::MAX_SYMLINKS;
 use mkroot_common::archive::hardlink_identity;
+use mkroot_common::host_file::{is_content, kind_name};
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
-
-/// The kernel's limit on symlinks followed in one path walk (`MAXSYMLINKS`).
-const MAX_SYMLINKS: usize = 40;
 
 /// What an image path will be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,9 +23,11 @@ pub enum PlannedKind {
     Dir,
     /// A host file, copied. `identity` is `(dev, inode)` when the host file has more
     /// than one name, so that names of the same file become hard links in the image.
+    /// `size` is its size when planned: it is hashed and written at that size.
     File {
         source: PathBuf,
         identity: Option<(u64, u64)>,
+        size: u64,
     },
     /// Contents made by mkroot (`/etc/passwd`, the loader cache).
     Generated(Vec<u8>),
@@ -55,7 +56,7 @@ pub enum CopyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: too many levels of symbolic links; fix the link loop on the host")]
+    #[error("{path}: a symlink loop (more than {MAX_SYMLINKS} links followed); fix the links")]
     SymlinkLoop { path: PathBuf },
     #[error("{path}: {what} is not UTF-8, which image paths must be; rename it or leave it out")]
     NotUtf8 { path: PathBuf, what: &'static str },
@@ -63,6 +64,34 @@ pub enum CopyError {
     NotADirectory { path: PathBuf },
     #[error("{path}: the image already has {existing} there; add it at another image path")]
     Clash { path: PathBuf, existing: String },
+    #[error(
+        "{path}: {what}; an image holds only regular files, directories and symlinks: leave it out"
+    )]
+    NotContent { path: PathBuf, what: &'static str },
+    #[error(
+        "{path}: /{RESERVED} is mkroot's own (the image's manifest); add it at another image path"
+    )]
+    Reserved { path: PathBuf },
+}
+
+/// The image directory that holds mkroot's manifest: no file of the user's goes there,
+/// or one could stand in for the manifest.
+const RESERVED: &str = ".mkroot";
+
+/// Whether `inside` (an image path) is mkroot's own: `/.mkroot` or under it.
+pub fn is_reserved(inside: &Path) -> bool {
+    key(inside).split('/').next() == Some(RESERVED)
+}
+
+/// A host file that is none of what an image holds (a fifo, a device node, a socket).
+fn check_content(host: &Path, meta: &std::fs::Metadata) -> Result<(), CopyError> {
+    if is_content(&meta.file_type()) {
+        return Ok(());
+    }
+    Err(CopyError::NotContent {
+        path: host.to_path_buf(),
+        what: kind_name(&meta.file_type()),
+    })
 }
 
 /// Every path of the image, keyed by its path inside the image without the leading `/`.
@@ -101,8 +130,15 @@ impl ImageTree {
     }
 
     /// Records an entry unless the path is already planned; the first reason stays.
-    fn record(&mut self, inside: &Path, entry: PlannedEntry) {
+    /// mkroot's own directory is refused.
+    fn record(&mut self, inside: &Path, entry: PlannedEntry) -> Result<(), CopyError> {
+        if is_reserved(inside) {
+            return Err(CopyError::Reserved {
+                path: inside.to_path_buf(),
+            });
+        }
         self.entries.entry(key(inside)).or_insert(entry);
+        Ok(())
     }
 
     /// Copies the path `inside` (a path inside the root) with every symlink and
@@ -152,7 +188,7 @@ impl ImageTree {
                             format!("symlink on the way to {}", inside.display())
                         },
                     },
-                );
+                )?;
                 if target.is_absolute() {
                     current = PathBuf::from("/");
                 }
@@ -168,24 +204,26 @@ impl ImageTree {
                         source: Some(host),
                         reason: "directory".to_string(),
                     },
-                );
+                )?;
                 current = next;
             } else {
                 if !pending.is_empty() {
                     return Err(CopyError::NotADirectory { path: host });
                 }
+                check_content(&host, &meta)?;
                 self.record(
                     &next,
                     PlannedEntry {
                         kind: PlannedKind::File {
                             source: host.clone(),
                             identity: hardlink_identity(&meta),
+                            size: meta.len(),
                         },
                         mode,
                         source: Some(host),
                         reason: reason.to_string(),
                     },
-                );
+                )?;
                 return Ok(next);
             }
         }
@@ -223,18 +261,15 @@ impl ImageTree {
                 ..
             }) => Ok(()),
             Some(other) => Err(clash(inside, other)),
-            None => {
-                self.record(
-                    inside,
-                    PlannedEntry {
-                        kind: PlannedKind::Dir,
-                        mode,
-                        source: None,
-                        reason: reason.to_string(),
-                    },
-                );
-                Ok(())
-            }
+            None => self.record(
+                inside,
+                PlannedEntry {
+                    kind: PlannedKind::Dir,
+                    mode,
+                    source: None,
+                    reason: reason.to_string(),
+                },
+            ),
         }
     }
 
@@ -263,7 +298,7 @@ impl ImageTree {
                 source: None,
                 reason: reason.to_string(),
             },
-        );
+        )?;
         Ok(at)
     }
 
@@ -290,6 +325,7 @@ impl ImageTree {
                 what: "the name",
             });
         }
+        check_content(host, &meta)?;
         let mode = meta.permissions().mode() & 0o7777;
         let kind = if meta.file_type().is_symlink() {
             let target = read_link(host)?;
@@ -302,6 +338,7 @@ impl ImageTree {
             PlannedKind::File {
                 source: host.to_path_buf(),
                 identity: hardlink_identity(&meta),
+                size: meta.len(),
             }
         };
         if let Some(existing) = self.entries.get(&key(at)) {
@@ -325,8 +362,7 @@ impl ImageTree {
                 source: Some(host.to_path_buf()),
                 reason: reason.to_string(),
             },
-        );
-        Ok(())
+        )
     }
 }
 

@@ -6,7 +6,6 @@
 //! Every offset and count comes from the file and is checked against its length before
 //! use: truncated or hostile input gives an [`ElfError`], never a panic or a huge allocation.
 
-use std::fs::File;
 use std::path::Path;
 
 use goblin::container::Ctx;
@@ -97,12 +96,8 @@ impl ElfFacts {
 
     /// Reads the facts of the file at `path` (a host path).
     pub fn read(path: &Path) -> Result<ElfFacts, ElfError> {
-        let file = File::open(path)?;
-        let meta = file.metadata()?;
-        if meta.is_dir() {
-            return Err(ElfError::Io(std::io::Error::other("is a directory")));
-        }
-        let len = meta.len();
+        // Never a fifo or a device: mapping or reading one would block or not end.
+        let (file, len) = mkroot_common::host_file::open_regular(path)?;
         if len < 4 {
             return Err(ElfError::NotElf);
         }

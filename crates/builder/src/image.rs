@@ -10,6 +10,7 @@ use mkroot_common::archive::{
     self, ArchiveError, EntryKind, ImageEntry, OutputTarget, WriteOptions, WriteSummary,
 };
 use mkroot_common::digest;
+use mkroot_common::host_file;
 use mkroot_common::manifest::{ImageManifest, ManifestEntry, MANIFEST_PATH, MANIFEST_VERSION};
 use mkroot_common::oci::{
     self,
@@ -17,7 +18,7 @@ use mkroot_common::oci::{
 };
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Images with more file contents than this get a progress bar (on a terminal).
 const PROGRESS_THRESHOLD: u64 = 64 << 20;
@@ -47,10 +48,10 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
     let mut planned: Vec<(&String, &crate::copy::PlannedEntry)> =
         plan.tree.entries().iter().collect();
     planned.sort_by(|a, b| archive::image_order(a.0, b.0));
-    let sources: Vec<&PathBuf> = planned
+    let sources: Vec<(&PathBuf, u64)> = planned
         .iter()
         .filter_map(|(_, e)| match &e.kind {
-            PlannedKind::File { source, .. } => Some(source),
+            PlannedKind::File { source, size, .. } => Some((source, *size)),
             _ => None,
         })
         .collect();
@@ -73,7 +74,11 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
                 Some(digest::sha256_bytes(bytes)),
                 None,
             ),
-            PlannedKind::File { source, identity } => {
+            PlannedKind::File {
+                source,
+                identity,
+                size,
+            } => {
                 let sha = hashes.get(source).cloned().unwrap_or_default();
                 let first = identity.and_then(|id| match first_name.get(&id) {
                     Some(first) => Some(first.clone()),
@@ -86,6 +91,7 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
                     Some(target) => EntryKind::Hardlink { target },
                     None => EntryKind::File {
                         source: source.clone(),
+                        size: *size,
                     },
                 };
                 (kind, Some(sha), None)
@@ -127,9 +133,9 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
     Ok(ImageContents { entries, manifest })
 }
 
-/// sha256 of every source file, spread over the cores: the manifest needs all of them
-/// before the first byte of the archive.
-fn hash_files(sources: &[&PathBuf]) -> Result<HashMap<PathBuf, String>, ImageError> {
+/// sha256 of every source file at its planned size, spread over the cores: the manifest
+/// needs all of them before the first byte of the archive.
+fn hash_files(sources: &[(&PathBuf, u64)]) -> Result<HashMap<PathBuf, String>, ImageError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -141,13 +147,11 @@ fn hash_files(sources: &[&PathBuf]) -> Result<HashMap<PathBuf, String>, ImageErr
                         .iter()
                         .skip(worker)
                         .step_by(threads)
-                        .map(|source| {
-                            digest::sha256_file(source)
-                                .map(|sha| ((*source).clone(), sha))
-                                .map_err(|e| ImageError::Hash {
-                                    path: (*source).clone(),
-                                    source: e,
-                                })
+                        .map(|&(source, size)| {
+                            host_file::open_planned(source, size)
+                                .and_then(digest::sha256_reader)
+                                .map(|sha| (source.clone(), sha))
+                                .map_err(|e| hash_error(source, e))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -159,6 +163,21 @@ fn hash_files(sources: &[&PathBuf]) -> Result<HashMap<PathBuf, String>, ImageErr
             .collect()
     });
     results.into_iter().collect()
+}
+
+/// A source file that cannot be hashed: it changed since it was planned, or cannot be
+/// read.
+fn hash_error(source: &Path, error: std::io::Error) -> ImageError {
+    if host_file::is_changed(&error) {
+        ImageError::Archive(ArchiveError::SourceChanged {
+            path: source.to_path_buf(),
+        })
+    } else {
+        ImageError::Hash {
+            path: source.to_path_buf(),
+            source: error,
+        }
+    }
 }
 
 /// Writes the plan to `target`. A progress bar is drawn on stderr when stderr is a
@@ -198,7 +217,7 @@ fn with_progress<T>(
     let total: u64 = entries
         .iter()
         .map(|e| match &e.kind {
-            EntryKind::File { source } => std::fs::metadata(source).map(|m| m.len()).unwrap_or(0),
+            EntryKind::File { size, .. } => *size,
             EntryKind::Bytes(bytes) => bytes.len() as u64,
             _ => 0,
         })

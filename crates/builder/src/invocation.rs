@@ -62,6 +62,7 @@ pub struct PlannedImage {
     oci_cmd: Vec<String>,
     tag: Option<String>,
     output: Option<Output>,
+    outside_sysroot: Vec<PathBuf>,
 }
 
 /// What came of a run.
@@ -111,7 +112,14 @@ impl Invocation {
     /// format and tag over the recipe's, its run settings checked.
     pub fn spec(&self) -> Result<BuildSpec, InvocationError> {
         let mut spec = match &self.source {
-            SpecSource::Recipe(path) => Recipe::load(path)?.to_spec(path)?,
+            SpecSource::Recipe(path) => {
+                let recipe = Recipe::load(path)?;
+                let mut spec = recipe.to_spec(path)?;
+                if self.output.is_none() {
+                    spec.output = recipe.output_path(path)?;
+                }
+                spec
+            }
             SpecSource::Flags(flags) => flags.to_spec()?,
         };
         if self.output.is_some() {
@@ -139,6 +147,7 @@ impl Invocation {
             oci_cmd,
             tag: spec.tag,
             output,
+            outside_sysroot: spec.outside_sysroot,
         })
     }
 
@@ -183,6 +192,11 @@ impl PlannedImage {
     /// The libraries left out (`--allow-missing`), for the warnings.
     pub fn missing(&self) -> &[MissingLibrary] {
         &self.plan.missing
+    }
+
+    /// Host files a recipe with a sysroot adds from outside it, for the warnings.
+    pub fn outside_sysroot(&self) -> &[PathBuf] {
+        &self.outside_sysroot
     }
 
     /// Programs found by name outside the image's PATH, for the warnings.

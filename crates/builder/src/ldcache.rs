@@ -135,7 +135,7 @@ fn string_at(bytes: &[u8], at: usize) -> Result<String, LdCacheError> {
 impl LdCache {
     /// Reads the cache file at `path` (a host path).
     pub fn load(path: &Path) -> Result<LdCache, LdCacheError> {
-        LdCache::parse(&std::fs::read(path)?)
+        LdCache::parse(&mkroot_common::host_file::read_regular(path)?)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<LdCache, LdCacheError> {

@@ -34,6 +34,7 @@ pub mod check;
 pub mod copy;
 pub mod extras;
 pub mod image;
+pub mod inventory;
 pub mod invocation;
 pub mod loader_cache;
 pub mod plan;

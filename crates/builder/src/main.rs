@@ -205,6 +205,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     if !quiet {
         warn_left_out(&image);
         warn_off_path(&image);
+        warn_outside_sysroot(&image);
     }
     if let Some(tree) = invocation.explanation(&image) {
         print_stdout(&tree)?;
@@ -225,6 +226,17 @@ fn warn_left_out(image: &PlannedImage) {
             "mkroot: warning: {}: needs {}, not found; left out (--allow-missing)",
             missing.needed_by.display(),
             missing.name
+        );
+    }
+}
+
+/// Warns about host files a recipe with a sysroot adds from outside it: they come from
+/// this host, not from the root the recipe builds from.
+fn warn_outside_sysroot(image: &PlannedImage) {
+    for host in image.outside_sysroot() {
+        eprintln!(
+            "mkroot: warning: the recipe adds {}, a host file outside its sysroot; it goes in as this host has it",
+            host.display()
         );
     }
 }

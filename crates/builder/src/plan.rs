@@ -6,13 +6,14 @@
 //! loader does not name ([`crate::extras`]), the mount points, and the image's own
 //! loader cache. Nothing is written here; [`crate::image`] writes a plan.
 
-use crate::copy::{CopyError, ImageTree};
+use crate::copy::{self, CopyError, ImageTree};
 use crate::elf::ElfFacts;
 use crate::extras::{self, Extras};
 use crate::loader_cache;
 use crate::programs::{self, ProgramError, RootPath, Shebang};
 use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
-use crate::search::{Abi, Found, Requester};
+use crate::search::{symlink_loop, Abi, Found, Requester};
+use mkroot_common::host_file;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,16 @@ pub enum PlanError {
     UnloadableLibrary { program: PathBuf, missing: String },
     #[error("{root}: cannot use as root: {reason}; give an existing directory to --sysroot")]
     Root { root: PathBuf, reason: String },
+    #[error("{path}: cannot read the root's loader cache: {reason}; rebuild it (ldconfig -r ROOT) or remove it")]
+    LoaderCache { path: PathBuf, reason: String },
+    #[error("{path}: {what}, not a regular file; mkroot reads only regular files there: replace or remove it")]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("{path}: {source}; fix the links in the root")]
+    SymlinkLoop {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{script}: interpreters nest more than {MAX_INTERPRETER_DEPTH} deep; simplify the script's #! line")]
     InterpreterDepth { script: PathBuf },
     #[error(
@@ -124,6 +135,8 @@ pub enum PlanError {
     },
     #[error("--bins: no programs given; name at least one, like --bins bash")]
     NoPrograms,
+    #[error("{host}: a file cannot be the image root `/`; add it at a path under it, like {}:/NAME", host.display())]
+    FileAtRoot { host: PathBuf },
 }
 
 fn resolve_error(error: ResolveError, shown: &Path) -> PlanError {
@@ -132,9 +145,9 @@ fn resolve_error(error: ResolveError, shown: &Path) -> PlanError {
             path: shown.to_path_buf(),
             reason: "a linker script, not a program".to_string(),
         },
-        ResolveError::LdCache { path, reason } => PlanError::Root {
-            root: path,
-            reason: format!("malformed loader cache: {reason}"),
+        ResolveError::LdCache { path, reason } => PlanError::LoaderCache {
+            path,
+            reason: format!("malformed: {reason}"),
         },
         ResolveError::NotElf { .. } => PlanError::NotElf {
             path: shown.to_path_buf(),
@@ -197,9 +210,16 @@ impl Plan {
             });
         }
         let root = RootPath::new(&request.root);
-        let resolver = Resolver::new(&request.root).map_err(|e| PlanError::Root {
-            root: request.root.clone(),
-            reason: e.to_string(),
+        let resolver = Resolver::new(&request.root).map_err(|e| match e {
+            ResolveError::Io { path, source } => PlanError::LoaderCache {
+                path,
+                reason: source.to_string(),
+            },
+            ResolveError::LdCache { path, reason } => PlanError::LoaderCache { path, reason },
+            other => PlanError::Root {
+                root: request.root.clone(),
+                reason: other.to_string(),
+            },
         })?;
         let mut planner = Planner {
             resolver,
@@ -268,6 +288,34 @@ fn default_cmd(program: &Path) -> Vec<String> {
 impl Planner {
     pub(crate) fn root(&self) -> &RootPath {
         self.tree.root()
+    }
+
+    /// The text of a configuration file of the root (`/etc/nsswitch.conf`), symlinks
+    /// followed inside it; `None` when it is absent or unreadable as text, which the
+    /// extras take for "use the defaults". A fifo, a device node or a symlink loop there
+    /// is an error: the root is not what it should be.
+    pub(crate) fn read_config(&self, inside: &str) -> Result<Option<String>, PlanError> {
+        let host = match self.root().resolve(Path::new(inside)) {
+            Ok(host) => host,
+            Err(source) if symlink_loop(&source) => {
+                return Err(PlanError::SymlinkLoop {
+                    path: self.root().joined(Path::new(inside)),
+                    source,
+                })
+            }
+            Err(_) => return Ok(None),
+        };
+        match host_file::read_regular_to_string(&host) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) => match host_file::not_regular(&e) {
+                // A directory there is absent to libc too.
+                Some(found) if found.what != "a directory" => Err(PlanError::NotRegular {
+                    path: host,
+                    what: found.what,
+                }),
+                _ => Ok(None),
+            },
+        }
     }
 
     /// Finds the program `name` as a shell would ([`programs::find_program`]), noting it
@@ -445,6 +493,9 @@ impl Planner {
             programs::normalize(&cwd.join(host))
         };
         let at = programs::normalize(add.image.as_deref().unwrap_or(&host_abs));
+        if copy::is_reserved(&at) {
+            return Err(PlanError::Copy(CopyError::Reserved { path: at }));
+        }
         let reason = add
             .reason
             .clone()
@@ -458,6 +509,9 @@ impl Planner {
                 source,
             },
         })?;
+        if at == Path::new("/") && !meta.is_dir() {
+            return Err(PlanError::FileAtRoot { host: host.clone() });
+        }
         let parent = at.parent().unwrap_or(Path::new("/"));
         let parent = self.tree.ensure_dir(parent, 0o755, "directory")?;
         let at = parent.join(at.file_name().unwrap_or_default());
@@ -476,6 +530,10 @@ impl Planner {
             } else {
                 at.join(relative)
             };
+            // `--add DIR:/` fills the image root, which is there already.
+            if dest == Path::new("/") {
+                continue;
+            }
             self.tree.add_host_entry(item.path(), &dest, &reason)?;
             if item.file_type().is_file() {
                 self.scan_added(item.path(), &reason)?;

@@ -4,8 +4,9 @@
 //! Paths here are paths inside the root (`/` or `--sysroot`); [`RootPath`] turns them
 //! into host paths.
 
+use crate::search::symlink_loop;
 use mkroot_common::fill::read_up_to;
-use std::fs::File;
+use mkroot_common::host_file::{kind_name, open_regular};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -62,6 +63,14 @@ pub enum ProgramError {
     NoSuchFile { path: PathBuf },
     #[error("{path}: is a directory, not a program; name a file")]
     IsDirectory { path: PathBuf },
+    #[error("{path}: {what}, not a program; name a regular file")]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("{path}: {source}; fix the links in the root")]
+    SymlinkLoop {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: cannot read: {source}; check its permissions")]
     Unreadable {
         path: PathBuf,
@@ -100,11 +109,16 @@ pub fn find_program(
         } else {
             continue;
         };
-        if root
-            .resolve(&candidate)
-            .is_ok_and(|host| is_executable_file(&host))
-        {
-            return Ok(normalize(&candidate));
+        match root.resolve(&candidate) {
+            Ok(host) if is_executable_file(&host) => return Ok(normalize(&candidate)),
+            // A shell stops here too: exec fails with ELOOP, not "not found".
+            Err(source) if symlink_loop(&source) => {
+                return Err(ProgramError::SymlinkLoop {
+                    path: root.joined(&candidate),
+                    source,
+                })
+            }
+            _ => {}
         }
     }
     Err(ProgramError::NotFound {
@@ -132,9 +146,17 @@ fn program_path(name: &str, root: &RootPath) -> Result<PathBuf, ProgramError> {
         Ok(meta) if meta.is_dir() => Err(ProgramError::IsDirectory {
             path: given.to_path_buf(),
         }),
+        Ok(meta) if !meta.is_file() => Err(ProgramError::NotRegular {
+            path: given.to_path_buf(),
+            what: kind_name(&meta.file_type()),
+        }),
         Ok(_) => Ok(inside),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ProgramError::NoSuchFile {
             path: given.to_path_buf(),
+        }),
+        Err(source) if symlink_loop(&source) => Err(ProgramError::SymlinkLoop {
+            path: given.to_path_buf(),
+            source,
         }),
         Err(source) => Err(ProgramError::Unreadable {
             path: given.to_path_buf(),
@@ -182,9 +204,9 @@ pub fn read_shebang(root: &RootPath, inside: &Path) -> Result<Option<Shebang>, P
         source,
     };
     let mut head = [0u8; 256];
-    let mut file = root
+    let (mut file, _) = root
         .resolve(inside)
-        .and_then(File::open)
+        .and_then(|host| open_regular(&host))
         .map_err(unreadable)?;
     let filled = read_up_to(&mut file, &mut head).map_err(unreadable)?;
     let head = &head[..filled];

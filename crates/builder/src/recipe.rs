@@ -26,9 +26,11 @@
 use crate::build::{BuildSpec, OutputFormat, RunConfig};
 use crate::extras::{users, Extras, GconvChoice};
 use crate::plan::{self, split_command, AddSpec, PlanRequest};
+use crate::programs::normalize;
+use mkroot_common::host_file::read_regular_to_string;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -126,7 +128,7 @@ pub enum RecipeError {
 impl Recipe {
     /// Reads and parses a recipe file.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RecipeError::Read {
+        let text = read_regular_to_string(path).map_err(|source| RecipeError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -141,10 +143,7 @@ impl Recipe {
 
     /// The build the recipe describes; `recipe_path` anchors its relative paths.
     pub fn to_spec(&self, recipe_path: &Path) -> Result<BuildSpec, RecipeError> {
-        let base = recipe_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let base = recipe_dir(recipe_path);
         let anchored = |p: &Path| -> PathBuf {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -190,25 +189,52 @@ impl Recipe {
                 }
             })
             .collect();
+        let sysroot = self.sysroot.as_deref().map(anchored);
+        let outside_sysroot: Vec<PathBuf> = sysroot
+            .iter()
+            .flat_map(|root| {
+                let root = normalize(root);
+                self.files
+                    .iter()
+                    .map(move |file| normalize(&anchored(&file.host)))
+                    .filter(move |host| !host.starts_with(&root))
+            })
+            .collect();
         let adds = self
             .files
             .iter()
-            .map(|file| AddSpec {
-                host: anchored(&file.host),
-                image: Some(file.image.clone().unwrap_or_else(|| {
-                    // Without an image path the file lands where it is on the host.
-                    Path::new("/").join(&file.host)
-                })),
-                reason: Some(format!("added by the recipe: {}", file.host.display())),
+            .map(|file| {
+                let host = anchored(&file.host);
+                let outside = outside_sysroot.contains(&normalize(&host));
+                AddSpec {
+                    image: Some(file.image.clone().unwrap_or_else(|| {
+                        // Without an image path the file lands where it is on the host.
+                        Path::new("/").join(&file.host)
+                    })),
+                    reason: Some(provenance(&file.host, outside)),
+                    host,
+                }
             })
             .collect();
+        // Checked here too (the flags' check would name --env and --workdir).
+        if let Some(key) = self.env.keys().find(|key| !is_variable_name(key)) {
+            return Err(field(
+                "env",
+                format!("{key:?} is not a variable name; use letters, digits and `_`"),
+            ));
+        }
+        if let Some(dir) = self.workdir.as_ref().filter(|dir| !dir.starts_with('/')) {
+            return Err(field(
+                "workdir",
+                format!("{dir:?} is not an absolute path; write it like \"/srv\""),
+            ));
+        }
         if let Some(user) = self.users.iter().find(|user| !users::is_user_name(user)) {
             return Err(field(
                 "users",
                 format!("{user:?} is not a user name; use letters, digits, `-` and `_`"),
             ));
         }
-        let sysroot = self.sysroot.as_deref().map(anchored);
         let (root, search_path) = plan::root_and_search_path(sysroot.as_deref());
         let request = PlanRequest {
             root,
@@ -235,21 +261,102 @@ impl Recipe {
             request,
             run,
             tag: self.tag.clone(),
-            output: self
-                .output
-                .as_ref()
-                .and_then(|o| o.path.as_deref())
-                .map(|path| {
-                    // `anchored` would drop a trailing `/`, which marks a directory.
-                    let mut text = anchored(path).into_os_string();
-                    if path.to_string_lossy().ends_with('/') {
-                        text.push("/");
-                    }
-                    PathBuf::from(text)
-                }),
+            // Taken by [`Recipe::output_path`] when the command line gives no -o.
+            output: None,
             format: self.output.as_ref().and_then(|o| o.format),
+            outside_sysroot,
         })
     }
+
+    /// Where the recipe writes its image: `[output] path`, under the recipe's directory.
+    /// A recipe from a repository does not choose where on the host mkroot writes, so an
+    /// absolute path, `..`, or a symlink leading out of that directory is refused (the
+    /// command line's -o may name any place).
+    pub fn output_path(&self, recipe_path: &Path) -> Result<Option<PathBuf>, RecipeError> {
+        let Some(path) = self.output.as_ref().and_then(|o| o.path.as_deref()) else {
+            return Ok(None);
+        };
+        let refuse = |why: &str| {
+            RecipeError::Field {
+            path: recipe_path.to_path_buf(),
+            field: "output.path",
+            message: format!(
+                "{:?} {why}; a recipe writes under its own directory: name a path there, or give -o",
+                path.display().to_string()
+            ),
+        }
+        };
+        if path.is_absolute() {
+            return Err(refuse("is absolute"));
+        }
+        if path.components().any(|c| c == Component::ParentDir) {
+            return Err(refuse("goes up with `..`"));
+        }
+        let base = recipe_dir(recipe_path);
+        // `join` would drop a trailing `/`, which marks a directory.
+        let mut text = base.join(path).into_os_string();
+        if path.to_string_lossy().ends_with('/') {
+            text.push("/");
+        }
+        let output = PathBuf::from(text);
+        if !stays_under(&base, &output) {
+            return Err(refuse(
+                "leads out of the recipe's directory through a symlink",
+            ));
+        }
+        Ok(Some(output))
+    }
+}
+
+/// The directory a recipe's relative paths are taken from.
+fn recipe_dir(recipe_path: &Path) -> PathBuf {
+    recipe_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// Whether `path` (under `base` by name) stays there once the symlinks of its nearest
+/// existing ancestor are followed: the writer creates what is missing below that.
+fn stays_under(base: &Path, path: &Path) -> bool {
+    let Ok(base) = base.canonicalize() else {
+        return false;
+    };
+    let mut existing = path;
+    loop {
+        // The output itself may be a symlink the writer would replace or follow.
+        if let Ok(real) = existing.canonicalize() {
+            return real.starts_with(&base);
+        }
+        match existing.parent() {
+            Some(parent) => existing = parent,
+            None => return false,
+        }
+    }
+}
+
+/// The manifest's reason for a recipe's file: where it came from, as the recipe wrote
+/// it (relative paths stay relative, so the image does not depend on where the recipe
+/// lives), and whether that is outside the recipe's directory or its sysroot.
+fn provenance(host: &Path, outside_sysroot: bool) -> String {
+    let beside = host.is_relative() && !host.components().any(|c| c == Component::ParentDir);
+    let place = if beside {
+        "in the recipe's directory"
+    } else {
+        "a host file outside the recipe's directory"
+    };
+    let sysroot = if outside_sysroot {
+        ", not from its sysroot"
+    } else {
+        ""
+    };
+    format!("added by the recipe: {}, {place}{sysroot}", host.display())
+}
+
+/// A key `env` can set: not empty, without `=` or whitespace (what the flags accept).
+fn is_variable_name(key: &str) -> bool {
+    !key.is_empty() && !key.contains('=') && !key.contains(char::is_whitespace)
 }
 
 #[cfg(test)]
@@ -291,7 +398,7 @@ mod tests {
         assert_eq!(spec.request.adds[0].host, Path::new("/recipes/data.txt"));
         assert_eq!(spec.run.env, ["A=1", "B=2"]);
         assert_eq!(spec.run.workdir.as_deref(), Some("/srv"));
-        assert_eq!(spec.output, Some(PathBuf::from("/recipes/out/")));
+        assert_eq!(spec.output, None);
         assert_eq!(spec.format, Some(OutputFormat::Oci));
         assert!(!spec.request.extras.terminfo);
         assert!(spec.request.extras.nss);

@@ -398,11 +398,14 @@ impl LibrarySearch {
     }
 
     fn read_candidate(&self, path: &str) -> Probe {
-        let Ok(host) = self.host(path) else {
-            return Probe::Absent;
-        };
-        let Ok(meta) = std::fs::metadata(&host) else {
-            return Probe::Absent;
+        // A loop stops the loader's search there (its open fails with ELOOP, not ENOENT).
+        let meta = self
+            .host(path)
+            .and_then(|host| std::fs::metadata(&host).map(|meta| (host, meta)));
+        let (host, meta) = match meta {
+            Ok(found) => found,
+            Err(e) if symlink_loop(&e) => return Probe::Unloadable(loop_reason(&e)),
+            Err(_) => return Probe::Absent,
         };
         if meta.is_dir() {
             return Probe::Unloadable("cannot read file data: Is a directory".into());
@@ -439,6 +442,14 @@ impl LibrarySearch {
             return std::fs::canonicalize(Path::new("/").join(path));
         }
         real_path_in_root(&self.root, Path::new(path))
+    }
+}
+
+/// What a probe says of a symlink loop.
+fn loop_reason(error: &io::Error) -> String {
+    match error.get_ref() {
+        Some(inner) => inner.to_string(),
+        None => "a symlink loop (too many levels of symbolic links)".to_string(),
     }
 }
 
@@ -483,7 +494,6 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
 /// (absolute ones relative to the root), `..` taken after the directory is resolved and
 /// never above the root. Returns the real path, starting with `/`.
 pub fn real_path_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
-    const MAX_SYMLINKS: usize = 40;
     let mut real: Vec<std::ffi::OsString> = Vec::new();
     let mut pending: Vec<std::ffi::OsString> = components_reversed(path);
     let mut links = 0;
@@ -499,10 +509,10 @@ pub fn real_path_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
         if meta.file_type().is_symlink() {
             links += 1;
             if links > MAX_SYMLINKS {
-                return Err(io::Error::other(format!(
-                    "{}: too many levels of symbolic links",
-                    path.display()
-                )));
+                return Err(io::Error::other(SymlinkLoop {
+                    path: path.to_path_buf(),
+                    last: here,
+                }));
             }
             let target = std::fs::read_link(&here)?;
             if target.is_absolute() {
@@ -519,6 +529,29 @@ pub fn real_path_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
     let mut out = PathBuf::from("/");
     out.extend(&real);
     Ok(out)
+}
+
+/// The kernel's limit on symlinks followed in one path walk (`MAXSYMLINKS`).
+pub const MAX_SYMLINKS: usize = 40;
+
+/// A path whose symlinks do not end within [`MAX_SYMLINKS`]: a loop, or a chain too long
+/// for the kernel. Carried in an [`io::Error`]; see [`symlink_loop`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a symlink loop (or a chain of more than {MAX_SYMLINKS} links) from {}, given up at {}", path.display(), last.display())]
+pub struct SymlinkLoop {
+    /// The path asked for, inside the root.
+    pub path: PathBuf,
+    /// The host path of the link the walk gave up at.
+    pub last: PathBuf,
+}
+
+/// Whether `error` says a path's symlinks did not end: ours ([`SymlinkLoop`]) or the
+/// kernel's (`ELOOP`, on `/`).
+pub fn symlink_loop(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ELOOP)
+        || error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<SymlinkLoop>())
 }
 
 /// Normal and `..` components of `path`, last first (a stack to pop from).

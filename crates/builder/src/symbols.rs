@@ -22,7 +22,7 @@ impl DynamicSymbols {
     /// symbols: the resolver has already accepted every object asked about here, and
     /// an extra is a best effort on top of what the loader needs.
     pub fn read(host: &Path) -> DynamicSymbols {
-        let Ok(bytes) = std::fs::read(host) else {
+        let Ok(bytes) = mkroot_common::host_file::read_regular(host) else {
             return DynamicSymbols::default();
         };
         // goblin parses the whole file, more than the resolver looked at; a file it

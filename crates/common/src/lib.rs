@@ -8,12 +8,14 @@
 //! - [`archive`]: writing an image byte-reproducibly, from a sorted list of entries.
 //! - [`gzip`]: a deterministic gzip stream compressed on every core.
 //! - [`digest`]: sha256 of files and streams.
+//! - [`host_file`]: reading host files safely: regular files only, never blocking, bounded.
 //! - [`unpack`]: unpacking an untrusted image tarball safely into a directory.
 
 pub mod archive;
 pub mod digest;
 pub mod fill;
 pub mod gzip;
+pub mod host_file;
 pub mod in_root;
 pub mod manifest;
 pub mod oci;

@@ -23,7 +23,10 @@
 //!   [`UnpackOptions::max_entries`] the number of headers, and extension headers (GNU long
 //!   names, PAX records) are capped at 64 KiB and 1 MiB.
 //! - **Duplicates: the last entry wins.** What stands at its name is removed first (a
-//!   directory with its whole tree), never written through.
+//!   directory with its whole tree), never written through. Except mkroot's manifest
+//!   ([`MANIFEST_PATH`]): an image with two entries for it, or with a `.mkroot` that is
+//!   not a directory, is refused, since readers that take the first and readers that take
+//!   the last would see two different images (a user's file shadowing the real one).
 //! - **Truncation and corruption are refused**: a gzip stream must end with its trailer
 //!   (CRC checked), a tar with its end-of-archive marker.
 //!
@@ -51,6 +54,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::manifest::MANIFEST_PATH;
 use stream::PipedReader;
 use tar::EntryType;
 use writers::{FileJob, WriterPool};
@@ -232,10 +236,11 @@ pub fn unpack_file(
     target: &Path,
     options: &UnpackOptions,
 ) -> Result<UnpackReport, UnpackError> {
-    let file = std::fs::File::open(image).map_err(|source| UnpackError::Target {
-        path: image.to_path_buf(),
-        source,
-    })?;
+    let (file, _) =
+        crate::host_file::open_regular(image).map_err(|source| UnpackError::Target {
+            path: image.to_path_buf(),
+            source,
+        })?;
     unpack(file, target, options)
 }
 
@@ -443,6 +448,8 @@ struct Unpacker<'o> {
     buf: Vec<u8>,
     euid: u32,
     egid: u32,
+    /// An entry for [`MANIFEST_PATH`] was unpacked.
+    seen_manifest: bool,
 }
 
 const MAX_CACHED_PARENTS: usize = 256;
@@ -460,6 +467,7 @@ impl<'o> Unpacker<'o> {
             buf: vec![0; COPY_BUFFER],
             euid: unsafe { libc::geteuid() },
             egid: unsafe { libc::getegid() },
+            seen_manifest: false,
         }
     }
 
@@ -541,6 +549,7 @@ impl<'o> Unpacker<'o> {
             problem: problem.to_string(),
         };
         let parts = clean_components(&meta.path);
+        self.check_manifest_entry(meta, &parts)?;
         // Before POSIX, a directory was a regular entry whose name ends in '/'.
         let is_old_style_dir = meta.kind == EntryType::Regular && meta.path.ends_with(b"/");
         match meta.kind {
@@ -572,6 +581,37 @@ impl<'o> Unpacker<'o> {
                 Ok(())
             }
         }
+    }
+
+    /// mkroot's manifest must be one entry, in a `.mkroot` that is a directory.
+    fn check_manifest_entry(
+        &mut self,
+        meta: &EntryMeta,
+        parts: &[&[u8]],
+    ) -> Result<(), UnpackError> {
+        let manifest: Vec<&[u8]> = MANIFEST_PATH.split('/').map(str::as_bytes).collect();
+        if parts.first() != Some(&manifest[0]) {
+            return Ok(());
+        }
+        let bad = |problem: String| UnpackError::BadEntry {
+            entry: EntryName(meta.path.clone()),
+            problem,
+        };
+        if parts.len() == 1 && meta.kind != EntryType::Directory && !meta.path.ends_with(b"/") {
+            return Err(bad(format!(
+                "{} is where mkroot keeps the image's manifest, and here it is not a directory; the image was tampered with",
+                manifest[0].escape_ascii()
+            )));
+        }
+        if parts == manifest.as_slice() {
+            if self.seen_manifest {
+                return Err(bad(format!(
+                    "a second entry for {MANIFEST_PATH}: one of them shadows the other; the image was tampered with"
+                )));
+            }
+            self.seen_manifest = true;
+        }
+        Ok(())
     }
 
     /// The open parent directory of `parts`' last component, creating missing ones.

@@ -422,6 +422,40 @@ fn duplicate_entries_last_one_wins() {
 }
 
 #[test]
+fn a_second_manifest_or_a_manifest_directory_that_is_no_directory_is_refused() {
+    let scene = Scene::new();
+    let shadowed = RawTar::default()
+        .dir(b".mkroot", 0o755)
+        .file(b".mkroot/manifest.json", b"{\"the user's\": 1}")
+        .file(b"./.mkroot//manifest.json", b"{\"mkroot's\": 1}")
+        .finish();
+    let relinked = RawTar::default()
+        .file(b".mkroot/manifest.json", b"{}")
+        .link(EntryType::Symlink, b".mkroot", b"elsewhere")
+        .file(b"elsewhere/manifest.json", b"{}")
+        .finish();
+    for (archive, says) in [
+        (shadowed, "a second entry for"),
+        (relinked, "not a directory"),
+    ] {
+        for result in scene.unpack_both_ways(&archive) {
+            let error = result.unwrap_err().to_string();
+            assert!(error.contains(".mkroot"), "{error}");
+            assert!(error.contains(says), "{error}");
+            assert!(!error.contains('\n'), "{error}");
+            mkroot_common::unpack::remove_tree(&scene.target()).unwrap();
+            fs::create_dir(scene.target()).unwrap();
+        }
+    }
+    // One manifest, as mkroot writes it, is fine.
+    let one = RawTar::default()
+        .dir(b".mkroot/", 0o755)
+        .file(b".mkroot/manifest.json", b"{}")
+        .finish();
+    scene.unpack(&one).unwrap();
+}
+
+#[test]
 fn an_entry_under_a_directory_a_file_replaced_fails_whatever_the_files_size() {
     // dir p, file p (replacing it), then p/q: applied in order, p/q has a file for a
     // parent. A small p goes to the writer threads, a large one is written in place;

@@ -88,13 +88,12 @@ pub fn image_nsswitch(text: &str) -> String {
 }
 
 pub fn add(planner: &mut Planner, symbols: &mut SymbolCache) -> Result<(), PlanError> {
-    let conf = planner.root().resolve(Path::new(NSSWITCH));
-    let (text, reason) = match conf.and_then(std::fs::read_to_string) {
-        Ok(text) => (
+    let (text, reason) = match planner.read_config(NSSWITCH)? {
+        Some(text) => (
             image_nsswitch(&text),
             "NSS configuration: the root's, without daemon-backed services".to_string(),
         ),
-        Err(_) => (
+        None => (
             DEFAULT_NSSWITCH.to_string(),
             "NSS configuration: glibc defaults".to_string(),
         ),

@@ -125,14 +125,8 @@ fn passwd_and_group(
 }
 
 pub fn add(planner: &mut Planner, extra: &[String]) -> Result<(), PlanError> {
-    let read = |path: &str| {
-        planner
-            .root()
-            .resolve(Path::new(path))
-            .and_then(std::fs::read_to_string)
-            .unwrap_or_default()
-    };
-    let (host_passwd, host_group) = (read("/etc/passwd"), read("/etc/group"));
+    let read = |path: &str| Ok::<_, PlanError>(planner.read_config(path)?.unwrap_or_default());
+    let (host_passwd, host_group) = (read("/etc/passwd")?, read("/etc/group")?);
     // root's shell: a shell in the image if there is one, else the conventional one.
     let shell = ["/bin/bash", "/usr/bin/bash", "/bin/sh", "/usr/bin/sh"]
         .into_iter()

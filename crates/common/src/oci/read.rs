@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::digest::{is_sha256_hex, sha256_bytes};
 use crate::fill::read_up_to;
 use crate::gzip::ParallelGunzip;
+use crate::host_file::open_regular;
 use crate::unpack::{sniff_compression, Compression};
 
 /// index.json, a manifest, a config or docker's manifest.json larger than this is refused:
@@ -145,7 +146,8 @@ pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
             ImageFormat::Rootfs
         });
     }
-    let mut file = File::open(path).map_err(io_err)?;
+    // A fifo or a device is no image, and opening one could block or never end.
+    let (mut file, _) = open_regular(path).map_err(io_err)?;
     let mut head = [0u8; 512];
     let filled = read_up_to(&mut file, &mut head).map_err(io_err)?;
     if head[..filled].starts_with(b"\x1f\x8b") && gzip_holds_an_image_archive(path)? {
@@ -181,7 +183,7 @@ pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
 /// `docker save | gzip`, which must be decompressed to be read in place. Only the first
 /// header is inflated.
 fn gzip_holds_an_image_archive(path: &Path) -> Result<bool, OciError> {
-    let file = File::open(path).map_err(|source| OciError::Io {
+    let (file, _) = open_regular(path).map_err(|source| OciError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -275,7 +277,7 @@ impl OciImage {
             ImageFormat::OciLayout => Source::Dir(path.to_path_buf()),
             ImageFormat::OciArchive | ImageFormat::DockerArchive => Source::Tar {
                 path: path.to_path_buf(),
-                members: index_tar(path, File::open(path).map_err(io_err)?)?,
+                members: index_tar(path, open_regular(path).map_err(io_err)?.0)?,
             },
             ImageFormat::Rootfs => {
                 return Err(OciError::Missing {
@@ -325,16 +327,15 @@ impl OciImage {
         match &self.source {
             Source::Dir(dir) => {
                 let path = dir.join(name);
-                let file = match File::open(&path) {
+                let (file, size) = match open_regular(&path) {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
                     other => other.map_err(io_err)?,
                 };
-                let size = file.metadata().map_err(io_err)?.len();
-                Ok((Box::new(file), size))
+                Ok((Box::new(file.take(size)), size))
             }
             Source::Tar { path, members } => {
                 let &(offset, size) = members.get(name).ok_or_else(missing)?;
-                let mut file = File::open(path).map_err(io_err)?;
+                let (mut file, _) = open_regular(path).map_err(io_err)?;
                 file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
                 Ok((Box::new(file.take(size)), size))
             }

@@ -235,6 +235,7 @@ pub fn write_layout(
             mode: 0o644,
             kind: EntryKind::File {
                 source: scratch.path(),
+                size: layer.size,
             },
         },
         bytes(&blob_path(&config_hex), config_bytes),
@@ -566,7 +567,7 @@ mod tests {
             ImageEntry {
                 path: "etc/hello".into(),
                 mode: 0o644,
-                kind: EntryKind::File { source },
+                kind: EntryKind::File { source, size: 6 },
             },
         ];
         let image = OciImage {
