@@ -162,6 +162,7 @@ pub mod builder {
 }
 
 pub mod attacks;
+pub mod compat;
 pub mod launch;
 pub mod network;
 pub mod oci;
