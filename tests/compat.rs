@@ -30,10 +30,9 @@
 //!   breaks strace and gdb; refusing the IPC calls would break fifos, flock and unix
 //!   sockets. Tests: `strace_and_gdb_trace_their_own_child`,
 //!   `fifos_flock_and_unix_sockets_work`. Control:
-//!   `a_seccomp_filter_refusing_ptrace_breaks_strace`. Too strict today: process_vm_readv
-//!   and process_vm_writev are refused without SYS_PTRACE (docker allows them with
-//!   ptrace), which profilers need: `a_program_reads_its_childs_memory_with_process_vm_readv`
-//!   is ignored until the launcher opens them.
+//!   `a_seccomp_filter_refusing_ptrace_breaks_strace`. process_vm_readv and
+//!   process_vm_writev stay open with ptrace (docker allows both), which profilers
+//!   need: `a_program_reads_its_childs_memory_with_process_vm_readv`.
 //! - **Masked paths** (`/proc/kcore`, `/proc/sys` read-only, `/sys/firmware`, ...):
 //!   masking too much would break what reads `/proc/self/*`, `/proc/<pid>/stat`,
 //!   `/proc/meminfo`, `/proc/cpuinfo` and `/sys/devices/system/cpu`: ps, top, free,
@@ -517,8 +516,6 @@ fn a_program_under_the_images_tmp_runs() {
 /// do: docker's profile allows it with ptrace on kernels >= 4.8, without SYS_PTRACE.
 /// strace falls back to PTRACE_PEEKDATA when it is refused; a profiler does not.
 #[test]
-#[ignore = "launcher defect: seccomp.rs refuses process_vm_readv/writev without CAP_SYS_PTRACE \
-            (its REFUSED_WITHOUT entry, crates/launcher/src/seccomp.rs:114-121), where docker's profile allows them with ptrace on kernels >= 4.8"]
 fn a_program_reads_its_childs_memory_with_process_vm_readv() {
     let out = in_debian(
         r#"
