@@ -873,3 +873,23 @@ fn the_images_own_tmp_is_used_and_stays_writable_when_read_only() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
 }
+
+/// Init keeps CAP_KILL alone once the command runs: enough to end what a command
+/// running as another user left behind (kill(-1) from root needs it for processes of
+/// other uids), so the launch still ends when the command does.
+#[test]
+fn what_a_command_of_another_user_leaves_running_is_ended_with_it() {
+    let image = BusyboxImage::new();
+    let started = Instant::now();
+    let out = run_with_flags(
+        &image,
+        &["-u", "1000:1000"],
+        "sleep 600 > /dev/null 2>&1 & echo left $(id -u)",
+    );
+    assert_eq!(stdout(&out), "left 1000\n", "{}", describe(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the launch waited for the leftover sleep: {:?}",
+        started.elapsed()
+    );
+}

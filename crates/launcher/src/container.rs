@@ -216,7 +216,7 @@ fn container_main(
     confinement: Confinement,
 ) -> ! {
     let Channels { go, status, pty } = channels;
-    security::hide_host_command_line(b"launch-init");
+    security::hide_host_command_line_and_environment(b"launch-init");
     let ready = set_up(
         spec,
         Launcher { pid: launcher, go },

@@ -170,21 +170,17 @@ pub fn run(
 
 /// Enforces the Landlock rule and installs the seccomp filter on init.
 fn confine(before_exec: BeforeExec) -> Result<(), LaunchError> {
+    let failed = |step: &str, errno| {
+        LaunchError::setup(step.to_string(), std::io::Error::from_raw_os_error(errno))
+    };
     if let Some(rule) = &before_exec.exec_inside_root {
-        rule.enforce().map_err(|e| {
-            LaunchError::setup(
-                "enforcing the Landlock rule",
-                std::io::Error::from_raw_os_error(e),
-            )
-        })?;
+        rule.enforce()
+            .map_err(|e| failed("enforcing the Landlock rule", e))?;
     }
     if let Some(profile) = &before_exec.seccomp {
-        profile.install().map_err(|e| {
-            LaunchError::setup(
-                "installing the seccomp filter",
-                std::io::Error::from_raw_os_error(e),
-            )
-        })?;
+        profile
+            .install()
+            .map_err(|e| failed("installing the seccomp filter", e))?;
     }
     Ok(())
 }

@@ -139,21 +139,8 @@ impl WritableLayer {
         mount_points: &[(&str, MountPoint)],
         idmapped_image: Option<OwnedFd>,
     ) -> Result<WritableLayer, LaunchError> {
-        // SAFETY: valid C string.
-        let image = unsafe {
-            libc::open(
-                c".".as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if image < 0 {
-            return Err(LaunchError::setup(
-                "opening the image tree",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: a new fd that we own.
-        let image = unsafe { OwnedFd::from_raw_fd(image) };
+        let image = open_dir_at(libc::AT_FDCWD, c".")
+            .map_err(|e| LaunchError::setup("opening the image tree", e))?;
         let image = match idmapped_image {
             Some(tree) => {
                 move_mount(&tree, &image)
@@ -306,8 +293,8 @@ fn open_dir_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// A detached copy of the image tree's mount (made by the launcher, before the clone,
-/// while it can still see the tree).
+/// A detached copy of the mount at `image`: the image tree's (made by the launcher,
+/// before the clone, while it can still see the tree), or a scratch directory's.
 pub fn detached_copy(image: &OwnedFd) -> Result<OwnedFd, LaunchError> {
     // SAFETY: valid fd and empty path with AT_EMPTY_PATH.
     let tree = unsafe {
@@ -318,7 +305,7 @@ pub fn detached_copy(image: &OwnedFd) -> Result<OwnedFd, LaunchError> {
             OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
         )
     };
-    check(tree, || "copying the image tree's mount".to_string())?;
+    check(tree, || "copying a mount (open_tree)".to_string())?;
     // SAFETY: a new fd that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
 }
@@ -535,25 +522,12 @@ pub fn pivot_into(root: &OwnedFd) -> Result<(), LaunchError> {
 /// read-only root leaves writable, so what the image keeps in them stays visible.
 /// Called in the new root, before [`make_root_read_only`].
 pub fn keep_writable() -> Result<(), LaunchError> {
-    let root = open_in_root_dir()?;
+    let root = open_current_root()?;
     for (path, kind) in SCRATCH_DIRS {
         let target = mount_point(&root, path, kind)?;
-        let step = || format!("keeping {path} writable");
-        // SAFETY: plain syscall on a valid fd with AT_EMPTY_PATH.
-        let tree = check(
-            unsafe {
-                libc::syscall(
-                    libc::SYS_open_tree,
-                    target.as_raw_fd(),
-                    c"".as_ptr(),
-                    OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
-                )
-            },
-            step,
-        )?;
-        // SAFETY: open_tree returned a new fd that we own.
-        let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-        move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))?;
+        let tree = detached_copy(&target)?;
+        move_mount(&tree, &target)
+            .map_err(|e| LaunchError::setup(format!("keeping {path} writable"), e))?;
     }
     Ok(())
 }
@@ -562,27 +536,14 @@ pub fn keep_writable() -> Result<(), LaunchError> {
 /// resolving it inside the current root: the path comes from the image or the user, and
 /// neither a symlink nor `..` nor a /proc magic link on it may lead outside.
 pub fn make_dir_in_root(path: &str) -> Result<(), LaunchError> {
-    let root = open_in_root_dir()?;
+    let root = open_current_root()?;
     mount_point(&root, path, MountPoint::Dir).map(drop)
 }
 
 /// The current root, for resolving paths inside it after pivot_root.
-fn open_in_root_dir() -> Result<OwnedFd, LaunchError> {
-    // SAFETY: valid C string; the fd is owned at once.
-    let fd = unsafe {
-        libc::open(
-            c"/".as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(LaunchError::setup(
-            "opening the container's root",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open_current_root() -> Result<OwnedFd, LaunchError> {
+    open_dir_at(libc::AT_FDCWD, c"/")
+        .map_err(|e| LaunchError::setup("opening the container's root", e))
 }
 
 /// `--read-only`: the root mount (only it: the scratch directories (see

@@ -148,7 +148,7 @@ pub fn cwd_is_inside_root() -> bool {
 /// areas are overwritten in place. (Reading the bounds from /proc/self/stat instead
 /// costs a file read on the container's critical path.) Nothing of the launcher reads
 /// its environment after the clone: the command's was merged before.
-pub fn hide_host_command_line(name: &[u8]) {
+pub fn hide_host_command_line_and_environment(name: &[u8]) {
     extern "C" {
         /// argv[0] as the kernel passed it (glibc and musl set it at startup).
         static program_invocation_name: *mut libc::c_char;
