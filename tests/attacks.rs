@@ -85,6 +85,34 @@ fn mounting_anything_fails() {
 }
 
 #[test]
+fn with_sys_admin_neither_mount_api_mounts_anything() {
+    let image = AttackImage::new();
+    let admin = ["--cap-add", "SYS_ADMIN"];
+    attack(&image, &admin, &["fsmount"]);
+    let run = sh(&image, &admin, "mount -t tmpfs none /tmp && echo MOUNTED");
+    assert!(!run.stdout().contains("MOUNTED"), "{}", run.describe());
+    run.assert_host_unchanged();
+    // Control: without the filter Landlock still refuses mount(2), but the new API
+    // mounts (here it also reaches the host's cgroup v1 hierarchy, when there is one).
+    let open = image.run(
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+        ],
+        &["/bin/attack", "fsmount"],
+    );
+    assert_eq!(open.output.status.code(), Some(1), "{}", open.describe());
+    assert!(
+        open.stdout().contains("fsmount tmpfs: ALLOWED"),
+        "{}",
+        open.describe()
+    );
+    open.assert_host_unchanged();
+}
+
+#[test]
 fn loading_a_kernel_module_fails() {
     let image = AttackImage::new();
     attack(&image, &[], &["module"]);

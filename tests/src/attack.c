@@ -30,6 +30,16 @@ static int verdict(const char *what, long ret) {
     return 1;
 }
 
+/* Like verdict, but only a policy's answer (EPERM, EACCES, or seccomp's ENOSYS) counts
+ * as blocked: any other error says the attack merely failed here. */
+static int refused(const char *what, long ret) {
+    if (ret < 0 && errno != EPERM && errno != EACCES && errno != ENOSYS) {
+        printf("%s: failed, not refused: %s\n", what, strerror(errno));
+        return 1;
+    }
+    return verdict(what, ret);
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     if (!strcmp(mode, "keyctl")) /* KEYCTL_GET_KEYRING_ID of the session keyring */
@@ -64,6 +74,29 @@ int main(int argc, char **argv) {
         int d = verdict("fsopen", syscall(SYS_fsopen, "tmpfs", 0));
         int e = verdict("umount /proc/keys", umount2("/proc/keys", MNT_DETACH));
         return a | b | c | d | e;
+    }
+    if (!strcmp(mode, "fsmount")) {
+        /* The new mount API, past Landlock's mount(2) block: a detached mount used
+         * through its fd, never attached. First a tmpfs; then, to show what it reaches,
+         * the host's cgroup v1 pids hierarchy, whose root holds the release_agent the
+         * host runs as root (only looked at, nothing is written). */
+        int fs = fsopen("tmpfs", FSOPEN_CLOEXEC);
+        if (fs < 0)
+            return refused("fsopen tmpfs", fs) |
+                   refused("open_tree clone", open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE));
+        if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
+            fsmount(fs, FSMOUNT_CLOEXEC, 0) < 0)
+            return refused("fsmount tmpfs", -1);
+        printf("fsmount tmpfs: ALLOWED\n");
+        int cg = fsopen("cgroup", FSOPEN_CLOEXEC);
+        fsconfig(cg, FSCONFIG_SET_FLAG, "pids", NULL, 0);
+        int mnt = fsconfig(cg, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ? -1 : fsmount(cg, FSMOUNT_CLOEXEC, 0);
+        if (mnt < 0)
+            printf("cgroup v1 pids: %s\n", strerror(errno));
+        else
+            printf("cgroup v1 pids: ALLOWED, release_agent %s\n",
+                   faccessat(mnt, "release_agent", F_OK, 0) == 0 ? "reached" : "not at this cgroup");
+        return 1;
     }
     if (!strcmp(mode, "ptrace") && argc > 2) {
         int pid = atoi(argv[2]);
