@@ -501,3 +501,129 @@ fn a_recipe_writes_only_under_its_own_directory_and_says_where_files_came_from()
     assert!(line.contains("in the recipe's directory"), "{line}");
     assert!(!line.contains("sysroot]"), "{line}");
 }
+
+/// A copy at `out` of the one-layer OCI layout `layout` (as mkroot writes it) with the
+/// plain tar `upper` laid over its layer: the blob, its diff_id in a new config, and a
+/// new manifest the index names.
+fn with_upper_layer(layout: &Path, upper: &[u8], out: &Path) {
+    use mkroot_e2e::oci::sha256_hex;
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(layout)
+        .arg(out)
+        .status()
+        .expect("run cp");
+    assert!(status.success());
+    let blobs = out.join("blobs/sha256");
+    let blob =
+        |digest: &serde_json::Value| blobs.join(&digest.as_str().unwrap()["sha256:".len()..]);
+    let read = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let put = |bytes: &[u8]| -> serde_json::Value {
+        std::fs::write(blobs.join(sha256_hex(bytes)), bytes).unwrap();
+        serde_json::json!(format!("sha256:{}", sha256_hex(bytes)))
+    };
+    let mut index = read(out.join("index.json"));
+    let mut manifest = read(blob(&index["manifests"][0]["digest"]));
+    let mut config = read(blob(&manifest["config"]["digest"]));
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!(format!("sha256:{}", sha256_hex(upper))));
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put(&config);
+    manifest["config"]["size"] = config.len().into();
+    manifest["layers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": put(upper),
+            "size": upper.len(),
+        }));
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = put(&manifest);
+    index["manifests"][0]["size"] = manifest.len().into();
+    std::fs::write(out.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn check_judges_an_oci_image_by_all_its_layers_whiteouts_included() {
+    use mkroot_e2e::oci::LayerTar;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    copy_recipes(dir);
+    build(
+        &[
+            "-f",
+            "greeting.toml",
+            "-q",
+            "--format",
+            "oci",
+            "-o",
+            "layout/",
+        ],
+        dir,
+    );
+    let out = check(dir, "greeting.toml", "layout");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let greeting = std::fs::read_to_string(dir.join("greeting.txt")).unwrap();
+    let layers = "changed: the image's layers (the recipe builds one)";
+    let from_host = format!("(host file {})", path_str(&dir.join("greeting.txt")));
+    let cases: [(&str, Vec<u8>, Vec<String>); 3] = [
+        (
+            "whited-out",
+            LayerTar::new()
+                .dir("etc/")
+                .file("etc/.wh.greeting", "")
+                .finish(),
+            vec![layers.into(), format!("added: /etc/greeting {from_host}")],
+        ),
+        (
+            "replaced",
+            LayerTar::new()
+                .file("etc/greeting", "a greeting from the layer above\n")
+                .finish(),
+            vec![
+                layers.into(),
+                format!("changed: /etc/greeting: content differs from what the recipe builds {from_host}"),
+            ],
+        ),
+        // The same bytes laid over them: only the number of layers differs.
+        (
+            "same",
+            LayerTar::new().file("etc/greeting", &greeting).finish(),
+            vec![layers.into()],
+        ),
+    ];
+    for (name, upper, expected) in cases {
+        with_upper_layer(&dir.join("layout"), &upper, &dir.join(name));
+        let out = check(dir, "greeting.toml", name);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: {stdout}{}",
+            stderr_of(&out)
+        );
+        assert_eq!(stdout.lines().collect::<Vec<_>>(), expected, "{name}");
+    }
+    // An opaque /etc over the image: what the bottom layer put there is gone, but for
+    // what the upper layer brings.
+    let upper = LayerTar::new()
+        .dir("etc/")
+        .file("etc/.wh..wh..opq", "")
+        .file("etc/greeting", &greeting)
+        .finish();
+    with_upper_layer(&dir.join("layout"), &upper, &dir.join("opaque"));
+    let out = check(dir, "greeting.toml", "opaque");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], layers, "{stdout}");
+    assert!(lines.len() > 2, "{stdout}");
+    for line in &lines[1..] {
+        assert!(line.starts_with("added: /etc/"), "{stdout}");
+        assert!(!line.contains("greeting"), "{stdout}");
+    }
+}

@@ -223,8 +223,7 @@ impl Output {
 
     pub fn path(&self) -> &Path {
         match self {
-            Output::Rootfs(OutputTarget::Tar(p) | OutputTarget::TarGz(p))
-            | Output::Rootfs(OutputTarget::Directory(p)) => p,
+            Output::Rootfs(target) => target.path(),
             Output::Oci(target) => target.path(),
         }
     }

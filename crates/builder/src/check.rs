@@ -8,8 +8,11 @@
 //!
 //! Reads a root filesystem (`.tgz`, `.tar`, directory) or an OCI image (layout directory
 //! or archive) through the launcher's own reader ([`mkroot_common::oci::read`]), which
-//! checks the index, manifest, config and layer against their digests: there the files
-//! are in the layer, and the run settings come from the config too.
+//! checks the index, manifest, config and layers against their digests: there the files
+//! are what the layers make, applied bottom first with their whiteouts as `launch`
+//! stacks them (mkroot writes one layer; an image with more, one built `FROM` it say,
+//! differs by that and is judged by what a container of it would hold), and the run
+//! settings come from the config too.
 
 use crate::copy::PlannedKind;
 use crate::image::{self, ImageError};
@@ -139,7 +142,7 @@ pub fn check(
                     name: "layers (the recipe builds one)",
                 });
             }
-            layer_inventory(image, image_path)?
+            stacked_inventory(image, image_path)?
         }
         None => inventory::of_rootfs(image_path).map_err(|source| CheckError::Inventory {
             path: image_path.to_path_buf(),
@@ -302,14 +305,27 @@ fn image_manifest(path: &Path, found: &Inventory) -> Result<ImageManifest, Check
     })
 }
 
-/// The inventory of an OCI image's top layer (mkroot writes one), the layer checked
-/// against its digests once read to its end.
-fn layer_inventory(image: &read::OciImage, path: &Path) -> Result<Inventory, CheckError> {
-    let Some(layer) = image.layers.last() else {
+/// The inventory of an OCI image: its layers applied bottom first.
+fn stacked_inventory(image: &read::OciImage, path: &Path) -> Result<Inventory, CheckError> {
+    if image.layers.is_empty() {
         return Err(CheckError::NoManifest {
             path: path.to_path_buf(),
         });
-    };
+    }
+    let mut stacked = Inventory::default();
+    for layer in &image.layers {
+        stacked.apply_layer(layer_inventory(image, layer, path)?);
+    }
+    Ok(stacked)
+}
+
+/// The inventory of one layer, the layer checked against its digests once read to its
+/// end.
+fn layer_inventory(
+    image: &read::OciImage,
+    layer: &read::Layer,
+    path: &Path,
+) -> Result<Inventory, CheckError> {
     let mut stream = image.open_layer(layer)?;
     let mut reader = stream.take_reader();
     let found = inventory::of_tar(&mut reader).map_err(|source| CheckError::Inventory {

@@ -16,6 +16,7 @@ use mkroot_common::oci::{
     self,
     write::{OciImage, OciSummary, OciTarget, OciWriteError},
 };
+use mkroot_common::partial::PartialOutput;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -180,24 +181,32 @@ fn hash_error(source: &Path, error: std::io::Error) -> ImageError {
     }
 }
 
-/// Writes the plan to `target`. A progress bar is drawn on stderr when stderr is a
+/// Writes the plan to `target`, each path made recorded in `made` (the caller removes
+/// them if the write fails). A progress bar is drawn on stderr when stderr is a
 /// terminal, `quiet` is off and the image is large enough to take a while.
-pub fn write(plan: &Plan, target: &OutputTarget, quiet: bool) -> Result<WriteSummary, ImageError> {
+pub fn write(
+    plan: &Plan,
+    target: &OutputTarget,
+    quiet: bool,
+    made: &PartialOutput,
+) -> Result<WriteSummary, ImageError> {
     let contents = contents(plan)?;
-    with_progress(&contents.entries, quiet, |options| {
+    with_progress(&contents.entries, quiet, made, |options| {
         Ok(archive::write_image(&contents.entries, target, options)?)
     })
 }
 
-/// Writes the plan as a one-layer OCI image layout (see [`mkroot_common::oci::write`]).
+/// Writes the plan as a one-layer OCI image layout (see [`mkroot_common::oci::write`]),
+/// each path made recorded in `made`.
 pub fn write_oci(
     plan: &Plan,
     image: &OciImage,
     target: &OciTarget,
     quiet: bool,
+    made: &PartialOutput,
 ) -> Result<OciSummary, ImageError> {
     let contents = contents(plan)?;
-    with_progress(&contents.entries, quiet, |options| {
+    with_progress(&contents.entries, quiet, made, |options| {
         Ok(oci::write::write_layout(
             &contents.entries,
             image,
@@ -212,6 +221,7 @@ pub fn write_oci(
 fn with_progress<T>(
     entries: &[ImageEntry],
     quiet: bool,
+    made: &PartialOutput,
     write: impl FnOnce(&WriteOptions) -> Result<T, ImageError>,
 ) -> Result<T, ImageError> {
     let total: u64 = entries
@@ -240,6 +250,7 @@ fn with_progress<T>(
     let options = WriteOptions {
         mtime: archive::source_date_epoch()?,
         progress: Some(&progress),
+        made,
     };
     let result = write(&options);
     if let Some(bar) = &bar {

@@ -5,12 +5,15 @@
 //! Reads a root filesystem directory (symlinks not followed, only regular files opened,
 //! each read no further than its size), a tarball (plain or gzip), or a tar stream (an
 //! OCI layer). An image with two entries for one path is refused: readers that keep the
-//! first and readers that keep the last would see two images.
+//! first and readers that keep the last would see two images. The layers of an OCI image
+//! are laid over each other with [`Inventory::apply_layer`], whiteouts included, as
+//! `launch` stacks them.
 
 use mkroot_common::digest;
 use mkroot_common::gzip::ParallelGunzip;
 use mkroot_common::host_file;
 use mkroot_common::manifest::MANIFEST_PATH;
+use mkroot_common::oci::{whiteout, Whiteout};
 use mkroot_common::unpack::{clean_components, sniff_compression, Compression};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -62,6 +65,87 @@ pub struct Inventory {
 /// The manifest's image path, as the inventory keys it.
 fn manifest_key() -> String {
     format!("/{MANIFEST_PATH}")
+}
+
+impl Inventory {
+    /// Lays `upper`, the inventory of the next layer up, over this one, as the OCI image
+    /// spec applies a layer (and `launch` stacks them): first its whiteouts, which speak
+    /// of the layers below (`.wh.NAME` removes NAME with all beneath it, `.wh..wh..opq`
+    /// what they put in its directory); then its entries. A directory over a directory
+    /// merges (the upper one's mode wins); anything else replaces what was there, with all
+    /// beneath it, and a non-directory on the way to an entry gives way to the directory
+    /// the layer implies. Whiteout entries never appear in the result.
+    pub fn apply_layer(&mut self, upper: Inventory) {
+        for path in upper.items.keys() {
+            let (dir, name) = split_path(path);
+            match whiteout(name.as_bytes()) {
+                Some(Whiteout::Opaque) => self.remove_beneath(dir),
+                Some(Whiteout::Removes(hidden)) => {
+                    let hidden = format!("{dir}/{}", String::from_utf8_lossy(hidden));
+                    self.remove_tree(&hidden);
+                }
+                Some(Whiteout::Marker) | None => {}
+            }
+        }
+        for (path, item) in upper.items {
+            if whiteout(split_path(&path).1.as_bytes()).is_some() {
+                continue;
+            }
+            let mut ancestor = split_path(&path).0;
+            while !ancestor.is_empty() {
+                if self
+                    .items
+                    .get(ancestor)
+                    .is_some_and(|a| a.content != Content::Dir)
+                {
+                    self.remove_tree(ancestor);
+                }
+                ancestor = split_path(ancestor).0;
+            }
+            let over_a_dir = self.items.get(&path).map(|i| &i.content) == Some(&Content::Dir);
+            if !(over_a_dir && item.content == Content::Dir) {
+                self.remove_tree(&path);
+            }
+            self.items.insert(path, item);
+        }
+        let key = manifest_key();
+        if upper.manifest.is_some() {
+            self.manifest = upper.manifest;
+        } else if !matches!(
+            self.items.get(&key),
+            Some(Item {
+                content: Content::File { .. },
+                ..
+            })
+        ) {
+            self.manifest = None;
+        }
+    }
+
+    /// Removes `path` and everything beneath it.
+    fn remove_tree(&mut self, path: &str) {
+        self.items.remove(path);
+        self.remove_beneath(path);
+    }
+
+    /// Removes everything beneath the directory `dir` (`""`: the root), not `dir` itself.
+    fn remove_beneath(&mut self, dir: &str) {
+        // The paths under `dir/` sort together, before `dir0` ('0' follows '/').
+        let beneath: Vec<String> = self
+            .items
+            .range(format!("{dir}/")..format!("{dir}0"))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in beneath {
+            self.items.remove(&path);
+        }
+    }
+}
+
+/// An image path's directory and name: `/etc/greeting` is `/etc` and `greeting`, `/etc`
+/// is `` (the root) and `etc`.
+fn split_path(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +369,74 @@ mod tests {
                 target: "/etc/shadow".into()
             }
         );
+    }
+
+    /// The inventory of a layer with `entries`, as a tar.
+    fn layer(entries: &[(&str, tar::EntryType, &[u8])]) -> Inventory {
+        of_tar(&tar_of(entries)[..]).unwrap()
+    }
+
+    fn paths(inventory: &Inventory) -> Vec<&str> {
+        inventory.items.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order_whiteouts_included() {
+        use tar::EntryType::*;
+        let mut image = Inventory::default();
+        image.apply_layer(layer(&[
+            ("etc/", Directory, b""),
+            ("etc/a", Regular, b"a"),
+            ("etc/b", Regular, b"b"),
+            ("etc-b", Regular, b"next to etc, not in it"),
+            ("opt/", Directory, b""),
+            ("opt/x/", Directory, b""),
+            ("opt/x/y", Regular, b"y"),
+            ("link", Symlink, b"etc"),
+            (".mkroot/manifest.json", Regular, b"bottom"),
+            // A whiteout in the bottom layer hides nothing, and is not a file either.
+            (".wh.nothing", Regular, b""),
+        ]));
+        assert!(!image.items.contains_key("/.wh.nothing"));
+        image.apply_layer(layer(&[
+            ("etc/", Directory, b""),
+            ("etc/.wh.a", Regular, b""),
+            ("etc/c", Regular, b"c"),
+            ("opt/.wh..wh..opq", Regular, b""),
+            ("opt/z", Regular, b"z"),
+            // A file where a symlink was; a directory where a file was.
+            ("link", Regular, b"now a file"),
+            ("etc-b/", Directory, b""),
+        ]));
+        assert_eq!(
+            paths(&image),
+            [
+                "/.mkroot/manifest.json",
+                "/etc",
+                "/etc-b",
+                "/etc/b",
+                "/etc/c",
+                "/link",
+                "/opt",
+                "/opt/z"
+            ]
+        );
+        assert_eq!(image.items["/etc-b"].content, Content::Dir);
+        assert_eq!(image.manifest.as_deref(), Some(&b"bottom"[..]));
+        // A whole directory whited out goes with all beneath it; the manifest with it.
+        image.apply_layer(layer(&[
+            (".wh.etc", Regular, b""),
+            (".wh..mkroot", Regular, b""),
+        ]));
+        assert_eq!(paths(&image), ["/etc-b", "/link", "/opt", "/opt/z"]);
+        assert_eq!(image.manifest, None);
+        // A manifest in an upper layer is the image's.
+        image.apply_layer(layer(&[(".mkroot/manifest.json", Regular, b"upper")]));
+        assert_eq!(image.manifest.as_deref(), Some(&b"upper"[..]));
+        // A file on the way to an entry gives way to the directory the layer implies.
+        image.apply_layer(layer(&[("link/inside", Regular, b"i")]));
+        assert!(!image.items.contains_key("/link"));
+        assert!(image.items.contains_key("/link/inside"));
     }
 
     #[test]

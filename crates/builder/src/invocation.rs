@@ -6,7 +6,9 @@
 //! the libraries left out before anything else happens), [`Invocation::explanation`]
 //! the `--explain` tree (printed before the image is written: it says what goes in), and
 //! [`Invocation::finish`] what came of the run, for main to report and turn into an exit
-//! status.
+//! status. What a write makes of the output is recorded in the [`PartialOutput`] main
+//! hands to `finish`: main removes it if the run fails, [`crate::interrupt`] if a signal
+//! ends it.
 
 use crate::build::{self, BuildError, BuildSpec, ImageFlags, Output, OutputFormat, RunConfig};
 use crate::check::{self, CheckError, Difference};
@@ -16,6 +18,7 @@ use crate::recipe::{Recipe, RecipeError};
 use crate::report;
 use crate::resolve::MissingLibrary;
 use mkroot_common::oci::write::{OciImage, OciWriteError};
+use mkroot_common::partial::PartialOutput;
 use std::path::PathBuf;
 
 /// What the command line asked for.
@@ -166,8 +169,13 @@ impl Invocation {
         self.explain.then(|| report::explain(&image.plan))
     }
 
-    /// Does what was asked with the planned image.
-    pub fn finish(&self, image: &PlannedImage) -> Result<Outcome, InvocationError> {
+    /// Does what was asked with the planned image; a write records what it makes of the
+    /// output in `made`.
+    pub fn finish(
+        &self,
+        image: &PlannedImage,
+        made: &PartialOutput,
+    ) -> Result<Outcome, InvocationError> {
         match &self.action {
             Action::Check(path) => Ok(Outcome::Checked {
                 differences: check::check(&image.plan, &image.oci_image()?, path)?,
@@ -181,7 +189,7 @@ impl Invocation {
                 report: (!self.explain).then(|| report::explain(&image.plan)),
             }),
             Action::Write => match &image.output {
-                Some(output) => Ok(Outcome::Written(image.write(output, self.quiet)?)),
+                Some(output) => Ok(Outcome::Written(image.write(output, self.quiet, made)?)),
                 None => Ok(Outcome::Planned { report: None }),
             },
         }
@@ -215,14 +223,20 @@ impl PlannedImage {
         )
     }
 
-    fn write(&self, output: &Output, quiet: bool) -> Result<Written, InvocationError> {
+    fn write(
+        &self,
+        output: &Output,
+        quiet: bool,
+        made: &PartialOutput,
+    ) -> Result<Written, InvocationError> {
         let (entries, content_bytes, manifest_digest) = match output {
             Output::Rootfs(target) => {
-                let summary = image::write(&self.plan, target, quiet)?;
+                let summary = image::write(&self.plan, target, quiet, made)?;
                 (summary.entries, summary.content_bytes, None)
             }
             Output::Oci(target) => {
-                let summary = image::write_oci(&self.plan, &self.oci_image()?, target, quiet)?;
+                let summary =
+                    image::write_oci(&self.plan, &self.oci_image()?, target, quiet, made)?;
                 let layer = summary.layer;
                 (
                     layer.entries,

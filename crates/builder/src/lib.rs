@@ -20,8 +20,9 @@
 //!
 //! Around them: [`build`] (one run's request, run settings and output, from flags or a
 //! recipe), [`recipe`] (TOML recipes), [`check`] (`--check`: an image against a fresh
-//! plan) and [`invocation`] (one `mkroot` run in order: spec, plan, then write, report or
-//! check; `main.rs` only parses the flags and prints what comes back).
+//! plan), [`invocation`] (one `mkroot` run in order: spec, plan, then write, report or
+//! check; `main.rs` only parses the flags and prints what comes back) and [`interrupt`]
+//! (SIGINT and SIGTERM remove what the build made of its output).
 
 pub mod elf;
 pub mod hwcaps;
@@ -34,6 +35,7 @@ pub mod check;
 pub mod copy;
 pub mod extras;
 pub mod image;
+pub mod interrupt;
 pub mod inventory;
 pub mod invocation;
 pub mod loader_cache;

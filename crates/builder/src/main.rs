@@ -3,12 +3,16 @@
 
 use clap::{CommandFactory, Parser, Subcommand};
 use mkroot_builder::build::{ImageFlags, OutputFormat};
+use mkroot_builder::interrupt::{self, Interruption};
 use mkroot_builder::invocation::{
     Action, Invocation, InvocationError, Outcome, PlannedImage, SpecSource,
 };
+use mkroot_common::partial::PartialOutput;
 use mkroot_common::usage::{report_clap_error, single_line};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -141,6 +145,8 @@ enum Docs {
 enum Failure {
     #[error(transparent)]
     Run(#[from] InvocationError),
+    #[error(transparent)]
+    Watch(#[from] interrupt::WatchError),
     #[error("stdout: cannot write the report: {0}; check where stdout goes")]
     Stdout(std::io::Error),
     #[error("cannot render the man page: {0}")]
@@ -198,7 +204,7 @@ fn invocation(args: Args) -> Invocation {
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, Failure> {
+fn run(args: Args, made: &PartialOutput) -> Result<ExitCode, Failure> {
     let quiet = args.quiet;
     let invocation = invocation(args);
     let image = invocation.plan()?;
@@ -210,7 +216,7 @@ fn run(args: Args) -> Result<ExitCode, Failure> {
     if let Some(tree) = invocation.explanation(&image) {
         print_stdout(&tree)?;
     }
-    let outcome = invocation.finish(&image)?;
+    let outcome = invocation.finish(&image, made)?;
     report(&outcome, quiet)?;
     Ok(match outcome {
         // --check: 1 says the image differs from its recipe.
@@ -300,6 +306,18 @@ fn print_docs(docs: Docs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Ends the run after a signal, in one line, with the status a shell shows for it.
+fn report_interruption(interruption: Interruption) -> ! {
+    // On a terminal, over the echoed `^C` and the progress bar rather than after them.
+    let clear = if std::io::stderr().is_terminal() {
+        "\r\x1b[K"
+    } else {
+        ""
+    };
+    eprintln!("{clear}mkroot: {interruption}");
+    std::process::exit(interruption.exit_code().into())
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
@@ -309,9 +327,15 @@ fn main() -> ExitCode {
     // silenced and the panic reported below.
     std::panic::set_hook(Box::new(|_| {}));
     let checking = args.check.is_some();
-    let outcome = std::panic::catch_unwind(|| match args.docs {
-        Some(docs) => print_docs(docs),
-        None => run(args),
+    // What the run makes of its output: removed if it fails (below) or a signal ends it
+    // (watched from here on, before any other thread starts).
+    let made = Arc::new(PartialOutput::default());
+    let outcome = std::panic::catch_unwind(|| {
+        interrupt::watch(&made, report_interruption)?;
+        match args.docs {
+            Some(docs) => print_docs(docs),
+            None => run(args, &made),
+        }
     })
     .unwrap_or_else(|payload| {
         let what = payload
@@ -324,8 +348,10 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(failure) => {
-            // One line, whatever the error carried.
-            eprintln!("mkroot: {}", single_line(&failure.to_string()));
+            // One line, whatever the error carried, and what became of the output.
+            let removal = made.remove().note();
+            let removal = removal.map_or(String::new(), |note| format!("; {note}"));
+            eprintln!("mkroot: {}{removal}", single_line(&failure.to_string()));
             // With --check, 1 means "differs": a failure to check is told apart.
             ExitCode::from(if checking { 2 } else { 1 })
         }

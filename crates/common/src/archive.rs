@@ -8,6 +8,7 @@
 
 use crate::gzip::ParallelGzip;
 use crate::host_file;
+use crate::partial::PartialOutput;
 use std::cmp::Ordering;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -74,6 +75,15 @@ impl OutputTarget {
             None
         }
     }
+
+    /// The output as the user named it.
+    pub fn path(&self) -> &Path {
+        match self {
+            OutputTarget::TarGz(path) | OutputTarget::Tar(path) | OutputTarget::Directory(path) => {
+                path
+            }
+        }
+    }
 }
 
 /// Why an image could not be written. Each message names the file and what to do.
@@ -87,6 +97,8 @@ pub enum ArchiveError {
     },
     #[error("{path}: output directory is not empty; remove it or name a new directory")]
     DirectoryNotEmpty { path: PathBuf },
+    #[error("{path}: already exists, and this build's unfinished image goes there; remove it (an earlier mkroot may have left it)")]
+    PartialExists { path: PathBuf },
     #[error("{path}: cannot read: {source}; check that the file exists and is readable")]
     Source {
         path: PathBuf,
@@ -122,12 +134,15 @@ pub fn image_order(a: &str, b: &str) -> Ordering {
     a.split('/').cmp(b.split('/'))
 }
 
-/// How the writer stamps entries and reports progress.
+/// How the writer stamps entries, reports progress, and records what it makes.
 pub struct WriteOptions<'a> {
     /// mtime of every entry (see [`source_date_epoch`]).
     pub mtime: u64,
     /// Called with the number of content bytes just written, for a progress bar.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// Every path the writer makes is made through this record, which it completes once
+    /// the image is whole: until then, a failed or interrupted build removes them.
+    pub made: &'a PartialOutput,
 }
 
 /// What was written.
@@ -141,13 +156,17 @@ pub struct WriteSummary {
 /// Writes `entries` (in any order; they are sorted here) to `target`.
 ///
 /// Tar outputs are written to a temporary file beside the target and renamed into
-/// place, so a failed build leaves no half-written image under the final name.
+/// place, so an image already under that name stays until the new one is whole. Every
+/// path made is recorded in `options.made`, and nothing that was there is written
+/// through or over: on an error, what was made is the caller's to remove (see
+/// [`PartialOutput::remove`]).
 pub fn write_image(
     entries: &[ImageEntry],
     target: &OutputTarget,
     options: &WriteOptions,
 ) -> Result<WriteSummary, ArchiveError> {
     let sorted = sorted_and_checked(entries)?;
+    options.made.begin(target.path());
     match target {
         OutputTarget::Tar(path) => write_tar_file(&sorted, path, options, false),
         OutputTarget::TarGz(path) => write_tar_file(&sorted, path, options, true),
@@ -205,6 +224,12 @@ fn temporary_name(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Creates a file that was not there: a file or symlink already at `path` (planted in a
+/// shared directory, say) is neither truncated nor written through.
+fn create_new(path: &Path) -> io::Result<File> {
+    File::options().write(true).create_new(true).open(path)
+}
+
 fn write_tar_file(
     entries: &[&ImageEntry],
     path: &Path,
@@ -212,32 +237,33 @@ fn write_tar_file(
     gzip: bool,
 ) -> Result<WriteSummary, ArchiveError> {
     let partial = temporary_name(path);
-    let file = File::create(&partial).map_err(output_error(path))?;
-    let result = (|| {
-        let out = BufWriter::with_capacity(256 * 1024, file);
-        if gzip {
-            let mut gz = ParallelGzip::new(out);
-            let summary = write_tar(entries, &mut gz, path, options)?;
-            let out = gz.finish().map_err(output_error(path))?;
-            finish_file(out, path)?;
-            Ok(summary)
-        } else {
-            let mut out = out;
-            let summary = write_tar(entries, &mut out, path, options)?;
-            finish_file(out, path)?;
-            Ok(summary)
-        }
-    })();
-    match result {
-        Ok(summary) => {
-            fs::rename(&partial, path).map_err(output_error(path))?;
-            Ok(summary)
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    let file = options
+        .made
+        .create(&partial, create_new)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => ArchiveError::PartialExists {
+                path: partial.clone(),
+            },
+            _ => output_error(path)(e),
+        })?;
+    let out = BufWriter::with_capacity(256 * 1024, file);
+    let summary = if gzip {
+        let mut gz = ParallelGzip::new(out);
+        let summary = write_tar(entries, &mut gz, path, options)?;
+        let out = gz.finish().map_err(output_error(path))?;
+        finish_file(out, path)?;
+        summary
+    } else {
+        let mut out = out;
+        let summary = write_tar(entries, &mut out, path, options)?;
+        finish_file(out, path)?;
+        summary
+    };
+    options
+        .made
+        .complete(|| fs::rename(&partial, path))
+        .map_err(output_error(path))?;
+    Ok(summary)
 }
 
 /// Flushes the buffered output. No fsync: like tar and gzip, the image is left to the
@@ -395,30 +421,20 @@ fn write_directory(
     root: &Path,
     options: &WriteOptions,
 ) -> Result<WriteSummary, ArchiveError> {
-    let out_err = output_error(root);
-    match fs::read_dir(root) {
-        Ok(mut listing) => {
-            if listing.next().is_some() {
-                return Err(ArchiveError::DirectoryNotEmpty {
-                    path: root.to_path_buf(),
-                });
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(root).map_err(&out_err)?
-        }
-        Err(e) => return Err(out_err(e)),
-    }
+    let made = options.made;
+    make_root(root, made)?;
     let as_root = unsafe { libc::geteuid() } == 0;
     let mut content_bytes = 0;
     for entry in entries {
         let dest = root.join(&entry.path);
         let dest_err = output_error(&dest);
         match &entry.kind {
-            EntryKind::Dir => fs::create_dir(&dest).map_err(&dest_err)?,
+            EntryKind::Dir => made
+                .create(&dest, |p| fs::create_dir(p))
+                .map_err(&dest_err)?,
             EntryKind::File { source, size } => {
                 let mut reader = open_source(source, *size)?;
-                let mut file = File::create(&dest).map_err(&dest_err)?;
+                let mut file = made.create(&dest, create_new).map_err(&dest_err)?;
                 copy_source(&mut reader, &mut file, source, &dest)?;
                 content_bytes += size;
                 if let Some(progress) = options.progress {
@@ -426,15 +442,16 @@ fn write_directory(
                 }
             }
             EntryKind::Bytes(bytes) => {
-                fs::write(&dest, bytes).map_err(&dest_err)?;
+                let mut file = made.create(&dest, create_new).map_err(&dest_err)?;
+                file.write_all(bytes).map_err(&dest_err)?;
                 content_bytes += bytes.len() as u64;
             }
-            EntryKind::Symlink { target } => {
-                std::os::unix::fs::symlink(target, &dest).map_err(&dest_err)?
-            }
-            EntryKind::Hardlink { target } => {
-                fs::hard_link(root.join(target), &dest).map_err(&dest_err)?
-            }
+            EntryKind::Symlink { target } => made
+                .create(&dest, |p| std::os::unix::fs::symlink(target, p))
+                .map_err(&dest_err)?,
+            EntryKind::Hardlink { target } => made
+                .create(&dest, |p| fs::hard_link(root.join(target), p))
+                .map_err(&dest_err)?,
         }
         // A hard link shares its target's inode, already owned by root; chowning it
         // again would clear the setuid bit set on that inode.
@@ -457,10 +474,50 @@ fn write_directory(
         }
         set_times(&dest, options.mtime as i64, 0).map_err(output_error(&dest))?;
     }
+    made.complete(|| Ok(())).map_err(output_error(root))?;
     Ok(WriteSummary {
         entries: entries.len(),
         content_bytes,
     })
+}
+
+fn is_absent(path: &Path) -> bool {
+    let found = fs::symlink_metadata(path);
+    matches!(found, Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
+/// Readies the directory an image is written into: an existing one must be empty (it is
+/// the user's, and stays whatever happens); a new one is made with the parents it lacks,
+/// each recorded in `made`.
+fn make_root(root: &Path, made: &PartialOutput) -> Result<(), ArchiveError> {
+    let out_err = output_error(root);
+    match fs::read_dir(root).map(|mut listing| listing.next().is_none()) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {
+            return Err(ArchiveError::DirectoryNotEmpty {
+                path: root.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(out_err(e)),
+    }
+    let mut missing = vec![root];
+    let mut dir = root;
+    while let Some(parent) = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && is_absent(p))
+    {
+        missing.push(parent);
+        dir = parent;
+    }
+    for dir in missing.into_iter().rev() {
+        match made.create(dir, |p| fs::create_dir(p)) {
+            // A parent another process made meanwhile is theirs, and fine.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir != root => {}
+            result => result.map_err(&out_err)?,
+        }
+    }
+    Ok(())
 }
 
 /// Sets atime and mtime of `path` itself (a symlink is not followed) to `secs.nanos`:
@@ -538,11 +595,13 @@ mod tests {
         ]
     }
 
-    /// Options for a test image: every entry stamped with `mtime`, no progress.
-    fn stamped(mtime: u64) -> WriteOptions<'static> {
+    /// Options for a test image: every entry stamped with `mtime`, no progress, what is
+    /// made recorded in `made`.
+    fn stamped(mtime: u64, made: &PartialOutput) -> WriteOptions<'_> {
         WriteOptions {
             mtime,
             progress: None,
+            made,
         }
     }
 
@@ -558,7 +617,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = sample_entries(dir.path());
         let out = dir.path().join("img.tar");
-        let options = stamped(1234);
+        let made = PartialOutput::default();
+        let options = stamped(1234, &made);
         write_image(&entries, &OutputTarget::Tar(out.clone()), &options).unwrap();
         let mut archive = tar::Archive::new(File::open(&out).unwrap());
         let mut seen = Vec::new();
@@ -594,7 +654,8 @@ mod tests {
     fn gzip_output_is_the_same_bytes_every_time() {
         let dir = tempfile::tempdir().unwrap();
         let entries = sample_entries(dir.path());
-        let options = stamped(0);
+        let made = PartialOutput::default();
+        let options = stamped(0, &made);
         let a = dir.path().join("a.tgz");
         let b = dir.path().join("b.tgz");
         write_image(&entries, &OutputTarget::TarGz(a.clone()), &options).unwrap();
@@ -609,7 +670,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = sample_entries(dir.path());
         let out = dir.path().join("tree");
-        let options = stamped(77);
+        let made = PartialOutput::default();
+        let options = stamped(77, &made);
         write_image(&entries, &OutputTarget::Directory(out.clone()), &options).unwrap();
         let tool = fs::metadata(out.join("usr/bin/tool")).unwrap();
         assert_eq!(tool.mode() & 0o7777, 0o4755);
@@ -628,10 +690,77 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_leaves_only_what_was_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut entries = sample_entries(dir.path());
+        // A source that grew since it was planned fails the write halfway.
+        let grown = dir.path().join("grown");
+        fs::write(&grown, b"longer than planned").unwrap();
+        entries.push(entry(
+            "usr/bin/zz",
+            0o755,
+            EntryKind::File {
+                source: grown,
+                size: 4,
+            },
+        ));
+        let empty = dir.path().join("empty");
+        fs::create_dir(&empty).unwrap();
+        let old = dir.path().join("old.tgz");
+        fs::write(&old, b"an older image").unwrap();
+        let new = dir.path().join("new/sub/tree");
+        for target in [
+            OutputTarget::Directory(new.clone()),
+            OutputTarget::Directory(empty.clone()),
+            OutputTarget::TarGz(old.clone()),
+        ] {
+            let made = PartialOutput::default();
+            let error = write_image(&entries, &target, &stamped(0, &made)).unwrap_err();
+            assert!(
+                matches!(error, ArchiveError::SourceChanged { .. }),
+                "{error}"
+            );
+            let removal = made.remove();
+            assert!(
+                matches!(removal, crate::partial::Removal::Removed { .. }),
+                "{removal:?}"
+            );
+        }
+        assert!(!dir.path().join("new").exists());
+        assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+        assert_eq!(fs::read(&old).unwrap(), b"an older image");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["empty", "grown", "old.tgz", "source"]);
+    }
+
+    #[test]
+    fn a_file_at_the_partial_name_is_neither_followed_nor_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = sample_entries(dir.path());
+        let out = dir.path().join("img.tar");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, temporary_name(&out)).unwrap();
+        let made = PartialOutput::default();
+        let error = write_image(&entries, &OutputTarget::Tar(out), &stamped(0, &made)).unwrap_err();
+        assert!(
+            matches!(error, ArchiveError::PartialExists { .. }),
+            "{error}"
+        );
+        assert!(matches!(made.remove(), crate::partial::Removal::Nothing));
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+    }
+
+    #[test]
     fn unsafe_image_paths_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let out = OutputTarget::Tar(dir.path().join("x.tar"));
-        let options = stamped(0);
+        let made = PartialOutput::default();
+        let options = stamped(0, &made);
         for bad in ["../etc", "/etc", "a//b", "a/./b"] {
             let entries = vec![entry(bad, 0o755, EntryKind::Dir)];
             assert!(matches!(

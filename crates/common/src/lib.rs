@@ -6,6 +6,7 @@
 //!
 //! - [`manifest`]: the image manifest (every file, its sha256 and the reason it is there).
 //! - [`archive`]: writing an image byte-reproducibly, from a sorted list of entries.
+//! - [`partial`]: the paths a build made of its output, removed if it does not complete.
 //! - [`gzip`]: a deterministic gzip stream compressed on every core.
 //! - [`digest`]: sha256 of files and streams.
 //! - [`host_file`]: reading host files safely: regular files only, never blocking, bounded.
@@ -19,5 +20,6 @@ pub mod host_file;
 pub mod in_root;
 pub mod manifest;
 pub mod oci;
+pub mod partial;
 pub mod unpack;
 pub mod usage;

@@ -28,6 +28,7 @@
 //! this runs, and every step checks with `lstat` that a directory is a real one before
 //! going into it, so a symlink from a lower layer is never followed.
 
+use mkroot_common::oci::{whiteout, Whiteout};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
@@ -35,9 +36,6 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// The image tree being built, and the directory metadata to apply once it is complete
 /// (applied last, deepest first, so a read-only directory does not stop its own filling).
@@ -81,25 +79,21 @@ impl LayerStack {
         names.sort();
         // Whiteouts first: they speak of the layers below, and an entry of this layer
         // with the same name (not allowed by the spec) then still wins.
-        if names.iter().any(|n| n.as_bytes() == OPAQUE_MARKER) {
+        if names
+            .iter()
+            .any(|n| whiteout(n.as_bytes()) == Some(Whiteout::Opaque))
+        {
             for entry in fs::read_dir(&target)? {
                 remove_any(&entry?.path())?;
             }
         }
         for name in &names {
-            if let Some(hidden) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX) {
-                // `.wh..wh.*` are aufs's own markers (opaque handled above), and `.wh..`
-                // or `.wh...` would name this directory or its parent: none names a file
-                // of this directory to remove.
-                let names_a_file =
-                    !matches!(hidden, b"" | b"." | b"..") && !hidden.starts_with(WHITEOUT_PREFIX);
-                if names_a_file {
-                    remove_any(&target.join(OsStr::from_bytes(hidden)))?;
-                }
+            if let Some(Whiteout::Removes(hidden)) = whiteout(name.as_bytes()) {
+                remove_any(&target.join(OsStr::from_bytes(hidden)))?;
             }
         }
         for name in names {
-            if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
+            if whiteout(name.as_bytes()).is_some() {
                 continue;
             }
             let from = layer_dir.join(&name);

@@ -4,7 +4,8 @@
 //! with [`crate::gzip`]. The layer is streamed to an unnamed scratch file beside the
 //! output (nothing to leave behind, even on Ctrl-C) while two hashes run over it (the
 //! uncompressed tar's sha256 is the config's `diff_id`, the gzip blob's is the layer
-//! digest), so the image is never held in memory. The config, manifest and index
+//! digest), so the image is never held in memory. The layout itself is written by
+//! [`crate::archive`], each path it makes recorded in the options' [`PartialOutput`](crate::partial::PartialOutput). The config, manifest and index
 //! are canonical JSON (keys sorted at every level, no whitespace), so the same entries
 //! and the same [`OciImage`] give the same digests and, through the archive writer, the
 //! same outer bytes. Beside the OCI index sits docker's `manifest.json` (and
@@ -256,6 +257,7 @@ pub fn write_layout(
     let outer = WriteOptions {
         mtime: options.mtime,
         progress: None,
+        made: options.made,
     };
     let archive_target = match target {
         OciTarget::Tar(path) => OutputTarget::Tar(path.clone()),
@@ -577,9 +579,11 @@ mod tests {
             created_by: "mkroot test".into(),
             ..OciImage::default()
         };
+        let made = crate::partial::PartialOutput::default();
         let options = WriteOptions {
             mtime: 1_700_000_000,
             progress: None,
+            made: &made,
         };
         let out = temp.path().join("layout");
         let summary = write_layout(
