@@ -995,3 +995,184 @@ fn tracing_init_with_sys_ptrace_reaches_no_host_file_environment_or_unfiltered_c
     assert!(control.contains("/vol/host-file"), "{describe}");
     assert!(control.contains("MKROOT_ATTACK_SECRET=own"), "{describe}");
 }
+
+/// `stat -f` of each of `paths` inside a container launched with `options`: the
+/// filesystem's size in bytes.
+fn filesystem_sizes(image: &AttackImage, options: &[&str], paths: &[&str]) -> Vec<u64> {
+    let run = sh(
+        image,
+        options,
+        &format!("stat -f -c '%b %S' {}", paths.join(" ")),
+    );
+    assert!(run.output.status.success(), "{}", run.describe());
+    run.stdout()
+        .lines()
+        .map(|line| {
+            let (blocks, block_size) = line.split_once(' ').expect("blocks and block size");
+            blocks.parse::<u64>().unwrap() * block_size.parse::<u64>().unwrap()
+        })
+        .collect()
+}
+
+/// Writes `mib` MiB of zeros to `path` in a container launched with `options`: whether
+/// the write completed, and the run.
+fn fill(image: &AttackImage, options: &[&str], path: &str, mib: u32) -> (bool, Run) {
+    let script = format!("busybox dd if=/dev/zero of={path} bs=1M count={mib} && echo FILLED");
+    let run = sh(image, options, &script);
+    run.assert_host_unchanged();
+    (run.stdout().contains("FILLED"), run)
+}
+
+fn host_memory() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn writing_the_writable_layer_and_dev_shm_full_stops_at_their_bounds() {
+    // Each of the container's tmpfs mounts is host memory that no process's RSS shows:
+    // unbounded, each could take half the host's RAM. /tmp and /run are the writable
+    // layer itself (made in it when the image lacks them), so one bound covers them.
+    let image = AttackImage::new();
+    let sizes = filesystem_sizes(&image, &[], &["/", "/tmp", "/dev/shm"]);
+    let quarter = host_memory() / 4;
+    for size in &sizes[..2] {
+        assert!(
+            size.abs_diff(quarter) < 1 << 20,
+            "{sizes:?}, RAM/4 {quarter}"
+        );
+    }
+    assert_eq!(sizes[2], 64 << 20, "{sizes:?}");
+    assert_eq!(
+        filesystem_sizes(&image, &["--memory", "48M"], &["/"]),
+        [48 << 20],
+        "--memory bounds the writable layer"
+    );
+
+    // The attack: more than the bound. A refusal must be the tmpfs's ENOSPC.
+    let (filled, run) = fill(&image, &[], "/dev/shm/f", 65);
+    assert!(!filled, "{}", run.describe());
+    assert!(
+        run.stderr().contains("No space left on device"),
+        "{}",
+        run.describe()
+    );
+    let small = ["--storage-opt", "size=32M"];
+    for path in ["/tmp/f", "/f"] {
+        let (filled, run) = fill(&image, &small, path, 40);
+        assert!(!filled, "{path}: {}", run.describe());
+        assert!(
+            run.stderr().contains("No space left on device"),
+            "{}",
+            run.describe()
+        );
+    }
+
+    // Controls: larger bounds let the same writes through, and ordinary writes under
+    // the defaults succeed.
+    let (filled, run) = fill(&image, &["--shm-size", "128M"], "/dev/shm/f", 65);
+    assert!(filled, "{}", run.describe());
+    let (filled, run) = fill(&image, &["--storage-opt", "size=64M"], "/tmp/f", 40);
+    assert!(filled, "{}", run.describe());
+    let (filled, run) = fill(&image, &[], "/tmp/f", 40);
+    assert!(filled, "{}", run.describe());
+}
+
+#[test]
+fn a_tmpfs_flag_is_bounded_and_takes_dockers_options() {
+    let image = AttackImage::new();
+    let writable_layer = filesystem_sizes(&image, &[], &["/"])[0];
+    assert_eq!(
+        filesystem_sizes(&image, &["--tmpfs", "/scratch"], &["/scratch"]),
+        [writable_layer],
+        "a --tmpfs without size= has the writable layer's bound"
+    );
+    let (filled, run) = fill(&image, &["--tmpfs", "/scratch:size=8M"], "/scratch/f", 9);
+    assert!(!filled, "{}", run.describe());
+    assert!(
+        run.stderr().contains("No space left on device"),
+        "{}",
+        run.describe()
+    );
+    let (filled, run) = fill(&image, &["--tmpfs", "/scratch:size=16M"], "/scratch/f", 9);
+    assert!(filled, "control: {}", run.describe());
+
+    let run = sh(
+        &image,
+        &["--tmpfs", "/scratch:mode=700,ro"],
+        "stat -c %a /scratch; touch /scratch/f",
+    );
+    assert_eq!(run.stdout(), "700\n", "{}", run.describe());
+    assert!(
+        run.stderr().contains("Read-only file system"),
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn what_a_container_writes_is_charged_to_its_own_cgroup() {
+    // A cgroup made for --pids-limit also accounts memory (no limit): the pages the
+    // container writes to its writable layer count against it, not the launcher.
+    let image = AttackImage::new();
+    let mut launch = Command::new(mkroot_e2e::launch::launch_bin())
+        .arg("--cache-dir")
+        .arg(image.cache.path())
+        .args(["--pids-limit", "64"])
+        .arg(image.image.root())
+        .args(["--", "/bin/sh", "-c"])
+        .arg("busybox dd if=/dev/zero of=/tmp/f bs=1M count=40 2>/dev/null; echo written; sleep 60")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run launch");
+    let mut stdout = std::io::BufReader::new(launch.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let name = format!("mkroot-launch-{}", launch.id());
+    let charged: Vec<u64> = mkroot_e2e::attacks::cgroups_named(&name)
+        .iter()
+        .filter_map(|dir| {
+            ["memory.current", "memory.usage_in_bytes"]
+                .iter()
+                .find_map(|file| std::fs::read_to_string(dir.join(file)).ok())
+        })
+        .filter_map(|bytes| bytes.trim().parse().ok())
+        .collect();
+    // SAFETY: signals the launch this test started, by PID; it stops its container.
+    unsafe { libc::kill(launch.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = launch.wait();
+    assert_eq!(line, "written\n");
+    assert!(
+        charged.iter().any(|&bytes| bytes >= 40 << 20),
+        "no memory cgroup of {name} holds the 40 MiB written: {charged:?}"
+    );
+    assert!(mkroot_e2e::attacks::cgroups_named(&name).is_empty());
+}
+
+#[test]
+fn bad_storage_sizes_are_refused_in_one_line() {
+    let image = AttackImage::new();
+    for (flags, says) in [
+        (["--storage-opt", "size=lots"], "--storage-opt size=lots"),
+        (
+            ["--storage-opt", "dm.basesize=1G"],
+            "the only option is size=",
+        ),
+        (["--shm-size", "10k"], "--shm-size 10k"),
+        (["--tmpfs", "/s:size=0"], "--tmpfs /s:size=0"),
+        (["--tmpfs", "/s:uid=3"], "unknown option"),
+        (["--tmpfs", "relative"], "absolute path"),
+    ] {
+        let run = sh(&image, &flags, "echo RAN");
+        assert_eq!(run.output.status.code(), Some(125), "{}", run.describe());
+        let stderr = run.stderr();
+        assert_eq!(stderr.lines().count(), 1, "{flags:?}: {stderr}");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
+}

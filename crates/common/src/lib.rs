@@ -10,6 +10,7 @@
 //! - [`gzip`]: a deterministic gzip stream compressed on every core.
 //! - [`digest`]: sha256 of files and streams.
 //! - [`host_file`]: reading host files safely: regular files only, never blocking, bounded.
+//! - [`size`]: sizes as flags take them and messages print them (binary units).
 //! - [`unpack`]: unpacking an untrusted image tarball safely into a directory.
 
 pub mod archive;
@@ -21,5 +22,6 @@ pub mod in_root;
 pub mod manifest;
 pub mod oci;
 pub mod partial;
+pub mod size;
 pub mod unpack;
 pub mod usage;

@@ -55,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::manifest::MANIFEST_PATH;
+use crate::size::human_bytes;
 use stream::PipedReader;
 use tar::EntryType;
 use writers::{FileJob, WriterPool};
@@ -180,27 +181,6 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
-}
-
-/// `8 GiB`, `512 MiB`, `1000 bytes`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
-    for (unit, size) in UNITS {
-        if bytes >= size && bytes.is_multiple_of(size) {
-            return format!("{} {unit}", bytes / size);
-        }
-    }
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            return format!("{:.1} {unit}", bytes as f64 / size as f64);
-        }
-    }
-    format!("{bytes} bytes")
 }
 
 /// Unpacks the tar archive read from `source` (plain or gzip, told apart by magic number)
@@ -1080,12 +1060,5 @@ mod tests {
         assert_eq!(shown, "\"evil\\nname\\xff\"");
         let long = EntryName(vec![b'a'; 5000]).to_string();
         assert!(long.len() < 250 && long.contains("5000 bytes"));
-    }
-
-    #[test]
-    fn sizes_print_in_binary_units() {
-        assert_eq!(human_bytes(8 << 30), "8 GiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(10), "10 bytes");
     }
 }

@@ -971,29 +971,6 @@ fn try_flock(file: &File, operation: libc::c_int) -> bool {
     file_lock::try_lock(file, operation).unwrap_or(false)
 }
 
-/// Parses a size as `--max-image-size` takes it: `8G`, `512MiB`, `100000` (binary units).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: not a size (try 8G or 512M)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("{text:?}: unknown unit (use K, M, G or T)")),
-    };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{text:?}: too large"))
-}
-
 impl CacheEntry {
     /// The header of the table that [`CacheEntry`]'s rows make (`launch cache ls`).
     pub const TABLE_HEADER: &'static str =
@@ -1044,16 +1021,6 @@ mod tests {
         assert!(row[last_used..].ends_with(" ago"), "{row}");
         let in_use = CacheEntry::TABLE_HEADER.find("IN USE").unwrap();
         assert_eq!(&row[in_use..in_use + 3], "yes", "{row}");
-    }
-
-    #[test]
-    fn sizes_parse_in_binary_units() {
-        assert_eq!(parse_size("8G"), Ok(8 << 30));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("5X").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Control groups: one per container, holding `--memory`, `--pids-limit` and `--cpus`.
+//! Control groups: one per container, holding `--memory`, `--pids-limit` and `--cpus`,
+//! and, where the host has the controller, accounting the container's memory even
+//! without `--memory` (its tmpfs writes are charged to it, not to the launcher).
 //!
 //! The launcher creates the container's cgroup (below its own, in every hierarchy the
 //! limits need: the one unified hierarchy on v2, each controller's on v1, and on hybrid
@@ -68,7 +70,7 @@ impl ResourceLimits {
     ) -> Result<ResourceLimits, LaunchError> {
         let memory_bytes = memory
             .map(|m| {
-                crate::cache::parse_size(m)
+                mkroot_common::size::parse_size(m)
                     .ok()
                     .filter(|&b| b >= 1 << 20)
                     .ok_or_else(|| {
@@ -178,6 +180,15 @@ impl ContainerCgroup {
                     cgroup.oom_counter = Some(dir.join("memory.oom_control"));
                 }
                 cgroup.v1.push(dir);
+            }
+            if accounts_memory_only(limits) {
+                // Accounting only: a host without a memory hierarchy still launches.
+                let parent = v1_parent("memory", &own);
+                if parent.is_dir() {
+                    if let Ok(dir) = cgroup.make(&parent, &name) {
+                        cgroup.v1.push(dir);
+                    }
+                }
             }
         }
         // A limit was asked for, so a v2 directory or a v1 controller's was made.
@@ -353,14 +364,32 @@ fn unavailable_controllers(parent: &Path, limits: &ResourceLimits) -> Option<Lau
     )))
 }
 
-/// v2: the controllers the limits need must be enabled in the parent's subtree.
+/// Whether a cgroup made for other limits also gets the memory controller, with no
+/// limit: what the container writes to its tmpfs mounts is then charged to it (shown in
+/// its memory.current, bounded by any limit above it) rather than to the launcher's
+/// cgroup. Only where the controller is there to be had; no limit needs it.
+fn accounts_memory_only(limits: &ResourceLimits) -> bool {
+    limits.memory_bytes.is_none()
+}
+
+/// v2: the controllers the limits need must be enabled in the parent's subtree (and
+/// memory, for accounting, where the parent is offered it).
 fn enable_controllers(parent: &Path, limits: &ResourceLimits) -> io::Result<()> {
     // Never empty: a cgroup is made only when a limit is asked for.
-    let wanted: Vec<String> = needed_controllers(limits)
+    let mut wanted: Vec<String> = needed_controllers(limits)
         .into_iter()
         .map(|(controller, _)| format!("+{controller}"))
         .collect();
+    if accounts_memory_only(limits) && offers(parent, "memory") {
+        wanted.push("+memory".to_string());
+    }
     fs::write(parent.join("cgroup.subtree_control"), wanted.join(" "))
+}
+
+/// v2: whether `cgroup.controllers` of `dir` lists `controller`.
+fn offers(dir: &Path, controller: &str) -> bool {
+    fs::read_to_string(dir.join("cgroup.controllers"))
+        .is_ok_and(|offered| offered.split_whitespace().any(|c| c == controller))
 }
 
 fn write_v2_limits(dir: &Path, limits: &ResourceLimits) -> io::Result<()> {

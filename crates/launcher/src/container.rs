@@ -13,6 +13,7 @@ use crate::rootfs::{self, MountPoint, WritableLayer};
 use crate::seccomp::SeccompProfile;
 use crate::security::BeforeExec;
 use crate::spec::ContainerSpec;
+use crate::storage;
 use crate::{
     cgroup, cpu_spread, devices, etc_files, init, landlock, masked_paths, network, pty,
     read_only_exe, security, userns,
@@ -282,13 +283,18 @@ fn set_up(
 
     // 2. Mounts, all in our own mount namespace, none propagating to the host.
     rootfs::make_mounts_private()?;
-    let layer = WritableLayer::mount(in_userns, &mount_points(spec), idmapped_image)?;
+    let layer = WritableLayer::mount(
+        in_userns,
+        spec.storage.writable_layer,
+        &mount_points(spec),
+        idmapped_image,
+    )?;
     let root = &layer.root;
     let hidden = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     // proc and sysfs are mounted before pivot_root, while the host's are still visible:
     // in a user namespace the kernel only allows them when a full instance is.
     rootfs::mount_fresh(root, "/proc", c"proc", hidden, None)?;
-    devices::populate(root, in_userns)?;
+    devices::populate(root, in_userns, spec.storage.shm)?;
     etc_files::install(&layer.scratch, root, &spec.hostname, name_files)?;
     for volume in &spec.volumes {
         rootfs::bind(
@@ -299,9 +305,18 @@ fn set_up(
             volume.read_only,
         )?;
     }
-    let tmp = libc::MS_NOSUID | libc::MS_NODEV;
-    for path in &spec.tmpfs {
-        rootfs::mount_fresh(root, path, c"tmpfs", tmp, Some(c"mode=1777"))?;
+    for mount in &spec.tmpfs {
+        let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+        if mount.read_only {
+            flags |= libc::MS_RDONLY;
+        }
+        if !mount.exec {
+            flags |= libc::MS_NOEXEC;
+        }
+        // Sized in the spec: the writable layer's bound unless the flag said.
+        let size = mount.size.unwrap_or(spec.storage.writable_layer);
+        let data = storage::tmpfs_data(size, mount.mode);
+        rootfs::mount_fresh(root, &mount.path, c"tmpfs", flags, Some(&data))?;
     }
 
     // 3. The network namespace: joined now if the launcher made it; a bridged one is
@@ -314,7 +329,7 @@ fn set_up(
         network::join_launchers(launcher)?;
     }
     drop(go);
-    mount_sysfs(root)?;
+    mount_sysfs(root, in_userns)?;
 
     // 4. Into the new root; the host's tree is detached and out of reach.
     rootfs::pivot_into(root)?;
@@ -385,7 +400,10 @@ fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
         .volumes
         .iter()
         .map(|v| (v.container.as_str(), v.mount_point));
-    let tmpfs = spec.tmpfs.iter().map(|p| (p.as_str(), MountPoint::Dir));
+    let tmpfs = spec
+        .tmpfs
+        .iter()
+        .map(|m| (m.path.as_str(), MountPoint::Dir));
     fixed
         .into_iter()
         .chain(scratch.iter().copied())
@@ -395,19 +413,26 @@ fn mount_points(spec: &ContainerSpec) -> Vec<(&str, MountPoint)> {
         .collect()
 }
 
-/// `/sys`, read-only. A fresh sysfs shows only the container's network devices; where
-/// the kernel refuses one (some user namespaces), the host's is bound read-only.
-fn mount_sysfs(root: &OwnedFd) -> Result<(), LaunchError> {
+/// `/sys`, read-only. A fresh sysfs shows only the container's network devices. In a
+/// user namespace that does not own the network namespace (rootless `--net host`) the
+/// kernel refuses one with EPERM, and only then is the host's bound read-only: any other
+/// failure is an error, not a reason to show the host's devices.
+fn mount_sysfs(root: &OwnedFd, in_user_namespace: bool) -> Result<(), LaunchError> {
     let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    rootfs::mount_fresh(root, "/sys", c"sysfs", flags, None).or_else(|_| {
-        rootfs::bind(
-            root,
-            std::path::Path::new("/sys"),
-            "/sys",
-            MountPoint::Dir,
-            true,
-        )
-    })
+    match rootfs::mount_fresh(root, "/sys", c"sysfs", flags, None) {
+        Err(LaunchError::Setup { source, .. })
+            if in_user_namespace && source.raw_os_error() == Some(libc::EPERM) =>
+        {
+            rootfs::bind(
+                root,
+                std::path::Path::new("/sys"),
+                "/sys",
+                MountPoint::Dir,
+                true,
+            )
+        }
+        other => other,
+    }
 }
 
 /// Waits for the command's exit status from the container's init, forwarding the

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::error::LaunchError;
 use crate::rootfs::{self, MountPoint};
+use crate::storage;
 
 /// The devices a container gets: (name, major, minor).
 const DEVICES: [(&str, u32, u32); 6] = [
@@ -28,7 +29,8 @@ const LINKS: [(&str, &str); 5] = [
 
 /// Builds `/dev` in the new root. In a user namespace device nodes cannot be created, so
 /// the host's nodes are bind-mounted instead (as bubblewrap does).
-pub fn populate(root: &OwnedFd, in_user_namespace: bool) -> Result<(), LaunchError> {
+/// `/dev/shm` holds at most `shm_size` bytes (see [`crate::storage`]).
+pub fn populate(root: &OwnedFd, in_user_namespace: bool, shm_size: u64) -> Result<(), LaunchError> {
     rootfs::mount_fresh(
         root,
         "/dev",
@@ -72,7 +74,7 @@ pub fn populate(root: &OwnedFd, in_user_namespace: bool) -> Result<(), LaunchErr
         "/dev/shm",
         c"tmpfs",
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some(c"mode=1777"),
+        Some(&storage::tmpfs_data(shm_size, 0o1777)),
     )
 }
 

@@ -32,6 +32,7 @@ pub mod run_defaults;
 pub mod seccomp;
 pub mod security;
 pub mod spec;
+pub mod storage;
 pub mod userns;
 
 pub use error::LaunchError;

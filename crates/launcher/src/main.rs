@@ -12,12 +12,14 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
+use mkroot_common::size::parse_size;
 use mkroot_common::usage::{report_clap_error, single_line};
-use mkroot_launcher::cache::{parse_size, CacheEntry};
+use mkroot_launcher::cache::CacheEntry;
 use mkroot_launcher::cgroup::ResourceLimits;
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
 use mkroot_launcher::security::SecurityOptions;
+use mkroot_launcher::storage::{self, TmpfsMount};
 use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
 
 /// Run a root filesystem image (a tarball or a directory), an OCI layout, an oci-archive
@@ -60,9 +62,16 @@ struct Cli {
     /// Make the container's root read-only.
     #[arg(long)]
     read_only: bool,
-    /// Mount a tmpfs at PATH inside the container.
-    #[arg(long, value_name = "PATH")]
+    /// Mount a tmpfs at PATH inside the container; OPTIONS: size=SIZE (default: the
+    /// writable layer's bound), mode=OCTAL, ro, noexec.
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
     tmpfs: Vec<String>,
+    /// The writable layer's bound: size=SIZE (default: --memory, or a quarter of RAM).
+    #[arg(long = "storage-opt", value_name = "size=SIZE")]
+    storage_opt: Option<String>,
+    /// The size of /dev/shm (default 64M).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    shm_size: Option<String>,
     /// Give the command a pty even when stdin is not a terminal.
     #[arg(short = 't', long)]
     tty: bool,
@@ -241,7 +250,23 @@ fn options(cli: Cli) -> Result<LaunchOptions, LaunchError> {
             .iter()
             .map(|v| v.parse::<Volume>())
             .collect::<Result<_, _>>()?,
-        tmpfs: cli.tmpfs,
+        tmpfs: cli
+            .tmpfs
+            .iter()
+            .map(|t| t.parse::<TmpfsMount>().map_err(LaunchError::Invalid))
+            .collect::<Result<_, _>>()?,
+        writable_layer_size: cli
+            .storage_opt
+            .as_deref()
+            .map(storage::parse_storage_opt)
+            .transpose()
+            .map_err(LaunchError::Invalid)?,
+        shm_size: cli
+            .shm_size
+            .as_deref()
+            .map(|s| storage::parse_tmpfs_size("--shm-size", s))
+            .transpose()
+            .map_err(LaunchError::Invalid)?,
         read_only: cli.read_only,
         tty: cli.tty,
         userns: cli.userns,

@@ -131,11 +131,14 @@ impl WritableLayer {
     /// rather than through the overlay later, which would first copy their parent
     /// directory up.
     ///
+    /// `size` bounds the writable layer, in bytes.
+    ///
     /// `idmapped_image` is the image tree as a detached mount, idmapped by the launcher
     /// (root with `--userns`, see [`idmapped_copy`]); it is attached over the image
     /// directory and used in its place.
     pub fn mount(
         in_user_namespace: bool,
+        size: u64,
         mount_points: &[(&str, MountPoint)],
         idmapped_image: Option<OwnedFd>,
     ) -> Result<WritableLayer, LaunchError> {
@@ -149,7 +152,12 @@ impl WritableLayer {
             }
             None => image,
         };
-        let scratch = new_mount(c"tmpfs", &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        // Bounded: what the container writes anywhere is host memory (crate::storage).
+        let size = [(
+            c"size",
+            FsValue::Str(CString::new(size.to_string()).expect("digits")),
+        )];
+        let scratch = new_mount(c"tmpfs", &size, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
             .map_err(|e| LaunchError::setup("creating the writable layer's tmpfs", e))?;
         // Attached (over the image directory, in the old root's tree, our namespace only)
         // rather than left detached: a detached mount is torn down on its own when its

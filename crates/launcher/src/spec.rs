@@ -18,6 +18,7 @@ use crate::process::{Command, User, DEFAULT_PATH};
 use crate::rootfs::Volume;
 use crate::run_defaults;
 use crate::security::{SecurityOptions, SecurityPolicy};
+use crate::storage::{StorageSizes, TmpfsMount};
 use crate::userns::IdMapping;
 
 /// What the user asked for (the parsed command line).
@@ -37,7 +38,11 @@ pub struct LaunchOptions {
     pub workdir: Option<String>,
     pub user: Option<User>,
     pub volumes: Vec<Volume>,
-    pub tmpfs: Vec<String>,
+    pub tmpfs: Vec<TmpfsMount>,
+    /// `--storage-opt size=`: the writable layer's bound.
+    pub writable_layer_size: Option<u64>,
+    /// `--shm-size`.
+    pub shm_size: Option<u64>,
     pub read_only: bool,
     /// `-t`: a pty even when stdin is not a terminal.
     pub tty: bool,
@@ -61,7 +66,9 @@ pub struct ContainerSpec {
     pub hostname: String,
     pub command: Command,
     pub volumes: Vec<Volume>,
-    pub tmpfs: Vec<String>,
+    /// Each with its size decided.
+    pub tmpfs: Vec<TmpfsMount>,
+    pub storage: StorageSizes,
     pub read_only: bool,
     pub tty: bool,
     /// The user namespace's maps; `None` for no user namespace (root without --userns).
@@ -103,13 +110,19 @@ impl ContainerSpec {
             Some(name) => check_hostname(name)?,
             None => random_hostname(),
         };
-        for path in &options.tmpfs {
-            if !path.starts_with('/') {
-                return Err(LaunchError::Invalid(format!(
-                    "--tmpfs {path}: give an absolute path inside the container"
-                )));
-            }
-        }
+        let storage = StorageSizes::new(
+            options.writable_layer_size,
+            options.shm_size,
+            options.limits.memory_bytes,
+        );
+        let tmpfs = options
+            .tmpfs
+            .iter()
+            .map(|mount| TmpfsMount {
+                size: mount.size.or(Some(storage.writable_layer)),
+                ..mount.clone()
+            })
+            .collect();
         let workdir = (options.workdir.clone().or(oci.working_dir.clone()))
             .unwrap_or_else(|| "/".to_string());
         if !workdir.starts_with('/') {
@@ -151,7 +164,8 @@ impl ContainerSpec {
                 user,
             },
             volumes: options.volumes.clone(),
-            tmpfs: options.tmpfs.clone(),
+            tmpfs,
+            storage,
             read_only: options.read_only,
             tty,
             id_mapping,
