@@ -499,7 +499,7 @@ fn limits_hold_on_a_cgroup_v1_only_host() {
             options,
             root.to_str().unwrap(),
             command,
-            Some(mkroot_e2e::attacks::as_a_cgroup_v1_host),
+            Some(Box::new(mkroot_e2e::attacks::as_a_cgroup_v1_host)),
         )
     };
     let bomb = run(&["--pids-limit", "32"], &["/bin/attack", "forkbomb"]);
@@ -534,7 +534,9 @@ fn a_limit_whose_cgroup_v2_controller_is_not_offered_is_refused_saying_which() {
         &["--pids-limit", "20"],
         image.image.root().to_str().unwrap(),
         &["true"],
-        Some(mkroot_e2e::attacks::as_a_cgroup_v2_host_without_controllers),
+        Some(Box::new(
+            mkroot_e2e::attacks::as_a_cgroup_v2_host_without_controllers,
+        )),
     );
     assert_eq!(run.output.status.code(), Some(125), "{}", run.describe());
     let stderr = run.stderr();
@@ -1175,4 +1177,58 @@ fn bad_storage_sizes_are_refused_in_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{flags:?}: {stderr}");
         assert!(stderr.contains(says), "{flags:?}: {stderr}");
     }
+}
+
+#[test]
+fn userns_never_maps_root_onto_a_users_subordinate_range() {
+    // useradd gives the first user 100000:65536, the range launch fell back to when root
+    // had no entry: the container's files would then be alice's. Launch records a range
+    // of its own that overlaps no entry, and refuses a recorded one that does.
+    let image = AttackImage::new();
+    let alice = "alice:100000:65536\n";
+    let subids = mkroot_e2e::subids::SubidFiles::new(alice, alice);
+    let script = "cat /proc/self/uid_map /proc/self/gid_map; touch /tmp/mine";
+    let run = |subids: &mkroot_e2e::subids::SubidFiles| {
+        mkroot_e2e::attacks::run_launch_seeing(
+            &image.cache,
+            &["--userns"],
+            image.image.root().to_str().unwrap(),
+            &["/bin/sh", "-c", script],
+            Some(subids.view(false)),
+        )
+    };
+    for _ in 0..2 {
+        let first = run(&subids);
+        assert!(first.output.status.success(), "{}", first.describe());
+        for map in first.stdout().lines() {
+            let fields: Vec<u64> = map.split_whitespace().map(|f| f.parse().unwrap()).collect();
+            assert_eq!(fields, [0, 165_536, 65_536], "{}", first.describe());
+        }
+        first.assert_host_unchanged();
+    }
+    let recorded = "mkroot-launch:165536:65536\n";
+    assert_eq!(
+        subids.subuid(),
+        format!("{alice}{recorded}"),
+        "recorded once"
+    );
+    assert_eq!(subids.subgid(), format!("{alice}{recorded}"));
+
+    // Control: the old fallback's range, recorded as launch's, lies in alice's: refused.
+    let old = format!("{alice}mkroot-launch:100000:65536\n");
+    let overlapping = mkroot_e2e::subids::SubidFiles::new(&old, &old);
+    let refused = run(&overlapping);
+    assert_eq!(
+        refused.output.status.code(),
+        Some(125),
+        "{}",
+        refused.describe()
+    );
+    let stderr = refused.stderr();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("overlaps alice's (100000-165535)"),
+        "{stderr}"
+    );
+    assert_eq!(overlapping.subuid(), old, "nothing written");
 }

@@ -893,3 +893,28 @@ fn what_a_command_of_another_user_leaves_running_is_ended_with_it() {
         started.elapsed()
     );
 }
+
+#[test]
+fn userns_as_root_works_the_users_way_from_the_default_cache_and_under_tmp() {
+    // As a new user types it: a tarball in root's default cache (/var/cache/mkroot-launch,
+    // here a tmpfs of the test's own), and a directory image under /tmp.
+    let image = BusyboxImage::new();
+    let subids = mkroot_e2e::subids::SubidFiles::empty();
+    for target in [image.tarball(), image.root()] {
+        let mut command = Command::new(launch_bin());
+        command
+            .arg(&target)
+            .args(["--userns", "--", "id", "-u"])
+            .stdin(Stdio::null());
+        subids.apply(&mut command, true);
+        let out = command.output().expect("run launch");
+        assert_eq!(
+            stdout(&out),
+            "0\n",
+            "{}: {}",
+            target.display(),
+            describe(&out)
+        );
+    }
+    assert_eq!(subids.subuid(), "mkroot-launch:100000:65536\n");
+}

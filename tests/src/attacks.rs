@@ -109,14 +109,20 @@ impl Run {
     }
 }
 
-/// Runs launch with a per-test cache and takes the host's snapshots around it.
+/// Runs launch with a per-test cache and takes the host's snapshots around it. With
+/// `--userns` among the options, launch sees subordinate id files of the test's own
+/// ([`crate::subids`]).
 pub fn run_launch(
     cache: &tempfile::TempDir,
     options: &[&str],
     image: &str,
     command: &[&str],
 ) -> Run {
-    run_launch_seeing(cache, options, image, command, None)
+    let subids = options
+        .contains(&"--userns")
+        .then(crate::subids::SubidFiles::empty);
+    let view = subids.as_ref().map(|files| files.view(false));
+    run_launch_seeing(cache, options, image, command, view)
 }
 
 /// [`run_launch`], with `host_view` run in launch's process before its exec: it may give
@@ -127,7 +133,7 @@ pub fn run_launch_seeing(
     options: &[&str],
     image: &str,
     command: &[&str],
-    host_view: Option<fn() -> std::io::Result<()>>,
+    host_view: Option<crate::subids::HostView>,
 ) -> Run {
     let before = HostSnapshot::take();
     let mut launch = Command::new(launch_bin());
@@ -194,7 +200,7 @@ pub fn as_a_cgroup_v2_host_without_controllers() -> std::io::Result<()> {
 
 /// Unshares the mount namespace, makes it private, then runs `change` (a mount call's
 /// return value). Only system calls: for between fork and exec.
-fn in_own_mount_namespace(change: impl FnOnce() -> libc::c_int) -> std::io::Result<()> {
+pub fn in_own_mount_namespace(change: impl FnOnce() -> libc::c_int) -> std::io::Result<()> {
     let private = libc::MS_REC | libc::MS_PRIVATE;
     // SAFETY: plain system calls on constant strings.
     let done = unsafe {

@@ -105,16 +105,25 @@ impl Default for BusyboxImage {
 }
 
 /// Runs `launch` with `args` (image and options first, then `--` and the command).
+///
+/// With `--userns` among them, launch sees subordinate id files of the test's own
+/// ([`crate::subids`]), so the host's /etc/subuid is never written.
 pub fn launch<I, S>(args: I) -> Output
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(launch_bin())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run launch")
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    let mut command = Command::new(launch_bin());
+    command.args(&args).stdin(std::process::Stdio::null());
+    let subids = args
+        .iter()
+        .any(|a| a == "--userns")
+        .then(crate::subids::SubidFiles::empty);
+    if let Some(files) = &subids {
+        files.apply(&mut command, false);
+    }
+    command.output().expect("run launch")
 }
 
 pub fn stdout(output: &Output) -> String {

@@ -167,3 +167,4 @@ pub mod launch;
 pub mod network;
 pub mod oci;
 pub mod registry;
+pub mod subids;

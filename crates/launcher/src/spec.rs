@@ -144,7 +144,7 @@ impl ContainerSpec {
         let id_mapping = if !root {
             Some(IdMapping::caller_as_root())
         } else if options.userns {
-            Some(IdMapping::subordinate_range())
+            Some(IdMapping::subordinate_range()?)
         } else {
             None
         };
