@@ -48,16 +48,15 @@ impl StorageSizes {
     }
 }
 
-/// The host's RAM (MemTotal), or 4 GiB when /proc/meminfo cannot be read.
+/// The host's RAM, from sysinfo(2): one system call on every launch's way, where
+/// /proc/meminfo would be a file to open and parse.
 fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(4 << 30, |kib| kib * 1024)
+    // SAFETY: sysinfo fills the struct it is given.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return 4 << 30;
+    }
+    info.totalram * u64::from(info.mem_unit)
 }
 
 /// A size flag's value (`--storage-opt size=`, `--shm-size`, `--tmpfs ...:size=`).
