@@ -44,3 +44,4 @@ pub mod programs;
 pub mod recipe;
 pub mod report;
 pub mod symbols;
+pub mod trace;

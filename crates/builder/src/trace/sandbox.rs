@@ -1,0 +1,1084 @@
+//! The probe's sandbox: the host's tree, read-only under a throwaway writable layer, in
+//! namespaces of its own. Read [`probe_main`] top to bottom to follow one probe from
+//! the clone to the exec of `/bin/sh -c CMD`; each step is a small function below it.
+//!
+//! The supervisor ([`start`]) clones the probe's first process into new mount, PID,
+//! IPC, UTS and network namespaces at once (and a user namespace when it is not root),
+//! writes the user namespace's maps, lets it go on and arms the time limit. That
+//! process, PID 1 of its namespace, then:
+//!
+//! 1. dies with the supervisor, and becomes root of its user namespace if it has one;
+//! 2. makes every mount private, so nothing it mounts reaches the host;
+//! 3. builds the new root: an overlay of the host's `/` (the lower layer, never written)
+//!    with a tmpfs upper layer, then one such overlay for every other host mount, so
+//!    the probe sees the whole host tree and may write anywhere in it;
+//! 4. mounts a fresh /proc (its own PID namespace's), /sys read-only, and a small /dev
+//!    of harmless devices, as launch gives a container;
+//! 5. pivot_root into the new root, the host's tree detached;
+//! 6. enters the caller's working directory, brings loopback up, points stdin and
+//!    stdout at /dev/null and stderr at the pipe `trace` reads;
+//! 7. asks to be traced, installs the seccomp filter, stops until the tracer is ready,
+//!    and executes the probe with a clean environment.
+//!
+//! A failure is reported in one `E` message on the report pipe, naming the step.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::Duration;
+
+use super::{
+    c_path, c_string, setup_error_message, tracer, write_all, Probe, StepError, TraceError,
+    TraceNet,
+};
+
+/// The environment every probe starts with, before its own (TERM comes from the caller).
+const BASE_ENV: [(&str, &str); 3] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("LANG", "C.UTF-8"),
+];
+
+/// The exit status of a probe process whose setup failed (after saying why).
+const EXIT_SETUP_FAILED: i32 = 125;
+
+/// Everything the probe's process needs, made before any fork: no allocation decides
+/// anything after the clone.
+pub struct ProbeLaunch {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+    namespaces: u64,
+    user_namespace: bool,
+    /// The process that called `trace`: the supervisor dies with it.
+    caller: libc::pid_t,
+}
+
+impl ProbeLaunch {
+    pub fn new(probe: &Probe) -> Result<ProbeLaunch, String> {
+        let argv = vec![
+            c"/bin/sh".to_owned(),
+            c"-c".to_owned(),
+            c_string(probe.command.as_bytes(), "the command")?,
+        ];
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".to_string());
+        let mut env: Vec<(String, String)> = BASE_ENV
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("TERM".to_string(), term)])
+            .collect();
+        for (key, value) in &probe.env {
+            if key.is_empty() || key.contains('=') {
+                return Err(format!("`{key}` is not an environment variable's name"));
+            }
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
+        let envp = env
+            .iter()
+            .map(|(k, v)| c_string(format!("{k}={v}").as_bytes(), "the environment"))
+            .collect::<Result<_, _>>()?;
+        let mut namespaces =
+            (libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
+                as u64;
+        if probe.net == TraceNet::None {
+            namespaces |= libc::CLONE_NEWNET as u64;
+        }
+        // SAFETY: geteuid and getpid cannot fail.
+        let (euid, caller) = unsafe { (libc::geteuid(), libc::getpid()) };
+        let user_namespace = euid != 0;
+        if user_namespace {
+            namespaces |= libc::CLONE_NEWUSER as u64;
+        }
+        Ok(ProbeLaunch {
+            argv,
+            envp,
+            cwd: c_path(&probe.cwd, "the working directory")?,
+            namespaces,
+            user_namespace,
+            caller,
+        })
+    }
+
+    fn new_network(&self) -> bool {
+        self.namespaces & libc::CLONE_NEWNET as u64 != 0
+    }
+}
+
+/// The probe's first process, as the supervisor holds it.
+pub struct Started {
+    pub pid: libc::pid_t,
+}
+
+const CLONE_STEP: &str = "cloning into new namespaces";
+
+/// In the supervisor: ties it to the caller, clones the probe's first process into its
+/// namespaces, writes its user namespace's maps, lets it go on and arms the time limit.
+pub fn start(
+    launch: &ProbeLaunch,
+    filter: &[libc::sock_filter],
+    report: RawFd,
+    stderr: OwnedFd,
+    timeout: Duration,
+) -> Result<Started, StepError> {
+    // SAFETY: plain prctl; getppid cannot fail.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+            return Err(fail("setting the parent-death signal"));
+        }
+        // The caller died before the prctl: nothing would kill us.
+        if libc::getppid() != launch.caller {
+            libc::_exit(1);
+        }
+    }
+    unblock_all_signals();
+    let (go_read, go_write) = super::pipe().map_err(|e| step("making a pipe", e))?;
+    let mut pidfd: RawFd = -1;
+    let args = CloneArgs {
+        flags: launch.namespaces | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and with a null stack behaves like fork(2); the
+    // supervisor is single-threaded.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(fail(CLONE_STEP));
+    }
+    if pid == 0 {
+        drop(go_write);
+        probe_main(launch, filter, report, go_read, stderr);
+    }
+    let pid = pid as libc::pid_t;
+    drop(go_read);
+    drop(stderr);
+    // SAFETY: clone3 gave us this pidfd.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    if launch.user_namespace {
+        if let Err(e) = write_id_maps(pid) {
+            kill_and_reap(pid);
+            return Err(e);
+        }
+    }
+    arm_time_limit(pidfd, timeout).inspect_err(|_| kill_and_reap(pid))?;
+    // The go-ahead: one byte.
+    if let Err(e) = write_all(go_write.as_raw_fd(), b"g") {
+        kill_and_reap(pid);
+        return Err(step("letting the probe go on", e));
+    }
+    Ok(Started { pid })
+}
+
+/// Rootless: the caller's uid and gid become root inside, the one mapping an
+/// unprivileged process may write. `setgroups` is denied first, as the kernel requires.
+fn write_id_maps(pid: libc::pid_t) -> Result<(), StepError> {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    for (file, content) in [
+        ("setgroups", "deny".to_string()),
+        ("uid_map", format!("0 {uid} 1\n")),
+        ("gid_map", format!("0 {gid} 1\n")),
+    ] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, content).map_err(|e| step(&format!("writing {path}"), e))?;
+    }
+    Ok(())
+}
+
+// The time limit: a one-shot timer whose handler kills the probe's first process
+// through its pidfd (never a reused PID); the kernel then ends its whole namespace.
+static PROBE_PIDFD: AtomicI32 = AtomicI32::new(-1);
+static TIMED_OUT: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_time_limit(_: libc::c_int) {
+    let fd = PROBE_PIDFD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        TIMED_OUT.store(true, Ordering::SeqCst);
+        // SAFETY: pidfd_send_signal is async-signal-safe; a valid pidfd.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd,
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+}
+
+fn arm_time_limit(pidfd: OwnedFd, timeout: Duration) -> Result<(), StepError> {
+    // Kept open (leaked into the static) until the supervisor exits.
+    PROBE_PIDFD.store(pidfd.as_raw_fd(), Ordering::SeqCst);
+    std::mem::forget(pidfd);
+    // SAFETY: sigaction is plain data; the handler only makes async-signal-safe calls.
+    // SA_RESTART: the tracer's waitpid goes on and sees the probe die.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_time_limit as *const () as usize;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()) < 0 {
+            return Err(fail("installing the time limit's handler"));
+        }
+    }
+    // A zero timer would never fire: the shortest limit is a microsecond.
+    let timeout = timeout.max(Duration::from_micros(1));
+    let timer = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: libc::timeval {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        },
+    };
+    // SAFETY: a valid itimerval.
+    if unsafe { libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut()) } < 0 {
+        return Err(fail("arming the time limit"));
+    }
+    Ok(())
+}
+
+/// Stops the timer; whether it had fired.
+pub fn disarm_time_limit() -> bool {
+    // SAFETY: a zeroed itimerval disarms the timer.
+    unsafe {
+        let off: libc::itimerval = std::mem::zeroed();
+        libc::setitimer(libc::ITIMER_REAL, &off, std::ptr::null_mut());
+    }
+    PROBE_PIDFD.store(-1, Ordering::SeqCst);
+    TIMED_OUT.load(Ordering::SeqCst)
+}
+
+/// The probe's first process, PID 1 of its namespace: the sandbox's setup in kernel
+/// order, then the exec of the probe. Never returns.
+fn probe_main(
+    launch: &ProbeLaunch,
+    filter: &[libc::sock_filter],
+    report: RawFd,
+    go: OwnedFd,
+    stderr: OwnedFd,
+) -> ! {
+    let result = set_up(launch, go, stderr).and_then(|()| {
+        // 7. Traced from here: the tracer sets its options at our SIGSTOP, before the
+        // exec, whose seccomp stop it must see.
+        // SAFETY: plain ptrace and kill calls.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+                return Err(fail("ptrace: PTRACE_TRACEME"));
+            }
+        }
+        tracer::install(filter).map_err(|e| step("installing the seccomp filter", e))?;
+        // SAFETY: getpid and kill cannot fail here. (PID 1 ignores its own SIGSTOP
+        // unless traced, which it now is: the tracer sees the stop.)
+        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+        exec(launch)
+    });
+    if let Err(e) = result {
+        let _ = write_all(report, &setup_error_message(&e.step, &e.source));
+    }
+    // SAFETY: leaving the forked child without running the parent's cleanup.
+    unsafe { libc::_exit(EXIT_SETUP_FAILED) }
+}
+
+/// Steps 1 to 6 of the module's sequence.
+fn set_up(launch: &ProbeLaunch, go: OwnedFd, stderr: OwnedFd) -> Result<(), StepError> {
+    // 1. Die with the supervisor; wait for its go-ahead (our maps are written then).
+    // SAFETY: plain prctl.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
+        return Err(fail("setting the parent-death signal"));
+    }
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a valid buffer.
+    if unsafe { libc::read(go.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) } != 1 {
+        // SAFETY: the supervisor is gone; nobody is left to report to.
+        unsafe { libc::_exit(EXIT_SETUP_FAILED) };
+    }
+    drop(go);
+    if launch.user_namespace {
+        // SAFETY: plain syscalls.
+        if unsafe { libc::setresgid(0, 0, 0) < 0 || libc::setresuid(0, 0, 0) < 0 } {
+            return Err(fail("becoming root in the user namespace"));
+        }
+    }
+    // Modes below are given exactly (device nodes 0666, /dev/shm 1777).
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
+
+    // 2. Nothing mounted from here on propagates to the host.
+    mount_classic(c"/", libc::MS_REC | libc::MS_PRIVATE)
+        .map_err(|e| step("making mounts private", e))?;
+
+    // 3. The new root: the host's tree under a writable tmpfs layer.
+    let root = writable_host_tree(launch.user_namespace)?;
+
+    // 4. The kernel's trees, fresh or read-only.
+    mount_proc(&root)?;
+    mount_sys(&root, launch.new_network())?;
+    populate_dev(&root, launch.user_namespace)?;
+
+    // 5. Into the new root; the host's tree is detached and out of reach.
+    pivot_into(&root)?;
+    drop(root);
+
+    // 6. The caller's directory, loopback, standard streams.
+    // SAFETY: a valid C string.
+    if unsafe { libc::chdir(launch.cwd.as_ptr()) } < 0 {
+        let what = format!(
+            "entering the working directory {}",
+            launch.cwd.to_string_lossy()
+        );
+        return Err(fail(&what));
+    }
+    if launch.new_network() {
+        bring_up_loopback()?;
+    }
+    standard_streams(stderr)?;
+    // The probe gets default signal actions and an empty mask, not the caller's (a
+    // Rust program ignores SIGPIPE; mkroot blocks SIGINT and SIGTERM for its own
+    // thread), and no descriptor of the caller's but the three streams.
+    reset_signals();
+    // SAFETY: plain syscalls.
+    unsafe {
+        libc::umask(0o022);
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
+}
+
+fn exec(launch: &ProbeLaunch) -> Result<(), StepError> {
+    let argv: Vec<*const libc::c_char> = launch
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let envp: Vec<*const libc::c_char> = launch
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    // SAFETY: NULL-terminated arrays of valid C strings.
+    unsafe { libc::execve(argv[0], argv.as_ptr(), envp.as_ptr()) };
+    Err(fail("executing /bin/sh"))
+}
+
+/// A host mount that gets its own overlay (or read-only bind) in the new root.
+struct HostMount {
+    /// Where it is mounted, relative to `/` ("" for the root itself).
+    path: CString,
+    /// An O_PATH fd of it, opened in our namespace (overlayfs refuses layers from
+    /// another mount namespace).
+    fd: OwnedFd,
+}
+
+/// Step 3: an overlay of the host's `/`, its upper layer and work directory on a new
+/// tmpfs, attached over `/tmp` of the old root (any directory would do: the old root
+/// goes away at pivot_root; /tmp is one every system has), then an overlay of every
+/// other mount of the host on its place, parents first. A mount overlayfs refuses
+/// (a file bind-mounted, a filesystem it cannot stack on) is bound read-only instead.
+fn writable_host_tree(user_namespace: bool) -> Result<OwnedFd, StepError> {
+    let mounts = host_mounts()?;
+    let scratch = new_mount(c"tmpfs", &[("mode", Value::Str(c"0755"))], 0)
+        .map_err(|e| step("creating the writable layer's tmpfs", e))?;
+    let attach_at = open_path(libc::AT_FDCWD, c"/tmp", libc::O_DIRECTORY)
+        .map_err(|e| step("opening /tmp, where the writable layer is attached", e))?;
+    // Attached rather than left detached: pivot_root needs the new root in the tree.
+    move_mount(&scratch, &attach_at).map_err(|e| step("attaching the writable layer", e))?;
+    let mut root: Option<OwnedFd> = None;
+    for (i, mount) in mounts.iter().enumerate() {
+        let layer_dir = CString::new(format!("{i}")).map_err(|_| einval_step())?;
+        mkdir_at(scratch.as_raw_fd(), &layer_dir, 0o755)
+            .map_err(|e| step("creating the writable layer's dirs", e))?;
+        let layer = open_path(scratch.as_raw_fd(), &layer_dir, libc::O_DIRECTORY)
+            .map_err(|e| step("opening the writable layer", e))?;
+        let Some(root) = &root else {
+            let overlay = overlay_on(&mount.fd, &layer, user_namespace).map_err(|e| {
+                let why = match user_namespace {
+                    true => " (as an ordinary user this needs Linux 5.11 or later, and a /tmp the kernel lets it mount on)",
+                    false => "",
+                };
+                step(&format!("mounting the overlay of the host's /{why}"), e)
+            })?;
+            move_mount(&overlay, &attach_at).map_err(|e| step("attaching the overlay root", e))?;
+            let _ = root.insert(overlay);
+            continue;
+        };
+        // A mount point the probe's tree does not have (under a read-only bind, or
+        // hidden by another mount) is left as the tree shows it.
+        let Ok(target) = open_path(root.as_raw_fd(), &mount.path, 0) else {
+            continue;
+        };
+        let attached = overlay_on(&mount.fd, &layer, user_namespace)
+            .and_then(|overlay| move_mount(&overlay, &target))
+            .or_else(|_| bind_read_only(&mount.fd, &target));
+        if attached.is_err() {
+            // Left as the lower tree has it: still read-only, as the host's tree is.
+            continue;
+        }
+    }
+    root.ok_or_else(|| step("finding the host's / in /proc/self/mountinfo", einval()))
+}
+
+/// The host's mounts, `/` first, then the others parents first, without the kernel's
+/// trees the sandbox makes anew (/proc, /sys, /dev) and their submounts.
+fn host_mounts() -> Result<Vec<HostMount>, StepError> {
+    let info = std::fs::read("/proc/self/mountinfo")
+        .map_err(|e| step("reading /proc/self/mountinfo", e))?;
+    let mut points = mount_points(&info);
+    points.retain(|p| {
+        !["proc", "sys", "dev"]
+            .iter()
+            .any(|t| p == t.as_bytes() || p.starts_with(format!("{t}/").as_bytes()))
+    });
+    points.sort_by_key(|p| {
+        (
+            p.iter().filter(|b| **b == b'/').count() + usize::from(!p.is_empty()),
+            p.clone(),
+        )
+    });
+    points.dedup();
+    let mut mounts = Vec::new();
+    for point in points {
+        let path = CString::new(point).map_err(|_| einval_step())?;
+        let absolute = CString::new([b"/", path.as_bytes()].concat()).map_err(|_| einval_step())?;
+        match open_path(libc::AT_FDCWD, &absolute, 0) {
+            Ok(fd) => mounts.push(HostMount { path, fd }),
+            // The host's `/` must be there; another mount may be unreachable to us.
+            Err(e) if mounts.is_empty() => return Err(step("opening the host's /", e)),
+            Err(_) => {}
+        }
+    }
+    Ok(mounts)
+}
+
+/// The mount points in mountinfo text, relative to `/` ("" for `/`), unescaped.
+fn mount_points(info: &[u8]) -> Vec<Vec<u8>> {
+    info.split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|point| {
+            let point = unescape(point);
+            point.strip_prefix(b"/").unwrap_or(&point).to_vec()
+        })
+        .collect()
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let octal = field
+            .get(i + 1..i + 4)
+            .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(field[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// An overlay with `lower` (a host mount) below and `layer/upper` above; detached.
+fn overlay_on(lower: &OwnedFd, layer: &OwnedFd, user_namespace: bool) -> io::Result<OwnedFd> {
+    for dir in [c"upper", c"work"] {
+        match mkdir_at(layer.as_raw_fd(), dir, 0o755) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+            _ => {}
+        }
+    }
+    let upper = open_path(layer.as_raw_fd(), c"upper", libc::O_DIRECTORY)?;
+    let work = open_path(layer.as_raw_fd(), c"work", libc::O_DIRECTORY)?;
+    // In a user namespace overlayfs keeps its metadata in user.* xattrs, the only ones
+    // an unprivileged mounter may write.
+    let mut by_fd = vec![
+        ("lowerdir+", Value::Fd(lower.as_raw_fd())),
+        ("upperdir", Value::Fd(upper.as_raw_fd())),
+        ("workdir", Value::Fd(work.as_raw_fd())),
+    ];
+    if user_namespace {
+        by_fd.push(("userxattr", Value::Flag));
+    }
+    match new_mount(c"overlay", &by_fd, 0) {
+        // Kernels before 6.13 take the layers only as paths: through /proc/self/fd.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            let [lower, upper, work] = [lower, &upper, &work].map(|fd| fd_path(fd.as_raw_fd()));
+            let mut by_path = vec![
+                ("lowerdir", Value::Str(&lower)),
+                ("upperdir", Value::Str(&upper)),
+                ("workdir", Value::Str(&work)),
+            ];
+            if user_namespace {
+                by_path.push(("userxattr", Value::Flag));
+            }
+            new_mount(c"overlay", &by_path, 0)
+        }
+        other => other,
+    }
+}
+
+/// Step 4: a fresh proc of the probe's own PID namespace. /proc/sys and
+/// /proc/sysrq-trigger are made read-only: through them root could change the host's
+/// kernel.
+fn mount_proc(root: &OwnedFd) -> Result<(), StepError> {
+    let hidden = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let proc = new_mount(c"proc", &[], hidden).map_err(|e| step("mounting a fresh /proc", e))?;
+    let target = open_path(root.as_raw_fd(), c"proc", libc::O_DIRECTORY)
+        .map_err(|e| step("opening /proc in the new root", e))?;
+    move_mount(&proc, &target).map_err(|e| step("attaching /proc", e))?;
+    for inside in [c"sys", c"sysrq-trigger"] {
+        let Ok(path) = open_path(proc.as_raw_fd(), inside, 0) else {
+            continue;
+        };
+        bind_read_only(&path, &path).map_err(|e| {
+            let what = format!("making /proc/{} read-only", inside.to_string_lossy());
+            step(&what, e)
+        })?;
+    }
+    Ok(())
+}
+
+/// `/sys`, read-only: a fresh sysfs shows only the probe's network devices; where the
+/// kernel refuses one (the host's network in a user namespace), the host's is bound.
+fn mount_sys(root: &OwnedFd, new_network: bool) -> Result<(), StepError> {
+    let target = open_path(root.as_raw_fd(), c"sys", libc::O_DIRECTORY)
+        .map_err(|e| step("opening /sys in the new root", e))?;
+    let flags = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let fresh = if new_network {
+        new_mount(c"sysfs", &[], flags)
+    } else {
+        Err(einval())
+    }
+    .and_then(|sys| move_mount(&sys, &target));
+    if fresh.is_ok() {
+        return Ok(());
+    }
+    let host = open_path(libc::AT_FDCWD, c"/sys", libc::O_DIRECTORY)
+        .map_err(|e| step("opening the host's /sys", e))?;
+    bind_read_only(&host, &target).map_err(|e| step("binding /sys read-only", e))
+}
+
+/// The devices a probe gets (name, major, minor): launch's set.
+const DEVICES: [(&CStr, u32, u32); 6] = [
+    (c"null", 1, 3),
+    (c"zero", 1, 5),
+    (c"full", 1, 7),
+    (c"random", 1, 8),
+    (c"urandom", 1, 9),
+    (c"tty", 5, 0),
+];
+
+const DEV_LINKS: [(&CStr, &CStr); 5] = [
+    (c"fd", c"/proc/self/fd"),
+    (c"stdin", c"/proc/self/fd/0"),
+    (c"stdout", c"/proc/self/fd/1"),
+    (c"stderr", c"/proc/self/fd/2"),
+    (c"ptmx", c"pts/ptmx"),
+];
+
+/// `/dev`: a small tmpfs of harmless character devices (not the host's disks), its own
+/// devpts and /dev/shm. In a user namespace device nodes cannot be made, so the host's
+/// are bound in, as bubblewrap does.
+fn populate_dev(root: &OwnedFd, user_namespace: bool) -> Result<(), StepError> {
+    let dev_step = |what: &str| {
+        let what = format!("/dev in the sandbox: {what}");
+        move |e| step(&what, e)
+    };
+    let dev = new_mount(
+        c"tmpfs",
+        &[("mode", Value::Str(c"0755")), ("size", Value::Str(c"64k"))],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(dev_step("mounting its tmpfs"))?;
+    let target = open_path(root.as_raw_fd(), c"dev", libc::O_DIRECTORY)
+        .map_err(dev_step("opening /dev in the new root"))?;
+    move_mount(&dev, &target).map_err(dev_step("attaching its tmpfs"))?;
+    let at = dev.as_raw_fd();
+    for (name, major, minor) in DEVICES {
+        // SAFETY: valid fd and C strings.
+        let made = unsafe {
+            if user_namespace {
+                let fd = libc::openat(at, name.as_ptr(), libc::O_CREAT | libc::O_CLOEXEC, 0o666);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
+            } else {
+                libc::mknodat(
+                    at,
+                    name.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(major, minor),
+                )
+            }
+        };
+        if made < 0 {
+            return Err(dev_step("making a device")(io::Error::last_os_error()));
+        }
+        if user_namespace {
+            let host =
+                CString::new([b"/dev/", name.to_bytes()].concat()).map_err(|_| einval_step())?;
+            let source =
+                open_path(libc::AT_FDCWD, &host, 0).map_err(dev_step("opening a host device"))?;
+            let place = open_path(at, name, 0).map_err(dev_step("opening a device"))?;
+            bind(&source, &place, false).map_err(dev_step("binding a host device"))?;
+        }
+    }
+    for (name, target) in DEV_LINKS {
+        // SAFETY: valid fd and C strings.
+        if unsafe { libc::symlinkat(target.as_ptr(), at, name.as_ptr()) } < 0 {
+            return Err(dev_step("making a link")(io::Error::last_os_error()));
+        }
+    }
+    for (dir, fstype, options) in [
+        (
+            c"pts",
+            c"devpts",
+            &[
+                ("newinstance", Value::Flag),
+                ("ptmxmode", Value::Str(c"0666")),
+                ("mode", Value::Str(c"0620")),
+            ][..],
+        ),
+        (c"shm", c"tmpfs", &[("mode", Value::Str(c"1777"))][..]),
+    ] {
+        mkdir_at(at, dir, 0o755).map_err(dev_step("making a directory"))?;
+        let place =
+            open_path(at, dir, libc::O_DIRECTORY).map_err(dev_step("opening a directory"))?;
+        let mounted = new_mount(fstype, options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
+            .and_then(|m| move_mount(&m, &place));
+        mounted.map_err(dev_step(&format!("mounting {}", fstype.to_string_lossy())))?;
+    }
+    Ok(())
+}
+
+/// Step 5: pivot_root(".", ".") in the new root, then the old root (stacked on it)
+/// detached: no path leads back to the host's tree.
+fn pivot_into(root: &OwnedFd) -> Result<(), StepError> {
+    // SAFETY: a valid directory fd; plain syscalls on C strings.
+    unsafe {
+        if libc::fchdir(root.as_raw_fd()) < 0 {
+            return Err(fail("pivot_root: entering the new root"));
+        }
+        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0 {
+            return Err(fail("pivot_root: switching roots"));
+        }
+        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 {
+            return Err(fail("pivot_root: detaching the old root"));
+        }
+        if libc::chdir(c"/".as_ptr()) < 0 {
+            return Err(fail("pivot_root: entering /"));
+        }
+    }
+    Ok(())
+}
+
+/// `lo` up in the probe's network namespace (a fresh one has it down).
+fn bring_up_loopback() -> Result<(), StepError> {
+    // SAFETY: plain socket call.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(fail("bringing up lo"));
+    }
+    // SAFETY: a new fd that we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    request.ifr_ifru.ifru_flags =
+        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: valid socket and ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(fail("bringing up lo"));
+    }
+    Ok(())
+}
+
+/// stdin and stdout on the sandbox's /dev/null, stderr on the pipe `trace` reads.
+fn standard_streams(stderr: OwnedFd) -> Result<(), StepError> {
+    // SAFETY: a valid C string; dup2 on fds we hold.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null < 0 {
+            return Err(fail("opening /dev/null"));
+        }
+        if libc::dup2(null, 0) < 0
+            || libc::dup2(null, 1) < 0
+            || libc::dup2(stderr.as_raw_fd(), 2) < 0
+        {
+            return Err(fail("setting up the standard streams"));
+        }
+        libc::close(null);
+    }
+    Ok(())
+}
+
+fn reset_signals() {
+    // SAFETY: restoring default actions and an empty mask; errors (SIGKILL, SIGSTOP,
+    // the signals glibc keeps) change nothing.
+    unsafe {
+        for signal in 1..libc::SIGRTMAX() {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    unblock_all_signals();
+}
+
+fn unblock_all_signals() {
+    // SAFETY: an empty, initialised sigset.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: our own child, not yet reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
+    }
+}
+
+/// Turns a failed step into the error `trace` returns: a refused user namespace names
+/// the kernel setting that refuses it; a ptrace step is the tracer's.
+pub fn explain_failure(step: String, source: io::Error) -> TraceError {
+    let refused = matches!(
+        source.raw_os_error(),
+        Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EACCES)
+    );
+    // SAFETY: geteuid cannot fail.
+    if step == CLONE_STEP && refused && unsafe { libc::geteuid() } != 0 {
+        let setting = |path: &str, forbidden: &str| {
+            std::fs::read_to_string(path)
+                .map(|v| v.trim() == forbidden)
+                .unwrap_or(false)
+        };
+        let named = [
+            (
+                "/proc/sys/kernel/unprivileged_userns_clone",
+                "0",
+                "kernel.unprivileged_userns_clone = 0",
+            ),
+            (
+                "/proc/sys/user/max_user_namespaces",
+                "0",
+                "user.max_user_namespaces = 0",
+            ),
+            (
+                "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+                "1",
+                "kernel.apparmor_restrict_unprivileged_userns = 1",
+            ),
+        ]
+        .into_iter()
+        .find(|(path, value, _)| setting(path, value));
+        return TraceError::UserNamespacesForbidden {
+            setting: named.map_or_else(
+                || format!("cloning into a user namespace: {source}"),
+                |(_, _, s)| s.to_string(),
+            ),
+        };
+    }
+    if step.starts_with("ptrace") {
+        return TraceError::Tracer { step, source };
+    }
+    TraceError::Sandbox { step, source }
+}
+
+fn step(what: &str, source: io::Error) -> StepError {
+    StepError {
+        step: what.to_string(),
+        source,
+    }
+}
+
+/// The step failed with the last OS error.
+fn fail(what: &str) -> StepError {
+    step(what, io::Error::last_os_error())
+}
+
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+fn einval_step() -> StepError {
+    step("a path with a NUL byte", einval())
+}
+
+// The mount API (fsopen, fsconfig, fsmount, move_mount, open_tree, mount_setattr):
+// every mount is made detached, set up, then attached where an fd points, so no path
+// is looked up twice. Constants from <linux/mount.h>.
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_SET_FD: libc::c_uint = 5;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+/// A value for [`new_mount`]'s options.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Flag,
+    Fd(RawFd),
+    Str(&'a CStr),
+}
+
+/// A new filesystem instance, mounted detached, with `attributes` (MOUNT_ATTR_*).
+fn new_mount(fstype: &CStr, options: &[(&str, Value)], attributes: u64) -> io::Result<OwnedFd> {
+    let last_error = io::Error::last_os_error;
+    // SAFETY: plain syscalls with valid C strings; each new fd is owned at once.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC);
+        if fs < 0 {
+            return Err(last_error());
+        }
+        let fs = OwnedFd::from_raw_fd(fs as RawFd);
+        for (key, value) in options {
+            let key = CString::new(*key).map_err(|_| einval())?;
+            let (command, text, aux) = match value {
+                Value::Flag => (FSCONFIG_SET_FLAG, std::ptr::null(), 0),
+                Value::Fd(fd) => (FSCONFIG_SET_FD, std::ptr::null(), *fd),
+                Value::Str(text) => (FSCONFIG_SET_STRING, text.as_ptr(), 0),
+            };
+            if libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                command,
+                key.as_ptr(),
+                text,
+                aux,
+            ) < 0
+            {
+                return Err(last_error());
+            }
+        }
+        let null = std::ptr::null::<libc::c_char>();
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            null,
+            null,
+            0,
+        ) < 0
+        {
+            return Err(last_error());
+        }
+        let mnt = libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attributes,
+        );
+        if mnt < 0 {
+            return Err(last_error());
+        }
+        Ok(OwnedFd::from_raw_fd(mnt as RawFd))
+    }
+}
+
+/// Attaches the detached mount `mount` on what `target` refers to.
+fn move_mount(mount: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+    // SAFETY: both fds are valid; empty paths with the EMPTY_PATH flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Binds a copy of the tree at `source` (with its submounts) onto `target`, made
+/// read-only before it is attached, so it is never writable in the sandbox.
+fn bind_read_only(source: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+    bind(source, target, true)
+}
+
+fn bind(source: &OwnedFd, target: &OwnedFd, read_only: bool) -> io::Result<()> {
+    // SAFETY: a valid fd and empty path with AT_EMPTY_PATH; the new fd is owned at once.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            source.as_raw_fd(),
+            c"".as_ptr(),
+            OPEN_TREE_CLONE
+                | libc::O_CLOEXEC as libc::c_uint
+                | libc::AT_RECURSIVE as libc::c_uint
+                | libc::AT_EMPTY_PATH as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open_tree returned a new fd.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    if read_only {
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: a valid fd, empty path, and attr struct of the size given.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    move_mount(&tree, target)
+}
+
+/// mount(2) for a propagation change.
+fn mount_classic(target: &CStr, flags: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: valid C string; null source, type and data are allowed here.
+    let ret = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An O_PATH fd of `name` under `dir`, never through a symlink at its end.
+fn open_path(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let name = if name.is_empty() { c"." } else { name };
+    // SAFETY: valid fd and C string.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | flags,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn mkdir_at(dir: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: valid fd and C string.
+    if unsafe { libc::mkdirat(dir, name.as_ptr(), mode) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn fd_path(fd: RawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
+}
+
+/// `struct clone_args` of clone3(2), version 0 (up to `tls`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_points_come_relative_and_unescaped() {
+        let info = b"27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                     28 27 0:25 / /mnt/with\\040space ro - tmpfs x ro\n\
+                     22 27 0:21 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            mount_points(info),
+            [b"".to_vec(), b"mnt/with space".to_vec(), b"proc".to_vec()]
+        );
+    }
+
+    #[test]
+    fn probe_environment_starts_clean_and_takes_the_probes_own() {
+        let mut probe = Probe::new("true");
+        probe.env = vec![("LANG".to_string(), "de_DE.UTF-8".to_string())];
+        let launch = ProbeLaunch::new(&probe).unwrap();
+        let env: Vec<String> = launch
+            .envp
+            .iter()
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        assert!(env.contains(&"HOME=/root".to_string()));
+        assert!(env.contains(&"LANG=de_DE.UTF-8".to_string()));
+        assert!(!env.contains(&"LANG=C.UTF-8".to_string()));
+        probe.env = vec![("A=B".to_string(), String::new())];
+        assert!(ProbeLaunch::new(&probe).is_err());
+    }
+}
