@@ -177,14 +177,56 @@ fn a_probe_past_its_time_limit_is_killed_with_everything_it_started() {
         "{result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
-    let survivors: Vec<String> = std::fs::read_dir("/proc")
+    let survivors = processes_with(&marker);
+    assert!(survivors.is_empty(), "{survivors:?}");
+}
+
+/// The host's processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok())
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&marker))
-        .collect();
-    assert!(survivors.is_empty(), "{survivors:?}");
+        .filter(|c| c.contains(marker))
+        .collect()
+}
+
+/// Polls `done` for up to ten seconds.
+fn eventually(done: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+#[test]
+fn a_caller_killed_with_sigkill_leaves_no_probe_process() {
+    let marker = format!("{}.{}", 200 + std::process::id() % 1000, std::process::id());
+    // SAFETY: the child only calls trace and leaves with _exit.
+    let caller = unsafe { libc::fork() };
+    assert!(caller >= 0);
+    if caller == 0 {
+        let _ = trace(&probe(&format!("sleep {marker}")));
+        // SAFETY: leaving the forked child.
+        unsafe { libc::_exit(0) };
+    }
+    let started = eventually(|| !processes_with(&format!("sleep {marker}")).is_empty());
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(caller, libc::SIGKILL);
+        libc::waitpid(caller, std::ptr::null_mut(), 0);
+    }
+    assert!(started, "the probe never started");
+    assert!(
+        eventually(|| processes_with(&marker).is_empty()),
+        "{:?}",
+        processes_with(&marker)
+    );
 }
 
 #[test]

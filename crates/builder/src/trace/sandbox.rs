@@ -413,9 +413,13 @@ fn writable_host_tree(user_namespace: bool) -> Result<OwnedFd, StepError> {
             .map_err(|e| step("opening the writable layer", e))?;
         let Some(root) = &root else {
             let overlay = overlay_on(&mount.fd, &layer, user_namespace).map_err(|e| {
-                let why = match user_namespace {
-                    true => " (as an ordinary user this needs Linux 5.11 or later, and a /tmp the kernel lets it mount on)",
-                    false => "",
+                // Seen on Linux 6.18: from a user namespace overlayfs cannot take a
+                // lower layer with locked mounts beneath it ("failed to clone
+                // lowerpath"), and the host's `/` always has /proc, /sys, /dev.
+                let why = match (user_namespace, e.raw_os_error()) {
+                    (true, Some(libc::EINVAL)) => " (as an ordinary user the kernel refuses an overlay of a / with other mounts beneath it; trace as root)",
+                    (true, _) => " (as an ordinary user this needs Linux 5.11 or later)",
+                    (false, _) => "",
                 };
                 step(&format!("mounting the overlay of the host's /{why}"), e)
             })?;
