@@ -112,7 +112,7 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
     }
     let manifest = ImageManifest {
         version: MANIFEST_VERSION,
-        cmd: plan.cmd.clone(),
+        cmd: plan.command.argv(),
         env: plan.env.clone(),
         files,
     };

@@ -1,4 +1,4 @@
-//! One mkroot run, once its command line is parsed: the build (from a recipe or the
+//! One mkroot run, once its command line is parsed: the request (from a recipe or the
 //! flags), the plan, then what was asked of it: check an image against the plan, print
 //! the plan, or write the image.
 //!
@@ -10,12 +10,13 @@
 //! hands to `finish`: main removes it if the run fails, [`crate::interrupt`] if a signal
 //! ends it.
 
-use crate::build::{self, BuildError, BuildSpec, ImageFlags, Output, OutputFormat, RunConfig};
+use crate::build::{self, BuildError, Output};
 use crate::check::{self, CheckError, Difference};
 use crate::image::{self, ImageError};
 use crate::plan::{Plan, PlanError};
 use crate::recipe::{Recipe, RecipeError};
 use crate::report;
+use crate::request::{BuildRequest, ImageFlags, OutputFormat, RequestError};
 use crate::resolve::MissingLibrary;
 use mkroot_common::oci::write::{OciImage, OciWriteError};
 use mkroot_common::partial::PartialOutput;
@@ -56,16 +57,13 @@ pub enum Action {
     Check(PathBuf),
 }
 
-/// The image as planned: its files, how it runs and where it goes.
+/// The image as planned: its files and how it runs (the plan), the request it was
+/// planned from, and where it goes.
 #[derive(Debug)]
 pub struct PlannedImage {
     pub plan: Plan,
-    run: RunConfig,
-    /// The OCI `Cmd`, from [`build::settle_command`].
-    oci_cmd: Vec<String>,
-    tag: Option<String>,
+    request: BuildRequest,
     output: Option<Output>,
-    outside_sysroot: Vec<PathBuf>,
 }
 
 /// What came of a run.
@@ -99,6 +97,8 @@ pub enum InvocationError {
     #[error(transparent)]
     Recipe(#[from] RecipeError),
     #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -111,54 +111,48 @@ pub enum InvocationError {
 }
 
 impl Invocation {
-    /// The build asked for: the recipe's or the flags', with the command line's output,
-    /// format and tag over the recipe's, its run settings checked.
-    pub fn spec(&self) -> Result<BuildSpec, InvocationError> {
-        let mut spec = match &self.source {
+    /// The request: the recipe's or the flags', with the command line's output, format
+    /// and tag over the recipe's.
+    pub fn request(&self) -> Result<BuildRequest, InvocationError> {
+        let mut request = match &self.source {
             SpecSource::Recipe(path) => {
                 let recipe = Recipe::load(path)?;
-                let mut spec = recipe.to_spec(path)?;
+                let mut request = recipe.to_request(path)?;
                 if self.output.is_none() {
-                    spec.output = recipe.output_path(path)?;
+                    request.output = recipe.output_path(path)?;
                 }
-                spec
+                request
             }
-            SpecSource::Flags(flags) => flags.to_spec()?,
+            SpecSource::Flags(flags) => flags.to_request()?,
         };
         if self.output.is_some() {
-            spec.output = self.output.clone();
+            request.output = self.output.clone();
         }
-        spec.format = self.format.or(spec.format);
-        spec.tag = self.tag.clone().or(spec.tag);
-        spec.run.check()?;
-        Ok(spec)
+        request.format = self.format.or(request.format);
+        request.oci.tag = self.tag.clone().or(request.oci.tag);
+        Ok(request)
     }
 
-    /// Checks the build and its output, then plans the image.
+    /// Checks the request and its output, then plans the image.
     pub fn plan(&self) -> Result<PlannedImage, InvocationError> {
-        let spec = self.spec()?;
-        let output = self.output_of(&spec)?;
+        let request = self.request()?;
+        let output = self.output_of(&request)?;
         if let Some(output) = &output {
-            spec.check_fits(output)?;
+            output.check_fits(&request)?;
         }
-        let mut plan = Plan::build(&spec.request)?;
-        plan.env = build::merged_env(&plan.env, &spec.run.env);
-        let oci_cmd = build::settle_command(&mut plan, &spec.run, spec.request.cmd.as_deref());
+        let plan = Plan::build(&request)?;
         Ok(PlannedImage {
             plan,
-            run: spec.run,
-            oci_cmd,
-            tag: spec.tag,
+            request,
             output,
-            outside_sysroot: spec.outside_sysroot,
         })
     }
 
     /// Where the image goes. An output given (even to a dry run or a check) must be one
     /// mkroot can write; only writing needs one.
-    fn output_of(&self, spec: &BuildSpec) -> Result<Option<Output>, BuildError> {
-        match &spec.output {
-            Some(path) => Output::choose(path, spec.format).map(Some),
+    fn output_of(&self, request: &BuildRequest) -> Result<Option<Output>, BuildError> {
+        match &request.output {
+            Some(path) => Output::choose(path, request.format).map(Some),
             None if self.action == Action::Write && !self.explain => Err(BuildError::NoOutput),
             None => Ok(None),
         }
@@ -204,7 +198,7 @@ impl PlannedImage {
 
     /// Host files a recipe with a sysroot adds from outside it, for the warnings.
     pub fn outside_sysroot(&self) -> &[PathBuf] {
-        &self.outside_sysroot
+        &self.request.outside_sysroot
     }
 
     /// Programs found by name outside the image's PATH, for the warnings.
@@ -215,12 +209,7 @@ impl PlannedImage {
     /// The OCI view of the plan (config, tag, layer settings), for `--check` and OCI
     /// output.
     fn oci_image(&self) -> Result<OciImage, OciWriteError> {
-        build::oci_image(
-            &self.plan,
-            &self.run,
-            self.oci_cmd.clone(),
-            self.tag.as_deref(),
-        )
+        build::oci_image(&self.plan, &self.request)
     }
 
     fn write(
@@ -291,8 +280,8 @@ mod tests {
             explain: true,
             ..write
         };
-        let spec = explain.spec().unwrap();
-        assert_eq!(explain.output_of(&spec).unwrap(), None);
+        let request = explain.request().unwrap();
+        assert_eq!(explain.output_of(&request).unwrap(), None);
     }
 
     #[test]
@@ -305,16 +294,16 @@ mod tests {
         )
         .unwrap();
         let mut run = invocation(SpecSource::Recipe(recipe), Action::Write);
-        let spec = run.spec().unwrap();
-        assert_eq!(spec.output, Some(dir.path().join("r.tgz")));
-        assert_eq!(spec.tag.as_deref(), Some("from-recipe:1"));
+        let request = run.request().unwrap();
+        assert_eq!(request.output, Some(dir.path().join("r.tgz")));
+        assert_eq!(request.oci.tag.as_deref(), Some("from-recipe:1"));
         run.output = Some("cli.oci.tar".into());
         run.tag = Some("cli:2".into());
         run.format = Some(OutputFormat::Oci);
-        let spec = run.spec().unwrap();
-        assert_eq!(spec.output, Some(PathBuf::from("cli.oci.tar")));
-        assert_eq!(spec.tag.as_deref(), Some("cli:2"));
-        assert_eq!(spec.format, Some(OutputFormat::Oci));
+        let request = run.request().unwrap();
+        assert_eq!(request.output, Some(PathBuf::from("cli.oci.tar")));
+        assert_eq!(request.oci.tag.as_deref(), Some("cli:2"));
+        assert_eq!(request.format, Some(OutputFormat::Oci));
     }
 
     #[test]

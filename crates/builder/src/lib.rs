@@ -18,8 +18,9 @@
 //! or an OCI image through [`mkroot_common::oci::write`]) and [`report`]
 //! (`--dry-run --json`, `--explain`).
 //!
-//! Around them: [`build`] (one run's request, run settings and output, from flags or a
-//! recipe), [`recipe`] (TOML recipes), [`check`] (`--check`: an image against a fresh
+//! Around them: [`request`] (what one run asks for, checked: made from the flags or a
+//! recipe, and all the plan is made from), [`recipe`] (TOML recipes), [`build`] (where
+//! and in which format the image goes, and its OCI description), [`check`] (`--check`: an image against a fresh
 //! plan), [`invocation`] (one `mkroot` run in order: spec, plan, then write, report or
 //! check; `main.rs` only parses the flags and prints what comes back) and [`interrupt`]
 //! (SIGINT and SIGTERM remove what the build made of its output).
@@ -43,5 +44,6 @@ pub mod plan;
 pub mod programs;
 pub mod recipe;
 pub mod report;
+pub mod request;
 pub mod symbols;
 pub mod trace;

@@ -2,11 +2,11 @@
 //! the library.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use mkroot_builder::build::{ImageFlags, OutputFormat};
 use mkroot_builder::interrupt::{self, Interruption};
 use mkroot_builder::invocation::{
     Action, Invocation, InvocationError, Outcome, PlannedImage, SpecSource,
 };
+use mkroot_builder::request::{ImageFlags, OutputFormat};
 use mkroot_common::partial::PartialOutput;
 use mkroot_common::usage::{report_clap_error, single_line};
 use std::io::IsTerminal;

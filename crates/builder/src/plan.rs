@@ -8,9 +8,10 @@
 
 use crate::copy::{self, CopyError, ImageTree};
 use crate::elf::ElfFacts;
-use crate::extras::{self, Extras};
+use crate::extras;
 use crate::loader_cache;
 use crate::programs::{self, ProgramError, RootPath, Shebang};
+use crate::request::{AddSpec, BuildRequest};
 use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
 use crate::search::{symlink_loop, Abi, Found, Requester};
 use mkroot_common::host_file;
@@ -35,58 +36,6 @@ const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "lib
 
 /// Scripts may name a script as interpreter (Linux follows a few levels); so do we.
 const MAX_INTERPRETER_DEPTH: usize = 4;
-
-/// `--add HOST[:IMAGE]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddSpec {
-    pub host: PathBuf,
-    /// Where it goes in the image; the host path when not given.
-    pub image: Option<PathBuf>,
-    /// Why it is there, for the manifest; `added by --add HOST` when not given. A recipe
-    /// names its own file here, so the image does not depend on where the recipe lives.
-    pub reason: Option<String>,
-}
-
-impl AddSpec {
-    /// Parses `HOST[:IMAGE]`.
-    pub fn parse(text: &str) -> AddSpec {
-        let (host, image) = text.split_once(':').unwrap_or((text, ""));
-        AddSpec {
-            host: PathBuf::from(host),
-            image: (!image.is_empty()).then(|| PathBuf::from(image)),
-            reason: None,
-        }
-    }
-}
-
-/// The root to build from (`--sysroot`, else `/`) and the PATH its programs are looked
-/// up in: the caller's PATH names the host's directories, so with a sysroot it is the
-/// default PATH instead.
-pub fn root_and_search_path(sysroot: Option<&Path>) -> (PathBuf, String) {
-    match sysroot {
-        Some(root) => (root.to_path_buf(), programs::DEFAULT_PATH.to_string()),
-        None => (
-            PathBuf::from("/"),
-            std::env::var("PATH").unwrap_or_else(|_| programs::DEFAULT_PATH.to_string()),
-        ),
-    }
-}
-
-/// What the user asked for.
-#[derive(Debug, Clone)]
-pub struct PlanRequest {
-    /// `/`, or the `--sysroot`.
-    pub root: PathBuf,
-    /// Names or paths, as given to `--bins`.
-    pub bins: Vec<String>,
-    pub adds: Vec<AddSpec>,
-    /// `--cmd`, already split into argv.
-    pub cmd: Option<Vec<String>>,
-    pub allow_missing: bool,
-    pub extras: Extras,
-    /// The PATH programs are looked up in.
-    pub search_path: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -166,15 +115,69 @@ pub struct Plan {
     /// The programs asked for (and script interpreters), as the loader loads them.
     pub programs: Vec<Resolution>,
     pub tree: ImageTree,
-    /// The default command.
-    pub cmd: Vec<String>,
+    /// What the image runs.
+    pub command: ImageCommand,
+    /// The default PATH with the request's environment laid over it.
     pub env: Vec<String>,
+    /// The ABI of the first ELF program (a script's interpreter counts); `None` when no
+    /// program is ELF.
+    pub abi: Option<Abi>,
     /// Libraries not found, kept going with `--allow-missing`.
     pub missing: Vec<MissingLibrary>,
     /// Programs looked up by name (on the command line, or by a `#!/usr/bin/env NAME`
     /// script) that were found in a directory the image's PATH lacks: inside, the same
     /// name finds nothing.
     pub off_path: Vec<OffPath>,
+}
+
+/// The image's command. OCI splits it in two: `Entrypoint` (fixed) and `Cmd` (the
+/// default arguments, replaced by the user's). mkroot's own manifest, which `launch`
+/// reads, records one argv: the two joined ([`ImageCommand::argv`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageCommand {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+impl ImageCommand {
+    /// Without an entrypoint, the requested command or else the first program's; with
+    /// one, the requested command only (the first program's default would make no sense
+    /// as arguments).
+    fn settle(request: &BuildRequest, first_program: &Path) -> ImageCommand {
+        if request.entrypoint.is_empty() {
+            let cmd = match &request.cmd {
+                Some(cmd) => cmd.clone(),
+                None => default_cmd(first_program),
+            };
+            return ImageCommand {
+                entrypoint: Vec::new(),
+                cmd,
+            };
+        }
+        ImageCommand {
+            entrypoint: request.entrypoint.clone(),
+            cmd: request.cmd.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The whole argv: the entrypoint, then the arguments.
+    pub fn argv(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
+}
+
+/// The default environment with `extra` laid over it: a key already there gets the new
+/// value in its old place, a new key goes at the end.
+fn merged_env(base: &[String], extra: &[String]) -> Vec<String> {
+    let key = |pair: &str| pair.split_once('=').map_or(pair, |(k, _)| k).to_string();
+    let mut env: Vec<String> = base.to_vec();
+    for pair in extra {
+        match env.iter_mut().find(|have| key(have) == key(pair)) {
+            Some(have) => *have = pair.clone(),
+            None => env.push(pair.clone()),
+        }
+    }
+    env
 }
 
 /// A program found by name outside the image's PATH (see [`Plan::off_path`]).
@@ -199,7 +202,7 @@ pub struct Planner {
 }
 
 impl Plan {
-    pub fn build(request: &PlanRequest) -> Result<Plan, PlanError> {
+    pub fn build(request: &BuildRequest) -> Result<Plan, PlanError> {
         if request.bins.is_empty() {
             return Err(PlanError::NoPrograms);
         }
@@ -257,15 +260,14 @@ impl Plan {
                 "loader cache: libraries outside the default directories",
             )?;
         }
-        let cmd = match &request.cmd {
-            Some(cmd) => cmd.clone(),
-            None => default_cmd(first_program.as_deref().unwrap_or(Path::new("/bin/sh"))),
-        };
+        let first_program = first_program.unwrap_or_else(|| PathBuf::from("/bin/sh"));
+        let default_env = [format!("PATH={}", programs::DEFAULT_PATH)];
         Ok(Plan {
+            command: ImageCommand::settle(request, &first_program),
+            env: merged_env(&default_env, &request.env),
+            abi: planner.programs.first().map(|program| program.abi),
             programs: planner.programs,
             tree: planner.tree,
-            cmd,
-            env: vec![format!("PATH={}", programs::DEFAULT_PATH)],
             missing: planner.missing,
             off_path: planner.off_path,
         })
@@ -570,84 +572,6 @@ impl Planner {
     }
 }
 
-/// `--cmd` that cannot be split into words.
-#[derive(Debug, thiserror::Error)]
-#[error("--cmd {text:?}: {problem}; quote it as a shell would")]
-pub struct CommandError {
-    text: String,
-    problem: &'static str,
-}
-
-/// Splits `--cmd` into argv as a shell would split plain words: whitespace separates,
-/// single quotes keep everything, double quotes keep all but `\"` and `\\`, a
-/// backslash outside quotes keeps the next character.
-pub fn split_command(text: &str) -> Result<Vec<String>, CommandError> {
-    let error = |problem| CommandError {
-        text: text.to_string(),
-        problem,
-    };
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => word.push(c),
-                        None => return Err(error("unterminated single quote")),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\')) => word.push(c),
-                            Some(c) => {
-                                word.push('\\');
-                                word.push(c);
-                            }
-                            None => return Err(error("unterminated double quote")),
-                        },
-                        Some(c) => word.push(c),
-                        None => return Err(error("unterminated double quote")),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => word.push(c),
-                    None => return Err(error("ends in a backslash")),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                word.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    if words.is_empty() {
-        return Err(error("empty command"));
-    }
-    Ok(words)
-}
-
 /// Whether a file starts with the ELF magic.
 pub fn is_elf(host: &Path) -> bool {
     use std::io::Read;
@@ -663,26 +587,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn add_specs_parse_host_and_image() {
+    fn extra_environment_replaces_in_place_and_appends() {
+        let base = vec!["PATH=/usr/bin".to_string(), "A=1".to_string()];
+        let extra = vec!["B=2".to_string(), "PATH=/opt/bin".to_string()];
         assert_eq!(
-            AddSpec::parse("/opt/x:/x"),
-            AddSpec {
-                host: "/opt/x".into(),
-                image: Some("/x".into()),
-                reason: None,
-            }
+            merged_env(&base, &extra),
+            ["PATH=/opt/bin", "A=1", "B=2"].map(String::from)
         );
-        assert_eq!(AddSpec::parse("/opt/x").image, None);
-    }
-
-    #[test]
-    fn commands_split_like_shell_words() {
-        assert_eq!(
-            split_command(r#"bash -c 'echo "hi there"' "a\"b" c\ d"#).unwrap(),
-            ["bash", "-c", "echo \"hi there\"", "a\"b", "c d"]
-        );
-        assert!(split_command("bash 'oops").is_err());
-        assert!(split_command("  ").is_err());
     }
 
     #[test]

@@ -23,10 +23,11 @@
 //! recipe builds the same image wherever it is run from. Unknown keys are errors: a
 //! misspelt key silently ignored would build a different image than the one written.
 
-use crate::build::{BuildSpec, OutputFormat, RunConfig};
-use crate::extras::{users, Extras, GconvChoice};
-use crate::plan::{self, split_command, AddSpec, PlanRequest};
+use crate::extras::{Extras, GconvChoice};
 use crate::programs::normalize;
+use crate::request::{
+    is_user_name, split_command, AddSpec, BuildRequest, OciSettings, OutputFormat,
+};
 use mkroot_common::host_file::read_regular_to_string;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -141,8 +142,8 @@ impl Recipe {
         })
     }
 
-    /// The build the recipe describes; `recipe_path` anchors its relative paths.
-    pub fn to_spec(&self, recipe_path: &Path) -> Result<BuildSpec, RecipeError> {
+    /// The request the recipe describes; `recipe_path` anchors its relative paths.
+    pub fn to_request(&self, recipe_path: &Path) -> Result<BuildRequest, RecipeError> {
         let base = recipe_dir(recipe_path);
         let anchored = |p: &Path| -> PathBuf {
             if p.is_absolute() {
@@ -229,18 +230,15 @@ impl Recipe {
                 format!("{dir:?} is not an absolute path; write it like \"/srv\""),
             ));
         }
-        if let Some(user) = self.users.iter().find(|user| !users::is_user_name(user)) {
+        if let Some(user) = self.users.iter().find(|user| !is_user_name(user)) {
             return Err(field(
                 "users",
                 format!("{user:?} is not a user name; use letters, digits, `-` and `_`"),
             ));
         }
-        let (root, search_path) = plan::root_and_search_path(sysroot.as_deref());
-        let request = PlanRequest {
-            root,
+        Ok(BuildRequest {
             bins,
             adds,
-            cmd: command("cmd", &self.cmd)?,
             allow_missing: self.allow_missing,
             extras: Extras {
                 nss: self.extras.nss,
@@ -249,22 +247,19 @@ impl Recipe {
                 gconv,
                 users: self.users.clone(),
             },
-            search_path,
-        };
-        let run = RunConfig {
+            cmd: command("cmd", &self.cmd)?,
             entrypoint: command("entrypoint", &self.entrypoint)?.unwrap_or_default(),
             env: self.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            workdir: self.workdir.clone(),
-            user: self.user.clone(),
-        };
-        Ok(BuildSpec {
-            request,
-            run,
-            tag: self.tag.clone(),
+            oci: OciSettings {
+                tag: self.tag.clone(),
+                workdir: self.workdir.clone(),
+                user: self.user.clone(),
+            },
             // Taken by [`Recipe::output_path`] when the command line gives no -o.
             output: None,
             format: self.output.as_ref().and_then(|o| o.format),
             outside_sysroot,
+            ..BuildRequest::in_root(sysroot.as_deref())
         })
     }
 
@@ -389,19 +384,19 @@ mod tests {
             "#,
         )
         .unwrap();
-        let spec = recipe.to_spec(Path::new("/recipes/app.toml")).unwrap();
-        assert_eq!(spec.request.bins, ["sh", "/recipes/bin/tool"]);
+        let request = recipe.to_request(Path::new("/recipes/app.toml")).unwrap();
+        assert_eq!(request.bins, ["sh", "/recipes/bin/tool"]);
         assert_eq!(
-            spec.request.cmd.as_deref(),
+            request.cmd.as_deref(),
             Some(&["/bin/sh", "-c", "echo hi"].map(String::from)[..])
         );
-        assert_eq!(spec.request.adds[0].host, Path::new("/recipes/data.txt"));
-        assert_eq!(spec.run.env, ["A=1", "B=2"]);
-        assert_eq!(spec.run.workdir.as_deref(), Some("/srv"));
-        assert_eq!(spec.output, None);
-        assert_eq!(spec.format, Some(OutputFormat::Oci));
-        assert!(!spec.request.extras.terminfo);
-        assert!(spec.request.extras.nss);
+        assert_eq!(request.adds[0].host, Path::new("/recipes/data.txt"));
+        assert_eq!(request.env, ["A=1", "B=2"]);
+        assert_eq!(request.oci.workdir.as_deref(), Some("/srv"));
+        assert_eq!(request.output, None);
+        assert_eq!(request.format, Some(OutputFormat::Oci));
+        assert!(!request.extras.terminfo);
+        assert!(request.extras.nss);
     }
 
     #[test]
@@ -411,7 +406,10 @@ mod tests {
                 users: vec![name.to_string()],
                 ..parse("programs = [\"sh\"]\n").unwrap()
             };
-            let err = recipe.to_spec(Path::new("r.toml")).unwrap_err().to_string();
+            let err = recipe
+                .to_request(Path::new("r.toml"))
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("r.toml: users: "), "{err}");
             assert!(err.contains("is not a user name"), "{err}");
         }

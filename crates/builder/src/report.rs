@@ -105,7 +105,7 @@ pub fn json(plan: &Plan) -> String {
     let report = JsonPlan {
         programs,
         files,
-        cmd: plan.cmd.clone(),
+        cmd: plan.command.argv(),
         missing,
     };
     let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_string());
@@ -147,7 +147,11 @@ pub fn explain(plan: &Plan) -> String {
             missing.needed_by.display()
         );
     }
-    let _ = writeln!(out, "\nimage (default command: {}):", plan.cmd.join(" "));
+    let _ = writeln!(
+        out,
+        "\nimage (default command: {}):",
+        plan.command.argv().join(" ")
+    );
     let _ = writeln!(out, "/");
     for (path, entry) in sorted_files(plan) {
         let depth = path.matches('/').count();

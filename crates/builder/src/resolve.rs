@@ -71,6 +71,8 @@ impl std::fmt::Display for MissingLibrary {
 pub struct Resolution {
     /// The program as found (path inside the root).
     pub program: PathBuf,
+    /// The class, byte order and machine it is built for, read with its headers.
+    pub abi: Abi,
     /// PT_INTERP, at its exact path; `None` for static programs and plain libraries.
     pub interpreter: Option<PathBuf>,
     /// Libraries in load order, the program itself and its interpreter not included.
@@ -227,8 +229,10 @@ impl Resolver {
                 source,
             })?;
         let facts = ElfFacts::read(&host).map_err(|e| ResolveError::from_elf(program, e))?;
+        let abi = Abi::of(&facts);
         let mut resolution = Resolution {
             program: program.to_path_buf(),
+            abi,
             interpreter: facts.interpreter.as_ref().map(PathBuf::from),
             libraries: Vec::new(),
             missing: Vec::new(),
@@ -236,7 +240,6 @@ impl Resolver {
         if facts.is_static() {
             return Ok(resolution);
         }
-        let abi = Abi::of(&facts);
         let real = self
             .search
             .real_path(&program_str)

@@ -44,12 +44,6 @@ impl User {
     }
 }
 
-/// Whether `name` can be a user of the image: it becomes the first field of a passwd and
-/// a group line, so it may not be empty or hold the field separator, a newline or a `/`.
-pub fn is_user_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains([':', '\n', '/'])
-}
-
 /// The group name of `gid` in the root's /etc/group.
 fn host_group_name(group_text: &str, gid: u32) -> Option<String> {
     group_text.lines().find_map(|line| {
