@@ -36,9 +36,6 @@ const MOUNT_POINTS: &[(&str, u32)] = &[
 /// Top-level links a merged-/usr root has into `/usr`.
 const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
-/// Scripts may name a script as interpreter (Linux follows a few levels); so do we.
-const MAX_INTERPRETER_DEPTH: usize = 4;
-
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
@@ -69,15 +66,6 @@ pub enum PlanError {
     LoaderCache { path: PathBuf, reason: String },
     #[error(transparent)]
     Extra(#[from] ExtraError),
-    #[error("{script}: interpreters nest more than {MAX_INTERPRETER_DEPTH} deep; simplify the script's #! line")]
-    InterpreterDepth { script: PathBuf },
-    #[error(
-        "{script}: its interpreter {interpreter} does not exist; install it or fix the #! line"
-    )]
-    MissingInterpreter {
-        script: PathBuf,
-        interpreter: PathBuf,
-    },
     #[error("--bins: no programs given; name at least one, like --bins bash")]
     NoPrograms,
     #[error("{host}: a file cannot be the image root `/`; add it at a path under it, like {}:/NAME", host.display())]
@@ -405,10 +393,10 @@ impl Planner {
     ) -> Result<(), PlanError> {
         match programs::read_shebang(self.root(), inside)? {
             Some(shebang) => {
-                if depth >= MAX_INTERPRETER_DEPTH {
-                    return Err(PlanError::InterpreterDepth {
+                if depth >= programs::MAX_INTERPRETER_DEPTH {
+                    return Err(PlanError::Program(ProgramError::InterpreterDepth {
                         script: inside.to_path_buf(),
-                    });
+                    }));
                 }
                 self.tree.copy_path(inside, reason)?;
                 let why = format!("interpreter of {}", inside.display());
@@ -437,7 +425,7 @@ impl Planner {
     }
 
     /// The kernel runs a script's interpreter by its absolute path; it must exist.
-    fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), PlanError> {
+    fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), ProgramError> {
         let found = self
             .root()
             .resolve(interpreter)
@@ -445,7 +433,7 @@ impl Planner {
         if interpreter.is_absolute() && found {
             return Ok(());
         }
-        Err(PlanError::MissingInterpreter {
+        Err(ProgramError::MissingInterpreter {
             script: script.to_path_buf(),
             interpreter: interpreter.to_path_buf(),
         })
