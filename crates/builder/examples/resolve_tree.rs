@@ -2,10 +2,10 @@
 //! `cargo run --release -p mkroot-builder --example resolve_tree -- /usr/bin`.
 //! The clock covers everything: walking the tree, reading the loader cache, resolving.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use mkroot_builder::elf::is_elf;
 use mkroot_builder::resolve::Resolver;
 
 fn main() {
@@ -33,12 +33,4 @@ fn main() {
         programs.len(),
         elapsed.as_secs_f64()
     );
-}
-
-fn is_elf(path: &Path) -> bool {
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"\x7fELF"
 }

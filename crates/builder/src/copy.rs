@@ -129,6 +129,17 @@ impl ImageTree {
         self.entries.contains_key(&key(inside))
     }
 
+    /// Whether `inside` is planned as a directory.
+    pub fn is_dir(&self, inside: &Path) -> bool {
+        matches!(
+            self.entries.get(&key(inside)),
+            Some(PlannedEntry {
+                kind: PlannedKind::Dir,
+                ..
+            })
+        )
+    }
+
     /// Records an entry unless the path is already planned; the first reason stays.
     /// mkroot's own directory is refused.
     fn record(&mut self, inside: &Path, entry: PlannedEntry) -> Result<(), CopyError> {

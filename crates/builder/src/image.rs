@@ -30,6 +30,8 @@ pub enum ImageError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Oci(#[from] OciWriteError),
+    #[error("a thread hashing the image's files panicked ({0}); nothing was written, as the manifest would lack their sha256: please report it")]
+    HashWorker(String),
     #[error("{path}: cannot read: {source}; check that it is readable")]
     Hash {
         path: PathBuf,
@@ -137,9 +139,21 @@ pub fn contents(plan: &Plan) -> Result<ImageContents, ImageError> {
 /// sha256 of every source file at its planned size, spread over the cores: the manifest
 /// needs all of them before the first byte of the archive.
 fn hash_files(sources: &[(&PathBuf, u64)]) -> Result<HashMap<PathBuf, String>, ImageError> {
+    hash_files_with(sources, |source, size| {
+        host_file::open_planned(source, size).and_then(digest::sha256_reader)
+    })
+}
+
+/// [`hash_files`] with the hash of one file given; a worker that panics fails the
+/// whole, rather than leaving its files without a hash.
+fn hash_files_with(
+    sources: &[(&PathBuf, u64)],
+    hash: impl Fn(&Path, u64) -> std::io::Result<String> + Sync,
+) -> Result<HashMap<PathBuf, String>, ImageError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
+    let hash = &hash;
     let results: Vec<Result<(PathBuf, String), ImageError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|worker| {
@@ -149,8 +163,7 @@ fn hash_files(sources: &[(&PathBuf, u64)]) -> Result<HashMap<PathBuf, String>, I
                         .skip(worker)
                         .step_by(threads)
                         .map(|&(source, size)| {
-                            host_file::open_planned(source, size)
-                                .and_then(digest::sha256_reader)
+                            hash(source, size)
                                 .map(|sha| (source.clone(), sha))
                                 .map_err(|e| hash_error(source, e))
                         })
@@ -158,12 +171,25 @@ fn hash_files(sources: &[(&PathBuf, u64)]) -> Result<HashMap<PathBuf, String>, I
                 })
             })
             .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
-            .collect()
+        let mut results = Vec::new();
+        for worker in workers {
+            match worker.join() {
+                Ok(done) => results.extend(done),
+                Err(payload) => results.push(Err(ImageError::HashWorker(panic_text(&*payload)))),
+            }
+        }
+        results
     });
     results.into_iter().collect()
+}
+
+/// What a panic said, if it said it in text.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_string())
 }
 
 /// A source file that cannot be hashed: it changed since it was planned, or cannot be
@@ -257,4 +283,25 @@ fn with_progress<T>(
         bar.finish_and_clear();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicked_hashing_worker_fails_the_build() {
+        let names: Vec<PathBuf> = (0..32).map(|i| PathBuf::from(format!("/f{i}"))).collect();
+        let sources: Vec<(&PathBuf, u64)> = names.iter().map(|n| (n, 0)).collect();
+        let fine = hash_files_with(&sources, |_, _| Ok("x".to_string())).unwrap();
+        assert_eq!(fine.len(), 32);
+        let error = hash_files_with(&sources, |path, _| {
+            if path == Path::new("/f7") {
+                panic!("hash of {} failed", path.display());
+            }
+            Ok("x".to_string())
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("hash of /f7 failed"), "{error}");
+    }
 }

@@ -14,16 +14,18 @@
 //! [`copy`] (the image tree; symlink chains, merged-/usr links, hard links),
 //! [`loader_cache`] (the image's own ld.so.cache), [`symbols`] (dynamic symbols, for the
 //! extras), [`extras`] (what the loader does not name: NSS, users, libgcc_s, terminfo,
-//! gconv), [`plan`], [`image`] (entries and manifest, then the writer: a root filesystem,
-//! or an OCI image through [`mkroot_common::oci::write`]) and [`report`]
-//! (`--dry-run --json`, `--explain`).
+//! gconv), [`addition`] (what any source but the programs hands the plan), [`plan`],
+//! [`image`] (entries and manifest, then the writer: a root filesystem, or an OCI image
+//! through [`mkroot_common::oci::write`]) and [`report`] (`--dry-run --json`,
+//! `--explain`).
 //!
 //! Around them: [`request`] (what one run asks for, checked: made from the flags or a
 //! recipe, and all the plan is made from), [`recipe`] (TOML recipes), [`build`] (where
-//! and in which format the image goes, and its OCI description), [`check`] (`--check`: an image against a fresh
-//! plan), [`invocation`] (one `mkroot` run in order: spec, plan, then write, report or
-//! check; `main.rs` only parses the flags and prints what comes back) and [`interrupt`]
-//! (SIGINT and SIGTERM remove what the build made of its output).
+//! and in which format the image goes, and its OCI description), [`check`] (`--check`:
+//! an image against a fresh plan), [`invocation`] (one `mkroot` run in order: request,
+//! plan, then write, report or check; `main.rs` only parses the flags and prints what
+//! comes back) and [`interrupt`] (SIGINT and SIGTERM remove what the build made of its
+//! output).
 
 pub mod elf;
 pub mod hwcaps;
@@ -31,6 +33,7 @@ pub mod ldcache;
 pub mod resolve;
 pub mod search;
 
+pub mod addition;
 pub mod build;
 pub mod check;
 pub mod copy;

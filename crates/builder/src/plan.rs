@@ -1,20 +1,22 @@
 //! The image plan: every file of the image, where it comes from on the host, and why.
 //!
 //! [`Plan::build`] runs the planning steps in order: find the programs (following
-//! scripts to their interpreters), resolve each as the loader would and copy what it
-//! loads, copy `--add` trees (resolving the ELF files in them too), then the extras the
-//! loader does not name ([`crate::extras`]), the mount points, and the image's own
-//! loader cache. Nothing is written here; [`crate::image`] writes a plan.
-
+//! scripts to their interpreters) and resolve each as the loader would, copying what it
+//! loads; then everything else through one door, [`Planner::add`]: the `--add` trees
+//! (their ELF files resolved too), the extras the loader does not name
+//! ([`crate::extras`], one after the other, each reading a [`PlanView`] of the plan so
+//! far), the mount points, and the image's own loader cache. Nothing is written here;
+//! [`crate::image`] writes a plan.
+use crate::addition::{Addition, AdditionKind};
 use crate::copy::{self, CopyError, ImageTree};
-use crate::elf::ElfFacts;
-use crate::extras;
+use crate::elf::is_elf;
+use crate::extras::{self, ExtraError, PlanView};
 use crate::loader_cache;
 use crate::programs::{self, ProgramError, RootPath, Shebang};
 use crate::request::{AddSpec, BuildRequest};
 use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
-use crate::search::{symlink_loop, Abi, Found, Requester};
-use mkroot_common::host_file;
+use crate::search::Abi;
+use crate::symbols::SymbolCache;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -33,9 +35,6 @@ const MOUNT_POINTS: &[(&str, u32)] = &[
 
 /// Top-level links a merged-/usr root has into `/usr`.
 const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-
-/// Scripts may name a script as interpreter (Linux follows a few levels); so do we.
-const MAX_INTERPRETER_DEPTH: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -65,23 +64,8 @@ pub enum PlanError {
     Root { root: PathBuf, reason: String },
     #[error("{path}: cannot read the root's loader cache: {reason}; rebuild it (ldconfig -r ROOT) or remove it")]
     LoaderCache { path: PathBuf, reason: String },
-    #[error("{path}: {what}, not a regular file; mkroot reads only regular files there: replace or remove it")]
-    NotRegular { path: PathBuf, what: &'static str },
-    #[error("{path}: {source}; fix the links in the root")]
-    SymlinkLoop {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{script}: interpreters nest more than {MAX_INTERPRETER_DEPTH} deep; simplify the script's #! line")]
-    InterpreterDepth { script: PathBuf },
-    #[error(
-        "{script}: its interpreter {interpreter} does not exist; install it or fix the #! line"
-    )]
-    MissingInterpreter {
-        script: PathBuf,
-        interpreter: PathBuf,
-    },
+    #[error(transparent)]
+    Extra(#[from] ExtraError),
     #[error("--bins: no programs given; name at least one, like --bins bash")]
     NoPrograms,
     #[error("{host}: a file cannot be the image root `/`; add it at a path under it, like {}:/NAME", host.display())]
@@ -188,12 +172,13 @@ pub struct OffPath {
     pub found: PathBuf,
 }
 
-/// The state of planning, passed to the extras so they can add what they find.
+/// The state of planning. Besides the programs, everything comes in through one door,
+/// [`Planner::add`].
 pub struct Planner {
     resolver: Resolver,
-    pub(crate) tree: ImageTree,
+    tree: ImageTree,
     /// Every ELF object resolved so far (programs, added ELF files, extra modules).
-    pub(crate) objects: Vec<Resolution>,
+    objects: Vec<Resolution>,
     programs: Vec<Resolution>,
     resolved: HashSet<PathBuf>,
     missing: Vec<MissingLibrary>,
@@ -206,34 +191,7 @@ impl Plan {
         if request.bins.is_empty() {
             return Err(PlanError::NoPrograms);
         }
-        if !request.root.is_dir() {
-            return Err(PlanError::Root {
-                root: request.root.clone(),
-                reason: "not a directory".to_string(),
-            });
-        }
-        let root = RootPath::new(&request.root);
-        let resolver = Resolver::new(&request.root).map_err(|e| match e {
-            ResolveError::Io { path, source } => PlanError::LoaderCache {
-                path,
-                reason: source.to_string(),
-            },
-            ResolveError::LdCache { path, reason } => PlanError::LoaderCache { path, reason },
-            other => PlanError::Root {
-                root: request.root.clone(),
-                reason: other.to_string(),
-            },
-        })?;
-        let mut planner = Planner {
-            resolver,
-            tree: ImageTree::new(root.clone()),
-            objects: Vec::new(),
-            programs: Vec::new(),
-            resolved: HashSet::new(),
-            missing: Vec::new(),
-            off_path: Vec::new(),
-            allow_missing: request.allow_missing,
-        };
+        let mut planner = Planner::new(&request.root, request.allow_missing)?;
         let mut first_program = None;
         for name in &request.bins {
             let inside = planner.find_program(name, &request.search_path)?;
@@ -243,22 +201,26 @@ impl Plan {
         for add in &request.adds {
             planner.add_tree(add)?;
         }
-        extras::add_all(&mut planner, &request.extras)?;
-        planner.copy_merged_usr_links()?;
-        for (path, mode) in MOUNT_POINTS {
-            planner
-                .tree
-                .ensure_dir(Path::new(path), *mode, "mount point")?;
+        let mut symbols = SymbolCache::default();
+        for extra in extras::enabled(&request.extras) {
+            let additions = extra.additions(&planner.view(), &mut symbols)?;
+            planner.add(additions)?;
         }
+        planner.copy_merged_usr_links()?;
+        planner.add(
+            MOUNT_POINTS
+                .iter()
+                .map(|(path, mode)| Addition::directory(path, *mode, "mount point")),
+        )?;
         if let Some(cache) =
             loader_cache::image_cache(&planner.resolver, &planner.tree, &planner.objects)
         {
-            planner.tree.add_generated(
-                Path::new(loader_cache::CACHE_PATH),
+            planner.add([Addition::generated(
+                loader_cache::CACHE_PATH,
                 cache,
                 0o644,
                 "loader cache: libraries outside the default directories",
-            )?;
+            )])?;
         }
         let first_program = first_program.unwrap_or_else(|| PathBuf::from("/bin/sh"));
         let default_env = [format!("PATH={}", programs::DEFAULT_PATH)];
@@ -272,6 +234,18 @@ impl Plan {
             off_path: planner.off_path,
         })
     }
+}
+
+/// How an ELF object being resolved is in the image, which decides how its interpreter
+/// and libraries are named.
+#[derive(Clone, Copy)]
+enum Object<'a> {
+    /// Copied from the root at its own path with this reason (a program, an extra's
+    /// module); its interpreter and libraries say what they are loaded for.
+    Copied(&'a str),
+    /// Put in by a host-file addition with this reason; its interpreter and libraries
+    /// are "REASON (its libraries)".
+    Placed(&'a str),
 }
 
 /// The first program, run as a login shell if it is a shell.
@@ -288,36 +262,107 @@ fn default_cmd(program: &Path) -> Vec<String> {
 }
 
 impl Planner {
-    pub(crate) fn root(&self) -> &RootPath {
+    /// An empty plan of the root `root`, its loader cache read.
+    pub fn new(root: &Path, allow_missing: bool) -> Result<Planner, PlanError> {
+        if !root.is_dir() {
+            return Err(PlanError::Root {
+                root: root.to_path_buf(),
+                reason: "not a directory".to_string(),
+            });
+        }
+        let resolver = Resolver::new(root).map_err(|e| match e {
+            ResolveError::Io { path, source } => PlanError::LoaderCache {
+                path,
+                reason: source.to_string(),
+            },
+            ResolveError::LdCache { path, reason } => PlanError::LoaderCache { path, reason },
+            other => PlanError::Root {
+                root: root.to_path_buf(),
+                reason: other.to_string(),
+            },
+        })?;
+        Ok(Planner {
+            resolver,
+            tree: ImageTree::new(RootPath::new(root)),
+            objects: Vec::new(),
+            programs: Vec::new(),
+            resolved: HashSet::new(),
+            missing: Vec::new(),
+            off_path: Vec::new(),
+            allow_missing,
+        })
+    }
+
+    fn root(&self) -> &RootPath {
         self.tree.root()
     }
 
-    /// The text of a configuration file of the root (`/etc/nsswitch.conf`), symlinks
-    /// followed inside it; `None` when it is absent or unreadable as text, which the
-    /// extras take for "use the defaults". A fifo, a device node or a symlink loop there
-    /// is an error: the root is not what it should be.
-    pub(crate) fn read_config(&self, inside: &str) -> Result<Option<String>, PlanError> {
-        let host = match self.root().resolve(Path::new(inside)) {
-            Ok(host) => host,
-            Err(source) if symlink_loop(&source) => {
-                return Err(PlanError::SymlinkLoop {
-                    path: self.root().joined(Path::new(inside)),
-                    source,
-                })
-            }
-            Err(_) => return Ok(None),
-        };
-        match host_file::read_regular_to_string(&host) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) => match host_file::not_regular(&e) {
-                // A directory there is absent to libc too.
-                Some(found) if found.what != "a directory" => Err(PlanError::NotRegular {
-                    path: host,
-                    what: found.what,
-                }),
-                _ => Ok(None),
-            },
+    /// What a source of additions sees of the plan so far.
+    pub fn view(&self) -> PlanView<'_> {
+        PlanView {
+            root: self.tree.root(),
+            objects: &self.objects,
+            tree: &self.tree,
+            search: self.resolver.search(),
         }
+    }
+
+    /// The image tree planned so far.
+    pub fn tree(&self) -> &ImageTree {
+        &self.tree
+    }
+
+    /// The one door for what is not a program: applies `additions` in order (see
+    /// [`AdditionKind`] for what each kind makes). A path already planned keeps its
+    /// first reason; one planned as something else is an error.
+    pub fn add(&mut self, additions: impl IntoIterator<Item = Addition>) -> Result<(), PlanError> {
+        for Addition { path, reason, kind } in additions {
+            match kind {
+                AdditionKind::Elf => {
+                    self.resolve_object(&path, &path, Object::Copied(&reason))?;
+                }
+                AdditionKind::RootFile => {
+                    self.tree.copy_path(&path, &reason)?;
+                }
+                AdditionKind::HostFile { source } => self.add_host_file(&source, &path, &reason)?,
+                AdditionKind::Generated { bytes, mode } => {
+                    self.tree.add_generated(&path, bytes, mode, &reason)?;
+                }
+                AdditionKind::Directory { mode } => {
+                    self.tree.ensure_dir(&path, mode, &reason)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A host file, symlink or directory as it is at the image path `at` (its parent
+    /// planned first); a regular ELF file of the root brings what the loader loads for
+    /// it. The resolver works on paths inside the root, so only those can be resolved.
+    fn add_host_file(&mut self, source: &Path, at: &Path, reason: &str) -> Result<(), PlanError> {
+        let at = self.placed(at)?;
+        self.tree.add_host_entry(source, &at, reason)?;
+        let regular = std::fs::symlink_metadata(source).is_ok_and(|meta| meta.is_file());
+        if !regular || !is_elf(source) {
+            return Ok(());
+        }
+        if let Some(inside) = self.root().inside(source) {
+            self.resolve_object(&inside, source, Object::Placed(reason))?;
+        }
+        Ok(())
+    }
+
+    /// Where the image path `path` ends up once its parent directory is planned: as the
+    /// root has it (a symlink on the way, `/lib -> usr/lib`, is kept and followed), or
+    /// made. A parent planned as a directory already is taken as it is.
+    fn placed(&mut self, path: &Path) -> Result<PathBuf, PlanError> {
+        let path = programs::normalize(path);
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        if parent == Path::new("/") || self.tree.is_dir(parent) {
+            return Ok(path);
+        }
+        let parent = self.tree.ensure_dir(parent, 0o755, "directory")?;
+        Ok(parent.join(path.file_name().unwrap_or_default()))
     }
 
     /// Finds the program `name` as a shell would ([`programs::find_program`]), noting it
@@ -348,10 +393,10 @@ impl Planner {
     ) -> Result<(), PlanError> {
         match programs::read_shebang(self.root(), inside)? {
             Some(shebang) => {
-                if depth >= MAX_INTERPRETER_DEPTH {
-                    return Err(PlanError::InterpreterDepth {
+                if depth >= programs::MAX_INTERPRETER_DEPTH {
+                    return Err(PlanError::Program(ProgramError::InterpreterDepth {
                         script: inside.to_path_buf(),
-                    });
+                    }));
                 }
                 self.tree.copy_path(inside, reason)?;
                 let why = format!("interpreter of {}", inside.display());
@@ -370,7 +415,7 @@ impl Planner {
                 Ok(())
             }
             None => {
-                let resolution = self.resolve_and_copy(inside, reason)?;
+                let resolution = self.resolve_object(inside, inside, Object::Copied(reason))?;
                 if let Some(resolution) = resolution {
                     self.programs.push(resolution);
                 }
@@ -380,7 +425,7 @@ impl Planner {
     }
 
     /// The kernel runs a script's interpreter by its absolute path; it must exist.
-    fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), PlanError> {
+    fn check_interpreter(&self, script: &Path, interpreter: &Path) -> Result<(), ProgramError> {
         let found = self
             .root()
             .resolve(interpreter)
@@ -388,40 +433,51 @@ impl Planner {
         if interpreter.is_absolute() && found {
             return Ok(());
         }
-        Err(PlanError::MissingInterpreter {
+        Err(ProgramError::MissingInterpreter {
             script: script.to_path_buf(),
             interpreter: interpreter.to_path_buf(),
         })
     }
 
-    /// Resolves the ELF object `inside` and copies it, its interpreter and its libraries
-    /// into the image. Returns `None` if it was resolved before.
-    pub(crate) fn resolve_and_copy(
+    /// Resolves the ELF object `inside` (named `shown` in errors) the first time it is
+    /// met and copies what the loader loads for it; returns `None` if it was resolved
+    /// before.
+    fn resolve_object(
         &mut self,
         inside: &Path,
-        reason: &str,
+        shown: &Path,
+        object: Object,
     ) -> Result<Option<Resolution>, PlanError> {
         if !self.resolved.insert(inside.to_path_buf()) {
-            self.tree.copy_path(inside, reason)?;
+            if let Object::Copied(reason) = object {
+                self.tree.copy_path(inside, reason)?;
+            }
             return Ok(None);
         }
         let resolution = self
             .resolver
             .resolve(inside)
-            .map_err(|e| resolve_error(e, inside))?;
-        self.check_missing(&resolution, inside)?;
-        self.tree.copy_path(inside, reason)?;
-        if let Some(interpreter) = &resolution.interpreter {
-            self.tree.copy_path(
-                interpreter,
-                &format!("program interpreter of {}", inside.display()),
-            )?;
-        }
-        for library in &resolution.libraries {
-            self.tree.copy_path(
-                &library.path,
-                &format!("{} loaded for {}", library.name, inside.display()),
-            )?;
+            .map_err(|e| resolve_error(e, shown))?;
+        self.check_missing(&resolution, shown)?;
+        match object {
+            Object::Copied(reason) => {
+                self.tree.copy_path(inside, reason)?;
+                if let Some(interpreter) = &resolution.interpreter {
+                    let why = format!("program interpreter of {}", inside.display());
+                    self.tree.copy_path(interpreter, &why)?;
+                }
+                for library in &resolution.libraries {
+                    let why = format!("{} loaded for {}", library.name, inside.display());
+                    self.tree.copy_path(&library.path, &why)?;
+                }
+            }
+            Object::Placed(reason) => {
+                let why = format!("{reason} (its libraries)");
+                let interpreter = resolution.interpreter.iter();
+                for path in interpreter.chain(resolution.libraries.iter().map(|l| &l.path)) {
+                    self.tree.copy_path(path, &why)?;
+                }
+            }
         }
         self.objects.push(resolution.clone());
         Ok(Some(resolution))
@@ -467,21 +523,6 @@ impl Planner {
         Ok(())
     }
 
-    /// Where libc's dlopen would find `name` (a bare name like `libgcc_s.so.1`): the
-    /// loader's cache and default directories, for libc's ABI. libc has no RPATH or
-    /// RUNPATH, so nothing else applies to what it loads by name.
-    pub(crate) fn find_library(&self, name: &str, libc: &Path) -> Option<PathBuf> {
-        let facts = ElfFacts::read(&self.root().resolve(libc).ok()?).ok()?;
-        match self
-            .resolver
-            .search()
-            .find(name, &Requester::default(), Abi::of(&facts))
-        {
-            Found::Library { path, .. } => Some(PathBuf::from(path)),
-            _ => None,
-        }
-    }
-
     /// `--add HOST[:IMAGE]`: a file or a whole tree, each ELF file in it resolved.
     fn add_tree(&mut self, add: &AddSpec) -> Result<(), PlanError> {
         let host = &add.host;
@@ -514,12 +555,9 @@ impl Planner {
         if at == Path::new("/") && !meta.is_dir() {
             return Err(PlanError::FileAtRoot { host: host.clone() });
         }
-        let parent = at.parent().unwrap_or(Path::new("/"));
-        let parent = self.tree.ensure_dir(parent, 0o755, "directory")?;
-        let at = parent.join(at.file_name().unwrap_or_default());
+        let at = self.placed(&at)?;
         if !meta.is_dir() {
-            self.tree.add_host_entry(&host_abs, &at, &reason)?;
-            return self.scan_added(&host_abs, &reason);
+            return self.add([Addition::host_file(host_abs, at, reason)]);
         }
         for item in walkdir::WalkDir::new(&host_abs).sort_by_file_name() {
             let item = item.map_err(|e| PlanError::Unreadable {
@@ -536,55 +574,146 @@ impl Planner {
             if dest == Path::new("/") {
                 continue;
             }
-            self.tree.add_host_entry(item.path(), &dest, &reason)?;
-            if item.file_type().is_file() {
-                self.scan_added(item.path(), &reason)?;
-            }
+            self.add([Addition::host_file(item.path(), dest, reason.clone())])?;
         }
         Ok(())
     }
-
-    /// An added ELF file brings what the loader loads for it. The resolver works on
-    /// paths inside the root, so only added files under the root can be resolved.
-    fn scan_added(&mut self, host: &Path, reason: &str) -> Result<(), PlanError> {
-        if !is_elf(host) {
-            return Ok(());
-        }
-        let Some(inside) = self.root().inside(host) else {
-            return Ok(());
-        };
-        let why = format!("{reason} (its libraries)");
-        if self.resolved.insert(inside.clone()) {
-            let resolution = self
-                .resolver
-                .resolve(&inside)
-                .map_err(|e| resolve_error(e, host))?;
-            self.check_missing(&resolution, host)?;
-            if let Some(interpreter) = &resolution.interpreter {
-                self.tree.copy_path(interpreter, &why)?;
-            }
-            for library in &resolution.libraries {
-                self.tree.copy_path(&library.path, &why)?;
-            }
-            self.objects.push(resolution);
-        }
-        Ok(())
-    }
-}
-
-/// Whether a file starts with the ELF magic.
-pub fn is_elf(host: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(host)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == *b"\x7fELF"
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::copy::PlannedKind;
+    use std::os::unix::fs::symlink;
+
+    fn kind<'a>(planner: &'a Planner, path: &str) -> &'a PlannedKind {
+        &planner.tree().entries()[path].kind
+    }
+
+    fn reason<'a>(planner: &'a Planner, path: &str) -> &'a str {
+        &planner.tree().entries()[path].reason
+    }
+
+    #[test]
+    fn each_kind_of_addition_goes_in_through_the_door() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/share/doc")).unwrap();
+        std::fs::write(r.join("usr/share/doc/readme"), b"root file").unwrap();
+        symlink("doc", r.join("usr/share/docs")).unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("data"), b"host file").unwrap();
+        let mut planner = Planner::new(r, false).unwrap();
+        planner
+            .add([
+                Addition::root_file("/usr/share/docs/readme", "root file"),
+                Addition::host_file(host.path().join("data"), "/srv/data", "traced by test"),
+                Addition::generated("/etc/motd", b"hi\n".to_vec(), 0o644, "generated"),
+                Addition::directory("/var/empty", 0o700, "made"),
+            ])
+            .unwrap();
+        // The root's file came in the way the kernel walks to it.
+        assert_eq!(
+            kind(&planner, "usr/share/docs"),
+            &PlannedKind::Symlink {
+                target: "doc".into()
+            }
+        );
+        assert!(matches!(
+            kind(&planner, "usr/share/doc/readme"),
+            PlannedKind::File { .. }
+        ));
+        assert_eq!(reason(&planner, "usr/share/doc/readme"), "root file");
+        match kind(&planner, "srv/data") {
+            PlannedKind::File { source, .. } => assert_eq!(source, &host.path().join("data")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(reason(&planner, "srv/data"), "traced by test");
+        assert_eq!(kind(&planner, "srv"), &PlannedKind::Dir);
+        assert_eq!(
+            kind(&planner, "etc/motd"),
+            &PlannedKind::Generated(b"hi\n".to_vec())
+        );
+        assert_eq!(kind(&planner, "var/empty"), &PlannedKind::Dir);
+        assert_eq!(planner.tree().entries()["var/empty"].mode, 0o700);
+    }
+
+    #[test]
+    fn a_host_symlink_stays_a_symlink_and_is_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("real"), b"x").unwrap();
+        symlink("/etc/alternatives/real", host.path().join("link")).unwrap();
+        std::fs::create_dir(host.path().join("dir")).unwrap();
+        let mut planner = Planner::new(root.path(), false).unwrap();
+        planner
+            .add([
+                Addition::host_file(host.path().join("link"), "/opt/link", "traced"),
+                Addition::host_file(host.path().join("dir"), "/opt/dir", "traced"),
+            ])
+            .unwrap();
+        assert_eq!(
+            kind(&planner, "opt/link"),
+            &PlannedKind::Symlink {
+                target: "../etc/alternatives/real".into()
+            }
+        );
+        assert!(!planner.tree().contains(Path::new("/etc/alternatives/real")));
+        assert_eq!(kind(&planner, "opt/dir"), &PlannedKind::Dir);
+        // Adding the same link again is no clash.
+        planner
+            .add([Addition::host_file(
+                host.path().join("link"),
+                "/opt/link",
+                "again",
+            )])
+            .unwrap();
+        assert_eq!(reason(&planner, "opt/link"), "traced");
+    }
+
+    /// Whether a regular file of the plan has this reason.
+    fn has_file_for(planner: &Planner, why: &str) -> bool {
+        planner
+            .tree()
+            .entries()
+            .values()
+            .any(|e| matches!(e.kind, PlannedKind::File { .. }) && e.reason == why)
+    }
+
+    #[test]
+    fn an_elf_addition_brings_what_the_loader_loads_for_it() {
+        let mut planner = Planner::new(Path::new("/"), false).unwrap();
+        planner.add([Addition::elf("/bin/sh", "a shell")]).unwrap();
+        let resolution = &planner.objects[0];
+        let libc = (resolution.libraries.iter())
+            .find(|l| l.name.starts_with("libc.so."))
+            .expect("/bin/sh loads a libc");
+        assert!(has_file_for(&planner, "a shell"));
+        assert!(has_file_for(
+            &planner,
+            &format!("{} loaded for /bin/sh", libc.name)
+        ));
+    }
+
+    #[test]
+    fn a_host_elf_file_brings_its_libraries_under_its_reason() {
+        let mut planner = Planner::new(Path::new("/"), false).unwrap();
+        let shell = std::fs::canonicalize("/bin/sh").unwrap();
+        planner
+            .add([Addition::host_file(
+                &shell,
+                "/app/sh",
+                "traced by sh -c true",
+            )])
+            .unwrap();
+        assert!(matches!(kind(&planner, "app/sh"), PlannedKind::File { .. }));
+        assert_eq!(reason(&planner, "app/sh"), "traced by sh -c true");
+        assert_eq!(planner.objects.len(), 1);
+        assert!(has_file_for(
+            &planner,
+            "traced by sh -c true (its libraries)"
+        ));
+    }
 
     #[test]
     fn extra_environment_replaces_in_place_and_appends() {

@@ -13,6 +13,9 @@ use std::path::{Component, Path, PathBuf};
 /// The PATH a shell uses when none is set (POSIX `getconf PATH` on Debian, plus sbin).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Scripts may name a script as interpreter (Linux follows a few levels); so do we.
+pub const MAX_INTERPRETER_DEPTH: usize = 4;
+
 /// A root directory and the mapping of paths inside it to host paths.
 #[derive(Debug, Clone)]
 pub struct RootPath {
@@ -81,6 +84,15 @@ pub enum ProgramError {
     EmptyShebang { path: PathBuf },
     #[error("{path}: `#!/usr/bin/env` with no program name; fix its first line")]
     EnvWithoutProgram { path: PathBuf },
+    #[error("{script}: interpreters nest more than {MAX_INTERPRETER_DEPTH} deep; simplify the script's #! line")]
+    InterpreterDepth { script: PathBuf },
+    #[error(
+        "{script}: its interpreter {interpreter} does not exist; install it or fix the #! line"
+    )]
+    MissingInterpreter {
+        script: PathBuf,
+        interpreter: PathBuf,
+    },
 }
 
 /// Finds `name` the way a shell does: a name with a `/` is a path (relative ones are

@@ -5,11 +5,11 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use mkroot_builder::elf::is_elf;
 use mkroot_builder::resolve::{MissingReason, Resolution, Resolver};
 
 const TREES: &[&str] = &["/usr/bin", "/usr/sbin", "/usr/lib/x86_64-linux-gnu"];
@@ -25,12 +25,7 @@ fn elf_files() -> Vec<PathBuf> {
             if !entry.file_type().is_file() {
                 continue;
             }
-            let mut magic = [0u8; 4];
-            let is_elf = std::fs::File::open(entry.path())
-                .and_then(|mut f| f.read_exact(&mut magic))
-                .is_ok()
-                && &magic == b"\x7fELF";
-            if is_elf {
+            if is_elf(entry.path()) {
                 files.push(entry.path().to_path_buf());
             }
         }

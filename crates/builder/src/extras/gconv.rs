@@ -6,10 +6,11 @@
 //! Unicode modules (UTF-16, UTF-32, UTF-7, UNICODE), a few tens of kilobytes;
 //! `--gconv` copies every module (about 8 MB), each with its own libraries.
 
-use super::{libc_path, loaded_objects, shown, GconvChoice};
-use crate::plan::{PlanError, Planner};
+use super::{GconvChoice, PlanView};
+use crate::addition::Addition;
+use crate::elf::is_elf;
 use crate::symbols::SymbolCache;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const UNICODE_MODULES: &[&str] = &["UTF-16.so", "UTF-32.so", "UTF-7.so", "UNICODE.so"];
 
@@ -17,40 +18,37 @@ const UNICODE_MODULES: &[&str] = &["UTF-16.so", "UTF-32.so", "UTF-7.so", "UNICOD
 /// configuration.
 const CONFIGURATION: &[&str] = &["gconv-modules.cache", "gconv-modules"];
 
-pub fn add(
-    planner: &mut Planner,
-    symbols: &mut SymbolCache,
-    choice: GconvChoice,
-) -> Result<(), PlanError> {
-    let Some(dir) = libc_path(planner).and_then(|libc| libc.parent().map(|d| d.join("gconv")))
+/// The gconv modules `choice` asks for, beside libc: the `.so` files as ELF objects
+/// (some load libraries of their own), the configuration as it is.
+pub fn additions(view: &PlanView, symbols: &mut SymbolCache, choice: GconvChoice) -> Vec<Addition> {
+    let Some(dir) = view
+        .libc_path()
+        .and_then(|libc| libc.parent().map(|d| d.join("gconv")))
     else {
-        return Ok(());
+        return Vec::new();
     };
-    let Ok(host_dir) = planner.root().resolve(&dir) else {
-        return Ok(());
+    let Ok(host_dir) = view.root.resolve(&dir) else {
+        return Vec::new();
     };
     if !host_dir.is_dir() {
-        return Ok(());
+        return Vec::new();
     }
     let reason = match choice {
-        GconvChoice::Off => return Ok(()),
+        GconvChoice::Off => return Vec::new(),
         GconvChoice::All => "gconv module (--gconv)".to_string(),
         GconvChoice::Detect => {
-            let objects = loaded_objects(planner);
+            let objects = view.loaded_objects();
             let Some((importer, _)) = symbols.first_importer(&objects, &["iconv_open"]) else {
-                return Ok(());
+                return Vec::new();
             };
-            format!(
-                "gconv module for iconv_open in {}",
-                shown(planner, &importer)
-            )
+            format!("gconv module for iconv_open in {}", view.shown(&importer))
         }
     };
     let mut files: Vec<PathBuf> = Vec::new();
     if choice == GconvChoice::All {
         for item in walkdir::WalkDir::new(&host_dir).sort_by_file_name() {
             let Ok(item) = item else { continue };
-            if let Some(inside) = planner.root().inside(item.path()) {
+            if let Some(inside) = view.root.inside(item.path()) {
                 if !item.file_type().is_dir() {
                     files.push(inside);
                 }
@@ -60,29 +58,23 @@ pub fn add(
         if let Some(config) = CONFIGURATION
             .iter()
             .map(|name| dir.join(name))
-            .find(|path| {
-                planner
-                    .root()
-                    .resolve(path)
-                    .is_ok_and(|host| host.is_file())
-            })
+            .find(|path| view.root.resolve(path).is_ok_and(|host| host.is_file()))
         {
             files.push(config);
         }
         files.extend(UNICODE_MODULES.iter().map(|name| dir.join(name)));
     }
-    for file in files {
-        let Ok(host) = planner.root().resolve(&file) else {
-            continue;
-        };
-        if !host.exists() {
-            continue;
-        }
-        if file.extension().is_some_and(|e| e == "so") && crate::plan::is_elf(&host) {
-            planner.resolve_and_copy(Path::new(&file), &reason)?;
-        } else {
-            planner.tree.copy_path(&file, &reason)?;
-        }
-    }
-    Ok(())
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let host = view.root.resolve(&file).ok().filter(|host| host.exists())?;
+            Some(
+                if file.extension().is_some_and(|e| e == "so") && is_elf(&host) {
+                    Addition::elf(file, reason.clone())
+                } else {
+                    Addition::root_file(file, reason.clone())
+                },
+            )
+        })
+        .collect()
 }

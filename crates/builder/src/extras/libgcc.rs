@@ -3,8 +3,8 @@
 //! `backtrace`. No DT_NEEDED names it, so a program that reaches those calls dies
 //! with "libgcc_s.so.1 must be installed for pthread_exit to work" unless it is there.
 
-use super::{find_beside_libc, loaded_objects, shown};
-use crate::plan::{PlanError, Planner};
+use super::PlanView;
+use crate::addition::Addition;
 use crate::symbols::SymbolCache;
 
 /// The libc calls that make glibc dlopen `libgcc_s.so.1`.
@@ -12,18 +12,18 @@ const LOADS_LIBGCC: &[&str] = &["pthread_exit", "pthread_cancel", "backtrace"];
 
 const LIBGCC: &str = "libgcc_s.so.1";
 
-pub fn add(planner: &mut Planner, symbols: &mut SymbolCache) -> Result<(), PlanError> {
-    let objects = loaded_objects(planner);
+/// `libgcc_s.so.1`, when a loaded object calls what makes libc load it.
+pub fn additions(view: &PlanView, symbols: &mut SymbolCache) -> Vec<Addition> {
+    let objects = view.loaded_objects();
     let Some((importer, call)) = symbols.first_importer(&objects, LOADS_LIBGCC) else {
-        return Ok(());
+        return Vec::new();
     };
-    let Some(library) = find_beside_libc(planner, LIBGCC) else {
-        return Ok(());
+    let Some(library) = view.find_beside_libc(LIBGCC) else {
+        return Vec::new();
     };
     let reason = format!(
         "{LIBGCC}: loaded by libc for {call} in {}",
-        shown(planner, &importer)
+        view.shown(&importer)
     );
-    planner.resolve_and_copy(&library, &reason)?;
-    Ok(())
+    vec![Addition::elf(library, reason)]
 }

@@ -8,10 +8,9 @@
 //! `files` and `dns` are built into glibc since 2.34; their modules are copied only
 //! for an older libc, one that lacks the built-in `_nss_files_*` functions.
 
-use super::{find_beside_libc, libc_path};
-use crate::plan::{PlanError, Planner};
+use super::{ExtraError, PlanView};
+use crate::addition::Addition;
 use crate::symbols::SymbolCache;
-use std::path::Path;
 
 const NSSWITCH: &str = "/etc/nsswitch.conf";
 
@@ -87,8 +86,9 @@ pub fn image_nsswitch(text: &str) -> String {
     out
 }
 
-pub fn add(planner: &mut Planner, symbols: &mut SymbolCache) -> Result<(), PlanError> {
-    let (text, reason) = match planner.read_config(NSSWITCH)? {
+/// The image's nsswitch.conf and the modules of the services it names.
+pub fn additions(view: &PlanView, symbols: &mut SymbolCache) -> Result<Vec<Addition>, ExtraError> {
+    let (text, reason) = match view.read_config(NSSWITCH)? {
         Some(text) => (
             image_nsswitch(&text),
             "NSS configuration: the root's, without daemon-backed services".to_string(),
@@ -98,10 +98,10 @@ pub fn add(planner: &mut Planner, symbols: &mut SymbolCache) -> Result<(), PlanE
             "NSS configuration: glibc defaults".to_string(),
         ),
     };
-    let libc = libc_path(planner);
+    let libc = view.libc_path();
     let builtin = libc
         .as_ref()
-        .and_then(|libc| planner.root().resolve(libc).ok())
+        .and_then(|libc| view.root.resolve(libc).ok())
         .is_some_and(|libc| {
             let exports = &symbols.get(&libc).exports;
             exports.contains("_nss_files_getpwnam_r")
@@ -118,21 +118,27 @@ pub fn add(planner: &mut Planner, symbols: &mut SymbolCache) -> Result<(), PlanE
             }
         }
     }
-    planner
-        .tree
-        .add_generated(Path::new(NSSWITCH), text.into_bytes(), 0o644, &reason)?;
+    let mut additions = vec![Addition::generated(
+        NSSWITCH,
+        text.into_bytes(),
+        0o644,
+        reason,
+    )];
     // Modules are only loaded by a dynamically linked libc.
     if libc.is_none() {
-        return Ok(());
+        return Ok(additions);
     }
     for service in names {
         let module = format!("libnss_{service}.so.2");
         // A service whose module is not installed is skipped by libc too.
-        if let Some(path) = find_beside_libc(planner, &module) {
-            planner.resolve_and_copy(&path, &format!("NSS module for service `{service}`"))?;
+        if let Some(path) = view.find_beside_libc(&module) {
+            additions.push(Addition::elf(
+                path,
+                format!("NSS module for service `{service}`"),
+            ));
         }
     }
-    Ok(())
+    Ok(additions)
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! They read `/usr/share/terminfo/x/xterm` (or a sibling directory) for `$TERM` at
 //! start; without an entry `top` and friends refuse to run.
 
-use crate::plan::{PlanError, Planner};
+use super::PlanView;
+use crate::addition::Addition;
+use crate::resolve::Resolution;
 use std::path::{Path, PathBuf};
 
 /// Terminals common enough to expect: consoles, xterm-likes and multiplexers.
@@ -33,34 +35,29 @@ fn is_terminal_library(name: &str) -> bool {
 }
 
 /// The first program that links a terminal library, as a path inside the root.
-fn terminal_program(planner: &Planner) -> Option<PathBuf> {
-    planner
-        .objects
+fn terminal_program(objects: &[Resolution]) -> Option<PathBuf> {
+    objects
         .iter()
         .find(|r| r.libraries.iter().any(|l| is_terminal_library(&l.name)))
         .map(|r| r.program.clone())
 }
 
-pub fn add(planner: &mut Planner) -> Result<(), PlanError> {
-    let Some(program) = terminal_program(planner) else {
-        return Ok(());
+/// The root's entries for the common [`TERMINALS`], when a program reads terminfo.
+pub fn additions(view: &PlanView) -> Vec<Addition> {
+    let Some(program) = terminal_program(view.objects) else {
+        return Vec::new();
     };
     let reason = format!("terminfo entry for {}", program.display());
-    for terminal in TERMINALS {
-        let first = terminal.chars().next().unwrap_or('x');
-        let found = TERMINFO_DIRS
-            .iter()
-            .map(|dir| Path::new(dir).join(first.to_string()).join(terminal))
-            .find(|entry| {
-                planner
-                    .root()
-                    .resolve(entry)
-                    .is_ok_and(|host| host.is_file())
-            });
+    TERMINALS
+        .iter()
+        .filter_map(|terminal| {
+            let first = terminal.chars().next().unwrap_or('x');
+            TERMINFO_DIRS
+                .iter()
+                .map(|dir| Path::new(dir).join(first.to_string()).join(terminal))
+                .find(|entry| view.root.resolve(entry).is_ok_and(|host| host.is_file()))
+        })
         // A terminal the root has no entry for is left out, as on the host.
-        if let Some(entry) = found {
-            planner.tree.copy_path(&entry, &reason)?;
-        }
-    }
-    Ok(())
+        .map(|entry| Addition::root_file(entry, reason.clone()))
+        .collect()
 }

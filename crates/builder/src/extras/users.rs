@@ -4,7 +4,8 @@
 //! A `--user` known to the root's passwd keeps its uid, gid, home and shell there;
 //! an unknown name gets the first free uid from 1000 and a group of its own.
 
-use crate::plan::{PlanError, Planner};
+use super::{ExtraError, PlanView};
+use crate::addition::Addition;
 use std::path::Path;
 
 const HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
@@ -118,27 +119,28 @@ fn passwd_and_group(
     (passwd, group)
 }
 
-pub fn add(planner: &mut Planner, extra: &[String]) -> Result<(), PlanError> {
-    let read = |path: &str| Ok::<_, PlanError>(planner.read_config(path)?.unwrap_or_default());
+/// /etc/passwd, /etc/group, /etc/hosts and root's home directory.
+pub fn additions(view: &PlanView, extra: &[String]) -> Result<Vec<Addition>, ExtraError> {
+    let read = |path: &str| Ok::<_, ExtraError>(view.read_config(path)?.unwrap_or_default());
     let (host_passwd, host_group) = (read("/etc/passwd")?, read("/etc/group")?);
     // root's shell: a shell in the image if there is one, else the conventional one.
     let shell = ["/bin/bash", "/usr/bin/bash", "/bin/sh", "/usr/bin/sh"]
         .into_iter()
-        .find(|s| planner.tree.contains(Path::new(s)))
+        .find(|s| view.tree.contains(Path::new(s)))
         .unwrap_or("/bin/sh");
     let (passwd, group) = passwd_and_group(extra, &host_passwd, &host_group, shell);
     let reason = "users and groups: root, nobody and --user";
-    let tree = &mut planner.tree;
-    tree.add_generated(Path::new("/etc/passwd"), passwd.into_bytes(), 0o644, reason)?;
-    tree.add_generated(Path::new("/etc/group"), group.into_bytes(), 0o644, reason)?;
-    tree.add_generated(
-        Path::new("/etc/hosts"),
-        HOSTS.as_bytes().to_vec(),
-        0o644,
-        "host names: localhost",
-    )?;
-    tree.ensure_dir(Path::new("/root"), 0o700, "root's home directory")?;
-    Ok(())
+    Ok(vec![
+        Addition::generated("/etc/passwd", passwd.into_bytes(), 0o644, reason),
+        Addition::generated("/etc/group", group.into_bytes(), 0o644, reason),
+        Addition::generated(
+            "/etc/hosts",
+            HOSTS.as_bytes().to_vec(),
+            0o644,
+            "host names: localhost",
+        ),
+        Addition::directory("/root", 0o700, "root's home directory"),
+    ])
 }
 
 #[cfg(test)]
