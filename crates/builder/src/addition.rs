@@ -1,5 +1,5 @@
 //! What a source other than the programs puts in the image: the extras, `--add`, and
-//! later tracing. Each source hands a list of [`Addition`]s to the plan's one door,
+//! the probes of `--trace`. Each source hands a list of [`Addition`]s to the plan's one door,
 //! [`Planner::add`](crate::plan::Planner::add), which applies them in order; no source
 //! reaches into the plan itself.
 
@@ -34,6 +34,14 @@ pub enum AdditionKind {
     Generated { bytes: Vec<u8>, mode: u32 },
     /// A directory: the root's, if it has one there, else made with `mode`.
     Directory { mode: u32 },
+    /// A host path a probe used, at the same path in the image and as it is on the host
+    /// (a symlink kept, a directory not entered). It yields: a path the plan has already
+    /// stays as planned, and a later addition of another kind takes the path over. A
+    /// file the probe ran (`executed`) is resolved as a program named to `--bins` is
+    /// (a script brings its interpreter); another ELF file brings what the loader loads
+    /// for it. Either way a library the resolver does not find is left out with a
+    /// warning, not an error: the program ran, or may only have been looked at.
+    Traced { executed: bool },
 }
 
 impl Addition {
@@ -66,6 +74,11 @@ impl Addition {
 
     pub fn directory(path: impl Into<PathBuf>, mode: u32, reason: impl Into<String>) -> Addition {
         Addition::new(path, reason, AdditionKind::Directory { mode })
+    }
+
+    /// A host path a probe used (see [`AdditionKind::Traced`]).
+    pub fn traced(path: impl Into<PathBuf>, executed: bool, reason: impl Into<String>) -> Addition {
+        Addition::new(path, reason, AdditionKind::Traced { executed })
     }
 
     fn new(path: impl Into<PathBuf>, reason: impl Into<String>, kind: AdditionKind) -> Addition {

@@ -129,6 +129,11 @@ impl ImageTree {
         self.entries.contains_key(&key(inside))
     }
 
+    /// Takes `inside` out of the plan (an entry another addition takes over).
+    pub fn remove(&mut self, inside: &Path) -> Option<PlannedEntry> {
+        self.entries.remove(&key(inside))
+    }
+
     /// Whether `inside` is planned as a directory.
     pub fn is_dir(&self, inside: &Path) -> bool {
         matches!(

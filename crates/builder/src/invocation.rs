@@ -43,7 +43,7 @@ pub enum SpecSource {
     /// A recipe file (`-f`).
     Recipe(PathBuf),
     /// The flags that describe the image.
-    Flags(ImageFlags),
+    Flags(Box<ImageFlags>),
 }
 
 /// What to do with the plan.
@@ -201,6 +201,11 @@ impl PlannedImage {
         &self.request.outside_sysroot
     }
 
+    /// Probes that failed and were kept (`--trace-allow-fail`), for the warnings.
+    pub fn failed_probes(&self) -> &[crate::traced::ProbeFailure] {
+        &self.plan.failed_probes
+    }
+
     /// Programs found by name outside the image's PATH, for the warnings.
     pub fn off_path(&self) -> &[crate::plan::OffPath] {
         &self.plan.off_path
@@ -261,10 +266,10 @@ mod tests {
     }
 
     fn flags(bins: &[&str]) -> SpecSource {
-        SpecSource::Flags(ImageFlags {
+        SpecSource::Flags(Box::new(ImageFlags {
             bins: bins.iter().map(|b| b.to_string()).collect(),
             ..ImageFlags::default()
-        })
+        }))
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! [`copy`] (the image tree; symlink chains, merged-/usr links, hard links),
 //! [`loader_cache`] (the image's own ld.so.cache), [`symbols`] (dynamic symbols, for the
 //! extras), [`extras`] (what the loader does not name: NSS, users, libgcc_s, terminfo,
-//! gconv), [`addition`] (what any source but the programs hands the plan), [`plan`],
+//! gconv), [`trace`] (watching a probe run once in a sandbox) and [`traced`] (what the
+//! probes of `--trace` add), [`addition`] (what any source but the programs hands the
+//! plan), [`plan`],
 //! [`image`] (entries and manifest, then the writer: a root filesystem, or an OCI image
 //! through [`mkroot_common::oci::write`]) and [`report`] (`--dry-run --json`,
 //! `--explain`).
@@ -50,3 +52,4 @@ pub mod report;
 pub mod request;
 pub mod symbols;
 pub mod trace;
+pub mod traced;

@@ -7,6 +7,7 @@ use mkroot_builder::invocation::{
     Action, Invocation, InvocationError, Outcome, PlannedImage, SpecSource,
 };
 use mkroot_builder::request::{ImageFlags, OutputFormat};
+use mkroot_builder::trace::TraceNet;
 use mkroot_common::partial::PartialOutput;
 use mkroot_common::usage::{report_clap_error, single_line};
 use std::io::IsTerminal;
@@ -22,6 +23,8 @@ Examples:
       a program with the tree it reads at run time
   mkroot --bins nginx --format oci --tag web:1 --env LANG=C.UTF-8 -o web.oci.tar
       an OCI image: skopeo, podman load and docker load take it
+  mkroot --bins python3 --trace 'python3 -c \"import json, sqlite3\"' -o py.tgz
+      watch a probe run once on the host (sandboxed) and add the files it used
   mkroot --bins curl --dry-run --explain
       what would go in, and why
   mkroot -f image.toml
@@ -31,7 +34,9 @@ Examples:
 
 Recipe keys (TOML): programs, [[files]] host/image, users, cmd, entrypoint, env (a
 table), workdir, user (runs as), tag, [output] path/format, [extras] nss/terminfo/
-libgcc/gconv, sysroot, allow_missing. Relative paths are the recipe's directory's.
+libgcc/gconv, sysroot, allow_missing, trace (probes), [tracing] timeout/net/exclude/
+allow_fail. Relative paths, and the probes' working directory, are the recipe's
+directory's.
 
 SOURCE_DATE_EPOCH sets every timestamp (default 0): the same inputs give the same bytes.";
 
@@ -58,7 +63,8 @@ struct Args {
     /// Build from a recipe file (TOML); flags that describe the image conflict with it.
     #[arg(short = 'f', long = "file", value_name = "RECIPE", conflicts_with_all = [
         "bins", "adds", "cmd", "sysroot", "allow_missing", "users", "no_nss", "no_terminfo",
-        "no_libgcc", "gconv", "no_gconv", "env", "workdir", "entrypoint", "run_as"
+        "no_libgcc", "gconv", "no_gconv", "env", "workdir", "entrypoint", "run_as",
+        "traces", "trace_timeout", "trace_net", "trace_exclude", "trace_allow_fail"
     ])]
     recipe: Option<PathBuf>,
     /// With -f: check IMAGE against the recipe; exit 0 if it matches, 1 if it differs.
@@ -127,6 +133,22 @@ struct Args {
     /// No gconv modules.
     #[arg(long)]
     no_gconv: bool,
+    /// Run CMD once on the host in a sandbox (`/bin/sh -c CMD`, the host read-only,
+    /// no network) and add every file it and its children used (repeatable).
+    #[arg(long = "trace", value_name = "CMD")]
+    traces: Vec<String>,
+    /// Kill a probe after this long: seconds, `90s` or `2m` [default: 120].
+    #[arg(long, value_name = "TIME")]
+    trace_timeout: Option<String>,
+    /// The network a probe sees: none (only loopback) or the host's.
+    #[arg(long, value_enum, value_name = "NET", default_value = "none")]
+    trace_net: TraceNet,
+    /// Leave out host paths that match GLOB (`*` within a name, `**` across; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    trace_exclude: Vec<String>,
+    /// Keep going when a probe exits non-zero: add what it used, with a warning.
+    #[arg(long)]
+    trace_allow_fail: bool,
 }
 
 /// Documentation generated from this command line, for packagers.
@@ -175,7 +197,7 @@ fn invocation(args: Args) -> Invocation {
     };
     let source = match args.recipe {
         Some(path) => SpecSource::Recipe(path),
-        None => SpecSource::Flags(ImageFlags {
+        None => SpecSource::Flags(Box::new(ImageFlags {
             bins: args.bins,
             adds: args.adds,
             cmd: args.cmd,
@@ -191,7 +213,12 @@ fn invocation(args: Args) -> Invocation {
             no_libgcc: args.no_libgcc,
             gconv: args.gconv,
             no_gconv: args.no_gconv,
-        }),
+            traces: args.traces,
+            trace_timeout: args.trace_timeout,
+            trace_net: args.trace_net,
+            trace_exclude: args.trace_exclude,
+            trace_allow_fail: args.trace_allow_fail,
+        })),
     };
     Invocation {
         source,
@@ -212,6 +239,7 @@ fn run(args: Args, made: &PartialOutput) -> Result<ExitCode, Failure> {
         warn_left_out(&image);
         warn_off_path(&image);
         warn_outside_sysroot(&image);
+        warn_failed_probes(&image);
     }
     if let Some(tree) = invocation.explanation(&image) {
         print_stdout(&tree)?;
@@ -232,6 +260,18 @@ fn warn_left_out(image: &PlannedImage) {
             "mkroot: warning: {}: needs {}, not found; left out (--allow-missing)",
             missing.needed_by.display(),
             missing.name
+        );
+    }
+}
+
+/// Warns about the probes that failed and were kept anyway: what they used went in,
+/// but a probe that stopped early may have used less than the program needs.
+fn warn_failed_probes(image: &PlannedImage) {
+    for failed in image.failed_probes() {
+        let words = (failed.last_words.as_ref()).map_or(String::new(), |w| format!(" ({w})"));
+        eprintln!(
+            "mkroot: warning: the probe `{}` exited with status {}{words}; what it used before that went in (--trace-allow-fail)",
+            failed.command, failed.status
         );
     }
 }

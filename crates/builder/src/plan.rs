@@ -3,7 +3,8 @@
 //! [`Plan::build`] runs the planning steps in order: find the programs (following
 //! scripts to their interpreters) and resolve each as the loader would, copying what it
 //! loads; then everything else through one door, [`Planner::add`]: the `--add` trees
-//! (their ELF files resolved too), the extras the loader does not name
+//! (their ELF files resolved too), what the `--trace` probes used ([`crate::traced`]:
+//! before the extras, which then see the traced libraries too), the extras the loader does not name
 //! ([`crate::extras`], one after the other, each reading a [`PlanView`] of the plan so
 //! far), the mount points, and the image's own loader cache. Nothing is written here;
 //! [`crate::image`] writes a plan.
@@ -17,6 +18,9 @@ use crate::request::{AddSpec, BuildRequest};
 use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
 use crate::search::Abi;
 use crate::symbols::SymbolCache;
+use crate::trace::TraceError;
+use crate::traced::{self, ProbeFailure};
+use mkroot_common::host_file::is_content;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -66,6 +70,8 @@ pub enum PlanError {
     LoaderCache { path: PathBuf, reason: String },
     #[error(transparent)]
     Extra(#[from] ExtraError),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     #[error("--bins: no programs given; name at least one, like --bins bash")]
     NoPrograms,
     #[error("{host}: a file cannot be the image root `/`; add it at a path under it, like {}:/NAME", host.display())]
@@ -112,6 +118,8 @@ pub struct Plan {
     /// script) that were found in a directory the image's PATH lacks: inside, the same
     /// name finds nothing.
     pub off_path: Vec<OffPath>,
+    /// Probes that exited non-zero, kept with `--trace-allow-fail`.
+    pub failed_probes: Vec<ProbeFailure>,
 }
 
 /// The image's command. OCI splits it in two: `Entrypoint` (fixed) and `Cmd` (the
@@ -184,6 +192,8 @@ pub struct Planner {
     missing: Vec<MissingLibrary>,
     off_path: Vec<OffPath>,
     allow_missing: bool,
+    /// Image paths planned by a trace, which a later addition may take over.
+    traced: HashSet<PathBuf>,
 }
 
 impl Plan {
@@ -200,6 +210,10 @@ impl Plan {
         }
         for add in &request.adds {
             planner.add_tree(add)?;
+        }
+        let probes = traced::run(&request.trace, &request.env)?;
+        for probe in &probes {
+            planner.add(traced::additions(probe))?;
         }
         let mut symbols = SymbolCache::default();
         for extra in extras::enabled(&request.extras) {
@@ -232,6 +246,7 @@ impl Plan {
             tree: planner.tree,
             missing: planner.missing,
             off_path: planner.off_path,
+            failed_probes: probes.into_iter().filter_map(|p| p.failure).collect(),
         })
     }
 }
@@ -290,6 +305,7 @@ impl Planner {
             missing: Vec::new(),
             off_path: Vec::new(),
             allow_missing,
+            traced: HashSet::new(),
         })
     }
 
@@ -317,6 +333,12 @@ impl Planner {
     /// first reason; one planned as something else is an error.
     pub fn add(&mut self, additions: impl IntoIterator<Item = Addition>) -> Result<(), PlanError> {
         for Addition { path, reason, kind } in additions {
+            if !matches!(
+                kind,
+                AdditionKind::Traced { .. } | AdditionKind::Directory { .. }
+            ) {
+                self.take_over_traced(&path);
+            }
             match kind {
                 AdditionKind::Elf => {
                     self.resolve_object(&path, &path, Object::Copied(&reason))?;
@@ -331,9 +353,72 @@ impl Planner {
                 AdditionKind::Directory { mode } => {
                     self.tree.ensure_dir(&path, mode, &reason)?;
                 }
+                AdditionKind::Traced { executed } => self.add_traced(&path, executed, &reason)?,
             }
         }
         Ok(())
+    }
+
+    /// A path a trace planned gives way to an addition of another kind: the file mkroot
+    /// makes (`/etc/passwd`) or names for a reason of its own wins over the host's copy
+    /// a probe happened to read.
+    fn take_over_traced(&mut self, path: &Path) {
+        let path = programs::normalize(path);
+        if self.traced.remove(&path) {
+            self.tree.remove(&path);
+        }
+    }
+
+    /// A host path a probe used (see [`AdditionKind::Traced`]).
+    fn add_traced(&mut self, path: &Path, executed: bool, reason: &str) -> Result<(), PlanError> {
+        let path = programs::normalize(path);
+        // The root is there already; what the plan has stays as planned.
+        if path == Path::new("/") || self.tree.contains(&path) {
+            return Ok(());
+        }
+        // Gone since the probe ran, or a socket or fifo it talked to: not image content.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return Ok(());
+        };
+        if !is_content(&meta.file_type()) {
+            return Ok(());
+        }
+        if executed && meta.is_file() && self.is_program(&path) {
+            return self.leniently(|planner| {
+                planner.add_program(&path, reason, programs::DEFAULT_PATH, 0)
+            });
+        }
+        let at = self.placed(&path)?;
+        self.tree.add_host_entry(&path, &at, reason)?;
+        self.traced.insert(at);
+        if !meta.is_file() || !is_elf(&path) {
+            return Ok(());
+        }
+        // An object file, a debug file or a foreign one is copied all the same; only
+        // what the loader could load has libraries to bring.
+        match self.leniently(|planner| planner.resolve_object(&path, &path, Object::Placed(reason)))
+        {
+            Err(PlanError::NotElf { .. } | PlanError::Malformed { .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Whether the root's `inside` is what `--bins` takes: a script or an ELF file.
+    fn is_program(&self, inside: &Path) -> bool {
+        matches!(programs::read_shebang(self.root(), inside), Ok(Some(_)))
+            || self.root().resolve(inside).is_ok_and(|host| is_elf(&host))
+    }
+
+    /// Runs `add` with libraries the resolver does not find left out and warned about,
+    /// not stopping the build: for what a probe used, the run itself showed what loads.
+    fn leniently<T>(
+        &mut self,
+        add: impl FnOnce(&mut Planner) -> Result<T, PlanError>,
+    ) -> Result<T, PlanError> {
+        let strict = std::mem::replace(&mut self.allow_missing, true);
+        let result = add(self);
+        self.allow_missing = strict;
+        result
     }
 
     /// A host file, symlink or directory as it is at the image path `at` (its parent
@@ -713,6 +798,65 @@ mod tests {
             &planner,
             "traced by sh -c true (its libraries)"
         ));
+    }
+
+    #[test]
+    fn a_traced_path_yields_to_the_plan_and_to_what_mkroot_makes() {
+        let mut planner = Planner::new(Path::new("/"), false).unwrap();
+        planner.add([Addition::elf("/bin/sh", "program")]).unwrap();
+        let shell = planner
+            .tree()
+            .entries()
+            .keys()
+            .find(|k| k.ends_with("bin/dash"));
+        let shell = format!("/{}", shell.expect("/bin/sh is dash here"));
+        planner
+            .add([
+                Addition::traced(&shell, true, "traced by sh"),
+                Addition::traced("/etc/os-release", false, "traced by sh"),
+                Addition::traced("/etc/passwd", false, "traced by sh"),
+            ])
+            .unwrap();
+        // What the plan had keeps its reason; a new path takes the probe's.
+        assert_eq!(reason(&planner, &shell[1..]), "program");
+        assert_eq!(reason(&planner, "etc/os-release"), "traced by sh");
+        assert!(matches!(
+            kind(&planner, "etc/passwd"),
+            PlannedKind::File { .. }
+        ));
+        // The users extra's own /etc/passwd takes the host's copy's place.
+        planner
+            .add([Addition::generated(
+                "/etc/passwd",
+                b"root:x:0:0::/root:/bin/sh\n".to_vec(),
+                0o644,
+                "users",
+            )])
+            .unwrap();
+        assert!(matches!(
+            kind(&planner, "etc/passwd"),
+            PlannedKind::Generated(_)
+        ));
+    }
+
+    #[test]
+    fn a_traced_program_is_resolved_and_a_traced_object_file_is_only_copied() {
+        let mut planner = Planner::new(Path::new("/"), false).unwrap();
+        let ls = std::fs::canonicalize("/bin/ls").unwrap();
+        let crt = Path::new("/usr/lib/x86_64-linux-gnu/crt1.o");
+        let mut additions = vec![Addition::traced(&ls, true, "traced by ls")];
+        if crt.exists() {
+            additions.push(Addition::traced(crt, false, "traced by cc"));
+        }
+        planner.add(additions).unwrap();
+        assert_eq!(planner.programs.len(), 1);
+        assert!(has_file_for(
+            &planner,
+            &format!("libc.so.6 loaded for {}", ls.display())
+        ));
+        if crt.exists() {
+            assert!(planner.tree().contains(crt));
+        }
     }
 
     #[test]

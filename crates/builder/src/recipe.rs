@@ -14,6 +14,13 @@
 //! host = "greeting.txt"                          # relative to this file
 //! image = "/etc/greeting"
 //!
+//! trace = ["cat /etc/greeting"]                  # probes, run in this file's directory
+//! [tracing]                                      # how they run (all optional)
+//! timeout = 120                                  # seconds
+//! net = "none"                                   # or "host"
+//! exclude = ["/usr/share/locale/**"]
+//! allow_fail = false
+//!
 //! [output]
 //! path = "hello.oci.tar"                         # relative to this file
 //! format = "oci"                                 # or "rootfs"
@@ -26,8 +33,10 @@
 use crate::extras::{Extras, GconvChoice};
 use crate::programs::normalize;
 use crate::request::{
-    is_user_name, split_command, AddSpec, BuildRequest, OciSettings, OutputFormat,
+    check_trace, is_user_name, split_command, AddSpec, BuildRequest, OciSettings, OutputFormat,
+    TraceRequest,
 };
+use crate::trace::{self, TraceNet};
 use mkroot_common::host_file::read_regular_to_string;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -58,6 +67,22 @@ pub struct Recipe {
     pub allow_missing: bool,
     #[serde(default)]
     pub extras: RecipeExtras,
+    /// Probes, as `--trace` takes them.
+    #[serde(default)]
+    pub trace: Vec<String>,
+    #[serde(default)]
+    pub tracing: RecipeTracing,
+}
+
+/// How the recipe's probes run, as the `--trace-*` flags say it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecipeTracing {
+    /// Seconds.
+    pub timeout: Option<u64>,
+    pub net: TraceNet,
+    pub exclude: Vec<String>,
+    pub allow_fail: bool,
 }
 
 /// A command as an argv array, or one string split as a shell would.
@@ -236,9 +261,28 @@ impl Recipe {
                 format!("{user:?} is not a user name; use letters, digits, `-` and `_`"),
             ));
         }
-        Ok(BuildRequest {
+        let timeout = match self.tracing.timeout {
+            Some(0) => {
+                return Err(field(
+                    "tracing.timeout",
+                    "0 s; give seconds, like 120".into(),
+                ))
+            }
+            Some(seconds) => std::time::Duration::from_secs(seconds),
+            None => trace::DEFAULT_TIMEOUT,
+        };
+        let request = BuildRequest {
             bins,
             adds,
+            trace: TraceRequest {
+                probes: self.trace.clone(),
+                // Probes run where the recipe is, as its relative paths are taken.
+                cwd: std::path::absolute(&base).unwrap_or(base.clone()),
+                timeout,
+                net: self.tracing.net,
+                exclude: self.tracing.exclude.clone(),
+                allow_fail: self.tracing.allow_fail,
+            },
             allow_missing: self.allow_missing,
             extras: Extras {
                 nss: self.extras.nss,
@@ -260,7 +304,9 @@ impl Recipe {
             format: self.output.as_ref().and_then(|o| o.format),
             outside_sysroot,
             ..BuildRequest::in_root(sysroot.as_deref())
-        })
+        };
+        check_trace(&request).map_err(|e| field("trace", e.to_string()))?;
+        Ok(request)
     }
 
     /// Where the recipe writes its image: `[output] path`, under the recipe's directory.

@@ -9,7 +9,9 @@
 
 use crate::extras::{Extras, GconvChoice};
 use crate::programs;
+use crate::trace::{self, TraceNet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A checked build request.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct BuildRequest {
     pub adds: Vec<AddSpec>,
     pub allow_missing: bool,
     pub extras: Extras,
+    /// `--trace` probes, run on the host to find the files the programs use.
+    pub trace: TraceRequest,
     /// `--cmd`, split into argv; `None` for the default (the first program).
     pub cmd: Option<Vec<String>>,
     /// `--entrypoint`, split into argv; empty when not given.
@@ -37,6 +41,35 @@ pub struct BuildRequest {
     /// Host files a recipe with a sysroot adds from outside it, for a warning: they go
     /// in as they are on this host, not as the sysroot has them.
     pub outside_sysroot: Vec<PathBuf>,
+}
+
+/// The probes to trace and how they run (`--trace CMD`, `--trace-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceRequest {
+    /// Shell command lines, each run as `/bin/sh -c CMD`; none empty.
+    pub probes: Vec<String>,
+    /// The probes' working directory: the caller's, or a recipe's directory.
+    pub cwd: PathBuf,
+    /// Each probe's time limit.
+    pub timeout: Duration,
+    pub net: TraceNet,
+    /// Globs of host paths left out of what the probes used.
+    pub exclude: Vec<String>,
+    /// A probe that exits non-zero still adds what it used, with a warning.
+    pub allow_fail: bool,
+}
+
+impl Default for TraceRequest {
+    fn default() -> TraceRequest {
+        TraceRequest {
+            probes: Vec::new(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            timeout: trace::DEFAULT_TIMEOUT,
+            net: TraceNet::None,
+            exclude: Vec::new(),
+            allow_fail: false,
+        }
+    }
 }
 
 /// Settings only an OCI image config carries.
@@ -93,6 +126,12 @@ pub enum RequestError {
     BadUser(String),
     #[error("--add {0:?}: no host path; write --add HOST or --add HOST:IMAGE")]
     BadAdd(String),
+    #[error("--trace: an empty command; give the command line to watch, like --trace 'python3 -c \"import json\"'")]
+    EmptyTrace,
+    #[error("--trace runs the host's programs, and --sysroot builds from another root; trace on the system the programs belong to, or use --add")]
+    TraceWithSysroot,
+    #[error("--trace-timeout {0:?}: not a duration; write seconds, like 120, 90s or 2m")]
+    BadTraceTimeout(String),
     /// `--cmd` or `--entrypoint` that does not split into words.
     #[error("{flag}: {source}")]
     BadCommand {
@@ -119,6 +158,7 @@ impl BuildRequest {
             adds: Vec::new(),
             allow_missing: false,
             extras: Extras::default(),
+            trace: TraceRequest::default(),
             cmd: None,
             entrypoint: Vec::new(),
             env: Vec::new(),
@@ -152,6 +192,13 @@ pub struct ImageFlags {
     /// Every gconv module, not only those detected.
     pub gconv: bool,
     pub no_gconv: bool,
+    /// `--trace CMD` (repeatable).
+    pub traces: Vec<String>,
+    /// `--trace-timeout`, as written.
+    pub trace_timeout: Option<String>,
+    pub trace_net: TraceNet,
+    pub trace_exclude: Vec<String>,
+    pub trace_allow_fail: bool,
 }
 
 impl ImageFlags {
@@ -177,10 +224,29 @@ impl ImageFlags {
             },
             allow_missing: self.allow_missing,
             extras: self.extras(),
+            trace: self.trace()?,
             ..BuildRequest::in_root(self.sysroot.as_deref())
         };
         check_run_settings(&request.env, request.oci.workdir.as_deref())?;
+        check_trace(&request)?;
         Ok(request)
+    }
+
+    fn trace(&self) -> Result<TraceRequest, RequestError> {
+        let timeout = match &self.trace_timeout {
+            Some(text) => {
+                parse_timeout(text).ok_or_else(|| RequestError::BadTraceTimeout(text.clone()))?
+            }
+            None => trace::DEFAULT_TIMEOUT,
+        };
+        Ok(TraceRequest {
+            probes: self.traces.clone(),
+            timeout,
+            net: self.trace_net,
+            exclude: self.trace_exclude.clone(),
+            allow_fail: self.trace_allow_fail,
+            ..TraceRequest::default()
+        })
     }
 
     /// User names go into /etc/passwd lines, and `--add` needs a host path.
@@ -233,6 +299,29 @@ fn check_run_settings(env: &[String], workdir: Option<&str>) -> Result<(), Reque
         Some(dir) if !dir.starts_with('/') => Err(RequestError::BadWorkdir(dir.to_string())),
         _ => Ok(()),
     }
+}
+
+/// Probes need a command, and name the host's files: they cannot describe a sysroot.
+pub fn check_trace(request: &BuildRequest) -> Result<(), RequestError> {
+    if request.trace.probes.iter().any(|p| p.trim().is_empty()) {
+        return Err(RequestError::EmptyTrace);
+    }
+    if !request.trace.probes.is_empty() && request.root != Path::new("/") {
+        return Err(RequestError::TraceWithSysroot);
+    }
+    Ok(())
+}
+
+/// A time limit as seconds (`120`, `90s`) or minutes (`2m`), more than zero.
+pub fn parse_timeout(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (text.strip_suffix('s').unwrap_or(text), 1),
+    };
+    let seconds: u64 = number.parse().ok()?;
+    let seconds = seconds.checked_mul(unit).filter(|s| *s > 0)?;
+    Some(Duration::from_secs(seconds))
 }
 
 /// Whether `name` can be a user of the image: it becomes the first field of a passwd and
@@ -360,6 +449,29 @@ mod tests {
         let error = |edit| flags(edit).unwrap_err().to_string();
         assert!(error(|f| f.env = vec!["NOEQUALS".into()]).starts_with("--env \"NOEQUALS\""));
         assert!(error(|f| f.workdir = Some("relative".into())).starts_with("--workdir"));
+    }
+
+    #[test]
+    fn trace_flags_are_checked() {
+        let request = flags(|f| {
+            f.traces = vec!["python3 -c 'import json'".into()];
+            f.trace_timeout = Some("2m".into());
+        })
+        .unwrap();
+        assert_eq!(request.trace.probes, ["python3 -c 'import json'"]);
+        assert_eq!(request.trace.timeout, Duration::from_secs(120));
+        let error = |edit| flags(edit).unwrap_err().to_string();
+        assert!(error(|f| f.traces = vec![" ".into()]).starts_with("--trace: an empty command"));
+        assert!(error(|f| {
+            f.traces = vec!["true".into()];
+            f.sysroot = Some("/srv/root".into());
+        })
+        .starts_with("--trace runs the host's programs"));
+        assert!(error(|f| f.trace_timeout = Some("soon".into()))
+            .starts_with("--trace-timeout \"soon\": not a duration"));
+        assert_eq!(parse_timeout("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_timeout("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_timeout("0"), None);
     }
 
     #[test]

@@ -60,6 +60,8 @@ fn a_merged_usr_link_is_recorded_with_the_real_program() {
         "{record:#?}"
     );
     assert!(!record.files.contains(Path::new("/bin/ls")));
+    // Run as a program, not only opened.
+    assert!(record.executed.contains(Path::new("/usr/bin/ls")));
 }
 
 #[test]
@@ -148,6 +150,9 @@ fn nested_shells_are_followed() {
         "{record:#?}"
     );
     assert!(record.files.contains(Path::new("/usr/bin/cat")));
+    assert!(record.executed.contains(Path::new("/usr/bin/cat")));
+    // What cat read it did not run.
+    assert!(record.executed.iter().all(|p| !p.ends_with("os-release")));
 }
 
 #[test]

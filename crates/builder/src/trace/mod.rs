@@ -79,7 +79,8 @@ impl Probe {
 }
 
 /// The network a probe sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TraceNet {
     /// A network namespace of its own with only loopback, up.
     #[default]
@@ -92,7 +93,7 @@ pub enum TraceNet {
 /// that failed).
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("the probe `{command}` exited with status {status}{}; fix the command, or allow failing probes", last_line(stderr))]
+    #[error("the probe `{command}` exited with status {status}{}; fix the command, or pass --trace-allow-fail", last_line(stderr))]
     ProbeFailed {
         command: String,
         status: i32,
@@ -124,10 +125,16 @@ pub enum TraceError {
 }
 
 fn last_line(stderr: &str) -> String {
-    match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
-        Some(line) => format!(" ({})", line.trim()),
+    match last_words(stderr) {
+        Some(line) => format!(" ({line})"),
         None => String::new(),
     }
+}
+
+/// The last line a probe wrote that is not blank.
+pub fn last_words(stderr: &str) -> Option<String> {
+    let line = stderr.lines().rev().find(|l| !l.trim().is_empty())?;
+    Some(line.trim().to_string())
 }
 
 fn seconds(limit: Duration) -> String {
@@ -262,7 +269,11 @@ fn supervise(
             Ok(followed) => {
                 let timed_out = sandbox::disarm_time_limit();
                 for access in &followed.accesses {
-                    out.push(if access.follow_last { b'F' } else { b'L' });
+                    out.push(match (access.executed, access.follow_last) {
+                        (true, _) => b'R',
+                        (false, true) => b'F',
+                        (false, false) => b'L',
+                    });
                     out.extend_from_slice(&access.path);
                     out.push(0);
                 }
@@ -313,10 +324,11 @@ impl Report {
             };
             let text = || String::from_utf8_lossy(rest).into_owned();
             match kind {
-                b'F' | b'L' => {
+                b'F' | b'L' | b'R' => {
                     report.accesses.insert(tracer::Access {
                         path: rest.to_vec(),
-                        follow_last: kind == b'F',
+                        follow_last: kind != b'L',
+                        executed: kind == b'R',
                     });
                 }
                 b'X' => report.exit_status = text().parse().ok(),
@@ -435,13 +447,19 @@ mod tests {
 
     #[test]
     fn a_report_parses_into_accesses_status_and_errors() {
-        let report = Report::parse(b"F/etc/hostname\0L/usr/bin/awk\0T\0X3\0");
+        let report = Report::parse(b"F/etc/hostname\0L/usr/bin/awk\0R/bin/ls\0T\0X3\0");
         assert_eq!(report.exit_status, Some(3));
         assert!(report.timed_out);
-        assert_eq!(report.accesses.len(), 2);
+        assert_eq!(report.accesses.len(), 3);
         assert!(report.accesses.contains(&tracer::Access {
             path: b"/usr/bin/awk".to_vec(),
-            follow_last: false
+            follow_last: false,
+            executed: false,
+        }));
+        assert!(report.accesses.contains(&tracer::Access {
+            path: b"/bin/ls".to_vec(),
+            follow_last: true,
+            executed: true,
         }));
         let failed = Report::parse(b"E2 mounting the overlay root\0E9 later\0X125\0");
         assert_eq!(

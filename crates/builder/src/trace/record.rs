@@ -18,6 +18,8 @@ use super::TraceError;
 pub struct TraceRecord {
     /// Real files (not directories, not symlinks) opened, executed, stat'ed or checked.
     pub files: BTreeSet<PathBuf>,
+    /// The files of `files` that were run as programs (execve).
+    pub executed: BTreeSet<PathBuf>,
     /// Every symlink passed through or read, with its target as written in the link.
     pub symlinks: BTreeMap<PathBuf, PathBuf>,
     /// Directories named by a call: opened (with O_DIRECTORY, to list them), entered or
@@ -92,6 +94,9 @@ pub fn build(
         }
         match walk.end {
             Some(WalkEnd::File(file)) if !exclusions.excludes(&file) => {
+                if access.executed {
+                    record.executed.insert(file.clone());
+                }
                 record.files.insert(file);
             }
             Some(WalkEnd::Dir(dir)) if !exclusions.excludes(&dir) => {
@@ -112,6 +117,7 @@ mod tests {
         Access {
             path: path.as_os_str().as_bytes().to_vec(),
             follow_last: true,
+            executed: false,
         }
     }
 

@@ -35,10 +35,7 @@ use super::{
 
 /// The environment every probe starts with, before its own (TERM comes from the caller).
 const BASE_ENV: [(&str, &str); 3] = [
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
+    ("PATH", crate::programs::DEFAULT_PATH),
     ("HOME", "/root"),
     ("LANG", "C.UTF-8"),
 ];

@@ -25,6 +25,8 @@ pub struct Access {
     /// Whether a symlink as the last component was followed (not for lstat, readlink,
     /// O_NOFOLLOW).
     pub follow_last: bool,
+    /// An execve or execveat: the path was run as a program.
+    pub executed: bool,
 }
 
 /// How a call treats a symlink as its last component.
@@ -259,7 +261,6 @@ pub struct Followed {
 /// A call that stopped at its entry and whose outcome is awaited.
 struct Pending {
     access: Access,
-    exec: bool,
 }
 
 /// Follows `init` (stopped by its own SIGSTOP, traced since PTRACE_TRACEME) and every
@@ -312,7 +313,7 @@ pub fn follow(init: libc::pid_t) -> Result<Followed, StepError> {
         let event = status >> 16;
         match (signal, event) {
             (libc::SIGTRAP, libc::PTRACE_EVENT_SECCOMP) => match entry(pid) {
-                Some(p) if p.exec && wrapper_exec && pid == init => {
+                Some(p) if p.access.executed && wrapper_exec && pid == init => {
                     wrapper_exec = false;
                     resume(libc::PTRACE_CONT, pid, 0);
                 }
@@ -342,7 +343,7 @@ pub fn follow(init: libc::pid_t) -> Result<Followed, StepError> {
                 let former = event_message(pid).unwrap_or(pid as u64) as libc::pid_t;
                 let done = pending.remove(&former);
                 pending.remove(&pid);
-                if let Some(p) = done.filter(|p| p.exec) {
+                if let Some(p) = done.filter(|p| p.access.executed) {
                     followed.accesses.insert(p.access);
                 }
                 resume(libc::PTRACE_CONT, pid, 0);
@@ -400,8 +401,11 @@ fn entry(pid: libc::pid_t) -> Option<Pending> {
         }
     };
     Some(Pending {
-        access: Access { path, follow_last },
-        exec: is_exec(nr),
+        access: Access {
+            path,
+            follow_last,
+            executed: is_exec(nr),
+        },
     })
 }
 
