@@ -6,7 +6,7 @@
 #
 #   sudo bench/trace.sh
 #
-# Needs: hyperfine, python3, gcc. Installs them with apt-get when missing and run as root.
+# Needs: hyperfine, python3, gcc (perl and a JDK for their image sizes). Installs them with apt-get when missing and run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -51,5 +51,54 @@ bench() {
     echo "time ratio traced/untraced: $(ratio "$traced" "$untraced")   (target <= 1.5)"
     "$probe" "$command" 2>&1 >/dev/null | tail -n 1 | sed 's/^/record: /'
 }
-bench python 'python3 -c "import json,sqlite3,hashlib"'
-bench gcc 'gcc -c -o h.o h.c'
+[ -n "${SIZES_ONLY:-}" ] || bench python 'python3 -c "import json,sqlite3,hashlib"'
+[ -n "${SIZES_ONLY:-}" ] || bench gcc 'gcc -c -o h.o h.c'
+
+# Image sizes: each family traced against the image a user makes today by adding the
+# interpreter's whole tree with --add, built side by side; with mkroot's peak memory.
+(cd "$top" && cargo build --release --quiet -p mkroot-builder --bin mkroot)
+mkroot=$top/target/release/mkroot
+# mkroot's own peak RSS (VmHWM, read until it exits; the probes are other processes).
+peak() {
+    /usr/bin/python3 - "$@" <<'PY'
+import subprocess, sys, time
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+hwm = 0
+while child.poll() is None:
+    try:
+        for line in open(f"/proc/{child.pid}/status"):
+            if line.startswith("VmHWM:"):
+                hwm = max(hwm, int(line.split()[1]))
+    except OSError:
+        pass
+    time.sleep(0.002)
+if child.returncode != 0:
+    sys.exit(child.returncode)
+print(f"{hwm / 1024:.1f} MiB")
+PY
+}
+size() { stat -c %s "$1"; }
+mib() { /usr/bin/python3 -c 'import sys; print(f"{int(sys.argv[1])/2**20:.1f} MiB")' "$1"; }
+family() {
+    local name=$1 bins=$2 probe=$3; shift 3
+    echo "== image of $name: --trace '$probe' against --add $*"
+    local traced_mem whole_mem adds=()
+    traced_mem=$(peak "$mkroot" -q --bins "$bins" --trace "$probe" -o "$name-traced.tgz")
+    for tree in "$@"; do adds+=(--add "$tree"); done
+    # --allow-missing: a JDK's libraries name libjvm.so, which the JVM has loaded from
+    # lib/server/ before them; the resolver, reading each file alone, does not find it.
+    whole_mem=$(peak "$mkroot" -q --allow-missing --bins "$bins" "${adds[@]}" -o "$name-whole.tgz")
+    local t w
+    t=$(size "$name-traced.tgz"); w=$(size "$name-whole.tgz")
+    echo "traced: $(mib "$t") (mkroot peak $traced_mem)   --add: $(mib "$w") (mkroot peak $whole_mem)   size ratio: $(ratio "$t" "$w")"
+}
+python=$(readlink -f /usr/bin/python3)
+family python "$python" "$python -c 'import json,sqlite3,hashlib'" "/usr/lib/$(basename "$python")"
+if [ -d /usr/share/perl/5.36 ]; then
+    family perl perl "perl -MPOSIX -e 'print floor(2.5)'" /usr/share/perl/5.36 /usr/lib/x86_64-linux-gnu/perl/5.36
+fi
+if [ -d /usr/lib/jvm/java-17-openjdk-amd64 ] && command -v javac >/dev/null; then
+    printf 'public class H { public static void main(String[] a) { System.out.println(1); } }\n' >H.java
+    javac H.java
+    family java java "java -cp $work H" /usr/lib/jvm/java-17-openjdk-amd64
+fi
