@@ -531,3 +531,44 @@ fn a_failing_probe_kept_with_allow_fail_adds_what_it_used_and_warns() {
     );
     assert!(text(&out.stdout).contains("os-release"));
 }
+
+#[test]
+fn an_ordinary_user_traces_in_a_user_namespace_and_the_host_stays_unchanged() {
+    // A copy of mkroot that user can reach, and a directory it may write.
+    let bin = tempfile::tempdir().unwrap();
+    let mkroot = bin.path().join("mkroot");
+    std::fs::copy(mkroot_e2e::builder::mkroot(), &mkroot).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for open in [bin.path(), dir.path()] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let marker = format!("/etc/mkroot-rootless-{}", std::process::id());
+    let probe = format!("echo x > {marker} && cat {marker} >/dev/null && TZ=Asia/Tokyo date");
+    let image = dir.path().join("tz.tgz");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&mkroot)
+        .args(["-q", "--bins", "date", "--trace", &probe, "-o"])
+        .arg(&image)
+        .current_dir(dir.path())
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "as nobody: {}", describe(&out));
+    assert!(
+        !Path::new(&marker).exists(),
+        "the probe wrote {marker} on the host"
+    );
+    let run = launch([
+        image.to_str().unwrap(),
+        "-e",
+        "TZ=Asia/Tokyo",
+        "--",
+        "date",
+        "-d",
+        "@0",
+        "+%Z",
+    ]);
+    assert_eq!(text(&run.stdout), "JST\n", "{}", describe(&run));
+}

@@ -11,7 +11,10 @@
 //! 2. makes every mount private, so nothing it mounts reaches the host;
 //! 3. builds the new root: an overlay of the host's `/` (the lower layer, never written)
 //!    with a tmpfs upper layer, then one such overlay for every other host mount, so
-//!    the probe sees the whole host tree and may write anywhere in it;
+//!    the probe sees the whole host tree and may write anywhere in it. From a user
+//!    namespace overlayfs refuses a `/` with mounts beneath it, so an ordinary user's
+//!    root is a tmpfs with one overlay per top-level directory instead
+//!    ([`root_of_overlays`]);
 //! 4. mounts a fresh /proc (its own PID namespace's), /sys read-only, and a small /dev
 //!    of harmless devices, as launch gives a container;
 //! 5. pivot_root into the new root, the host's tree detached;
@@ -395,6 +398,11 @@ struct HostMount {
 /// (a file bind-mounted, a filesystem it cannot stack on) is bound read-only instead.
 fn writable_host_tree(user_namespace: bool) -> Result<OwnedFd, StepError> {
     let mounts = host_mounts()?;
+    // Opened before the writable layer covers /tmp, for the ordinary user's root below.
+    let top_level = match user_namespace {
+        true => top_level_entries()?,
+        false => Vec::new(),
+    };
     let scratch = new_mount(c"tmpfs", &[("mode", Value::Str(c"0755"))], 0)
         .map_err(|e| step("creating the writable layer's tmpfs", e))?;
     let attach_at = open_path(libc::AT_FDCWD, c"/tmp", libc::O_DIRECTORY)
@@ -402,42 +410,152 @@ fn writable_host_tree(user_namespace: bool) -> Result<OwnedFd, StepError> {
     // Attached rather than left detached: pivot_root needs the new root in the tree.
     move_mount(&scratch, &attach_at).map_err(|e| step("attaching the writable layer", e))?;
     let mut root: Option<OwnedFd> = None;
+    // With a root of per-directory overlays, the top-level mounts are among them.
+    let mut top_level_done = false;
     for (i, mount) in mounts.iter().enumerate() {
-        let layer_dir = CString::new(format!("{i}")).map_err(|_| einval_step())?;
-        mkdir_at(scratch.as_raw_fd(), &layer_dir, 0o755)
-            .map_err(|e| step("creating the writable layer's dirs", e))?;
-        let layer = open_path(scratch.as_raw_fd(), &layer_dir, libc::O_DIRECTORY)
-            .map_err(|e| step("opening the writable layer", e))?;
+        let layer = layer_dir(&scratch, &format!("{i}"))?;
         let Some(root) = &root else {
-            let overlay = overlay_on(&mount.fd, &layer, user_namespace).map_err(|e| {
+            let made = match overlay_on(&mount.fd, &layer, user_namespace) {
+                Ok(overlay) => {
+                    move_mount(&overlay, &attach_at)
+                        .map_err(|e| step("attaching the overlay root", e))?;
+                    overlay
+                }
                 // Seen on Linux 6.18: from a user namespace overlayfs cannot take a
                 // lower layer with locked mounts beneath it ("failed to clone
                 // lowerpath"), and the host's `/` always has /proc, /sys, /dev.
-                let why = match (user_namespace, e.raw_os_error()) {
-                    (true, Some(libc::EINVAL)) => " (as an ordinary user the kernel refuses an overlay of a / with other mounts beneath it; trace as root)",
-                    (true, _) => " (as an ordinary user this needs Linux 5.11 or later)",
-                    (false, _) => "",
-                };
-                step(&format!("mounting the overlay of the host's /{why}"), e)
-            })?;
-            move_mount(&overlay, &attach_at).map_err(|e| step("attaching the overlay root", e))?;
-            let _ = root.insert(overlay);
+                Err(e) if user_namespace && e.raw_os_error() == Some(libc::EINVAL) => {
+                    top_level_done = true;
+                    root_of_overlays(&top_level, &scratch, &attach_at)?
+                }
+                Err(e) => {
+                    let why = match user_namespace {
+                        true => " (as an ordinary user this needs Linux 5.11 or later)",
+                        false => "",
+                    };
+                    return Err(step(
+                        &format!("mounting the overlay of the host's /{why}"),
+                        e,
+                    ));
+                }
+            };
+            let _ = root.insert(made);
             continue;
         };
+        if top_level_done && !mount.path.as_bytes().contains(&b'/') {
+            continue;
+        }
         // A mount point the probe's tree does not have (under a read-only bind, or
         // hidden by another mount) is left as the tree shows it.
         let Ok(target) = open_path(root.as_raw_fd(), &mount.path, 0) else {
             continue;
         };
-        let attached = overlay_on(&mount.fd, &layer, user_namespace)
-            .and_then(|overlay| move_mount(&overlay, &target))
-            .or_else(|_| bind_read_only(&mount.fd, &target));
-        if attached.is_err() {
-            // Left as the lower tree has it: still read-only, as the host's tree is.
-            continue;
-        }
+        // Failing both, it is left as the lower tree has it: read-only, as the host's.
+        let _ = overlay_or_read_only_bind(&mount.fd, &layer, &target, user_namespace);
     }
     root.ok_or_else(|| step("finding the host's / in /proc/self/mountinfo", einval()))
+}
+
+/// A directory of the writable layer for one overlay.
+fn layer_dir(scratch: &OwnedFd, name: &str) -> Result<OwnedFd, StepError> {
+    let name = CString::new(name).map_err(|_| einval_step())?;
+    mkdir_at(scratch.as_raw_fd(), &name, 0o755)
+        .map_err(|e| step("creating the writable layer's dirs", e))?;
+    open_path(scratch.as_raw_fd(), &name, libc::O_DIRECTORY)
+        .map_err(|e| step("opening the writable layer", e))
+}
+
+/// An overlay of `lower` onto `target`; where overlayfs refuses it (a file bind-mounted,
+/// a filesystem it cannot stack on, locked mounts beneath), a read-only bind.
+fn overlay_or_read_only_bind(
+    lower: &OwnedFd,
+    layer: &OwnedFd,
+    target: &OwnedFd,
+    user_namespace: bool,
+) -> io::Result<()> {
+    overlay_on(lower, layer, user_namespace)
+        .and_then(|overlay| move_mount(&overlay, target))
+        .or_else(|_| bind_read_only(lower, target))
+}
+
+/// One entry of the host's `/`, as the ordinary user's root rebuilds it.
+enum TopLevel {
+    /// A directory: its name, mode and an O_PATH fd of it.
+    Dir(CString, libc::mode_t, OwnedFd),
+    /// A symlink (`/bin -> usr/bin`): its name and target.
+    Link(CString, CString),
+}
+
+/// The directories and symlinks of the host's `/` (its files are not kept: a root
+/// holds none that a program needs).
+fn top_level_entries() -> Result<Vec<TopLevel>, StepError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let entries = std::fs::read_dir("/").map_err(|e| step("listing the host's /", e))?;
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(name) = CString::new(entry.file_name().as_bytes()) else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            let Ok(target) = std::fs::read_link(entry.path()) else {
+                continue;
+            };
+            if let Ok(target) = CString::new(target.as_os_str().as_bytes()) {
+                found.push(TopLevel::Link(name, target));
+            }
+        } else if meta.is_dir() {
+            if let Ok(fd) = open_path(libc::AT_FDCWD, &c_root_path(&name)?, libc::O_DIRECTORY) {
+                found.push(TopLevel::Dir(name, meta.permissions().mode() & 0o7777, fd));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn c_root_path(name: &CStr) -> Result<CString, StepError> {
+    CString::new([b"/", name.to_bytes()].concat()).map_err(|_| einval_step())
+}
+
+/// The ordinary user's root: a tmpfs with the host's top-level symlinks, and each
+/// top-level directory an overlay of its own (a lower layer with no mounts beneath it,
+/// which overlayfs takes from a user namespace), or, where mounts lie beneath it too, a
+/// read-only bind. /proc, /sys and /dev stay empty for the sandbox's own.
+fn root_of_overlays(
+    top_level: &[TopLevel],
+    scratch: &OwnedFd,
+    attach_at: &OwnedFd,
+) -> Result<OwnedFd, StepError> {
+    let root = new_mount(c"tmpfs", &[("mode", Value::Str(c"0755"))], 0)
+        .map_err(|e| step("creating the root's tmpfs", e))?;
+    move_mount(&root, attach_at).map_err(|e| step("attaching the root's tmpfs", e))?;
+    for (i, entry) in top_level.iter().enumerate() {
+        match entry {
+            TopLevel::Link(name, target) => {
+                // SAFETY: valid C strings and fd.
+                if unsafe { libc::symlinkat(target.as_ptr(), root.as_raw_fd(), name.as_ptr()) } < 0
+                {
+                    return Err(fail("making the root's symlinks"));
+                }
+            }
+            TopLevel::Dir(name, mode, lower) => {
+                mkdir_at(root.as_raw_fd(), name, *mode)
+                    .map_err(|e| step("making the root's directories", e))?;
+                if [&b"proc"[..], b"sys", b"dev"].contains(&name.to_bytes()) {
+                    continue;
+                }
+                let target = open_path(root.as_raw_fd(), name, libc::O_DIRECTORY)
+                    .map_err(|e| step("opening the root's directories", e))?;
+                let layer = layer_dir(scratch, &format!("top{i}"))?;
+                // Failing both, it stays an empty directory.
+                let _ = overlay_or_read_only_bind(lower, &layer, &target, true);
+            }
+        }
+    }
+    Ok(root)
 }
 
 /// The host's mounts, `/` first, then the others parents first, without the kernel's
