@@ -572,3 +572,68 @@ fn an_ordinary_user_traces_in_a_user_namespace_and_the_host_stays_unchanged() {
     ]);
     assert_eq!(text(&run.stdout), "JST\n", "{}", describe(&run));
 }
+
+/// The PIDs of processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|line| String::from_utf8_lossy(&line).contains(marker))
+        })
+        .collect()
+}
+
+fn within(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    done()
+}
+
+#[test]
+fn sigterm_while_a_probe_runs_ends_mkroot_and_every_probe_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("mkroot-term-{}", std::process::id());
+    let probe = format!("sleep 300; echo {marker}");
+    let mut mkroot = std::process::Command::new(mkroot_e2e::builder::mkroot())
+        .args(["--bins", "sh", "--trace", &probe, "-o", "img.tgz"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The probe's shell carries the marker in its command line (mkroot and its
+    // supervisor do too).
+    let shell_of_probe = |pid: &u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|l| l.starts_with(b"/bin/sh\0-c"))
+    };
+    let started = within(std::time::Duration::from_secs(20), || {
+        processes_with(&marker).iter().any(shell_of_probe)
+    });
+    // SAFETY: signalling our own child by its PID.
+    unsafe { libc::kill(mkroot.id() as libc::pid_t, libc::SIGTERM) };
+    let status = mkroot.wait().unwrap();
+    assert!(started, "the probe never started");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.code().or(status.signal().map(|s| 128 + s)),
+        Some(143)
+    );
+    assert!(
+        within(std::time::Duration::from_secs(5), || processes_with(
+            &marker
+        )
+        .is_empty()),
+        "left running: {:?}",
+        processes_with(&marker)
+    );
+    assert!(!dir.path().join("img.tgz").exists());
+}
