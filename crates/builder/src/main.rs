@@ -34,7 +34,7 @@ Examples:
 
 Recipe keys (TOML): programs, [[files]] host/image, users, cmd, entrypoint, env (a
 table), workdir, user (runs as), tag, [output] path/format, [extras] nss/terminfo/
-libgcc/gconv, sysroot, allow_missing, trace (probes), [tracing] timeout/net/exclude/
+libgcc/gconv/ca_certs, sysroot, allow_missing, trace (probes), [tracing] timeout/net/exclude/
 allow_fail. Relative paths, and the probes' working directory, are the recipe's
 directory's.
 
@@ -63,7 +63,7 @@ struct Args {
     /// Build from a recipe file (TOML); flags that describe the image conflict with it.
     #[arg(short = 'f', long = "file", value_name = "RECIPE", conflicts_with_all = [
         "bins", "adds", "cmd", "sysroot", "allow_missing", "users", "no_nss", "no_terminfo",
-        "no_libgcc", "gconv", "no_gconv", "env", "workdir", "entrypoint", "run_as",
+        "no_libgcc", "gconv", "no_gconv", "no_ca_certs", "env", "workdir", "entrypoint", "run_as",
         "traces", "trace_timeout", "trace_net", "trace_exclude", "trace_allow_fail"
     ])]
     recipe: Option<PathBuf>,
@@ -133,6 +133,9 @@ struct Args {
     /// No gconv modules.
     #[arg(long)]
     no_gconv: bool,
+    /// No CA certificates or OpenSSL configuration for programs that link TLS.
+    #[arg(long)]
+    no_ca_certs: bool,
     /// Run CMD once on the host in a sandbox (`/bin/sh -c CMD`, the host read-only,
     /// no network) and add every file it and its children used (repeatable).
     #[arg(long = "trace", value_name = "CMD")]
@@ -213,6 +216,7 @@ fn invocation(args: Args) -> Invocation {
             no_libgcc: args.no_libgcc,
             gconv: args.gconv,
             no_gconv: args.no_gconv,
+            no_ca_certs: args.no_ca_certs,
             traces: args.traces,
             trace_timeout: args.trace_timeout,
             trace_net: args.trace_net,

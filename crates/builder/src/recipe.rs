@@ -116,6 +116,7 @@ pub struct RecipeExtras {
     pub libgcc: bool,
     /// `detect`, `all` or `off`.
     pub gconv: String,
+    pub ca_certs: bool,
 }
 
 impl Default for RecipeExtras {
@@ -125,6 +126,7 @@ impl Default for RecipeExtras {
             terminfo: true,
             libgcc: true,
             gconv: "detect".to_string(),
+            ca_certs: true,
         }
     }
 }
@@ -289,6 +291,7 @@ impl Recipe {
                 libgcc: self.extras.libgcc,
                 terminfo: self.extras.terminfo,
                 gconv,
+                ca_certs: self.extras.ca_certs,
                 users: self.users.clone(),
             },
             cmd: command("cmd", &self.cmd)?,

@@ -192,6 +192,7 @@ pub struct ImageFlags {
     /// Every gconv module, not only those detected.
     pub gconv: bool,
     pub no_gconv: bool,
+    pub no_ca_certs: bool,
     /// `--trace CMD` (repeatable).
     pub traces: Vec<String>,
     /// `--trace-timeout`, as written.
@@ -274,6 +275,7 @@ impl ImageFlags {
                 (_, true) => GconvChoice::Off,
                 _ => GconvChoice::Detect,
             },
+            ca_certs: !self.no_ca_certs,
             users: self.users.clone(),
         }
     }

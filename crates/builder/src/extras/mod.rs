@@ -2,10 +2,12 @@
 //!
 //! Each extra is on by default and can be turned off: NSS modules and their
 //! configuration ([`nss`]), minimal users and groups ([`users`]), `libgcc_s.so.1` for
-//! threads ([`libgcc`]), terminfo entries ([`terminfo`]), gconv modules ([`gconv`]).
+//! threads ([`libgcc`]), terminfo entries ([`terminfo`]), gconv modules ([`gconv`]),
+//! the CA certificates for programs that link a TLS library ([`ca_certs`]).
 //! Each is a function from a read-only view of the plan so far ([`PlanView`]) to the
 //! [`Addition`]s it wants; the plan applies them, one extra after the other.
 
+pub mod ca_certs;
 pub mod gconv;
 pub mod libgcc;
 pub mod nss;
@@ -40,6 +42,8 @@ pub struct Extras {
     pub libgcc: bool,
     pub terminfo: bool,
     pub gconv: GconvChoice,
+    /// The CA bundle (and OpenSSL's configuration) for programs that link TLS.
+    pub ca_certs: bool,
     /// Users besides root and nobody (`--user NAME`).
     pub users: Vec<String>,
 }
@@ -51,6 +55,7 @@ impl Default for Extras {
             libgcc: true,
             terminfo: true,
             gconv: GconvChoice::Detect,
+            ca_certs: true,
             users: Vec::new(),
         }
     }
@@ -85,6 +90,7 @@ pub enum Extra<'a> {
     Libgcc,
     Gconv(GconvChoice),
     Terminfo,
+    CaCerts,
     Nss,
     /// Users besides root and nobody.
     Users(&'a [String]),
@@ -103,6 +109,9 @@ pub fn enabled(extras: &Extras) -> Vec<Extra<'_>> {
     }
     if extras.terminfo {
         on.push(Extra::Terminfo);
+    }
+    if extras.ca_certs {
+        on.push(Extra::CaCerts);
     }
     if extras.nss {
         on.push(Extra::Nss);
@@ -123,6 +132,7 @@ impl Extra<'_> {
             Extra::Libgcc => libgcc::additions(view, symbols),
             Extra::Gconv(choice) => gconv::additions(view, symbols, choice),
             Extra::Terminfo => terminfo::additions(view),
+            Extra::CaCerts => ca_certs::additions(view),
             Extra::Nss => nss::additions(view, symbols)?,
             Extra::Users(users) => users::additions(view, users)?,
         })
