@@ -637,3 +637,41 @@ fn sigterm_while_a_probe_runs_ends_mkroot_and_every_probe_process() {
     );
     assert!(!dir.path().join("img.tgz").exists());
 }
+
+#[test]
+fn an_interpreter_without_its_standard_library_is_warned_about_unless_traced_or_added() {
+    let warned = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("--dry-run");
+        let out = run_mkroot(&all, Path::new("/"));
+        assert!(out.status.success(), "{}", describe(&out));
+        text(&out.stderr)
+            .lines()
+            .find(|l| l.contains("has no standard library"))
+            .map(str::to_string)
+    };
+    let python = real("/usr/bin/python3");
+    let line = warned(&["--bins", "/usr/bin/python3"]).expect("a warning");
+    assert!(
+        line.starts_with(&format!("mkroot: warning: {python}")),
+        "{line}"
+    );
+    assert!(
+        line.contains("--trace") && line.contains("--add /usr/lib/python3"),
+        "{line}"
+    );
+    assert_eq!(
+        warned(&[
+            "--bins",
+            "/usr/bin/python3",
+            "--trace",
+            "/usr/bin/python3 -c 1"
+        ]),
+        None
+    );
+    assert_eq!(
+        warned(&["--bins", "perl", "--trace", "perl -Mstrict -e 1"]),
+        None
+    );
+    assert!(warned(&["--bins", "perl"]).is_some());
+}

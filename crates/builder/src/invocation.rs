@@ -201,6 +201,11 @@ impl PlannedImage {
         &self.request.outside_sysroot
     }
 
+    /// Interpreters without their standard library, for the warnings.
+    pub fn stdlib_missing(&self) -> &[crate::stdlib::MissingStdlib] {
+        &self.plan.stdlib_missing
+    }
+
     /// Probes that failed and were kept (`--trace-allow-fail`), for the warnings.
     pub fn failed_probes(&self) -> &[crate::traced::ProbeFailure] {
         &self.plan.failed_probes

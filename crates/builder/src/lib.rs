@@ -50,6 +50,7 @@ pub mod programs;
 pub mod recipe;
 pub mod report;
 pub mod request;
+pub mod stdlib;
 pub mod symbols;
 pub mod trace;
 pub mod traced;

@@ -244,6 +244,7 @@ fn run(args: Args, made: &PartialOutput) -> Result<ExitCode, Failure> {
         warn_off_path(&image);
         warn_outside_sysroot(&image);
         warn_failed_probes(&image);
+        warn_stdlib_missing(&image);
     }
     if let Some(tree) = invocation.explanation(&image) {
         print_stdout(&tree)?;
@@ -264,6 +265,20 @@ fn warn_left_out(image: &PlannedImage) {
             "mkroot: warning: {}: needs {}, not found; left out (--allow-missing)",
             missing.needed_by.display(),
             missing.name
+        );
+    }
+}
+
+/// Warns about interpreters whose standard library is not in the image: they would
+/// die at start.
+fn warn_stdlib_missing(image: &PlannedImage) {
+    for missing in image.stdlib_missing() {
+        let program = missing.program.display();
+        let whole = (missing.tree.as_ref()).map_or(String::new(), |tree| {
+            format!(", or all of it with --add {}", tree.display())
+        });
+        eprintln!(
+            "mkroot: warning: {program} has no standard library in the image, so it will fail to start or to load modules; add what it uses with --trace '{program} ...' (the command you will run){whole}"
         );
     }
 }

@@ -17,6 +17,7 @@ use crate::programs::{self, ProgramError, RootPath, Shebang};
 use crate::request::{AddSpec, BuildRequest};
 use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
 use crate::search::Abi;
+use crate::stdlib::{self, MissingStdlib};
 use crate::symbols::SymbolCache;
 use crate::trace::TraceError;
 use crate::traced::{self, ProbeFailure};
@@ -120,6 +121,8 @@ pub struct Plan {
     pub off_path: Vec<OffPath>,
     /// Probes that exited non-zero, kept with `--trace-allow-fail`.
     pub failed_probes: Vec<ProbeFailure>,
+    /// Interpreters whose standard library the image lacks, for a warning.
+    pub stdlib_missing: Vec<MissingStdlib>,
 }
 
 /// The image's command. OCI splits it in two: `Entrypoint` (fixed) and `Cmd` (the
@@ -238,7 +241,10 @@ impl Plan {
         }
         let first_program = first_program.unwrap_or_else(|| PathBuf::from("/bin/sh"));
         let default_env = [format!("PATH={}", programs::DEFAULT_PATH)];
+        // Once everything is in: a trace or --add may have brought the library.
+        let stdlib_missing = stdlib::missing(&planner.programs, &planner.tree, planner.root());
         Ok(Plan {
+            stdlib_missing,
             command: ImageCommand::settle(request, &first_program),
             env: merged_env(&default_env, &request.env),
             abi: planner.programs.first().map(|program| program.abi),
