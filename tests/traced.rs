@@ -650,12 +650,9 @@ fn an_interpreter_without_its_standard_library_is_warned_about_unless_traced_or_
             .find(|l| l.contains("has no standard library"))
             .map(str::to_string)
     };
-    let python = real("/usr/bin/python3");
     let line = warned(&["--bins", "/usr/bin/python3"]).expect("a warning");
-    assert!(
-        line.starts_with(&format!("mkroot: warning: {python}")),
-        "{line}"
-    );
+    let start = "mkroot: warning: /usr/bin/python3 has no standard library";
+    assert!(line.starts_with(start), "{line}");
     assert!(
         line.contains("--trace") && line.contains("--add /usr/lib/python3"),
         "{line}"
