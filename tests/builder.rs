@@ -542,6 +542,54 @@ fn a_missing_library_names_program_and_library_unless_allowed() {
     );
     assert!(String::from_utf8_lossy(&allowed.stderr).contains("libgone.so"));
     assert!(out.is_file());
+    // The plan names it too, with no path, where the program's libraries are listed.
+    let plan = dry_run_plan(&["--allow-missing", "--bins", path_str(&program)], d);
+    let libraries = plan["programs"][0]["libraries"].as_array().unwrap();
+    let gone = libraries.iter().find(|l| l["name"] == "libgone.so");
+    assert_eq!(
+        gone.map(|l| &l["path"]),
+        Some(&serde_json::Value::Null),
+        "{libraries:?}"
+    );
+}
+
+#[test]
+fn the_json_plan_carries_sizes_that_add_up_to_the_written_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dry_run_plan(&["--bins", "bash"], dir.path());
+    let files = plan["files"].as_array().unwrap();
+    let total: u64 = files.iter().map(|f| f["size"].as_u64().unwrap()).sum();
+    let summary = plan["summary"].as_array().unwrap();
+    let by_reason: u64 = summary.iter().map(|c| c["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(total, by_reason);
+    // Largest first.
+    let bytes: Vec<u64> = summary
+        .iter()
+        .map(|c| c["bytes"].as_u64().unwrap())
+        .collect();
+    assert!(bytes.windows(2).all(|w| w[0] >= w[1]), "{bytes:?}");
+    let out = dir.path().join("img.tgz");
+    let written = run_mkroot(&["--bins", "bash", "-o", path_str(&out)], dir.path());
+    let stderr = String::from_utf8_lossy(&written.stderr);
+    // The manifest is the one file the plan does not list.
+    let counted: u64 = stderr
+        .split(" bytes of files")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        counted >= total && counted - total < 64 * 1024,
+        "{counted} vs {total}"
+    );
+    let explained = run_mkroot(&["--bins", "bash", "--explain", "--dry-run"], dir.path());
+    let text = String::from_utf8_lossy(&explained.stdout);
+    assert!(text.contains("by reason, largest first:"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("libraries")),
+        "{text}"
+    );
 }
 
 #[test]

@@ -4,13 +4,15 @@
 use crate::copy::PlannedKind;
 use crate::plan::Plan;
 use mkroot_common::archive::image_order;
+use mkroot_common::size::human_bytes;
 use serde::Serialize;
 use std::fmt::Write as _;
 
 #[derive(Serialize)]
 struct JsonLibrary {
     name: String,
-    path: String,
+    /// `null` for a library not found (kept going with `--allow-missing`).
+    path: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -32,6 +34,16 @@ struct JsonFile {
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     link: Option<String>,
+    /// Bytes of content: a file's size, a generated file's length, 0 otherwise.
+    size: u64,
+}
+
+/// What one kind of reason adds up to.
+#[derive(Serialize)]
+struct JsonCategory {
+    category: &'static str,
+    files: usize,
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -46,6 +58,54 @@ struct JsonPlan {
     files: Vec<JsonFile>,
     cmd: Vec<String>,
     missing: Vec<JsonMissing>,
+    /// Bytes by kind of reason, largest first.
+    summary: Vec<JsonCategory>,
+}
+
+/// The kind of reason a file is in the image for, for the summaries: what the user
+/// asked for, what the loader loads for it, what a trace saw, what was added by hand,
+/// what the extras add, and the tree's own directories and links.
+pub fn category(reason: &str) -> &'static str {
+    if reason.starts_with("traced by ") {
+        "traced"
+    } else if reason.starts_with("added by ") {
+        "added"
+    } else if reason == "program" || reason.starts_with("interpreter of ") {
+        "programs"
+    } else if reason.contains(" loaded for ")
+        || reason.starts_with("program interpreter of ")
+        || reason.ends_with("(its libraries)")
+    {
+        "libraries"
+    } else if ["directory", "mount point", "merged-/usr link"].contains(&reason)
+        || reason.starts_with("symlink on the way to ")
+    {
+        "structure"
+    } else {
+        "extras"
+    }
+}
+
+/// Bytes of content of a planned entry.
+fn content_size(kind: &PlannedKind) -> u64 {
+    match kind {
+        PlannedKind::File { size, .. } => *size,
+        PlannedKind::Generated(bytes) => bytes.len() as u64,
+        PlannedKind::Dir | PlannedKind::Symlink { .. } => 0,
+    }
+}
+
+/// (category, entries, bytes), largest first, then by name.
+fn summary(plan: &Plan) -> Vec<(&'static str, usize, u64)> {
+    let mut totals: std::collections::BTreeMap<&'static str, (usize, u64)> = Default::default();
+    for entry in plan.tree.entries().values() {
+        let total = totals.entry(category(&entry.reason)).or_default();
+        total.0 += 1;
+        total.1 += content_size(&entry.kind);
+    }
+    let mut sorted: Vec<_> = totals.into_iter().map(|(c, (n, b))| (c, n, b)).collect();
+    sorted.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+    sorted
 }
 
 fn kind_name(kind: &PlannedKind) -> (&'static str, Option<String>) {
@@ -76,8 +136,12 @@ pub fn json(plan: &Plan) -> String {
                 .iter()
                 .map(|l| JsonLibrary {
                     name: l.name.clone(),
-                    path: l.path.display().to_string(),
+                    path: Some(l.path.display().to_string()),
                 })
+                .chain(r.missing.iter().map(|m| JsonLibrary {
+                    name: m.name.clone(),
+                    path: None,
+                }))
                 .collect(),
         })
         .collect();
@@ -91,6 +155,7 @@ pub fn json(plan: &Plan) -> String {
                 reason: entry.reason.clone(),
                 kind,
                 link,
+                size: content_size(&entry.kind),
             }
         })
         .collect();
@@ -107,6 +172,14 @@ pub fn json(plan: &Plan) -> String {
         files,
         cmd: plan.command.argv(),
         missing,
+        summary: summary(plan)
+            .into_iter()
+            .map(|(category, files, bytes)| JsonCategory {
+                category,
+                files,
+                bytes,
+            })
+            .collect(),
     };
     let mut text = serde_json::to_string_pretty(&report).unwrap_or_else(|_| "{}".to_string());
     text.push('\n');
@@ -125,6 +198,9 @@ pub fn explain(plan: &Plan) -> String {
         }
         for library in &program.libraries {
             lines.push(format!("{} => {}", library.name, library.path.display()));
+        }
+        for missing in &program.missing {
+            lines.push(format!("{} => (not found)", missing.name));
         }
         if lines.is_empty() {
             lines.push("static: loads nothing".to_string());
@@ -160,7 +236,11 @@ pub fn explain(plan: &Plan) -> String {
         let what = match &entry.kind {
             PlannedKind::Dir => format!("{name}/"),
             PlannedKind::Symlink { target } => format!("{name} -> {target}"),
-            _ => format!("{name}  {:o}", entry.mode),
+            kind => format!(
+                "{name}  {:o}  {}",
+                entry.mode,
+                human_bytes(content_size(kind))
+            ),
         };
         let from = match (&entry.kind, &entry.source) {
             (PlannedKind::Dir, _) | (PlannedKind::Symlink { .. }, _) => String::new(),
@@ -171,5 +251,36 @@ pub fn explain(plan: &Plan) -> String {
         };
         let _ = writeln!(out, "{indent}{what}{from}  [{}]", entry.reason);
     }
+    let _ = writeln!(out, "\nby reason, largest first:");
+    for (category, files, bytes) in summary(plan) {
+        let _ = writeln!(
+            out,
+            "  {category:<10} {:>10}  {files} entries",
+            human_bytes(bytes)
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::category;
+
+    #[test]
+    fn reasons_fall_into_categories() {
+        assert_eq!(category("program"), "programs");
+        assert_eq!(category("interpreter of /app/x.sh"), "programs");
+        assert_eq!(category("libc.so.6 loaded for /usr/bin/sh"), "libraries");
+        assert_eq!(category("program interpreter of /usr/bin/sh"), "libraries");
+        assert_eq!(category("traced by gcc -c h.c"), "traced");
+        assert_eq!(category("traced by gcc -c h.c (its libraries)"), "traced");
+        assert_eq!(category("added by --add /opt/x"), "added");
+        assert_eq!(
+            category("added by the recipe: x, in the recipe's directory"),
+            "added"
+        );
+        assert_eq!(category("CA certificates for /usr/bin/curl"), "extras");
+        assert_eq!(category("mount point"), "structure");
+        assert_eq!(category("symlink on the way to /lib/x"), "structure");
+    }
 }
