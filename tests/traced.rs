@@ -3,7 +3,7 @@
 //! in the real `launch`. One image per family, reused across its assertions. Run as root
 //! (CI does): the probe's sandbox, chroot and launch need it.
 
-use mkroot_e2e::builder::{run_mkroot, sha256, unpack};
+use mkroot_e2e::builder::{run_in_image_with_dev, run_mkroot, sha256, unpack};
 use mkroot_e2e::launch::{describe, launch};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -34,7 +34,7 @@ impl TracedImage {
 
     /// What `argv` prints in the image, run both ways; both must succeed and agree.
     fn stdout_both_ways(&self, argv: &[&str], env: &[(&str, &str)]) -> String {
-        let chrooted = run_chrooted(&self.root, argv, env);
+        let chrooted = run_in_image_with_dev(&self.root, argv, env);
         assert!(
             chrooted.status.success(),
             "chroot {argv:?}: {}",
@@ -72,28 +72,6 @@ impl TracedImage {
     fn bytes_under(&self, dir: &str) -> u64 {
         tree_bytes(&self.root.join(dir.trim_start_matches('/')))
     }
-}
-
-/// mkroot's chroot check (`run_in_image`: private mount and PID namespaces, a fresh
-/// /proc) with the host's /dev bound in, which git and perl open /dev/null from.
-fn run_chrooted(root: &Path, argv: &[&str], env: &[(&str, &str)]) -> Output {
-    let script = "mount --rbind /dev \"$1/dev\" && root=\"$1\" && shift && exec /usr/sbin/chroot \"$root\" \"$@\"";
-    let mut command = std::process::Command::new("unshare");
-    command
-        .args(["--mount", "--pid", "--fork"])
-        .arg(format!("--mount-proc={}/proc", root.display()))
-        .args(["/bin/sh", "-c", script, "sh"])
-        .arg(root)
-        .args(argv)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        );
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("run unshare")
 }
 
 fn text(bytes: &[u8]) -> String {

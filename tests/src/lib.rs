@@ -99,22 +99,33 @@ pub mod builder {
     /// mounted for it is private to them and goes away with them), chroot into the
     /// image, a clean environment with `env`.
     pub fn run_in_image(root: &Path, argv: &[&str], env: &[(&str, &str)]) -> Output {
+        in_image(root, argv, env, false)
+    }
+
+    /// [`run_in_image`] with the host's /dev bound in (for programs that open
+    /// /dev/null: git, perl); the bind goes away with the mount namespace.
+    pub fn run_in_image_with_dev(root: &Path, argv: &[&str], env: &[(&str, &str)]) -> Output {
+        in_image(root, argv, env, true)
+    }
+
+    fn in_image(root: &Path, argv: &[&str], env: &[(&str, &str)], dev: bool) -> Output {
         let mut proc_dir = root.as_os_str().to_os_string();
         proc_dir.push("/proc");
         let mut mount_proc = std::ffi::OsString::from("--mount-proc=");
         mount_proc.push(&proc_dir);
         let mut command = Command::new("unshare");
-        command
-            .args(["--mount", "--pid", "--fork"])
-            .arg(mount_proc)
-            .arg("/usr/sbin/chroot")
-            .arg(root)
-            .args(argv)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            );
+        command.args(["--mount", "--pid", "--fork"]).arg(mount_proc);
+        if dev {
+            let bind_then_chroot =
+                "mount --rbind /dev \"$1/dev\" && root=\"$1\" && shift && exec /usr/sbin/chroot \"$root\" \"$@\"";
+            command.args(["/bin/sh", "-c", bind_then_chroot, "sh"]);
+        } else {
+            command.arg("/usr/sbin/chroot");
+        }
+        command.arg(root).args(argv).env_clear().env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
         for (key, value) in env {
             command.env(key, value);
         }
