@@ -462,7 +462,8 @@ fn ps_top_free_and_cpu_counts_read_proc_and_sys() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     let out = in_debian(
         r#"
-sleep 30 & ps -eo pid=,comm= | awk '$1 == 2 || $1 == 3 {print $1, $2}'
+sleep 30 & until [ "$(cat /proc/$!/comm)" = sleep ]; do :; done
+ps -eo pid=,comm= | awk '$1 == 2 || $1 == 3 {print $1, $2}'
 top -bn1 | grep -c '^Tasks:'
 free | grep -c '^Mem:'
 nproc; grep -c ^processor /proc/cpuinfo

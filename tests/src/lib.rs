@@ -178,4 +178,5 @@ pub mod launch;
 pub mod network;
 pub mod oci;
 pub mod registry;
+pub mod runtime;
 pub mod subids;

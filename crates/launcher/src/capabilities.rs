@@ -218,6 +218,83 @@ pub fn keep_only(keep: &[Capability]) -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// The runtime spec's five sets, exactly: the bounding set cut to `bounding` (while the
+/// process still holds CAP_SETPCAP, so before it changes user), then effective,
+/// permitted and inheritable set, then each ambient one raised. Unlike [`limit_to`] a
+/// set may hold what this process lacks: the kernel refuses that, and so does this.
+pub fn set_exactly(
+    bounding: &[Capability],
+    effective: &[Capability],
+    permitted: &[Capability],
+    inheritable: &[Capability],
+    ambient: &[Capability],
+) -> Result<(), LaunchError> {
+    let fail = |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
+    drop_bounding_except(bounding)?;
+    let mask = |set: &[Capability]| set.iter().fold(0u64, |m, cap| m | 1 << cap.0);
+    let (e, p, i) = (
+        mask(effective),
+        mask(permitted) | mask(effective),
+        mask(inheritable) | mask(ambient),
+    );
+    let data = [
+        CapData {
+            effective: e as u32,
+            permitted: p as u32,
+            inheritable: i as u32,
+        },
+        CapData {
+            effective: (e >> 32) as u32,
+            permitted: (p >> 32) as u32,
+            inheritable: (i >> 32) as u32,
+        },
+    ];
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: header and two data words, as capset(2) version 3 expects.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } < 0 {
+        return Err(fail("setting the capability sets (process.capabilities)"));
+    }
+    for cap in ambient {
+        // SAFETY: plain prctl.
+        if unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                cap.0 as libc::c_ulong,
+                0,
+                0,
+            )
+        } < 0
+        {
+            return Err(fail("raising an ambient capability"));
+        }
+    }
+    Ok(())
+}
+
+/// Drops every capability but `keep` from the bounding set.
+pub fn drop_bounding_except(keep: &[Capability]) -> Result<(), LaunchError> {
+    for cap in Capability::ALL {
+        if keep.contains(&cap) {
+            continue;
+        }
+        // SAFETY: plain prctl. A number the running kernel does not know fails with
+        // EINVAL, harmlessly.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap.0 as libc::c_ulong, 0, 0, 0) } < 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+        {
+            return Err(LaunchError::setup(
+                "dropping capabilities from the bounding set",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 #[repr(C)]

@@ -10,7 +10,7 @@ use crate::rootfs::{self, MountPoint};
 use crate::storage;
 
 /// The devices a container gets: (name, major, minor).
-const DEVICES: [(&str, u32, u32); 6] = [
+pub(crate) const DEVICES: [(&str, u32, u32); 6] = [
     ("null", 1, 3),
     ("zero", 1, 5),
     ("full", 1, 7),
@@ -19,7 +19,7 @@ const DEVICES: [(&str, u32, u32); 6] = [
     ("tty", 5, 0),
 ];
 
-const LINKS: [(&str, &str); 5] = [
+pub(crate) const LINKS: [(&str, &str); 5] = [
     ("fd", "/proc/self/fd"),
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),

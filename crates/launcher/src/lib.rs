@@ -29,6 +29,7 @@ pub mod pty;
 pub mod read_only_exe;
 pub mod rootfs;
 pub mod run_defaults;
+pub mod runtime;
 pub mod seccomp;
 pub mod security;
 pub mod spec;

@@ -9,6 +9,8 @@
 //! `launch` relies on are done in [`main`] instead: descriptors 0-2 open, SIGPIPE ignored.
 #![no_main]
 
+mod runtime_cli;
+
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
@@ -184,6 +186,10 @@ fn open_closed_standard_fds() {
 
 /// Parses the command line and does what it asks; the exit status.
 fn run() -> u8 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if runtime_cli::is_runtime_command(&args) {
+        return runtime_cli::run();
+    }
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // A usage error is one line and exit 125, like every other failure of the

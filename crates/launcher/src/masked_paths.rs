@@ -46,6 +46,22 @@ pub fn close_off() -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// A runtime spec's `maskedPaths` entry (in the new root); one the kernel lacks is skipped.
+pub fn mask_path(path: &str) -> Result<(), LaunchError> {
+    let path = std::ffi::CString::new(path).map_err(|_| {
+        LaunchError::Invalid(format!("linux.maskedPaths {path:?}: contains a NUL byte"))
+    })?;
+    mask(&path)
+}
+
+/// A runtime spec's `readonlyPaths` entry (in the new root).
+pub fn read_only_path(path: &str) -> Result<(), LaunchError> {
+    let path = std::ffi::CString::new(path).map_err(|_| {
+        LaunchError::Invalid(format!("linux.readonlyPaths {path:?}: contains a NUL byte"))
+    })?;
+    make_read_only(&path)
+}
+
 fn mask(path: &CStr) -> Result<(), LaunchError> {
     let step = |e| LaunchError::setup(format!("masking {}", path.to_string_lossy()), e);
     let Some(is_dir) = kind(path) else {

@@ -274,7 +274,7 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 
 /// Where execvp would look for `program`: the name itself when it has a `/`, else each
 /// PATH entry joined with it.
-fn candidates(program: &str, path_var: &str) -> Vec<CString> {
+pub(crate) fn candidates(program: &str, path_var: &str) -> Vec<CString> {
     if program.contains('/') {
         return CString::new(program).into_iter().collect();
     }

@@ -494,6 +494,81 @@ pub fn bind(
     move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))
 }
 
+/// How [`bind_with`] binds: a runtime spec's bind mount.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BindOptions {
+    /// `rbind`: the submounts come along.
+    pub recursive: bool,
+    /// MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC and the atime flags, set on the copy.
+    pub attributes: libc::c_ulong,
+    /// MS_SHARED, MS_SLAVE, MS_PRIVATE or MS_UNBINDABLE for the copy.
+    pub propagation: Option<libc::c_ulong>,
+}
+
+/// [`bind`] with the spec's options: the detached copy gets its attributes before it is
+/// attached, so it is never, even for an instant, writable or suid inside.
+pub fn bind_with(
+    root: &OwnedFd,
+    source: &Path,
+    path: &str,
+    kind: MountPoint,
+    options: BindOptions,
+) -> Result<(), LaunchError> {
+    let step = || format!("bind-mounting {} on {path}", source.display());
+    let source_c = path_c(source)?;
+    let recursive = if options.recursive {
+        libc::AT_RECURSIVE as u32
+    } else {
+        0
+    };
+    // SAFETY: plain syscall with a valid C string.
+    let tree = check(
+        unsafe {
+            libc::syscall(
+                libc::SYS_open_tree,
+                libc::AT_FDCWD,
+                source_c.as_ptr(),
+                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | recursive,
+            )
+        },
+        step,
+    )?;
+    // SAFETY: open_tree returned a new fd that we own.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let attr = MountAttr {
+        attr_set: mount_attributes(options.attributes),
+        propagation: options.propagation.map_or(0, |p| p & !libc::MS_REC),
+        ..MountAttr::default()
+    };
+    if attr.attr_set != 0 || attr.propagation != 0 {
+        let flags = libc::AT_EMPTY_PATH as u32 | recursive;
+        mount_setattr(tree.as_raw_fd(), c"", flags, &attr)
+            .map_err(|e| LaunchError::setup(step(), e))?;
+    }
+    let target = mount_point(root, path, kind)?;
+    move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))
+}
+
+/// MS_* mount flags as mount_setattr's MOUNT_ATTR_* bits.
+fn mount_attributes(flags: libc::c_ulong) -> u64 {
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    const MOUNT_ATTR_NOATIME: u64 = 0x10;
+    const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+    const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+    [
+        (libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (libc::MS_NOSUID, MOUNT_ATTR_NOSUID as u64),
+        (libc::MS_NODEV, MOUNT_ATTR_NODEV as u64),
+        (libc::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (libc::MS_NOATIME, MOUNT_ATTR_NOATIME),
+        (libc::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME),
+        (libc::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ]
+    .into_iter()
+    .filter(|(ms, _)| flags & ms != 0)
+    .fold(0, |bits, (_, attr)| bits | attr)
+}
+
 /// Makes the new root the process's `/` with pivot_root, and detaches the old root so
 /// no path, not even `..` from a leaked fd's mount, leads back to the host's tree.
 pub fn pivot_into(root: &OwnedFd) -> Result<(), LaunchError> {

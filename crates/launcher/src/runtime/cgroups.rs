@@ -1,0 +1,408 @@
+//! The container's cgroup at `linux.cgroupsPath`, in every hierarchy the host has: the
+//! unified one on v2; each v1 hierarchy (and the v2 tree beside them) on v1 and hybrid
+//! hosts. Engines read a container's statistics straight from that path (podman stats,
+//! containerd's metrics), so the container's processes must all be there. Unlike
+//! `launch IMAGE`'s cgroup ([`crate::cgroup`]) it outlives the runtime's process: made
+//! by `create`, frozen by `pause`, listed by `ps`, removed by `delete`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cgroup::CgroupLayout;
+use crate::error::LaunchError;
+use crate::runtime::bundle::Resources;
+
+/// A v1 hierarchy the host mounts: its directory name under /sys/fs/cgroup and the
+/// mount options that name it (`cpu,cpuacct`, `name=systemd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub name: String,
+    pub mount: PathBuf,
+    pub options: String,
+}
+
+/// The v1 hierarchies mounted under /sys/fs/cgroup, from /proc/self/mountinfo.
+pub fn v1_hierarchies() -> Vec<Hierarchy> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let mount = before.split(' ').nth(4)?;
+            let mut fields = after.split(' ');
+            if fields.next()? != "cgroup" {
+                return None;
+            }
+            let name = mount.strip_prefix("/sys/fs/cgroup/")?;
+            let options: Vec<&str> = fields
+                .nth(1)?
+                .split(',')
+                .filter(|o| !matches!(*o, "rw" | "ro" | "xattr" | "clone_children"))
+                .collect();
+            Some(Hierarchy {
+                name: name.to_string(),
+                mount: PathBuf::from(mount),
+                options: options.join(","),
+            })
+        })
+        .collect()
+}
+
+/// The container's cgroup directories, one per hierarchy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuntimeCgroup {
+    /// The v2 directory (on hybrid hosts, the one under /sys/fs/cgroup/unified).
+    pub v2: Option<PathBuf>,
+    /// (options naming the hierarchy, directory) for each v1 hierarchy.
+    pub v1: Vec<(String, PathBuf)>,
+}
+
+impl RuntimeCgroup {
+    /// Makes the cgroup at `path` (absolute: from each hierarchy's root; relative: below
+    /// the runtime's own cgroup) and writes `resources`.
+    pub fn create(path: &str, resources: &Resources) -> Result<RuntimeCgroup, LaunchError> {
+        if path.contains(':') {
+            return Err(LaunchError::Invalid(format!(
+                "linux.cgroupsPath {path}: a systemd slice:prefix:name path; launch manages cgroups itself (cgroupfs): give a path such as /machine/ID"
+            )));
+        }
+        if path.split('/').any(|part| part == "..") {
+            return Err(LaunchError::Invalid(format!(
+                "linux.cgroupsPath {path}: give a path without `..`"
+            )));
+        }
+        let layout = CgroupLayout::detect().ok_or_else(|| {
+            LaunchError::Invalid(
+                "linux.cgroupsPath: this host has no cgroup filesystem mounted under /sys/fs/cgroup".into(),
+            )
+        })?;
+        let own = own_cgroups();
+        let failed = |dir: &Path, e: io::Error| {
+            LaunchError::setup(format!("creating the cgroup {}", dir.display()), e)
+        };
+        let mut cgroup = RuntimeCgroup::default();
+        let v2_mount = match layout {
+            CgroupLayout::V2 => Some(Path::new("/sys/fs/cgroup")),
+            CgroupLayout::Hybrid => Some(Path::new("/sys/fs/cgroup/unified")),
+            CgroupLayout::V1 => None,
+        };
+        if let Some(mount) = v2_mount {
+            let dir = place(mount, path, own_path(&own, ""));
+            if layout == CgroupLayout::V2 {
+                enable_controllers(mount, &dir);
+            }
+            fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
+            if layout == CgroupLayout::V2 {
+                write_v2(&dir, resources)?;
+            }
+            cgroup.v2 = Some(dir);
+        }
+        if layout != CgroupLayout::V2 {
+            for hierarchy in v1_hierarchies() {
+                let first = hierarchy.options.split(',').next().unwrap_or_default();
+                let dir = place(&hierarchy.mount, path, own_path(&own, first));
+                if cgroup.v1.iter().any(|(_, d)| *d == dir) {
+                    continue;
+                }
+                fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
+                if hierarchy.options.split(',').any(|c| c == "cpuset") {
+                    inherit_cpuset(&dir);
+                }
+                write_v1(&hierarchy.options, &dir, resources)?;
+                cgroup.v1.push((hierarchy.options, dir));
+            }
+        }
+        Ok(cgroup)
+    }
+
+    /// Every directory, v2 first.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.v2
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(self.v1.iter().map(|(_, d)| d.as_path()))
+    }
+
+    /// Moves `pid` into every directory.
+    pub fn add(&self, pid: libc::pid_t) -> Result<(), LaunchError> {
+        for dir in self.dirs() {
+            let procs = dir.join("cgroup.procs");
+            fs::write(&procs, pid.to_string())
+                .map_err(|e| LaunchError::setup(format!("writing {}", procs.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// The PIDs of the container's processes.
+    pub fn pids(&self) -> Vec<libc::pid_t> {
+        let dir = self
+            .v1
+            .iter()
+            .find(|(options, _)| options.split(',').any(|c| c == "pids" || c == "freezer"))
+            .map(|(_, d)| d.as_path())
+            .or(self.v2.as_deref());
+        let Some(dir) = dir else {
+            return Vec::new();
+        };
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// The v1 freezer's directory, or the v2 one where the host has cgroup.freeze.
+    fn freezer(&self) -> Option<Freezer> {
+        if let Some((_, dir)) = self
+            .v1
+            .iter()
+            .find(|(options, _)| options.split(',').any(|c| c == "freezer"))
+        {
+            return Some(Freezer::V1(dir.clone()));
+        }
+        self.v2
+            .as_ref()
+            .filter(|d| d.join("cgroup.freeze").exists())
+            .map(|d| Freezer::V2(d.clone()))
+    }
+
+    /// Freezes (`pause`) or thaws (`resume`) every process, waiting until the kernel
+    /// says it is done.
+    pub fn set_frozen(&self, frozen: bool) -> Result<(), LaunchError> {
+        let freezer = self.freezer().ok_or_else(|| {
+            LaunchError::Invalid(
+                "pause/resume: the container's cgroup has no freezer on this host".into(),
+            )
+        })?;
+        let (file, value) = match (&freezer, frozen) {
+            (Freezer::V1(d), true) => (d.join("freezer.state"), "FROZEN"),
+            (Freezer::V1(d), false) => (d.join("freezer.state"), "THAWED"),
+            (Freezer::V2(d), true) => (d.join("cgroup.freeze"), "1"),
+            (Freezer::V2(d), false) => (d.join("cgroup.freeze"), "0"),
+        };
+        fs::write(&file, value)
+            .map_err(|e| LaunchError::setup(format!("writing {}", file.display()), e))?;
+        for _ in 0..1000 {
+            if self.is_frozen() == frozen {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(LaunchError::Invalid(format!(
+            "{}: the kernel did not finish {} the container",
+            file.display(),
+            if frozen { "freezing" } else { "thawing" }
+        )))
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        match self.freezer() {
+            Some(Freezer::V1(d)) => {
+                fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+            }
+            Some(Freezer::V2(d)) => fs::read_to_string(d.join("cgroup.events"))
+                .is_ok_and(|s| s.lines().any(|l| l == "frozen 1")),
+            None => false,
+        }
+    }
+
+    /// Kills what is left in it and removes every directory. The container's last
+    /// processes may still be on their way out: rmdir is retried for a while.
+    pub fn remove(&self) -> Result<(), LaunchError> {
+        if self.is_frozen() {
+            let _ = self.set_frozen(false);
+        }
+        for pid in self.pids() {
+            // SAFETY: plain kill of a process in the container's cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for dir in self.dirs() {
+            let mut attempt = 0;
+            loop {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 2000 => {
+                        attempt += 1;
+                        std::thread::sleep(std::time::Duration::from_micros(500));
+                    }
+                    Err(e) => {
+                        return Err(LaunchError::setup(
+                            format!("removing the cgroup {}", dir.display()),
+                            e,
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Freezer {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+/// `path` placed in the hierarchy mounted at `mount`: from its root when absolute,
+/// below `own` (the runtime's cgroup there) when relative.
+fn place(mount: &Path, path: &str, own: &str) -> PathBuf {
+    match path.strip_prefix('/') {
+        Some(absolute) => mount.join(absolute),
+        None => mount.join(own.trim_start_matches('/')).join(path),
+    }
+}
+
+/// This process's cgroup path in each hierarchy: (controllers, path).
+fn own_cgroups() -> Vec<(String, String)> {
+    fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let _id = fields.next()?;
+            Some((fields.next()?.to_string(), fields.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The runtime's own path in the hierarchy holding `controller` ("" for v2).
+fn own_path<'a>(own: &'a [(String, String)], controller: &str) -> &'a str {
+    own.iter()
+        .find(|(controllers, _)| match controller {
+            "" => controllers.is_empty(),
+            c => controllers.split(',').any(|x| x == c),
+        })
+        .map_or("/", |(_, p)| p.as_str())
+}
+
+/// v2: the controllers the limits use, enabled in every ancestor of `dir` (each one
+/// alone: a controller the host does not offer is left out, not an error here; its
+/// limit's write fails and says so).
+fn enable_controllers(mount: &Path, dir: &Path) {
+    let Ok(relative) = dir.strip_prefix(mount) else {
+        return;
+    };
+    let mut ancestor = mount.to_path_buf();
+    for part in relative.parent().into_iter().flat_map(Path::components) {
+        for controller in ["+cpu", "+memory", "+pids", "+io", "+hugetlb"] {
+            let _ = fs::write(ancestor.join("cgroup.subtree_control"), controller);
+        }
+        ancestor.push(part);
+        let _ = fs::create_dir(&ancestor);
+    }
+    for controller in ["+cpu", "+memory", "+pids", "+io", "+hugetlb"] {
+        let _ = fs::write(ancestor.join("cgroup.subtree_control"), controller);
+    }
+}
+
+/// v1 cpuset: a new cgroup starts with no CPUs and no memory nodes, and takes no
+/// process until it has them: copy its parent's (made by create_dir_all, each level
+/// empty in turn).
+fn inherit_cpuset(dir: &Path) {
+    let mut chain: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| d.join("cpuset.cpus").exists())
+        .collect();
+    chain.reverse();
+    for pair in chain.windows(2) {
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let current = fs::read_to_string(pair[1].join(file)).unwrap_or_default();
+            if current.trim().is_empty() {
+                if let Ok(parent) = fs::read_to_string(pair[0].join(file)) {
+                    let _ = fs::write(pair[1].join(file), parent.trim());
+                }
+            }
+        }
+    }
+}
+
+fn write(dir: &Path, file: &str, value: String) -> Result<(), LaunchError> {
+    let path = dir.join(file);
+    fs::write(&path, &value)
+        .map_err(|e| LaunchError::setup(format!("writing {value} to {}", path.display()), e))
+}
+
+fn write_v2(dir: &Path, r: &Resources) -> Result<(), LaunchError> {
+    if let Some(bytes) = r.memory_bytes {
+        write(dir, "memory.max", bytes.to_string())?;
+        if let Some(total) = r.memory_swap_bytes {
+            if dir.join("memory.swap.max").exists() {
+                write(
+                    dir,
+                    "memory.swap.max",
+                    total.saturating_sub(bytes).to_string(),
+                )?;
+            }
+        }
+    }
+    if let Some(pids) = r.pids {
+        write(dir, "pids.max", pids.to_string())?;
+    }
+    if r.cpu_quota_us.is_some() || r.cpu_period_us.is_some() {
+        let quota = r.cpu_quota_us.map_or("max".to_string(), |q| q.to_string());
+        let period = r.cpu_period_us.unwrap_or(100_000);
+        write(dir, "cpu.max", format!("{quota} {period}"))?;
+    }
+    if let Some(shares) = r.cpu_shares {
+        // The kernel's own conversion of v1 shares (2..262144) to v2 weights (1..10000).
+        let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
+        write(dir, "cpu.weight", weight.to_string())?;
+    }
+    Ok(())
+}
+
+fn write_v1(options: &str, dir: &Path, r: &Resources) -> Result<(), LaunchError> {
+    for controller in options.split(',') {
+        match controller {
+            "memory" => {
+                if let Some(bytes) = r.memory_bytes {
+                    write(dir, "memory.limit_in_bytes", bytes.to_string())?;
+                    if let Some(total) = r.memory_swap_bytes {
+                        if dir.join("memory.memsw.limit_in_bytes").exists() {
+                            write(dir, "memory.memsw.limit_in_bytes", total.to_string())?;
+                        }
+                    }
+                }
+            }
+            "pids" => {
+                if let Some(pids) = r.pids {
+                    write(dir, "pids.max", pids.to_string())?;
+                }
+            }
+            "cpu" => {
+                if let Some(period) = r.cpu_period_us {
+                    write(dir, "cpu.cfs_period_us", period.to_string())?;
+                }
+                if let Some(quota) = r.cpu_quota_us {
+                    write(dir, "cpu.cfs_quota_us", quota.to_string())?;
+                }
+                if let Some(shares) = r.cpu_shares {
+                    write(dir, "cpu.shares", shares.to_string())?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_placed_from_the_root_or_below_our_own() {
+        let mount = Path::new("/sys/fs/cgroup/memory");
+        assert_eq!(place(mount, "/default/c1", "/x"), mount.join("default/c1"));
+        assert_eq!(place(mount, "c1", "/x/y"), mount.join("x/y/c1"));
+    }
+
+    #[test]
+    fn systemd_paths_and_dot_dot_are_refused() {
+        let r = Resources::default();
+        assert!(RuntimeCgroup::create("system.slice:libpod:abc", &r).is_err());
+        assert!(RuntimeCgroup::create("/a/../../etc", &r).is_err());
+    }
+}

@@ -1,0 +1,715 @@
+//! `create`: a bundle's container, set up in kernel order up to the last step, its
+//! process then blocked on the exec fifo until `start` opens it. The runtime's side
+//! ([`create`]) returns once the container says it is ready, and the runtime exits,
+//! leaving the container's process to whoever called it (conmon, containerd-shim:
+//! subreapers that wait for it). The container's side (`container_main`) uses the same
+//! kernel-concept modules as `launch IMAGE` ([`crate::rootfs`], [`crate::capabilities`],
+//! [`crate::landlock`], [`crate::pty`], ...), configured by config.json instead of the
+//! command line; as runc does, the process is exec'd as the container's PID 1.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use crate::error::LaunchError;
+use crate::landlock::ExecInsideRoot;
+use crate::namespaces::{self, CloneResult};
+use crate::process::{self, DEFAULT_PATH};
+use crate::rootfs::{self, MountPoint};
+use crate::runtime::bundle::{BundleConfig, DeviceNode, ProcessConfig};
+use crate::runtime::cgroups::RuntimeCgroup;
+use crate::runtime::mounts::MountKind;
+use crate::runtime::seccomp::SpecFilter;
+use crate::userns::IdRange;
+use crate::{capabilities, pty, security};
+
+/// What `create` is given besides the config.
+pub struct CreateRequest<'a> {
+    pub config: &'a BundleConfig,
+    /// The exec fifo (made by the caller in the state directory).
+    pub fifo: &'a Path,
+    /// Where a terminal's master end goes (`--console-socket`, connected).
+    pub console_socket: Option<OwnedFd>,
+    /// `--preserve-fds N`: descriptors 3..3+N stay open in the container.
+    pub preserve_fds: u32,
+    pub cgroup: Option<&'a RuntimeCgroup>,
+}
+
+/// The bytes the container's side sends on the sync pipe: ready (blocked on the fifo
+/// from now on), or an error message that follows.
+const READY: u8 = 0;
+const FAILED: u8 = 1;
+
+/// Creates the container; its process's PID, as the host sees it, once it waits at the
+/// exec fifo.
+pub fn create(request: CreateRequest) -> Result<libc::pid_t, LaunchError> {
+    let config = request.config;
+    // Compiled before the clone, while allocating and failing are still cheap.
+    let seccomp = config
+        .seccomp
+        .as_ref()
+        .map(SpecFilter::compile)
+        .transpose()?;
+    let fifo = open_path(request.fifo)?;
+    let (go_read, go_write) = pipe()?;
+    let (sync_read, sync_write) = pipe()?;
+    // Joined by the runtime itself: the clone's child is born in them.
+    for (flag, path) in &config.namespaces.join {
+        join_namespace(*flag, path)?;
+    }
+    let mut flags = config.namespaces.create;
+    let v1_cgroups = request.cgroup.is_some_and(|c| !c.v1.is_empty());
+    let own_cgroup_namespace = flags & libc::CLONE_NEWCGROUP as u64 != 0 && v1_cgroups;
+    if own_cgroup_namespace {
+        // Made by the child once it is in its v1 cgroups, so it is rooted there.
+        flags &= !(libc::CLONE_NEWCGROUP as u64);
+    }
+    let v2_dir = match request.cgroup.and_then(|c| c.v2.as_ref()) {
+        Some(dir) => Some(open_path(dir)?),
+        None => None,
+    };
+    let child =
+        match namespaces::clone_into_namespaces(flags, v2_dir.as_ref().map(AsRawFd::as_raw_fd)) {
+            Ok(CloneResult::Child) => {
+                drop(go_write);
+                drop(sync_read);
+                container_main(
+                    config,
+                    Channels {
+                        go: go_read,
+                        sync: sync_write,
+                        fifo,
+                        console: request.console_socket,
+                    },
+                    request.preserve_fds,
+                    own_cgroup_namespace,
+                    seccomp,
+                )
+            }
+            Ok(CloneResult::Parent(pid)) => pid,
+            Err(e) => return Err(e),
+        };
+    drop(go_read);
+    drop(sync_write);
+    drop(fifo);
+    let prepared = (|| {
+        if config.namespaces.create & libc::CLONE_NEWUSER as u64 != 0 {
+            write_id_maps(child, &config.uid_mappings, &config.gid_mappings)?;
+        }
+        if let Some(cgroup) = request.cgroup {
+            if v1_cgroups || cgroup.v2.is_none() {
+                cgroup.add(child)?;
+            }
+        }
+        Ok::<(), LaunchError>(())
+    })();
+    if let Err(e) = prepared {
+        kill_and_reap(child);
+        return Err(e);
+    }
+    // SAFETY: writing one byte from a valid buffer.
+    unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) };
+    drop(go_write);
+    let mut answer = Vec::new();
+    let _ = std::fs::File::from(sync_read).read_to_end(&mut answer);
+    match answer.split_first() {
+        Some((&READY, _)) => Ok(child),
+        Some((&FAILED, message)) => {
+            kill_and_reap(child);
+            Err(LaunchError::Invalid(
+                String::from_utf8_lossy(message).into_owned(),
+            ))
+        }
+        _ => {
+            kill_and_reap(child);
+            Err(LaunchError::Invalid(
+                "the container's process ended during its setup".into(),
+            ))
+        }
+    }
+}
+
+/// The container's ends of the runtime's pipes, and what it keeps until exec.
+struct Channels {
+    go: OwnedFd,
+    sync: OwnedFd,
+    fifo: OwnedFd,
+    console: Option<OwnedFd>,
+}
+
+/// The container's first process: sets up, reports, waits at the fifo, execs.
+fn container_main(
+    config: &BundleConfig,
+    channels: Channels,
+    preserve_fds: u32,
+    own_cgroup_namespace: bool,
+    seccomp: Option<SpecFilter>,
+) -> ! {
+    let Channels {
+        go,
+        sync,
+        fifo,
+        console,
+    } = channels;
+    security::hide_host_command_line_and_environment(b"launch-init");
+    let prepared = set_up(config, &go, own_cgroup_namespace, console)
+        .and_then(|()| {
+            drop(go);
+            let program = find_program(&config.process)?;
+            let keep: Vec<RawFd> = [sync.as_raw_fd(), fifo.as_raw_fd()]
+                .into_iter()
+                .chain((3..3 + preserve_fds as RawFd).filter(|fd| *fd != sync.as_raw_fd()))
+                .collect();
+            security::close_fds_except(&keep);
+            Ok(program)
+        })
+        .and_then(|program| Ok((program, ExecInsideRoot::new()?)));
+    let (program, exec_inside_root) = match prepared {
+        Ok(ready) => ready,
+        Err(e) => {
+            let mut message = vec![FAILED];
+            message.extend_from_slice(e.to_string().as_bytes());
+            // SAFETY: writing from a valid buffer, then leaving the forked child.
+            unsafe {
+                libc::write(sync.as_raw_fd(), message.as_ptr().cast(), message.len());
+                libc::_exit(process::EXIT_LAUNCH_FAILED)
+            }
+        }
+    };
+    // From here the container outlives the runtime: no parent-death signal.
+    // SAFETY: plain prctl; writing one byte from a valid buffer.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
+        libc::write(sync.as_raw_fd(), [READY].as_ptr().cast(), 1);
+    }
+    drop(sync);
+    wait_for_start(fifo);
+    let e = exec_process(
+        &config.process,
+        &program,
+        exec_inside_root,
+        seccomp.as_ref(),
+    );
+    eprintln!("launch: {e}");
+    // SAFETY: leaving the container's process.
+    unsafe { libc::_exit(process::EXIT_CANNOT_RUN) }
+}
+
+/// Everything between the clone and the fifo, in kernel order.
+fn set_up(
+    config: &BundleConfig,
+    go: &OwnedFd,
+    own_cgroup_namespace: bool,
+    console: Option<OwnedFd>,
+) -> Result<(), LaunchError> {
+    let in_userns = config.namespaces.create & libc::CLONE_NEWUSER as u64 != 0;
+    // 1. A session of our own; die with the runtime until ready; wait for its go-ahead
+    // (maps written, cgroups joined).
+    // SAFETY: setsid cannot fail here (the clone is no group leader).
+    unsafe { libc::setsid() };
+    crate::init::tie_to_launcher(go)?;
+    if own_cgroup_namespace {
+        crate::cgroup::enter_own_namespace()?;
+    }
+    if in_userns {
+        crate::userns::become_root_inside()?;
+    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
+
+    // 2. Mounts, in our own mount namespace: nothing propagates to the host. The rootfs
+    // is bound onto itself so it is a mount pivot_root can switch to.
+    rootfs::make_mounts_private()?;
+    let rootfs_c = path_c(&config.rootfs)?;
+    rootfs::mount(
+        Some(&rootfs_c),
+        &rootfs_c,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(|e| {
+        LaunchError::setup(
+            format!("binding {} onto itself", config.rootfs.display()),
+            e,
+        )
+    })?;
+    let root = open_dir(&config.rootfs)?;
+    for mount in &config.mounts {
+        mount.mount_in(&root, &config.bundle)?;
+    }
+    let dev_is_tmpfs = config.mounts.iter().any(|m| {
+        m.destination == "/dev"
+            && matches!(&m.kind, MountKind::Fresh { fstype, .. } if fstype == "tmpfs")
+    });
+    if dev_is_tmpfs {
+        default_devices(&root, in_userns)?;
+    }
+    for device in &config.devices {
+        make_device(&root, device, in_userns)?;
+    }
+
+    // 3. Names (UTS): only in a namespace of our own.
+    if config.namespaces.has(libc::CLONE_NEWUTS) {
+        if let Some(name) = &config.hostname {
+            // SAFETY: valid buffer and length.
+            if unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) } < 0 {
+                return Err(LaunchError::setup(
+                    "sethostname",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+        if let Some(name) = &config.domainname {
+            // SAFETY: valid buffer and length.
+            if unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } < 0 {
+                return Err(LaunchError::setup(
+                    "setdomainname",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+    }
+
+    // 4. Into the new root; the host's tree is detached.
+    rootfs::pivot_into(&root)?;
+    drop(root);
+    rootfs::mount(None, c"/", None, config.rootfs_propagation, None)
+        .map_err(|e| LaunchError::setup("setting the root's propagation", e))?;
+    for path in &config.masked_paths {
+        crate::masked_paths::mask_path(path)?;
+    }
+    for path in &config.readonly_paths {
+        crate::masked_paths::read_only_path(path)?;
+    }
+    for (key, value) in &config.sysctl {
+        write_sysctl(key, value)?;
+    }
+    if let Some(score) = config.process.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string())
+            .map_err(|e| LaunchError::setup("writing /proc/self/oom_score_adj", e))?;
+    }
+
+    // 5. The terminal: a pty of the container's devpts, its master end to the engine.
+    if config.process.terminal {
+        let socket = console.ok_or_else(|| {
+            LaunchError::Invalid(
+                "process.terminal is true: give --console-socket, or set it to false".into(),
+            )
+        })?;
+        attach_terminal(&socket, config.process.console_size, true)?;
+    }
+    if config.root_read_only {
+        rootfs::make_root_read_only()?;
+    }
+    Ok(())
+}
+
+/// Blocks until `start` opens the fifo for reading, then tells it we are going.
+fn wait_for_start(fifo: OwnedFd) {
+    let path = rootfs::fd_path_c(fifo.as_raw_fd());
+    // SAFETY: valid C string; the fd is closed right after.
+    unsafe {
+        let writer = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if writer < 0 {
+            libc::_exit(process::EXIT_LAUNCH_FAILED);
+        }
+        libc::write(writer, b"0".as_ptr().cast(), 1);
+        libc::close(writer);
+    }
+    drop(fifo);
+}
+
+/// The process's own steps, after `start`: working directory, limits, user, the
+/// capability sets, then the confinement (Landlock, seccomp) and exec.
+/// Returns only on failure, with what failed.
+pub(crate) fn exec_process(
+    process: &ProcessConfig,
+    program: &CString,
+    exec_inside_root: Option<ExecInsideRoot>,
+    seccomp: Option<&SpecFilter>,
+) -> LaunchError {
+    match prepare_and_exec(process, program, exec_inside_root, seccomp) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+fn prepare_and_exec(
+    process: &ProcessConfig,
+    program: &CString,
+    exec_inside_root: Option<ExecInsideRoot>,
+    seccomp: Option<&SpecFilter>,
+) -> Result<std::convert::Infallible, LaunchError> {
+    let cwd = path_c(Path::new(&process.cwd))?;
+    // SAFETY: valid C string.
+    if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
+        return Err(LaunchError::setup(
+            format!("process.cwd {}", process.cwd),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // A working directory outside the root (through a leaked fd) would hand the
+    // process the host's tree (CVE-2024-21626).
+    if !security::cwd_is_inside_root() {
+        return Err(LaunchError::Invalid(format!(
+            "process.cwd {}: outside the container's root",
+            process.cwd
+        )));
+    }
+    for limit in &process.rlimits {
+        limit.apply().map_err(|_| {
+            LaunchError::setup(
+                "error setting rlimit (process.rlimits)",
+                std::io::Error::last_os_error(),
+            )
+        })?;
+    }
+    if process.no_new_privileges {
+        security::set_no_new_privs()?;
+    }
+    // Confined before the user changes, while the process still has the privilege
+    // Landlock and seccomp need without no_new_privs; the calls left (setgroups,
+    // setresuid, capset, execve) are ones every profile allows.
+    if let Some(rule) = &exec_inside_root {
+        rule.enforce().map_err(|e| {
+            LaunchError::setup(
+                "enforcing the Landlock rule",
+                std::io::Error::from_raw_os_error(e),
+            )
+        })?;
+    }
+    let caps = &process.capabilities;
+    // Without no_new_privs a filter needs CAP_SYS_ADMIN to be installed: then it goes
+    // on while the process is still root (and the calls after it, setresuid, capset
+    // and execve, are ones every profile allows); with no_new_privs, last.
+    if let Some(filter) = seccomp.filter(|_| !process.no_new_privileges) {
+        filter.install()?;
+    }
+    capabilities::drop_bounding_except(&caps.bounding)?;
+    switch_user(process)?;
+    capabilities::set_exactly(
+        &caps.bounding,
+        &caps.effective,
+        &caps.permitted,
+        &caps.inheritable,
+        &caps.ambient,
+    )?;
+    if let Some(filter) = seccomp.filter(|_| process.no_new_privileges) {
+        filter.install()?;
+    }
+    if let Some(mask) = process.umask {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask) };
+    } else {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(0o022) };
+    }
+    let argv: Vec<CString> = process
+        .args
+        .iter()
+        .map(|a| CString::new(a.as_str()).unwrap_or_default())
+        .collect();
+    let env: Vec<CString> = process
+        .env
+        .iter()
+        .map(|e| CString::new(e.as_str()).unwrap_or_default())
+        .collect();
+    let pointers = |items: &[CString]| -> Vec<*const libc::c_char> {
+        items
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain([std::ptr::null()])
+            .collect()
+    };
+    let (argv_ptrs, env_ptrs) = (pointers(&argv), pointers(&env));
+    // Signals back to their defaults for the process (the runtime ignores SIGPIPE).
+    // SAFETY: plain signal disposition change.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // SAFETY: valid, NULL-terminated arrays of C strings.
+    unsafe { libc::execve(program.as_ptr(), argv_ptrs.as_ptr(), env_ptrs.as_ptr()) };
+    Err(LaunchError::setup(
+        format!("exec {}", program.to_string_lossy()),
+        std::io::Error::last_os_error(),
+    ))
+}
+
+/// process.user: groups, gid, then uid, keeping the capabilities across the change so
+/// [`capabilities::set_exactly`] can set them as the spec says.
+fn switch_user(process: &ProcessConfig) -> Result<(), LaunchError> {
+    let fail = |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
+    // SAFETY: plain syscalls on valid data.
+    unsafe {
+        let groups = &process.additional_gids;
+        // Denied in a user namespace whose setgroups is "deny": the groups stay.
+        if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM)
+        {
+            return Err(fail("setgroups (process.user.additionalGids)"));
+        }
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+        if libc::setresgid(process.gid, process.gid, process.gid) < 0 {
+            return Err(fail("setresgid (process.user.gid)"));
+        }
+        if libc::setresuid(process.uid, process.uid, process.uid) < 0 {
+            return Err(fail("setresuid (process.user.uid)"));
+        }
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    }
+    Ok(())
+}
+
+/// The program, found in the container before `create` returns (as runc does): a
+/// missing one fails `create` in one line instead of the container at `start`.
+pub(crate) fn find_program(process: &ProcessConfig) -> Result<CString, LaunchError> {
+    let program = &process.args[0];
+    let path_var = process
+        .env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for candidate in process::candidates(program, path_var) {
+        // SAFETY: stat is plain data; a valid C string.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::stat(candidate.as_ptr(), &mut st) } == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && st.st_mode & 0o111 != 0
+        {
+            return Ok(candidate);
+        }
+    }
+    Err(LaunchError::Invalid(format!(
+        "exec: {program:?}: executable file not found in $PATH"
+    )))
+}
+
+/// `/dev` as runc makes it on a tmpfs: the harmless character devices (the host's,
+/// bound in, inside a user namespace), and the links into /proc/self/fd.
+fn default_devices(root: &OwnedFd, in_userns: bool) -> Result<(), LaunchError> {
+    for (name, major, minor) in crate::devices::DEVICES {
+        let node = DeviceNode {
+            path: format!("/dev/{name}"),
+            kind: libc::S_IFCHR,
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        };
+        make_device(root, &node, in_userns)?;
+    }
+    let dev = rootfs::mount_point(root, "/dev", MountPoint::Dir)?;
+    for (name, target) in crate::devices::LINKS {
+        let name_c = CString::new(name).expect("no NUL");
+        let target_c = CString::new(target).expect("no NUL");
+        // SAFETY: valid fd and C strings. An existing entry (a /dev/pts mount's ptmx
+        // link made by the image) is left as it is.
+        if unsafe { libc::symlinkat(target_c.as_ptr(), dev.as_raw_fd(), name_c.as_ptr()) } < 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
+        {
+            return Err(LaunchError::setup(
+                format!("linking /dev/{name}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A device node of linux.devices (or a default one). In a user namespace nodes cannot
+/// be made: the host's own node is bound in, as runc does rootless.
+fn make_device(root: &OwnedFd, device: &DeviceNode, in_userns: bool) -> Result<(), LaunchError> {
+    let (parent_path, name) = device.path.rsplit_once('/').expect("checked: under /dev");
+    if in_userns {
+        return rootfs::bind(
+            root,
+            Path::new(&device.path),
+            &device.path,
+            MountPoint::File,
+            false,
+        );
+    }
+    let parent = rootfs::mount_point(root, parent_path, MountPoint::Dir)?;
+    let name_c = CString::new(name)
+        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", device.path)))?;
+    let step = || format!("creating the device {}", device.path);
+    // SAFETY: valid fd and C string. An existing node is replaced.
+    unsafe {
+        libc::unlinkat(parent.as_raw_fd(), name_c.as_ptr(), 0);
+        if libc::mknodat(
+            parent.as_raw_fd(),
+            name_c.as_ptr(),
+            device.kind | (device.mode & 0o7777),
+            libc::makedev(device.major, device.minor),
+        ) < 0
+        {
+            return Err(LaunchError::setup(step(), std::io::Error::last_os_error()));
+        }
+        if libc::fchownat(
+            parent.as_raw_fd(),
+            name_c.as_ptr(),
+            device.uid,
+            device.gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) < 0
+        {
+            return Err(LaunchError::setup(step(), std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// linux.sysctl: only the namespaced ones are the container's to set; the kernel
+/// refuses the others in a container's /proc/sys (EPERM or EROFS), and that is the error.
+fn write_sysctl(key: &str, value: &str) -> Result<(), LaunchError> {
+    if key.contains("..") || key.contains('/') && key.contains('.') {
+        return Err(LaunchError::Invalid(format!(
+            "linux.sysctl {key}: not a sysctl name"
+        )));
+    }
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value)
+        .map_err(|e| LaunchError::setup(format!("linux.sysctl {key}={value}"), e))
+}
+
+/// A pty from the container's devpts: the master end goes over `socket` (runc's
+/// console-socket protocol: one message carrying the fd by SCM_RIGHTS), the slave
+/// end becomes stdio and the controlling terminal (and, for the container's own
+/// process, /dev/console).
+pub(crate) fn attach_terminal(
+    socket: &OwnedFd,
+    size: Option<(u16, u16)>,
+    bind_console: bool,
+) -> Result<(), LaunchError> {
+    let (master, slave) = pty::open_pair()?;
+    if let Some((rows, cols)) = size {
+        let winsize = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: valid fd and struct.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &winsize) };
+    }
+    pty::send_fd(socket, &master)?;
+    drop(master);
+    // SAFETY: plain syscalls on our own fds.
+    unsafe {
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+            return Err(LaunchError::setup(
+                "making the pty the controlling terminal",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        for target in 0..=2 {
+            libc::dup2(slave.as_raw_fd(), target);
+        }
+    }
+    if bind_console {
+        // The container's /dev/console is its terminal, as runc makes it.
+        let root = open_dir(Path::new("/"))?;
+        let console = rootfs::mount_point(&root, "/dev/console", MountPoint::File)?;
+        rootfs::mount(
+            Some(&rootfs::fd_path_c(slave.as_raw_fd())),
+            &rootfs::fd_path_c(console.as_raw_fd()),
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .map_err(|e| LaunchError::setup("binding the pty on /dev/console", e))?;
+    }
+    Ok(())
+}
+
+fn write_id_maps(pid: libc::pid_t, uids: &[IdRange], gids: &[IdRange]) -> Result<(), LaunchError> {
+    let line = |ranges: &[IdRange]| {
+        ranges
+            .iter()
+            .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
+            .collect::<String>()
+    };
+    let write = |file: &str, content: String| {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, content).map_err(|e| LaunchError::setup(format!("writing {path}"), e))
+    };
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } != 0 {
+        // The one way an unprivileged process may write a gid map.
+        write("setgroups", "deny".to_string())?;
+    }
+    write("uid_map", line(uids))?;
+    write("gid_map", line(gids))
+}
+
+fn join_namespace(flag: libc::c_int, path: &Path) -> Result<(), LaunchError> {
+    let fd = std::fs::File::open(path).map_err(|e| {
+        LaunchError::Invalid(format!("linux.namespaces path {}: {e}", path.display()))
+    })?;
+    // SAFETY: a valid namespace fd.
+    if unsafe { libc::setns(fd.as_raw_fd(), flag) } < 0 {
+        return Err(LaunchError::setup(
+            format!("joining the namespace {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, LaunchError> {
+    let c = path_c(path)?;
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(LaunchError::setup(
+            format!("opening {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, LaunchError> {
+    let c = path_c(path)?;
+    // SAFETY: valid C string.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(LaunchError::setup(
+            format!("opening {}", path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a new fd that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn path_c(path: &Path) -> Result<CString, LaunchError> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", path.display())))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [0; 2];
+    // SAFETY: valid array of two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(LaunchError::setup("pipe2", std::io::Error::last_os_error()));
+    }
+    // SAFETY: two new fds that we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+pub(crate) fn kill_and_reap(child: libc::pid_t) {
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+}
