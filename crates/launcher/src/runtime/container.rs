@@ -76,6 +76,7 @@ pub fn create(request: CreateRequest) -> Result<libc::pid_t, LaunchError> {
                 drop(sync_read);
                 container_main(
                     config,
+                    request.cgroup,
                     Channels {
                         go: go_read,
                         sync: sync_write,
@@ -141,6 +142,7 @@ struct Channels {
 /// The container's first process: sets up, reports, waits at the fifo, execs.
 fn container_main(
     config: &BundleConfig,
+    cgroup: Option<&RuntimeCgroup>,
     channels: Channels,
     preserve_fds: u32,
     own_cgroup_namespace: bool,
@@ -153,7 +155,7 @@ fn container_main(
         console,
     } = channels;
     security::hide_host_command_line_and_environment(b"launch-init");
-    let prepared = set_up(config, &go, own_cgroup_namespace, console)
+    let prepared = set_up(config, &go, own_cgroup_namespace, console, cgroup)
         .and_then(|()| {
             drop(go);
             let program = find_program(&config.process)?;
@@ -202,6 +204,7 @@ fn set_up(
     go: &OwnedFd,
     own_cgroup_namespace: bool,
     console: Option<OwnedFd>,
+    cgroup: Option<&RuntimeCgroup>,
 ) -> Result<(), LaunchError> {
     let in_userns = config.namespaces.create & libc::CLONE_NEWUSER as u64 != 0;
     // 1. A session of our own; die with the runtime until ready; wait for its go-ahead
@@ -237,7 +240,7 @@ fn set_up(
     })?;
     let root = open_dir(&config.rootfs)?;
     for mount in &config.mounts {
-        mount.mount_in(&root, &config.bundle)?;
+        mount.mount_in(&root, &config.bundle, cgroup)?;
     }
     let dev_is_tmpfs = config.mounts.iter().any(|m| {
         m.destination == "/dev"
@@ -277,14 +280,15 @@ fn set_up(
     drop(root);
     rootfs::mount(None, c"/", None, config.rootfs_propagation, None)
         .map_err(|e| LaunchError::setup("setting the root's propagation", e))?;
+    // Sysctls first: /proc/sys is among the paths made read-only next.
+    for (key, value) in &config.sysctl {
+        write_sysctl(key, value)?;
+    }
     for path in &config.masked_paths {
         crate::masked_paths::mask_path(path)?;
     }
     for path in &config.readonly_paths {
         crate::masked_paths::read_only_path(path)?;
-    }
-    for (key, value) in &config.sysctl {
-        write_sysctl(key, value)?;
     }
     if let Some(score) = config.process.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", score.to_string())

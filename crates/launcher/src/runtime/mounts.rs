@@ -8,7 +8,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::LaunchError;
-use crate::rootfs::{self, MountPoint};
+use crate::rootfs::{self, BindOptions, MountPoint};
+use crate::runtime::cgroups::RuntimeCgroup;
 
 /// One entry of `mounts`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +75,15 @@ impl MountSpec {
 
     /// Mounts it inside `root` (the container's future `/`, in our own mount namespace).
     /// `bundle` is where a relative bind source is found.
-    pub fn mount_in(&self, root: &OwnedFd, bundle: &Path) -> Result<(), LaunchError> {
+    ///
+    /// `cgroup` is the container's own, shown at a cgroup mount when the container has no
+    /// cgroup namespace (which would otherwise show the host's whole tree).
+    pub fn mount_in(
+        &self,
+        root: &OwnedFd,
+        bundle: &Path,
+        cgroup: Option<&RuntimeCgroup>,
+    ) -> Result<(), LaunchError> {
         match &self.kind {
             MountKind::Bind { source, recursive } => {
                 let source = bundle.join(source);
@@ -95,17 +104,14 @@ impl MountSpec {
                     },
                 )
             }
+            MountKind::Fresh { fstype, .. } if fstype == "cgroup" || fstype == "cgroup2" => {
+                cgroup_mounts(root, &self.destination, self.flags, cgroup)
+            }
             MountKind::Fresh { fstype, source } => self.mount_fresh(root, fstype, source),
         }
     }
 
     fn mount_fresh(&self, root: &OwnedFd, fstype: &str, source: &str) -> Result<(), LaunchError> {
-        // A cgroup mount is whatever the host's layout gives: the v2 tree, or each v1
-        // hierarchy under a read-only tmpfs (see `cgroup_mounts`); in both it is rooted
-        // at the container's own cgroup by the cgroup namespace.
-        if fstype == "cgroup" || fstype == "cgroup2" {
-            return cgroup_mounts(root, &self.destination, self.flags);
-        }
         let fstype_c = c_string(fstype)?;
         let data = (!self.data.is_empty())
             .then(|| c_string(&self.data))
@@ -136,13 +142,16 @@ impl MountSpec {
     }
 }
 
-/// `/sys/fs/cgroup` in the container. cgroup v2: the unified hierarchy. v1 or hybrid: a
-/// tmpfs holding one mount per v1 hierarchy the host has, plus `unified` where it has
-/// one, as runc lays it out.
+/// `/sys/fs/cgroup` in the container, as runc lays it out. cgroup v2: the unified
+/// hierarchy. v1 or hybrid: a tmpfs holding one mount per v1 hierarchy the host has,
+/// plus `unified` where it has one. In a cgroup namespace each is a fresh mount, rooted
+/// at the container's cgroup by the namespace; without one (podman's default on v1),
+/// the container's own cgroup directories are bound there instead.
 fn cgroup_mounts(
     root: &OwnedFd,
     destination: &str,
     flags: libc::c_ulong,
+    cgroup: Option<&RuntimeCgroup>,
 ) -> Result<(), LaunchError> {
     use crate::cgroup::CgroupLayout;
     let flags = flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
@@ -162,8 +171,28 @@ fn cgroup_mounts(
             )
         })
     };
+    let bind = |path: &str, dir: &Path| {
+        let options = BindOptions {
+            recursive: false,
+            attributes: flags,
+            propagation: None,
+        };
+        rootfs::bind_with(root, dir, path, MountPoint::Dir, options)
+    };
+    let own = cgroup.filter(|_| !in_cgroup_namespace());
+    let own_v1 = |options: &str| {
+        own.and_then(|c| {
+            c.v1.iter()
+                .find(|(o, _)| o == options)
+                .map(|(_, d)| d.clone())
+        })
+    };
+    let own_v2 = own.and_then(|c| c.v2.clone());
     match CgroupLayout::detect() {
-        Some(CgroupLayout::V2) | None => fresh(destination, c"cgroup2", flags, None),
+        Some(CgroupLayout::V2) | None => match own_v2 {
+            Some(dir) => bind(destination, &dir),
+            None => fresh(destination, c"cgroup2", flags, None),
+        },
         Some(layout) => {
             // The tmpfs is written before it turns read-only, so it starts writable.
             fresh(
@@ -174,11 +203,20 @@ fn cgroup_mounts(
             )?;
             for hierarchy in crate::runtime::cgroups::v1_hierarchies() {
                 let path = format!("{destination}/{}", hierarchy.name);
-                let options = c_string(&hierarchy.options)?;
-                fresh(&path, c"cgroup", flags, Some(&options))?;
+                match own_v1(&hierarchy.options) {
+                    Some(dir) => bind(&path, &dir)?,
+                    None => {
+                        let options = c_string(&hierarchy.options)?;
+                        fresh(&path, c"cgroup", flags, Some(&options))?;
+                    }
+                }
             }
             if layout == CgroupLayout::Hybrid {
-                fresh(&format!("{destination}/unified"), c"cgroup2", flags, None)?;
+                let path = format!("{destination}/unified");
+                match &own_v2 {
+                    Some(dir) => bind(&path, dir)?,
+                    None => fresh(&path, c"cgroup2", flags, None)?,
+                }
             }
             if flags & libc::MS_RDONLY != 0 {
                 let target = rootfs::mount_point(root, destination, MountPoint::Dir)?;
@@ -188,6 +226,18 @@ fn cgroup_mounts(
             }
             Ok(())
         }
+    }
+}
+
+/// Whether this process has a cgroup namespace of its own (not the host's).
+fn in_cgroup_namespace() -> bool {
+    // /proc is still the host's here (before pivot_root): PID 1 is the host's init.
+    match (
+        std::fs::read_link("/proc/self/ns/cgroup"),
+        std::fs::read_link("/proc/1/ns/cgroup"),
+    ) {
+        (Ok(ours), Ok(host)) => ours != host,
+        _ => false,
     }
 }
 
