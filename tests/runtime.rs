@@ -577,3 +577,99 @@ fn features_and_spec_describe_the_runtime() {
             .unwrap();
     assert_eq!(spec["root"]["path"], "rootfs");
 }
+
+#[test]
+fn a_user_namespace_config_maps_root_and_reaches_its_fifo() {
+    let mut bundle = Bundle::new(&["sh", "-c", "id -u; cat /proc/self/uid_map"]);
+    let namespaces = bundle.config["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.push(serde_json::json!({"type": "user"}));
+    let mapping = serde_json::json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    bundle.config["linux"]["uidMappings"] = mapping.clone();
+    bundle.config["linux"]["gidMappings"] = mapping;
+    bundle.save();
+    let runtime = Runtime::new();
+    let out = runtime.run(&["run", "--bundle", bundle.dir().to_str().unwrap(), "u1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("0"));
+    let map: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(map, ["0", "200000", "65536"]);
+}
+
+#[test]
+fn bind_options_and_propagation_are_applied() {
+    let mut bundle = Bundle::new(&["cat", "/proc/self/mountinfo"]);
+    let source = tempfile::tempdir().unwrap();
+    let mounts = bundle.config["mounts"].as_array_mut().unwrap();
+    mounts.push(
+        serde_json::json!({"destination": "/mnt/shared", "source": source.path(),
+        "options": ["bind", "shared", "nosuid", "strictatime", "ro"]}),
+    );
+    mounts.push(
+        serde_json::json!({"destination": "/mnt/private", "source": source.path(),
+        "options": ["rbind", "rprivate", "noexec"]}),
+    );
+    bundle.save();
+    let runtime = Runtime::new();
+    let out = runtime.run(&["run", "--bundle", bundle.dir().to_str().unwrap(), "m1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let line = |dest: &str| {
+        text.lines()
+            .find(|l| l.split(' ').nth(4) == Some(dest))
+            .unwrap_or_else(|| panic!("{dest} not mounted: {text}"))
+            .to_string()
+    };
+    let shared = line("/mnt/shared");
+    assert!(
+        shared.contains(" ro,nosuid") && shared.contains("shared:"),
+        "{shared}"
+    );
+    let private = line("/mnt/private");
+    assert!(
+        private.contains("noexec") && !private.contains("shared:"),
+        "{private}"
+    );
+}
+
+#[test]
+fn the_devices_cgroup_refuses_a_device_the_config_does_not_allow() {
+    if !std::path::Path::new("/sys/fs/cgroup/devices").is_dir() {
+        // cgroup v2 has no devices files (its device rules are eBPF programs): the
+        // default capability set, without CAP_MKNOD, is what keeps devices out there.
+        eprintln!("SKIPPED: no v1 devices hierarchy on this host");
+        return;
+    }
+    // The tun device (c 10:200), a node made inside and opened: the devices cgroup,
+    // not a capability, is what decides (opening it needs none).
+    let script = "mknod /tmp/tun c 10 200 && exec 3<> /tmp/tun && echo opened";
+    let with_mknod = |bundle: &mut Bundle| {
+        for set in ["bounding", "effective", "permitted"] {
+            let caps = bundle.config["process"]["capabilities"][set]
+                .as_array_mut()
+                .unwrap();
+            caps.push(serde_json::json!("CAP_MKNOD"));
+        }
+        bundle.save();
+    };
+    let runtime = Runtime::new();
+    // Control: with no device rules the container opens it.
+    let mut open = Bundle::new(&["sh", "-c", script]);
+    open.config["linux"]["resources"] = serde_json::json!({});
+    with_mknod(&mut open);
+    let out = runtime.run(&["run", "--bundle", open.dir().to_str().unwrap(), "dev0"]);
+    assert_eq!(stdout(&out).trim(), "opened", "control: {}", stderr(&out));
+    // The default spec's rule (deny all) keeps it out; /dev/null still works.
+    let closed_script = format!("echo ok > /dev/null && {script}");
+    let mut closed = Bundle::new(&["sh", "-c", &closed_script]);
+    with_mknod(&mut closed);
+    let out = runtime.run(&["run", "--bundle", closed.dir().to_str().unwrap(), "dev1"]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).is_empty());
+    assert!(
+        stderr(&out).contains("Operation not permitted"),
+        "{}",
+        stderr(&out)
+    );
+}

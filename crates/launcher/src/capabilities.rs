@@ -218,19 +218,18 @@ pub fn keep_only(keep: &[Capability]) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// The runtime spec's five sets, exactly: the bounding set cut to `bounding` (while the
-/// process still holds CAP_SETPCAP, so before it changes user), then effective,
-/// permitted and inheritable set, then each ambient one raised. Unlike [`limit_to`] a
-/// set may hold what this process lacks: the kernel refuses that, and so does this.
+/// The runtime spec's effective, permitted and inheritable sets, exactly, then each
+/// ambient one raised; the bounding set is cut before, with [`drop_bounding_except`],
+/// while the process still holds CAP_SETPCAP (before it changes user). Unlike
+/// [`limit_to`] a set may hold what this process lacks: the kernel refuses that, and so
+/// does this.
 pub fn set_exactly(
-    bounding: &[Capability],
     effective: &[Capability],
     permitted: &[Capability],
     inheritable: &[Capability],
     ambient: &[Capability],
 ) -> Result<(), LaunchError> {
     let fail = |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
-    drop_bounding_except(bounding)?;
     let mask = |set: &[Capability]| set.iter().fold(0u64, |m, cap| m | 1 << cap.0);
     let (e, p, i) = (
         mask(effective),

@@ -535,18 +535,38 @@ pub fn bind_with(
     )?;
     // SAFETY: open_tree returned a new fd that we own.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let attr_set = mount_attributes(options.attributes);
+    // The atime modes are one field: setting one clears it first.
+    const MOUNT_ATTR_ATIME_FIELD: u64 = 0x70;
     let attr = MountAttr {
-        attr_set: mount_attributes(options.attributes),
-        propagation: options.propagation.map_or(0, |p| p & !libc::MS_REC),
+        attr_set,
+        attr_clr: if attr_set & MOUNT_ATTR_ATIME_FIELD != 0 {
+            MOUNT_ATTR_ATIME_FIELD
+        } else {
+            0
+        },
         ..MountAttr::default()
     };
-    if attr.attr_set != 0 || attr.propagation != 0 {
+    if attr.attr_set != 0 {
         let flags = libc::AT_EMPTY_PATH as u32 | recursive;
         mount_setattr(tree.as_raw_fd(), c"", flags, &attr)
             .map_err(|e| LaunchError::setup(step(), e))?;
     }
     let target = mount_point(root, path, kind)?;
-    move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))
+    move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))?;
+    // Propagation only once attached: the kernel refuses to share a detached mount.
+    if let Some(propagation) = options.propagation {
+        let target = mount_point(root, path, kind)?;
+        mount(
+            None,
+            &fd_path_c(target.as_raw_fd()),
+            None,
+            propagation,
+            None,
+        )
+        .map_err(|e| LaunchError::setup(step(), e))?;
+    }
+    Ok(())
 }
 
 /// MS_* mount flags as mount_setattr's MOUNT_ATTR_* bits.

@@ -89,13 +89,9 @@ impl RuntimeCgroup {
         };
         if let Some(mount) = v2_mount {
             let dir = place(mount, path, own_path(&own, ""));
-            if layout == CgroupLayout::V2 {
-                enable_controllers(mount, &dir);
-            }
+            enable_controllers(mount, &dir);
             fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
-            if layout == CgroupLayout::V2 {
-                write_v2(&dir, resources)?;
-            }
+            write_v2(&dir, resources, layout == CgroupLayout::Hybrid)?;
             cgroup.v2 = Some(dir);
         }
         if layout != CgroupLayout::V2 {
@@ -286,16 +282,18 @@ fn enable_controllers(mount: &Path, dir: &Path) {
     };
     let mut ancestor = mount.to_path_buf();
     for part in relative.parent().into_iter().flat_map(Path::components) {
-        for controller in ["+cpu", "+memory", "+pids", "+io", "+hugetlb"] {
+        for controller in V2_CONTROLLERS {
             let _ = fs::write(ancestor.join("cgroup.subtree_control"), controller);
         }
         ancestor.push(part);
         let _ = fs::create_dir(&ancestor);
     }
-    for controller in ["+cpu", "+memory", "+pids", "+io", "+hugetlb"] {
+    for controller in V2_CONTROLLERS {
         let _ = fs::write(ancestor.join("cgroup.subtree_control"), controller);
     }
 }
+
+const V2_CONTROLLERS: [&str; 6] = ["+cpu", "+cpuset", "+memory", "+pids", "+io", "+hugetlb"];
 
 /// v1 cpuset: a new cgroup starts with no CPUs and no memory nodes, and takes no
 /// process until it has them: copy its parent's (made by create_dir_all, each level
@@ -324,46 +322,123 @@ fn write(dir: &Path, file: &str, value: String) -> Result<(), LaunchError> {
         .map_err(|e| LaunchError::setup(format!("writing {value} to {}", path.display()), e))
 }
 
-fn write_v2(dir: &Path, r: &Resources) -> Result<(), LaunchError> {
+/// What a limit's file is called in v2, and its value: the writes for `r`.
+fn v2_writes(r: &Resources) -> Vec<(String, String)> {
+    let mut writes: Vec<(String, String)> = Vec::new();
+    let mut add = |file: &str, value: String| writes.push((file.to_string(), value));
+    if let Some(cpus) = &r.cpus {
+        add("cpuset.cpus", cpus.clone());
+    }
+    if let Some(mems) = &r.mems {
+        add("cpuset.mems", mems.clone());
+    }
     if let Some(bytes) = r.memory_bytes {
-        write(dir, "memory.max", bytes.to_string())?;
+        add("memory.max", bytes.to_string());
         if let Some(total) = r.memory_swap_bytes {
-            if dir.join("memory.swap.max").exists() {
-                write(
-                    dir,
-                    "memory.swap.max",
-                    total.saturating_sub(bytes).to_string(),
-                )?;
-            }
+            add("memory.swap.max", total.saturating_sub(bytes).to_string());
         }
     }
+    if let Some(bytes) = r.memory_reservation {
+        add("memory.low", bytes.to_string());
+    }
     if let Some(pids) = r.pids {
-        write(dir, "pids.max", pids.to_string())?;
+        add("pids.max", pids.to_string());
     }
     if r.cpu_quota_us.is_some() || r.cpu_period_us.is_some() {
         let quota = r.cpu_quota_us.map_or("max".to_string(), |q| q.to_string());
         let period = r.cpu_period_us.unwrap_or(100_000);
-        write(dir, "cpu.max", format!("{quota} {period}"))?;
+        add("cpu.max", format!("{quota} {period}"));
     }
     if let Some(shares) = r.cpu_shares {
         // The kernel's own conversion of v1 shares (2..262144) to v2 weights (1..10000).
         let weight = 1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142;
-        write(dir, "cpu.weight", weight.to_string())?;
+        add("cpu.weight", weight.to_string());
+    }
+    if let Some(weight) = r.blkio_weight {
+        // v1's 10..1000 onto v2's 1..10000.
+        let weight = 1 + (u64::from(weight).clamp(10, 1000) - 10) * 9999 / 990;
+        add("io.weight", weight.to_string());
+    }
+    for (_, key, major, minor, rate) in &r.blkio_throttles {
+        add("io.max", format!("{major}:{minor} {key}={rate}"));
+    }
+    for (size, limit) in &r.hugepage_limits {
+        add(&format!("hugetlb.{size}.max"), limit.to_string());
+    }
+    for (file, value) in &r.unified {
+        add(file, value.clone());
+    }
+    writes
+}
+
+/// v2 limits. On a hybrid host only the controllers the v2 tree holds (their files
+/// exist) are v2's; the rest are v1's (see [`write_v1`]).
+fn write_v2(dir: &Path, r: &Resources, hybrid: bool) -> Result<(), LaunchError> {
+    for (file, value) in v2_writes(r) {
+        if hybrid && !dir.join(&file).exists() {
+            continue;
+        }
+        if file.contains('/') || file.starts_with('.') {
+            return Err(LaunchError::Invalid(format!(
+                "linux.resources.unified {file}: give a file name of the cgroup"
+            )));
+        }
+        write(dir, &file, value)?;
     }
     Ok(())
 }
 
+/// v1 limits, each in its controller's hierarchy (`options` names the controllers).
 fn write_v1(options: &str, dir: &Path, r: &Resources) -> Result<(), LaunchError> {
+    let present = |file: &str| dir.join(file).exists();
     for controller in options.split(',') {
         match controller {
+            "cpuset" => {
+                if let Some(cpus) = &r.cpus {
+                    write(dir, "cpuset.cpus", cpus.clone())?;
+                }
+                if let Some(mems) = &r.mems {
+                    write(dir, "cpuset.mems", mems.clone())?;
+                }
+            }
             "memory" => {
                 if let Some(bytes) = r.memory_bytes {
                     write(dir, "memory.limit_in_bytes", bytes.to_string())?;
                     if let Some(total) = r.memory_swap_bytes {
-                        if dir.join("memory.memsw.limit_in_bytes").exists() {
+                        if present("memory.memsw.limit_in_bytes") {
                             write(dir, "memory.memsw.limit_in_bytes", total.to_string())?;
                         }
                     }
+                }
+                if let Some(bytes) = r.memory_reservation {
+                    write(dir, "memory.soft_limit_in_bytes", bytes.to_string())?;
+                }
+                if let Some(swappiness) = r.swappiness {
+                    write(dir, "memory.swappiness", swappiness.to_string())?;
+                }
+                if r.disable_oom_killer {
+                    write(dir, "memory.oom_control", "1".to_string())?;
+                }
+                if let Some(bytes) = r.kernel_memory {
+                    // Kernels since 5.16 take no kernel memory limit any more (the
+                    // write fails with ENOTSUPP); there is nothing to set, as runc says.
+                    match fs::write(dir.join("memory.kmem.limit_in_bytes"), bytes.to_string()) {
+                        Err(e)
+                            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(524)) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        other => other.map_err(|e| {
+                            LaunchError::setup(
+                                format!(
+                                    "writing {}",
+                                    dir.join("memory.kmem.limit_in_bytes").display()
+                                ),
+                                e,
+                            )
+                        })?,
+                    }
+                }
+                if let Some(bytes) = r.kernel_tcp_memory {
+                    write(dir, "memory.kmem.tcp.limit_in_bytes", bytes.to_string())?;
                 }
             }
             "pids" => {
@@ -381,11 +456,75 @@ fn write_v1(options: &str, dir: &Path, r: &Resources) -> Result<(), LaunchError>
                 if let Some(shares) = r.cpu_shares {
                     write(dir, "cpu.shares", shares.to_string())?;
                 }
+                // The period first: the kernel checks the runtime against it.
+                if let Some(period) = r.cpu_realtime_period_us {
+                    write(dir, "cpu.rt_period_us", period.to_string())?;
+                }
+                if let Some(runtime) = r.cpu_realtime_runtime_us {
+                    write(dir, "cpu.rt_runtime_us", runtime.to_string())?;
+                }
+            }
+            "blkio" => {
+                // CFQ's and BFQ's names for the same weights.
+                let weight_file = |name: &str| {
+                    [format!("blkio.{name}"), format!("blkio.bfq.{name}")]
+                        .into_iter()
+                        .find(|f| present(f))
+                };
+                if let Some(weight) = r.blkio_weight {
+                    let file = weight_file("weight").ok_or_else(|| unavailable("blkio weight"))?;
+                    write(dir, &file, weight.to_string())?;
+                }
+                if let Some(weight) = r.blkio_leaf_weight {
+                    let file = weight_file("leaf_weight")
+                        .ok_or_else(|| unavailable("blkio leafWeight"))?;
+                    write(dir, &file, weight.to_string())?;
+                }
+                for (major, minor, weight, leaf) in &r.blkio_weight_devices {
+                    if let Some(weight) = weight {
+                        let file = weight_file("weight_device")
+                            .ok_or_else(|| unavailable("blkio weightDevice"))?;
+                        write(dir, &file, format!("{major}:{minor} {weight}"))?;
+                    }
+                    if let Some(leaf) = leaf {
+                        let file = weight_file("leaf_weight_device")
+                            .ok_or_else(|| unavailable("blkio leafWeightDevice"))?;
+                        write(dir, &file, format!("{major}:{minor} {leaf}"))?;
+                    }
+                }
+                for (file, _, major, minor, rate) in &r.blkio_throttles {
+                    write(dir, file, format!("{major}:{minor} {rate}"))?;
+                }
+            }
+            "hugetlb" => {
+                for (size, limit) in &r.hugepage_limits {
+                    write(
+                        dir,
+                        &format!("hugetlb.{size}.limit_in_bytes"),
+                        limit.to_string(),
+                    )?;
+                }
+            }
+            "devices" => {
+                for rule in &r.devices {
+                    let file = if rule.allow {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
+                    write(dir, file, rule.line())?;
+                }
             }
             _ => {}
         }
     }
     Ok(())
+}
+
+fn unavailable(what: &str) -> LaunchError {
+    LaunchError::Invalid(format!(
+        "linux.resources: {what} is not available on this host (its I/O scheduler has no weights); leave it out"
+    ))
 }
 
 #[cfg(test)]

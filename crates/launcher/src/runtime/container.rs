@@ -278,8 +278,16 @@ fn set_up(
     // 4. Into the new root; the host's tree is detached.
     rootfs::pivot_into(&root)?;
     drop(root);
-    rootfs::mount(None, c"/", None, config.rootfs_propagation, None)
-        .map_err(|e| LaunchError::setup("setting the root's propagation", e))?;
+    // The root mount's own propagation; the mounts on it keep theirs (a `shared`
+    // bind stays shared).
+    rootfs::mount(
+        None,
+        c"/",
+        None,
+        config.rootfs_propagation & !libc::MS_REC,
+        None,
+    )
+    .map_err(|e| LaunchError::setup("setting the root's propagation", e))?;
     // Sysctls first: /proc/sys is among the paths made read-only next.
     for (key, value) in &config.sysctl {
         write_sysctl(key, value)?;
@@ -394,7 +402,6 @@ fn prepare_and_exec(
     capabilities::drop_bounding_except(&caps.bounding)?;
     switch_user(process)?;
     capabilities::set_exactly(
-        &caps.bounding,
         &caps.effective,
         &caps.permitted,
         &caps.inheritable,

@@ -62,6 +62,21 @@ fn create_in(
         .transpose()?;
     let fifo = dir.fifo();
     make_fifo(&fifo)?;
+    // In a user namespace the process opens the fifo as the namespace's root: the
+    // host ids that map to it own the fifo (mode 0600 keeps everyone else out).
+    let root_inside = |ranges: &[crate::userns::IdRange]| {
+        ranges.iter().find(|r| r.inside == 0).map(|r| r.outside)
+    };
+    if config.namespaces.create & libc::CLONE_NEWUSER as u64 != 0 {
+        let uid = root_inside(&config.uid_mappings);
+        let gid = root_inside(&config.gid_mappings);
+        std::os::unix::fs::chown(&fifo, uid, gid).map_err(|e| {
+            LaunchError::setup(
+                format!("handing {} to the container's root", fifo.display()),
+                e,
+            )
+        })?;
+    }
     // SAFETY: getuid cannot fail.
     let rootless = unsafe { libc::getuid() } != 0;
     let cgroup_path = match (&config.cgroups_path, rootless) {
@@ -309,7 +324,7 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LaunchError
     };
     let saved = dir.load()?;
     let status = dir.status(&saved);
-    if status != Status::Stopped && status != Status::Created && !force {
+    if status != Status::Stopped && !force {
         return Err(LaunchError::Invalid(format!(
             "cannot delete container {id} that is not stopped: {}",
             status.as_str()
