@@ -9,8 +9,6 @@
 //! `launch` relies on are done in [`main`] instead: descriptors 0-2 open, SIGPIPE ignored.
 #![no_main]
 
-mod runtime_cli;
-
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
@@ -187,8 +185,8 @@ fn open_closed_standard_fds() {
 /// Parses the command line and does what it asks; the exit status.
 fn run() -> u8 {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if runtime_cli::is_runtime_command(&args) {
-        return runtime_cli::run();
+    if mkroot_launcher::runtime::is_runtime_command(&args) {
+        return hand_to_runtime(&args);
     }
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -214,6 +212,24 @@ fn run() -> u8 {
             EXIT_LAUNCH_FAILED as u8
         }
     }
+}
+
+/// Execs `launch-runtime` (next to this binary) with the same arguments, for a runtime
+/// verb; returns only when it cannot.
+fn hand_to_runtime(args: &[String]) -> u8 {
+    use std::os::unix::process::CommandExt;
+    let program = std::env::current_exe()
+        .map(|exe| exe.with_file_name(mkroot_launcher::runtime::RUNTIME_PROGRAM))
+        .unwrap_or_else(|_| PathBuf::from(mkroot_launcher::runtime::RUNTIME_PROGRAM));
+    let error = std::process::Command::new(&program)
+        .arg0("launch")
+        .args(args)
+        .exec();
+    eprintln!(
+        "launch: the runtime verbs are done by {}: {error}; install it next to launch (cargo build --release builds both)",
+        program.display()
+    );
+    1
 }
 
 fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchError> {

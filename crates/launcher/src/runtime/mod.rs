@@ -28,6 +28,30 @@ pub const VERBS: [&str; 14] = [
     "spec", "features", "update",
 ];
 
+/// Whether `args` (without the program name) ask for a runtime verb: the first word
+/// after the global runtime flags is one. An image file named like a verb is given as
+/// `./create`.
+pub fn is_runtime_command(args: &[String]) -> bool {
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--root" | "--log" | "--log-format" | "--log-level" | "--criu" => {
+                words.next();
+            }
+            "--systemd-cgroup" | "--debug" => {}
+            w if w.starts_with("--root=")
+                || w.starts_with("--log=")
+                || w.starts_with("--log-format=")
+                || w.starts_with("--log-level=") => {}
+            verb => return VERBS.contains(&verb),
+        }
+    }
+    false
+}
+
+/// The program that does the verbs: `launch-runtime`, installed next to `launch`.
+pub const RUNTIME_PROGRAM: &str = "launch-runtime";
+
 /// `create`'s options besides the ID.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -662,6 +686,27 @@ fn make_fifo(path: &Path) -> Result<(), LaunchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verbs_are_told_from_images() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_runtime_command(&args(&["create", "x"])));
+        assert!(is_runtime_command(&args(&[
+            "--root",
+            "/r",
+            "--log-format=json",
+            "state",
+            "x"
+        ])));
+        assert!(is_runtime_command(&args(&[
+            "--systemd-cgroup",
+            "start",
+            "x"
+        ])));
+        assert!(!is_runtime_command(&args(&["img.tgz", "--", "create"])));
+        assert!(!is_runtime_command(&args(&["./create"])));
+        assert!(!is_runtime_command(&args(&["--root", "/r"])));
+    }
 
     #[test]
     fn signals_parse_by_name_and_number() {

@@ -1,7 +1,8 @@
-//! The runtime command line (`launch [GLOBAL] VERB ...`), as runc takes it: parsed here,
-//! done by [`mkroot_launcher::runtime`], errors reported in one line on stderr and, with
-//! `--log`, in the log file (`--log-format json`: one object per line with `level` and
-//! `msg`, the form containerd reads its error message from).
+//! `launch-runtime`: the runtime command line (`launch [GLOBAL] VERB ...`), as runc
+//! takes it, which `launch` execs when its first word is a verb. Parsed here, done by
+//! [`mkroot_launcher::runtime`], errors reported in one line on stderr and, with `--log`,
+//! in the log file (`--log-format json`: one object per line with `level` and `msg`, the
+//! form containerd reads its error message from).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,27 +11,6 @@ use clap::{Parser, Subcommand};
 use mkroot_common::usage::single_line;
 use mkroot_launcher::runtime::{self, exec::ExecOptions, state::StateRoot, CreateOptions};
 use mkroot_launcher::LaunchError;
-
-/// Whether `args` (without the program name) ask for a runtime verb: the first word
-/// after the global runtime flags is one. An image file named like a verb is given as
-/// `./create`.
-pub fn is_runtime_command(args: &[String]) -> bool {
-    let mut words = args.iter();
-    while let Some(word) = words.next() {
-        match word.as_str() {
-            "--root" | "--log" | "--log-format" | "--log-level" | "--criu" => {
-                words.next();
-            }
-            "--systemd-cgroup" | "--debug" => {}
-            w if w.starts_with("--root=")
-                || w.starts_with("--log=")
-                || w.starts_with("--log-format=")
-                || w.starts_with("--log-level=") => {}
-            verb => return runtime::VERBS.contains(&verb),
-        }
-    }
-    false
-}
 
 /// launch as an OCI runtime (runc's command line).
 #[derive(Parser)]
@@ -191,8 +171,12 @@ fn absolute(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }
 
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(run())
+}
+
 /// Parses and runs a runtime verb; the exit status.
-pub fn run() -> u8 {
+fn run() -> u8 {
     let cli = match RuntimeCli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return mkroot_common::usage::report_clap_error(error, "launch", 1),
