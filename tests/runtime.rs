@@ -4,6 +4,7 @@
 //! as conmon and containerd-shim are.
 
 use std::os::unix::net::UnixListener;
+use std::path::Path;
 
 use mkroot_e2e::launch::host_mounts;
 use mkroot_e2e::runtime::{alive, cgroup_dir, Bundle, Runtime};
@@ -672,4 +673,55 @@ fn the_devices_cgroup_refuses_a_device_the_config_does_not_allow() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn the_six_hooks_run_in_order_with_the_state_on_stdin() {
+    become_subreaper();
+    let mut bundle = Bundle::new(&["sh", "-c", "echo program >> /hooks.log"]);
+    let log = bundle.dir().join("hooks.log");
+    let host_hook = |name: &str| {
+        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c",
+            format!("echo {name} >> {0}; cat > {0}.{name}.json", log.display())]})
+    };
+    bundle.config["hooks"] = serde_json::json!({
+        "createRuntime": [host_hook("createRuntime")],
+        "prestart": [host_hook("prestart")],
+        "createContainer": [host_hook("createContainer")],
+        // In the container: its own /bin/sh and a file of its own.
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo startContainer >> /hooks.log"]}],
+        "poststart": [host_hook("poststart")],
+        "poststop": [host_hook("poststop")],
+    });
+    bundle.save();
+    let runtime = Runtime::new();
+    assert_ok(&runtime.create("h1", &bundle));
+    let pid = pid_of(&runtime, "h1");
+    let ran = |file: &Path| std::fs::read_to_string(file).unwrap_or_default();
+    assert_eq!(ran(&log), "createRuntime\nprestart\ncreateContainer\n");
+    let state: serde_json::Value =
+        serde_json::from_str(&ran(&bundle.dir().join("hooks.log.prestart.json"))).unwrap();
+    assert_eq!(state["id"], "h1");
+    assert_eq!(state["pid"].as_i64(), Some(pid));
+    assert_ok(&runtime.run(&["start", "h1"]));
+    assert_eq!(wait_exit(pid), 0);
+    let inside = bundle.image.root().join("hooks.log");
+    assert_eq!(ran(&inside), "startContainer\nprogram\n");
+    assert!(ran(&log).ends_with("poststart\n"), "{}", ran(&log));
+    assert_ok(&runtime.run(&["delete", "h1"]));
+    assert_eq!(
+        ran(&log),
+        "createRuntime\nprestart\ncreateContainer\npoststart\npoststop\n"
+    );
+    // A failing createRuntime hook fails the create and leaves nothing.
+    bundle.config["hooks"] = serde_json::json!({"createRuntime": [{"path": "/bin/false"}]});
+    bundle.save();
+    let out = runtime.create("h2", &bundle);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("createRuntime hook /bin/false failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(runtime.ids().is_empty());
 }

@@ -166,6 +166,10 @@ impl DeviceRule {
 pub struct Hooks {
     pub create_runtime: Vec<Hook>,
     pub prestart: Vec<Hook>,
+    /// Run in the container's namespaces, before pivot_root.
+    pub create_container: Vec<Hook>,
+    /// Run in the container, after start, before the program.
+    pub start_container: Vec<Hook>,
     pub poststart: Vec<Hook>,
     pub poststop: Vec<Hook>,
 }
@@ -646,6 +650,8 @@ fn hooks(spec: &Spec) -> Hooks {
     Hooks {
         create_runtime: list(hooks.create_runtime()),
         prestart,
+        create_container: list(hooks.create_container()),
+        start_container: list(hooks.start_container()),
         poststart: list(hooks.poststart()),
         poststop: list(hooks.poststop()),
     }

@@ -26,6 +26,7 @@ use crate::{capabilities, pty, security};
 
 /// What `create` is given besides the config.
 pub struct CreateRequest<'a> {
+    pub id: &'a str,
     pub config: &'a BundleConfig,
     /// The exec fifo (made by the caller in the state directory).
     pub fifo: &'a Path,
@@ -40,6 +41,8 @@ pub struct CreateRequest<'a> {
 /// from now on), or an error message that follows.
 const READY: u8 = 0;
 const FAILED: u8 = 1;
+/// Before pivot_root, when the config has hooks to run then.
+const AT_HOOKS: u8 = 2;
 
 /// Creates the container; its process's PID, as the host sees it, once it waits at the
 /// exec fifo.
@@ -75,6 +78,7 @@ pub fn create(request: CreateRequest) -> Result<libc::pid_t, LaunchError> {
                 drop(go_write);
                 drop(sync_read);
                 container_main(
+                    request.id,
                     config,
                     request.cgroup,
                     Channels {
@@ -111,24 +115,94 @@ pub fn create(request: CreateRequest) -> Result<libc::pid_t, LaunchError> {
     }
     // SAFETY: writing one byte from a valid buffer.
     unsafe { libc::write(go_write.as_raw_fd(), b"g".as_ptr().cast(), 1) };
-    drop(go_write);
-    let mut answer = Vec::new();
-    let _ = std::fs::File::from(sync_read).read_to_end(&mut answer);
-    match answer.split_first() {
-        Some((&READY, _)) => Ok(child),
-        Some((&FAILED, message)) => {
-            kill_and_reap(child);
-            Err(LaunchError::Invalid(
-                String::from_utf8_lossy(message).into_owned(),
-            ))
-        }
-        _ => {
-            kill_and_reap(child);
-            Err(LaunchError::Invalid(
-                "the container's process ended during its setup".into(),
-            ))
+    let mut sync = std::fs::File::from(sync_read);
+    loop {
+        let mut byte = [0u8; 1];
+        let answer = match sync.read(&mut byte) {
+            Ok(1) => byte[0],
+            _ => {
+                kill_and_reap(child);
+                return Err(LaunchError::Invalid(
+                    "the container's process ended during its setup".into(),
+                ));
+            }
+        };
+        match answer {
+            READY => return Ok(child),
+            // The mounts are made, pivot_root is next: the runtime's hooks run now,
+            // then the container's own (createContainer) get its PID.
+            AT_HOOKS => {
+                let state = hook_state(request.id, child, config, "creating");
+                let hooks = &config.hooks;
+                let ran = super::state::run_hooks("createRuntime", &hooks.create_runtime, &state)
+                    .and_then(|()| super::state::run_hooks("prestart", &hooks.prestart, &state));
+                if let Err(e) = ran {
+                    kill_and_reap(child);
+                    return Err(e);
+                }
+                let pid = child.to_ne_bytes();
+                // SAFETY: writing from a valid buffer.
+                unsafe { libc::write(go_write.as_raw_fd(), pid.as_ptr().cast(), pid.len()) };
+            }
+            _ => {
+                let mut message = Vec::new();
+                let _ = sync.read_to_end(&mut message);
+                kill_and_reap(child);
+                return Err(LaunchError::Invalid(
+                    String::from_utf8_lossy(&message).into_owned(),
+                ));
+            }
         }
     }
+}
+
+/// The state hooks read on stdin while the container is being created.
+fn hook_state(
+    id: &str,
+    pid: libc::pid_t,
+    config: &BundleConfig,
+    status: &str,
+) -> serde_json::Value {
+    let mut state = serde_json::json!({
+        "ociVersion": super::state::OCI_VERSION,
+        "id": id,
+        "status": status,
+        "pid": pid,
+        "bundle": config.bundle,
+    });
+    if !config.annotations.is_empty() {
+        state["annotations"] = serde_json::json!(config.annotations);
+    }
+    state
+}
+
+/// In the container, before pivot_root: lets the runtime run its hooks, then runs the
+/// createContainer ones (their paths resolve in the runtime's mount namespace, still
+/// visible here). `state` carries the id; the PID comes from the runtime.
+fn hooks_before_pivot(
+    config: &BundleConfig,
+    id: &str,
+    go: &OwnedFd,
+    sync: RawFd,
+) -> Result<(), LaunchError> {
+    let hooks = &config.hooks;
+    if hooks.create_runtime.is_empty()
+        && hooks.prestart.is_empty()
+        && hooks.create_container.is_empty()
+    {
+        return Ok(());
+    }
+    // SAFETY: writing one byte from a valid buffer.
+    unsafe { libc::write(sync, [AT_HOOKS].as_ptr().cast(), 1) };
+    let mut pid = [0u8; 4];
+    // SAFETY: reading into a valid buffer.
+    if unsafe { libc::read(go.as_raw_fd(), pid.as_mut_ptr().cast(), pid.len()) } != 4 {
+        // The runtime's hooks failed and it said so; it kills us.
+        // SAFETY: leaving the forked child.
+        unsafe { libc::_exit(process::EXIT_LAUNCH_FAILED) };
+    }
+    let state = hook_state(id, libc::pid_t::from_ne_bytes(pid), config, "creating");
+    super::state::run_hooks("createContainer", &hooks.create_container, &state)
 }
 
 /// The container's ends of the runtime's pipes, and what it keeps until exec.
@@ -141,6 +215,7 @@ struct Channels {
 
 /// The container's first process: sets up, reports, waits at the fifo, execs.
 fn container_main(
+    id: &str,
     config: &BundleConfig,
     cgroup: Option<&RuntimeCgroup>,
     channels: Channels,
@@ -155,18 +230,25 @@ fn container_main(
         console,
     } = channels;
     security::hide_host_command_line_and_environment(b"launch-init");
-    let prepared = set_up(config, &go, own_cgroup_namespace, console, cgroup)
-        .and_then(|()| {
-            drop(go);
-            let program = find_program(&config.process)?;
-            let keep: Vec<RawFd> = [sync.as_raw_fd(), fifo.as_raw_fd()]
-                .into_iter()
-                .chain((3..3 + preserve_fds as RawFd).filter(|fd| *fd != sync.as_raw_fd()))
-                .collect();
-            security::close_fds_except(&keep);
-            Ok(program)
-        })
-        .and_then(|program| Ok((program, ExecInsideRoot::new()?)));
+    let prepared = set_up(
+        config,
+        &go,
+        own_cgroup_namespace,
+        console,
+        cgroup,
+        (id, sync.as_raw_fd()),
+    )
+    .and_then(|()| {
+        drop(go);
+        let program = find_program(&config.process)?;
+        let keep: Vec<RawFd> = [sync.as_raw_fd(), fifo.as_raw_fd()]
+            .into_iter()
+            .chain((3..3 + preserve_fds as RawFd).filter(|fd| *fd != sync.as_raw_fd()))
+            .collect();
+        security::close_fds_except(&keep);
+        Ok(program)
+    })
+    .and_then(|program| Ok((program, ExecInsideRoot::new()?)));
     let (program, exec_inside_root) = match prepared {
         Ok(ready) => ready,
         Err(e) => {
@@ -187,6 +269,19 @@ fn container_main(
     }
     drop(sync);
     wait_for_start(fifo);
+    // startContainer: in the container, before the program (paths resolve inside).
+    if !config.hooks.start_container.is_empty() {
+        // The PID as the host sees it is not known in here; hooks that need it are
+        // the runtime's own (prestart, poststart).
+        let state = hook_state(id, 0, config, "created");
+        if let Err(e) =
+            super::state::run_hooks("startContainer", &config.hooks.start_container, &state)
+        {
+            eprintln!("launch: {e}");
+            // SAFETY: leaving the container's process.
+            unsafe { libc::_exit(process::EXIT_CANNOT_RUN) }
+        }
+    }
     let e = exec_process(
         &config.process,
         &program,
@@ -205,6 +300,7 @@ fn set_up(
     own_cgroup_namespace: bool,
     console: Option<OwnedFd>,
     cgroup: Option<&RuntimeCgroup>,
+    (id, sync): (&str, RawFd),
 ) -> Result<(), LaunchError> {
     let in_userns = config.namespaces.create & libc::CLONE_NEWUSER as u64 != 0;
     // 1. A session of our own; die with the runtime until ready; wait for its go-ahead
@@ -275,7 +371,9 @@ fn set_up(
         }
     }
 
-    // 4. Into the new root; the host's tree is detached.
+    // 4. The hooks that run before pivot_root, then into the new root; the host's tree
+    // is detached.
+    hooks_before_pivot(config, id, go, sync)?;
     rootfs::pivot_into(&root)?;
     drop(root);
     // The root mount's own propagation; the mounts on it keep theirs (a `shared`

@@ -114,6 +114,7 @@ fn create_in(
         .map(|path| RuntimeCgroup::create(&path, &config.resources))
         .transpose()?;
     let created = container::create(container::CreateRequest {
+        id: &dir.id,
         config,
         fifo: &fifo,
         console_socket,
@@ -143,17 +144,12 @@ fn create_in(
         poststart: config.hooks.poststart.clone(),
         poststop: config.hooks.poststop.clone(),
     };
-    let hooks_state = state::spec_state(&saved, Status::Created);
-    let finished = dir
-        .save(&saved)
-        .and_then(|()| {
-            state::run_hooks("createRuntime", &config.hooks.create_runtime, &hooks_state)
-        })
-        .and_then(|()| state::run_hooks("prestart", &config.hooks.prestart, &hooks_state))
-        .and_then(|()| match &options.pid_file {
-            Some(file) => state::write_pid_file(file, pid),
-            None => Ok(()),
-        });
+    // createRuntime and prestart ran during the setup, before pivot_root (see
+    // `container::create`).
+    let finished = dir.save(&saved).and_then(|()| match &options.pid_file {
+        Some(file) => state::write_pid_file(file, pid),
+        None => Ok(()),
+    });
     if let Err(e) = finished {
         container::kill_and_reap(pid);
         if let Some(cgroup) = &saved.cgroup {
@@ -543,7 +539,7 @@ pub fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": state::OCI_VERSION,
-        "hooks": ["prestart", "createRuntime", "poststart", "poststop"],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": mount_options.to_vec(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
