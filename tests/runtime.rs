@@ -725,3 +725,41 @@ fn the_six_hooks_run_in_order_with_the_state_on_stdin() {
     );
     assert!(runtime.ids().is_empty());
 }
+
+#[test]
+fn an_ordinary_user_runs_a_rootless_bundle() {
+    let user = mkroot_e2e::launch::TestUser::create("rt");
+    let bundle = Bundle::new(&["true"]);
+    std::fs::remove_file(bundle.dir().join("config.json")).unwrap();
+    bundle.image.give_to(&user);
+    let dir = bundle.dir().to_str().unwrap();
+    let out = user.launch(&["spec", "--rootless", "--bundle", dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = bundle.dir().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["process"]["args"] =
+        serde_json::json!(["sh", "-c", "id -u; cat /proc/self/uid_map; hostname"]);
+    config["root"]["readonly"] = serde_json::json!(false);
+    std::fs::write(&path, config.to_string()).unwrap();
+    let state = bundle.dir().join("state");
+    let out = user.launch(&[
+        "--root",
+        state.to_str().unwrap(),
+        "run",
+        "--bundle",
+        dir,
+        "r1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "0", "{text}");
+    let map: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(map, ["0", &user.uid.to_string(), "1"]);
+    assert_eq!(lines[2], "launch");
+    assert!(
+        std::fs::read_dir(&state).unwrap().next().is_none(),
+        "run leaves no state"
+    );
+}

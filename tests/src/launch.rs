@@ -224,6 +224,12 @@ impl TestUser {
             .tempdir()
             .expect("temp dir");
         std::fs::copy(launch_bin(), bin_dir.path().join("launch")).expect("copy launch");
+        // The runtime verbs' program, which launch execs from its own directory.
+        let runtime = launch_bin().with_file_name("launch-runtime");
+        if runtime.exists() {
+            std::fs::copy(&runtime, bin_dir.path().join("launch-runtime"))
+                .expect("copy launch-runtime");
+        }
         open_up(bin_dir.path());
         TestUser { name, uid, bin_dir }
     }
