@@ -132,7 +132,7 @@ pub fn create(request: CreateRequest) -> Result<libc::pid_t, LaunchError> {
             // The mounts are made, pivot_root is next: the runtime's hooks run now,
             // then the container's own (createContainer) get its PID.
             AT_HOOKS => {
-                let state = hook_state(request.id, child, config, "creating");
+                let state = hook_state(request.id, child, config, "created");
                 let hooks = &config.hooks;
                 let ran = super::state::run_hooks("createRuntime", &hooks.create_runtime, &state)
                     .and_then(|()| super::state::run_hooks("prestart", &hooks.prestart, &state));
@@ -156,7 +156,8 @@ pub fn create(request: CreateRequest) -> Result<libc::pid_t, LaunchError> {
     }
 }
 
-/// The state hooks read on stdin while the container is being created.
+/// The state hooks read on stdin while the container is being created: "created", as
+/// runc reports it and runtime-tools checks for prestart.
 fn hook_state(
     id: &str,
     pid: libc::pid_t,
@@ -201,7 +202,7 @@ fn hooks_before_pivot(
         // SAFETY: leaving the forked child.
         unsafe { libc::_exit(process::EXIT_LAUNCH_FAILED) };
     }
-    let state = hook_state(id, libc::pid_t::from_ne_bytes(pid), config, "creating");
+    let state = hook_state(id, libc::pid_t::from_ne_bytes(pid), config, "created");
     super::state::run_hooks("createContainer", &hooks.create_container, &state)
 }
 
