@@ -1041,3 +1041,23 @@ fn the_ca_bundle_goes_only_to_images_of_programs_that_link_tls() {
     assert!(!has_bundle(&["--bins", "curl", "--no-ca-certs"]));
     assert!(!has_bundle(&["--bins", "ls"]));
 }
+
+#[test]
+fn an_output_in_a_missing_directory_names_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["x.tgz", "x.oci.tar"] {
+        let out = d.join("no/such/dir").join(name);
+        let line = one_line_error(&["--bins", "true", "-o", path_str(&out)], d);
+        let missing = d.join("no/such/dir");
+        assert!(
+            line.contains(&format!(
+                "the directory {} does not exist",
+                missing.display()
+            )),
+            "{line}"
+        );
+        assert!(line.contains("mkdir -p"), "{line}");
+        assert!(!d.join("no").exists(), "nothing is made");
+    }
+}

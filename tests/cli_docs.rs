@@ -66,8 +66,14 @@ fn both_programs_tell_their_version_and_show_examples() {
             examples.matches(&format!("\n  {name} ")).count() >= 4,
             "{help}"
         );
-        // The hidden documentation commands stay out of the help.
-        assert!(!help.contains("completions"), "{help}");
+        // The documentation commands stay out of the command list, and the end of the
+        // help says how to get them.
+        let (listed, _) = help.split_once("Examples:").unwrap();
+        assert!(!listed.contains("completions"), "{help}");
+        assert!(
+            help.contains(&format!("{name} completions bash|zsh|fish, {name} man")),
+            "{help}"
+        );
     }
 }
 
@@ -112,4 +118,16 @@ fn man_pages_render_without_warnings() {
             "{name}: the examples are in the page too"
         );
     }
+}
+
+#[test]
+fn launch_usage_reads_image_then_command() {
+    let help = stdout_of(&launch(), &["--help"]);
+    let usage = help.split_once("Usage: ").unwrap().1;
+    assert!(
+        usage.starts_with("launch [OPTIONS] IMAGE [-- COMMAND [ARG]...]\n"),
+        "{help}"
+    );
+    assert!(usage.contains("launch cache ls|prune|rm"), "{help}");
+    assert!(!help.contains("<COMMAND>"), "{help}");
 }

@@ -31,12 +31,15 @@ fn the_command_runs_under_an_init_as_pid_1_and_sees_only_its_own_processes() {
     let image = BusyboxImage::new();
     let text = stdout_of_script(
         &image,
-        "echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'",
+        "echo $$; cat /proc/1/comm; ls /proc | grep -c '^[0-9]'; ps -o pid,comm,args | grep '^ *1 '",
     );
     let lines: Vec<&str> = text.lines().collect();
-    // The shell is PID 2: PID 1 is the launcher's init in front of it.
+    // The shell is PID 2: PID 1 is the launcher's init in front of it, one name for it
+    // in top's /proc/1/comm and in ps's command line.
     assert_eq!(lines[0], "2", "{text}");
-    assert_eq!(lines[1], "launch", "{text}");
+    assert_eq!(lines[1], "launch-init", "{text}");
+    let init: Vec<&str> = lines[3].split_whitespace().collect();
+    assert_eq!(init, ["1", "launch-init", "launch-init"], "{text}");
     // init, the shell, and the shell's ls/grep pipeline: nothing of the host's.
     let count: usize = lines[2].parse().unwrap();
     assert!(count <= 4, "{count} processes visible: {text}");

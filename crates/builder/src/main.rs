@@ -38,7 +38,9 @@ libgcc/gconv/ca_certs, sysroot, allow_missing, trace (probes), [tracing] timeout
 allow_fail. Relative paths, and the probes' working directory, are the recipe's
 directory's.
 
-SOURCE_DATE_EPOCH sets every timestamp (default 0): the same inputs give the same bytes.";
+SOURCE_DATE_EPOCH sets every timestamp (default 0): the same inputs give the same bytes.
+
+Shell completions and the man page: mkroot completions bash|zsh|fish, mkroot man";
 
 /// Build a minimal, byte-reproducible root filesystem image from host programs.
 #[derive(Parser, Debug)]

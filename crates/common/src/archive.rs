@@ -97,6 +97,8 @@ pub enum ArchiveError {
     },
     #[error("{path}: output directory is not empty; remove it or name a new directory")]
     DirectoryNotEmpty { path: PathBuf },
+    #[error("{path}: the directory {dir} does not exist; create it (mkdir -p {dir}) or choose another output path")]
+    MissingDirectory { path: PathBuf, dir: PathBuf },
     #[error("{path}: already exists, and this build's unfinished image goes there; remove it (an earlier mkroot may have left it)")]
     PartialExists { path: PathBuf },
     #[error("{path}: cannot read: {source}; check that the file exists and is readable")]
@@ -212,10 +214,26 @@ fn check_image_path(path: &str) -> Result<(), ArchiveError> {
 }
 
 fn output_error(path: &Path) -> impl Fn(io::Error) -> ArchiveError + '_ {
-    move |source| ArchiveError::Output {
-        path: path.to_path_buf(),
-        source,
+    move |source| match missing_directory(path, &source) {
+        Some(dir) => ArchiveError::MissingDirectory {
+            path: path.to_path_buf(),
+            dir,
+        },
+        None => ArchiveError::Output {
+            path: path.to_path_buf(),
+            source,
+        },
     }
+}
+
+/// The directory `path` would go in, when its not existing is why `error` (ENOENT)
+/// happened.
+pub fn missing_directory(path: &Path, error: &io::Error) -> Option<PathBuf> {
+    if error.kind() != io::ErrorKind::NotFound {
+        return None;
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+    (!parent.is_dir()).then(|| parent.to_path_buf())
 }
 
 fn temporary_name(path: &Path) -> PathBuf {

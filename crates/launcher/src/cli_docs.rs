@@ -17,7 +17,17 @@ Examples:
   launch web.oci.tar
       an OCI image (an oci-archive, a layout directory, or docker save output)
   launch cache ls
-      the unpacked images kept for fast starts";
+      the unpacked images kept for fast starts
+  launch --root /run/x create --bundle DIR ID
+      as an OCI runtime, runc's verbs: create, start, state, kill, delete, run, exec, ...
+
+Shell completions and the man page: launch completions bash|zsh|fish, launch man";
+
+/// The usage line: the image, then `--` and the command; the other forms apart.
+pub const USAGE: &str = "\
+launch [OPTIONS] IMAGE [-- COMMAND [ARG]...]
+       launch cache ls|prune|rm DIGEST
+       launch [--root DIR] [--log FILE] create|start|state|kill|delete|run|exec|ps|pause|resume|list|spec|features ...";
 
 /// Writes the completion script for `shell` to stdout; the exit status.
 pub fn print_completions(shell: clap_complete::Shell, mut command: clap::Command) -> i32 {

@@ -27,6 +27,7 @@ use mkroot_launcher::{launch, open_cache, LaunchError, LaunchOptions};
 #[derive(Parser)]
 #[command(name = "launch", version, subcommand_negates_reqs = true)]
 #[command(after_help = mkroot_launcher::cli_docs::EXAMPLES)]
+#[command(override_usage = mkroot_launcher::cli_docs::USAGE)]
 struct Cli {
     #[command(subcommand)]
     manage: Option<Manage>,

@@ -149,6 +149,11 @@ pub fn cwd_is_inside_root() -> bool {
 /// costs a file read on the container's critical path.) Nothing of the launcher reads
 /// its environment after the clone: the command's was merged before.
 pub fn hide_host_command_line_and_environment(name: &[u8]) {
+    // The same name in /proc/PID/comm (top, pgrep) as in the command line (ps).
+    if let Ok(comm) = std::ffi::CString::new(name) {
+        // SAFETY: a NUL-terminated name; the kernel copies at most 15 bytes of it.
+        unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr(), 0, 0, 0) };
+    }
     extern "C" {
         /// argv[0] as the kernel passed it (glibc and musl set it at startup).
         static program_invocation_name: *mut libc::c_char;

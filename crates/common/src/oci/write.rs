@@ -152,6 +152,8 @@ pub enum OciWriteError {
         #[source]
         source: io::Error,
     },
+    #[error("{path}: the directory {dir} does not exist; create it (mkdir -p {dir}) or choose another output path")]
+    MissingDirectory { path: PathBuf, dir: PathBuf },
     #[error("--tag {name:?}: not an image name; write NAME:TAG in lowercase, like myapp:1.0")]
     BadName { name: String },
     #[error("cannot describe the image: {0}; please report it")]
@@ -408,10 +410,19 @@ impl ScratchLayer {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
         };
-        let file = tempfile::tempfile_in(dir).map_err(|source| OciWriteError::Output {
-            path: target.clone(),
-            source,
-        })?;
+        let file =
+            tempfile::tempfile_in(dir).map_err(
+                |source| match crate::archive::missing_directory(&target, &source) {
+                    Some(dir) => OciWriteError::MissingDirectory {
+                        path: target.clone(),
+                        dir,
+                    },
+                    None => OciWriteError::Output {
+                        path: target.clone(),
+                        source,
+                    },
+                },
+            )?;
         Ok(ScratchLayer { file })
     }
 
