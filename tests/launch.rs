@@ -921,3 +921,37 @@ fn userns_as_root_works_the_users_way_from_the_default_cache_and_under_tmp() {
     }
     assert_eq!(subids.subuid(), "mkroot-launch:100000:65536\n");
 }
+
+#[test]
+fn a_user_without_a_home_directory_launches_with_a_cache_of_its_own() {
+    let user = TestUser::create_without_home("nohome");
+    let image = BusyboxImage::new();
+    image.give_to(&user);
+    let tarball = image.tarball();
+    let fallback = std::path::PathBuf::from(format!("/tmp/mkroot-launch-{}", user.uid));
+    let _ = std::fs::remove_dir_all(&fallback);
+    let out = user.launch(&[tarball.to_str().unwrap(), "--", "echo", "hi"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _cleanup = RemoveOnDrop(fallback.clone());
+    assert_eq!(stdout_of_success(&out), "hi\n", "{said}");
+    assert!(
+        said.contains(&format!("caching images in {}", fallback.display())),
+        "{said}"
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(&fallback).unwrap();
+    assert_eq!(meta.uid(), user.uid);
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    // The second launch finds the image in that cache.
+    let again = user.launch(&[tarball.to_str().unwrap(), "--", "echo", "again"]);
+    assert_eq!(stdout_of_success(&again), "again\n");
+}
+
+/// Removes a directory (with what is in it) when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -206,10 +206,24 @@ pub struct TestUser {
 
 impl TestUser {
     pub fn create(tag: &str) -> TestUser {
+        TestUser::create_with(tag, true)
+    }
+
+    /// A service account's kind: no home directory (`useradd -M`).
+    pub fn create_without_home(tag: &str) -> TestUser {
+        TestUser::create_with(tag, false)
+    }
+
+    fn create_with(tag: &str, home: bool) -> TestUser {
         let name = format!("lt{}{}", tag, std::process::id());
         let name: String = name.chars().take(31).collect();
+        let home_flag = if home {
+            "--create-home"
+        } else {
+            "--no-create-home"
+        };
         let status = Command::new("useradd")
-            .args(["--create-home", "--user-group", "--shell", "/bin/sh"])
+            .args([home_flag, "--user-group", "--shell", "/bin/sh"])
             .arg(&name)
             .status()
             .expect("useradd");

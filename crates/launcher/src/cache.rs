@@ -261,6 +261,25 @@ impl ImageCache {
         PathBuf::from(format!("/tmp/mkroot-launch-{}", unsafe { libc::geteuid() }))
     }
 
+    /// Where an ordinary user's cache goes when the default one cannot be made (a
+    /// service account without a home directory): `$XDG_RUNTIME_DIR/mkroot-launch`,
+    /// then `/tmp/mkroot-launch-UID`. Each must be the user's own (see [`Self::open`]),
+    /// so another user cannot plant one.
+    pub fn fallback_dirs() -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.is_dir())
+        {
+            dirs.push(run.join("mkroot-launch"));
+        }
+        // SAFETY: geteuid cannot fail.
+        dirs.push(PathBuf::from(format!("/tmp/mkroot-launch-{}", unsafe {
+            libc::geteuid()
+        })));
+        dirs
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -91,8 +91,29 @@ fn image_tree(
     Ok((cached.root, cached.run_defaults, Some(cache)))
 }
 
-/// The image cache at `dir`, or at its default place.
+/// The image cache at `dir`, or at its default place. An ordinary user whose default
+/// place cannot be made (no home directory) gets a fallback of their own, and is told
+/// where in one line.
 pub fn open_cache(dir: Option<&Path>) -> Result<ImageCache, LaunchError> {
-    let dir = dir.map_or_else(ImageCache::default_dir, Path::to_path_buf);
-    Ok(ImageCache::open(&dir)?)
+    if let Some(dir) = dir {
+        return Ok(ImageCache::open(dir)?);
+    }
+    let default = ImageCache::default_dir();
+    let error = match ImageCache::open(&default) {
+        Ok(cache) => return Ok(cache),
+        Err(e @ cache::CacheError::Unusable { .. }) if unsafe { libc::geteuid() } != 0 => e,
+        Err(e) => return Err(e.into()),
+    };
+    for fallback in ImageCache::fallback_dirs() {
+        if let Ok(cache) = ImageCache::open(&fallback) {
+            eprintln!(
+                "launch: note: {} cannot be made ({}); caching images in {} (--cache-dir DIR to choose)",
+                default.display(),
+                std::error::Error::source(&error).map_or(String::new(), |s| s.to_string()),
+                fallback.display()
+            );
+            return Ok(cache);
+        }
+    }
+    Err(error.into())
 }
