@@ -2,6 +2,7 @@
 //! They need root (CI runs as root); the rootless ones create a user of their own.
 
 use std::os::fd::FromRawFd;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -954,4 +955,92 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+#[test]
+fn cache_ls_shows_sources_and_a_total_and_prune_goes_by_age_and_size() {
+    let a = BusyboxImage::new();
+    let b = BusyboxImage::new();
+    std::fs::write(b.root().join("etc/b"), "b\n").unwrap();
+    let (ta, tb) = (a.tarball(), b.tarball());
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    for tarball in [&ta, &tb] {
+        assert_succeeded(&launch([
+            "--cache-dir",
+            dir,
+            tarball.to_str().unwrap(),
+            "--",
+            "true",
+        ]));
+    }
+    // The row of each image: (digest prefix, bytes), found by its source.
+    let rows = || {
+        let ls = launch(["cache", "ls", "--cache-dir", dir]);
+        assert_succeeded(&ls);
+        stdout(&ls)
+    };
+    let row_of = |text: &str, source: &Path| -> Option<(String, u64)> {
+        text.lines()
+            .find(|l| l.ends_with(source.to_str().unwrap()))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), f[1].parse().unwrap())
+            })
+    };
+    let text = rows();
+    let (digest_a, bytes_a) = row_of(&text, &ta).unwrap_or_else(|| panic!("{text}"));
+    let (_, bytes_b) = row_of(&text, &tb).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        text.contains(&format!("total: 2 image(s), {} bytes", bytes_a + bytes_b)),
+        "{text}"
+    );
+
+    // A was last used ten days ago: --older-than 7d removes it alone.
+    let full = names_in(&cache.path().join("images"))
+        .into_iter()
+        .find(|d| d.starts_with(&digest_a))
+        .unwrap();
+    let used = cache.path().join("images").join(full).join("used");
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "10 days ago"])
+        .arg(&used)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    assert_succeeded(&launch([
+        "cache",
+        "prune",
+        "--cache-dir",
+        dir,
+        "--older-than",
+        "7d",
+    ]));
+    let text = rows();
+    assert!(row_of(&text, &ta).is_none(), "{text}");
+    assert!(row_of(&text, &tb).is_some(), "{text}");
+
+    // A again (now the newest): a budget of A's size removes B, the least recently used.
+    assert_succeeded(&launch([
+        "--cache-dir",
+        dir,
+        ta.to_str().unwrap(),
+        "--",
+        "true",
+    ]));
+    let budget = bytes_a.to_string();
+    assert_succeeded(&launch([
+        "cache",
+        "prune",
+        "--cache-dir",
+        dir,
+        "--max-size",
+        &budget,
+    ]));
+    let text = rows();
+    assert!(row_of(&text, &ta).is_some(), "{text}");
+    assert!(row_of(&text, &tb).is_none(), "{text}");
+    let bad = launch(["cache", "prune", "--cache-dir", dir, "--older-than", "soon"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--older-than soon"));
 }

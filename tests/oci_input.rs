@@ -172,7 +172,13 @@ fn an_oci_layout_and_an_oci_archive_of_it_share_the_cached_layers() {
     // `cache ls` lists both images; prune removes them and the layer trees.
     let cache_arg = cache.to_str().unwrap();
     let listed = launch(["--cache-dir", cache_arg, "cache", "ls"]);
-    assert_eq!(stdout(&listed).lines().count(), 3, "{}", describe(&listed));
+    // The header, a row per image, the total.
+    assert_eq!(stdout(&listed).lines().count(), 4, "{}", describe(&listed));
+    assert!(
+        stdout(&listed).contains("total: 2 image(s)"),
+        "{}",
+        describe(&listed)
+    );
     let pruned = launch(["--cache-dir", cache_arg, "cache", "prune"]);
     assert_succeeded(&pruned);
     assert_eq!((count("images"), count("oci-layers")), (0, 0));

@@ -98,6 +98,23 @@ pub struct CacheEntry {
     pub last_used: SystemTime,
     /// Whether a running launch holds it now.
     pub in_use: bool,
+    /// The image file it was unpacked from, as first launched (absolute); `None` for
+    /// entries older than the record.
+    pub source: Option<String>,
+}
+
+/// Which entries `launch cache prune` removes: all unused ones, or only those older than
+/// `older_than`, and then the least recently used until the cache holds `max_bytes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneFilter {
+    pub older_than: Option<std::time::Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+impl PruneFilter {
+    fn is_everything(&self) -> bool {
+        self.older_than.is_none() && self.max_bytes.is_none()
+    }
 }
 
 /// What [`ImageCache::prune`] removed.
@@ -369,6 +386,7 @@ impl ImageCache {
         })?;
         let info = serde_json::json!({
             "digest": digest,
+            "source": source_name(image),
             "bytes": report.bytes,
             "entries": report.entries,
             "skipped_devices": report.skipped_devices,
@@ -471,6 +489,7 @@ impl ImageCache {
             }
             let info = serde_json::json!({
                 "digest": oci.id,
+                "source": source_name(image),
                 "bytes": stack.bytes,
                 "entries": stack.entries,
                 "layers": oci.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
@@ -697,6 +716,7 @@ impl ImageCache {
                 entries: info["entries"].as_u64().unwrap_or(0),
                 last_used,
                 in_use,
+                source: info["source"].as_str().map(str::to_string),
             });
         }
         entries.sort_by_key(|e| std::cmp::Reverse(e.last_used));
@@ -706,14 +726,31 @@ impl ImageCache {
     /// Removes every cached image no running launch uses, index entries pointing nowhere,
     /// idle lock files and the leftovers of crashed runs.
     pub fn prune(&self) -> Result<PruneReport, CacheError> {
+        self.prune_with(PruneFilter::default())
+    }
+
+    /// [`Self::prune`], of the entries `filter` picks (oldest use first).
+    pub fn prune_with(&self, filter: PruneFilter) -> Result<PruneReport, CacheError> {
         let mut report = PruneReport {
             stale: self.sweep_stale()?,
             ..PruneReport::default()
         };
-        for entry in self.list()? {
+        let mut entries = self.list()?;
+        entries.reverse();
+        let mut held: u64 = entries.iter().map(|e| e.size).sum();
+        let now = SystemTime::now();
+        for entry in entries {
+            let old = filter
+                .older_than
+                .is_some_and(|age| now.duration_since(entry.last_used).unwrap_or_default() > age);
+            let over = filter.max_bytes.is_some_and(|max| held > max);
+            if !(filter.is_everything() || old || over) {
+                continue;
+            }
             match self.remove_entry(&entry.digest) {
                 Ok(()) => {
                     report.freed += entry.size;
+                    held = held.saturating_sub(entry.size);
                     report.removed.push(entry.digest);
                 }
                 Err(CacheError::InUse(_)) => report.in_use += 1,
@@ -722,14 +759,22 @@ impl ImageCache {
             }
         }
         // Layer trees are only read while an image is stacked on them (its files are
-        // links, so removing a layer leaves the images stacked on it whole).
+        // links, so removing a layer leaves the images stacked on it whole). With a
+        // filter, only layers unused for as long go (they speed up the next image that
+        // shares them).
         let layers = self.dir.join("oci-layers");
         for name in read_names(&layers)? {
             let entry = layers.join(&name);
             let Ok(used) = File::open(entry.join("used")) else {
                 continue;
             };
-            if try_flock(&used, libc::LOCK_EX) {
+            let idle = used
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default())
+                .unwrap_or_default();
+            let wanted = filter.is_everything() || filter.older_than.is_some_and(|age| idle > age);
+            if wanted && try_flock(&used, libc::LOCK_EX) {
                 self.remove_locked_entry(&entry, used)?;
             }
         }
@@ -993,7 +1038,7 @@ fn try_flock(file: &File, operation: libc::c_int) -> bool {
 impl CacheEntry {
     /// The header of the table that [`CacheEntry`]'s rows make (`launch cache ls`).
     pub const TABLE_HEADER: &'static str =
-        "DIGEST                  BYTES  ENTRIES  IN USE   LAST USED";
+        "DIGEST                  BYTES  ENTRIES  IN USE   LAST USED  SOURCE";
 }
 
 /// One row of `launch cache ls`, under [`CacheEntry::TABLE_HEADER`].
@@ -1002,14 +1047,39 @@ impl std::fmt::Display for CacheEntry {
         let age = self.last_used.elapsed().unwrap_or_default().as_secs();
         write!(
             f,
-            "{:<16} {:>12} {:>8}  {:<8} {} ago",
+            "{:<16} {:>12} {:>8}  {:<8} {:<10} {}",
             &self.digest[..16.min(self.digest.len())],
             self.size,
             self.entries,
             if self.in_use { "yes" } else { "no" },
-            human_age(age)
+            format!("{} ago", human_age(age)),
+            self.source.as_deref().unwrap_or("-")
         )
     }
+}
+
+/// The image as `cache ls` shows where an entry came from: its absolute path.
+fn source_name(image: &Path) -> String {
+    std::path::absolute(image)
+        .unwrap_or_else(|_| image.to_path_buf())
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `--older-than`: a number with s, m, h or d (`7d`, `12h`).
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let invalid =
+        || format!("--older-than {text}: give a number with s, m, h or d, such as 12h or 7d");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number.parse().map_err(|_| invalid())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(invalid()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn human_age(secs: u64) -> String {
@@ -1033,13 +1103,26 @@ mod tests {
             entries: 67,
             last_used: SystemTime::now(),
             in_use: true,
+            source: Some("/srv/images/shell.tgz".to_string()),
         };
         let row = entry.to_string();
         assert!(row.starts_with(&"ab".repeat(8)), "{row}");
         let last_used = CacheEntry::TABLE_HEADER.find("LAST USED").unwrap();
-        assert!(row[last_used..].ends_with(" ago"), "{row}");
+        assert!(row[last_used..].starts_with("0s ago "), "{row}");
         let in_use = CacheEntry::TABLE_HEADER.find("IN USE").unwrap();
         assert_eq!(&row[in_use..in_use + 3], "yes", "{row}");
+        let source = CacheEntry::TABLE_HEADER.find("SOURCE").unwrap();
+        assert_eq!(&row[source..], "/srv/images/shell.tgz", "{row}");
+    }
+
+    #[test]
+    fn ages_parse_with_their_unit() {
+        assert_eq!(parse_age("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_age("12h").unwrap().as_secs(), 12 * 3600);
+        assert_eq!(parse_age("7d").unwrap().as_secs(), 7 * 86_400);
+        assert!(parse_age("7").is_err());
+        assert!(parse_age("d").is_err());
+        assert!(parse_age("1w").is_err());
     }
 
     #[test]

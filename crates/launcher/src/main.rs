@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use mkroot_common::size::parse_size;
 use mkroot_common::usage::{report_clap_error, single_line};
-use mkroot_launcher::cache::CacheEntry;
+use mkroot_launcher::cache::{CacheEntry, PruneFilter};
 use mkroot_launcher::cgroup::ResourceLimits;
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
@@ -139,8 +139,17 @@ enum Manage {
 enum CacheAction {
     /// List the cached images.
     Ls,
-    /// Remove every cached image no running launch uses.
-    Prune,
+    /// Remove the cached images no running launch uses: all of them, or those unused
+    /// for longer than --older-than, then the least recently used until the cache
+    /// holds at most --max-size.
+    Prune {
+        /// An age: 90s, 30m, 12h, 7d.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// A size: 2G, 500M.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+    },
     /// Remove one cached image, by digest or a unique prefix of it.
     Rm { digest: String },
 }
@@ -238,12 +247,33 @@ fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchEr
     match action {
         CacheAction::Ls => {
             println!("{}", CacheEntry::TABLE_HEADER);
-            for entry in cache.list()? {
+            let entries = cache.list()?;
+            for entry in &entries {
                 println!("{entry}");
             }
+            let total: u64 = entries.iter().map(|e| e.size).sum();
+            println!(
+                "total: {} image(s), {total} bytes in {}",
+                entries.len(),
+                cache.dir().display()
+            );
         }
-        CacheAction::Prune => {
-            let report = cache.prune()?;
+        CacheAction::Prune {
+            older_than,
+            max_size,
+        } => {
+            let filter = PruneFilter {
+                older_than: older_than
+                    .as_deref()
+                    .map(mkroot_launcher::cache::parse_age)
+                    .transpose()
+                    .map_err(LaunchError::Invalid)?,
+                max_bytes: max_size
+                    .map(|s| parse_size(&s))
+                    .transpose()
+                    .map_err(|e| LaunchError::Invalid(format!("--max-size {e}")))?,
+            };
+            let report = cache.prune_with(filter)?;
             println!(
                 "removed {} image(s), {} bytes; {} in use kept; {} stale leftover(s) removed",
                 report.removed.len(),
