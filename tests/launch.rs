@@ -1044,3 +1044,59 @@ fn cache_ls_shows_sources_and_a_total_and_prune_goes_by_age_and_size() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--older-than soon"));
 }
+
+#[test]
+fn a_large_first_unpack_shows_progress_on_a_terminal_only() {
+    let image = BusyboxImage::new();
+    // Incompressible, so the tarball itself is above the 8 MiB the progress line waits for.
+    let mut blob = vec![0u8; 10 << 20];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for byte in blob.iter_mut() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        *byte = seed as u8;
+    }
+    std::fs::write(image.root().join("blob"), &blob).unwrap();
+    let tarball = image.tarball();
+    let cache = tempfile::tempdir().unwrap();
+    let line = format!(
+        "{} --cache-dir {} {} -- true",
+        launch_bin().display(),
+        cache.path().join("tty").display(),
+        tarball.display()
+    );
+    // script(1) gives launch a terminal for its stderr.
+    let on_tty = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&on_tty.stdout).into_owned();
+    assert!(on_tty.status.success(), "{shown}");
+    assert!(shown.contains("launch: unpacking image.tgz: "), "{shown:?}");
+    // 10 MiB of blob, and the tar's own headers and busybox.
+    let done = shown
+        .split("launch: unpacked image.tgz: ")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(done.starts_with("11 MiB in "), "{shown:?}");
+    // Cached now: nothing to show.
+    let again = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("unpack"));
+    // Not on a terminal: a first unpack says nothing.
+    let cache_arg = cache.path().join("pipe");
+    let piped = launch([
+        "--cache-dir",
+        cache_arg.to_str().unwrap(),
+        tarball.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_succeeded(&piped);
+    assert!(piped.stderr.is_empty(), "{}", describe(&piped));
+}

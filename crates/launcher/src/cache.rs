@@ -372,7 +372,8 @@ impl ImageCache {
         file: File,
         work: &Path,
     ) -> Result<FilledEntry, CacheError> {
-        let mut source = HashingReader::new(file);
+        let progress = Progress::for_image(image, &file);
+        let mut source = HashingReader::new(file, progress);
         let report =
             unpack::unpack(&mut source, &work.join("root"), &self.options).map_err(|source| {
                 CacheError::Unpack {
@@ -940,13 +941,76 @@ struct HashingReader {
     file: File,
     to_hasher: Option<mpsc::SyncSender<Vec<u8>>>,
     hasher: Option<std::thread::JoinHandle<String>>,
+    progress: Option<Progress>,
+}
+
+/// A line on the user's terminal while a large image unpacks (a first launch of a
+/// 200 MB image takes about a second): how much of the file is read, redrawn at most
+/// ten times a second, and what it came to at the end. Only on a terminal, and only for
+/// images of [`Progress::MIN_BYTES`] or more. Written by hand rather than with
+/// indicatif: `launch` is a static PIE whose every start relocates all its tables, and
+/// a cached launch must not pay for a progress bar it never draws.
+struct Progress {
+    name: String,
+    total: u64,
+    done: u64,
+    started: std::time::Instant,
+    drawn: Option<std::time::Instant>,
+}
+
+impl Progress {
+    const MIN_BYTES: u64 = 8 << 20;
+
+    /// `None` unless stderr is a terminal and the image is large.
+    fn for_image(image: &Path, file: &File) -> Option<Progress> {
+        // SAFETY: isatty cannot fail.
+        let terminal = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;
+        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        (terminal && total >= Self::MIN_BYTES).then(|| Progress {
+            name: image.file_name().map_or_else(
+                || image.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            total,
+            done: 0,
+            started: std::time::Instant::now(),
+            drawn: None,
+        })
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n as u64;
+        let due = self
+            .drawn
+            .is_none_or(|at| at.elapsed() >= std::time::Duration::from_millis(100));
+        if due {
+            self.drawn = Some(std::time::Instant::now());
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            eprint!(
+                "\rlaunch: unpacking {}: {:.0} of {:.0} MiB ({}%)\x1b[K",
+                self.name,
+                mib(self.done),
+                mib(self.total),
+                self.done * 100 / self.total.max(1)
+            );
+        }
+    }
+
+    fn finish(&self) {
+        eprintln!(
+            "\rlaunch: unpacked {}: {:.0} MiB in {:.1} s\x1b[K",
+            self.name,
+            self.total as f64 / (1 << 20) as f64,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// Reads in flight to the hasher: bounds the copies waiting for it.
 const READS_IN_FLIGHT: usize = 16;
 
 impl HashingReader {
-    fn new(file: File) -> Self {
+    fn new(file: File, progress: Option<Progress>) -> Self {
         let (to_hasher, reads) = mpsc::sync_channel::<Vec<u8>>(READS_IN_FLIGHT);
         let hasher = std::thread::spawn(move || {
             let mut hasher = Sha256::new();
@@ -959,12 +1023,16 @@ impl HashingReader {
             file,
             to_hasher: Some(to_hasher),
             hasher: Some(hasher),
+            progress,
         }
     }
 
     /// Hashes whatever was not read yet and returns the digest of the whole file.
     fn finish(mut self) -> io::Result<String> {
         io::copy(&mut self, &mut io::sink())?;
+        if let Some(progress) = &self.progress {
+            progress.finish();
+        }
         self.to_hasher = None;
         self.hasher
             .take()
@@ -976,6 +1044,9 @@ impl HashingReader {
 impl Read for HashingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
+        if let Some(progress) = &mut self.progress {
+            progress.advance(n);
+        }
         if n > 0 {
             let sent = self
                 .to_hasher
