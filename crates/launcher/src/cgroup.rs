@@ -271,7 +271,7 @@ fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
 
 /// This process's cgroup path in each hierarchy: (controllers, path) from
 /// /proc/self/cgroup; the v2 entry has no controllers.
-fn own_cgroups() -> Vec<(String, String)> {
+pub(crate) fn own_cgroups() -> Vec<(String, String)> {
     fs::read_to_string("/proc/self/cgroup")
         .unwrap_or_default()
         .lines()

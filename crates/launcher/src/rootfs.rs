@@ -466,32 +466,12 @@ pub fn bind(
     kind: MountPoint,
     read_only: bool,
 ) -> Result<(), LaunchError> {
-    let step = || format!("bind-mounting {} on {path}", source.display());
-    let source_c = path_c(source)?;
-    // SAFETY: plain syscall with a valid C string.
-    let tree = check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                source_c.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_RECURSIVE as u32,
-            )
-        },
-        step,
-    )?;
-    // SAFETY: open_tree returned a new fd that we own.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    if read_only {
-        set_read_only(
-            tree.as_raw_fd(),
-            c"",
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-        )
-        .map_err(|e| LaunchError::setup(step(), e))?;
-    }
-    let target = mount_point(root, path, kind)?;
-    move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))
+    let options = BindOptions {
+        recursive: true,
+        attributes: if read_only { libc::MS_RDONLY } else { 0 },
+        propagation: None,
+    };
+    bind_with(root, source, path, kind, options)
 }
 
 /// How [`bind_with`] binds: a runtime spec's bind mount.

@@ -77,7 +77,7 @@ impl RuntimeCgroup {
                 "linux.cgroupsPath: this host has no cgroup filesystem mounted under /sys/fs/cgroup".into(),
             )
         })?;
-        let own = own_cgroups();
+        let own = crate::cgroup::own_cgroups();
         let failed = |dir: &Path, e: io::Error| {
             LaunchError::setup(format!("creating the cgroup {}", dir.display()), e)
         };
@@ -248,19 +248,6 @@ fn place(mount: &Path, path: &str, own: &str) -> PathBuf {
         Some(absolute) => mount.join(absolute),
         None => mount.join(own.trim_start_matches('/')).join(path),
     }
-}
-
-/// This process's cgroup path in each hierarchy: (controllers, path).
-fn own_cgroups() -> Vec<(String, String)> {
-    fs::read_to_string("/proc/self/cgroup")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(3, ':');
-            let _id = fields.next()?;
-            Some((fields.next()?.to_string(), fields.next()?.to_string()))
-        })
-        .collect()
 }
 
 /// The runtime's own path in the hierarchy holding `controller` ("" for v2).
