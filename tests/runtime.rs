@@ -763,3 +763,17 @@ fn an_ordinary_user_runs_a_rootless_bundle() {
         "run leaves no state"
     );
 }
+
+#[test]
+fn under_launchs_own_defenses_files_move_and_link_between_directories() {
+    // What installers do (dpkg, pip): Landlock's exec rule, kept under an engine too,
+    // must not turn a rename or hard link between directories into EXDEV.
+    let script = "busybox mkdir -p /tmp/a /tmp/b && echo x > /tmp/a/f \
+                  && busybox mv /tmp/a/f /tmp/b/f && busybox ln /tmp/b/f /tmp/a/g \
+                  && cat /tmp/a/g && echo moved";
+    let bundle = Bundle::new(&["sh", "-c", script]);
+    let runtime = Runtime::new();
+    let out = runtime.run(&["run", "--bundle", bundle.dir().to_str().unwrap(), "w1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "x\nmoved\n");
+}

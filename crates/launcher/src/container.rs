@@ -460,7 +460,7 @@ fn kill_and_reap(child: libc::pid_t) {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     let mut fds = [0; 2];
     // SAFETY: valid array of two fds.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {

@@ -49,6 +49,15 @@ pub struct Command {
     pub user: Option<User>,
 }
 
+/// `items` as execve's NULL-terminated array of pointers (valid while `items` lives).
+pub(crate) fn pointer_array(items: &[CString]) -> Vec<*const libc::c_char> {
+    items
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
+}
+
 /// The exit status for a child that ended with wait status `status`: its own code, or
 /// 128+N when signal N killed it.
 pub fn exit_code(status: libc::c_int) -> i32 {
@@ -94,13 +103,6 @@ impl PreparedCommand {
         let c = |s: &str| CString::new(s).unwrap_or_default();
         let argv: Vec<CString> = command.argv.iter().map(|a| c(a)).collect();
         let env: Vec<CString> = command.env.iter().map(|e| c(e)).collect();
-        let pointers = |items: &[CString]| -> Vec<*const libc::c_char> {
-            items
-                .iter()
-                .map(|s| s.as_ptr())
-                .chain([std::ptr::null()])
-                .collect()
-        };
         let program = command.argv.first().map(String::as_str).unwrap_or("");
         let path_var = command
             .env
@@ -108,8 +110,8 @@ impl PreparedCommand {
             .find_map(|kv| kv.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH);
         PreparedCommand {
-            argv_ptrs: pointers(&argv),
-            env_ptrs: pointers(&env),
+            argv_ptrs: pointer_array(&argv),
+            env_ptrs: pointer_array(&env),
             _argv: argv,
             _env: env,
             candidates: candidates(program, path_var),

@@ -784,7 +784,7 @@ pub(crate) fn fd_path_c(fd: RawFd) -> CString {
     CString::new(fd_path(fd)).expect("no NUL")
 }
 
-fn path_c(path: &Path) -> Result<CString, LaunchError> {
+pub(crate) fn path_c(path: &Path) -> Result<CString, LaunchError> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", path.display())))

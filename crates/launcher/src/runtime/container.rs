@@ -12,10 +12,12 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+use crate::container::pipe;
 use crate::error::LaunchError;
 use crate::landlock::ExecInsideRoot;
 use crate::namespaces::{self, CloneResult};
 use crate::process::{self, DEFAULT_PATH};
+use crate::rootfs::path_c;
 use crate::rootfs::{self, MountPoint};
 use crate::runtime::bundle::{BundleConfig, DeviceNode, ProcessConfig};
 use crate::runtime::cgroups::RuntimeCgroup;
@@ -526,14 +528,7 @@ fn prepare_and_exec(
         .iter()
         .map(|e| CString::new(e.as_str()).unwrap_or_default())
         .collect();
-    let pointers = |items: &[CString]| -> Vec<*const libc::c_char> {
-        items
-            .iter()
-            .map(|s| s.as_ptr())
-            .chain([std::ptr::null()])
-            .collect()
-    };
-    let (argv_ptrs, env_ptrs) = (pointers(&argv), pointers(&env));
+    let (argv_ptrs, env_ptrs) = (process::pointer_array(&argv), process::pointer_array(&env));
     // Signals back to their defaults for the process (the runtime ignores SIGPIPE).
     // SAFETY: plain signal disposition change.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -798,22 +793,6 @@ fn open_dir(path: &Path) -> Result<OwnedFd, LaunchError> {
     }
     // SAFETY: a new fd that we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn path_c(path: &Path) -> Result<CString, LaunchError> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", path.display())))
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
-    let mut fds = [0; 2];
-    // SAFETY: valid array of two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(LaunchError::setup("pipe2", std::io::Error::last_os_error()));
-    }
-    // SAFETY: two new fds that we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 pub(crate) fn kill_and_reap(child: libc::pid_t) {

@@ -156,20 +156,7 @@ fn cgroup_mounts(
     use crate::cgroup::CgroupLayout;
     let flags = flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let fresh = |path: &str, fstype: &std::ffi::CStr, flags, data: Option<&std::ffi::CStr>| {
-        let target = rootfs::mount_point(root, path, MountPoint::Dir)?;
-        rootfs::mount(
-            Some(fstype),
-            &rootfs::fd_path_c(target.as_raw_fd()),
-            Some(fstype),
-            flags,
-            data,
-        )
-        .map_err(|e| {
-            LaunchError::setup(
-                format!("mounting {} on {path}", fstype.to_string_lossy()),
-                e,
-            )
-        })
+        rootfs::mount_fresh(root, path, fstype, flags, data)
     };
     let bind = |path: &str, dir: &Path| {
         let options = BindOptions {
