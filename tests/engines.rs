@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use mkroot_e2e::attacks::{cgroups_named, remove_cgroup_everywhere};
 use mkroot_e2e::launch::{host_mounts, launch_bin, BusyboxImage};
 use mkroot_e2e::oci_build::require_tool;
 
@@ -86,14 +87,31 @@ impl Podman {
         self.command(args).output().expect("run podman")
     }
 
-    /// `podman run --network none ULIMITS FLAGS IMAGE COMMAND...`.
-    fn run_container(&self, flags: &[&str], command: &[&str]) -> Output {
+    /// The cgroup podman puts this test's containers and conmons under, named after the
+    /// temp dir so that tests running at once do not share one.
+    fn cgroup_parent(&self) -> String {
+        let dir = self.dir.path().file_name().unwrap().to_string_lossy();
+        dir.into_owned()
+    }
+
+    /// `run --network none ULIMITS --cgroup-parent PARENT FLAGS IMAGE COMMAND...`.
+    fn run_args(&self, flags: &[&str], command: &[&str]) -> Vec<String> {
         let mut args = vec!["run", "--network", "none"];
         args.extend(ULIMITS);
-        args.extend(flags);
-        args.push(self.image);
-        args.extend(command);
-        self.run(&args)
+        let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+        args.extend([
+            "--cgroup-parent".to_string(),
+            format!("/{}", self.cgroup_parent()),
+        ]);
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args.push(self.image.to_string());
+        args.extend(command.iter().map(|c| c.to_string()));
+        args
+    }
+
+    fn run_container(&self, flags: &[&str], command: &[&str]) -> Output {
+        let args = self.run_args(flags, command);
+        self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 
@@ -101,6 +119,7 @@ impl Drop for Podman {
     fn drop(&mut self) {
         // Containers, their shm mounts and conmons; then the storage goes with the dir.
         let _ = self.run(&["rm", "--all", "--force", "--time", "0"]);
+        remove_cgroup_everywhere(&self.cgroup_parent());
     }
 }
 
@@ -142,6 +161,11 @@ fn podman_runs_a_container_and_passes_its_exit_code_through() {
         outside_podman(mounts_before),
         "mounts left on the host"
     );
+    // Nor its cgroups, nor podman's for its containers and conmons.
+    let parent = podman.cgroup_parent();
+    drop(podman);
+    let cgroups = cgroups_named(&parent);
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 }
 
 #[test]
@@ -185,10 +209,7 @@ fn podman_run_it_gets_a_real_pty() {
     let mut inner = vec!["podman".to_string()];
     let cmd = podman.command(&[]);
     inner.extend(cmd.get_args().map(|a| shell_quote(&a.to_string_lossy())));
-    let mut args = vec!["run", "--rm", "-it", "--network", "none"];
-    args.extend(ULIMITS);
-    args.push(podman.image);
-    args.extend(["sh", "-c", "tty; exit 5"]);
+    let args = podman.run_args(&["--rm", "-it"], &["sh", "-c", "tty; exit 5"]);
     inner.extend(args.iter().map(|a| shell_quote(a)));
     let out = Command::new("script")
         .args(["-qec", &inner.join(" "), "/dev/null"])
@@ -335,6 +356,8 @@ impl Drop for Containerd {
         unsafe { libc::kill(self.daemon.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.daemon.wait();
         let _ = std::fs::remove_dir_all(self.runtime_root());
+        // containerd's cgroups for the namespace, in every hierarchy.
+        remove_cgroup_everywhere(&self.namespace);
     }
 }
 
@@ -416,6 +439,11 @@ fn containerd_runs_tasks_through_its_shim_with_launch() {
         "state left in {}: {left:?}",
         containerd.runtime_root().display()
     );
+    // Once the engine is gone, so are its cgroups for the namespace.
+    let namespace = containerd.namespace.clone();
+    drop(containerd);
+    let cgroups = cgroups_named(&namespace);
+    assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
 }
 
 #[test]

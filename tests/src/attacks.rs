@@ -260,6 +260,26 @@ pub fn cgroups_named(name: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Removes the cgroup `name` (relative to a hierarchy's root) and everything under
+/// it from every hierarchy: the v1 controllers, the unified one and a pure v2 root. An
+/// engine (containerd, podman) makes such trees and leaves them when its daemon goes.
+pub fn remove_cgroup_everywhere(name: &str) {
+    fn remove_tree(dir: &Path) {
+        // Children first: a cgroup directory goes only once it has none.
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    remove_tree(&root.join(name));
+    for hierarchy in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        remove_tree(&hierarchy.path().join(name));
+    }
+}
+
 /// A tar archive written entry by entry, so that it can say what no honest tar would.
 #[derive(Default)]
 pub struct HostileTar {
