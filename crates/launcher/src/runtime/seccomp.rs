@@ -12,6 +12,11 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompOperator};
 
 use crate::error::LaunchError;
 use crate::runtime::syscall_numbers;
+use crate::seccomp::bpf::{
+    AUDIT_ARCH_X86_64, BPF_AND_K, BPF_JEQ_K, BPF_JGE_K, BPF_JGT_K, BPF_LD_W_ABS, BPF_RET_K,
+    MAX_INSTRUCTIONS, OFFSET_ARCH, OFFSET_ARGS, OFFSET_NR, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS,
+    RET_KILL_THREAD, RET_LOG, RET_TRACE, RET_TRAP, X32_SYSCALL_BIT,
+};
 
 /// A compiled profile, ready for [`SpecFilter::install`].
 #[derive(Debug, Clone)]
@@ -19,30 +24,6 @@ pub struct SpecFilter {
     program: Vec<libc::sock_filter>,
     flags: libc::c_ulong,
 }
-
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-const OFFSET_NR: u32 = 0;
-const OFFSET_ARCH: u32 = 4;
-const OFFSET_ARGS: u32 = 16;
-
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
-const RET_KILL_THREAD: u32 = 0;
-const RET_TRAP: u32 = 0x0003_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-const RET_TRACE: u32 = 0x7ff0_0000;
-const RET_LOG: u32 = 0x7ffc_0000;
-const RET_ALLOW: u32 = 0x7fff_0000;
-
-const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-const BPF_JGT_K: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
-const BPF_JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-const BPF_AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
-const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-
-/// The kernel's limit on a program's length.
-const MAX_INSTRUCTIONS: usize = 4096;
 
 /// An instruction whose jump may target the end of its rule, resolved once the rule's
 /// length is known.
