@@ -344,7 +344,10 @@ fn set_up(
     security::close_fds_except(&channels);
     // The kernel's memory, keys, timers and settings out of sight and out of reach.
     masked_paths::close_off()?;
-    devices::verify()?;
+    // Only nodes bound from the host can be other than the ones made here.
+    if in_userns {
+        devices::verify()?;
+    }
     // A working directory the image lacks is made, as docker and runc do: root's, 0755,
     // in the writable layer (so before the root may turn read-only). The path is the
     // image's or the user's: it is resolved inside the new root, never through a

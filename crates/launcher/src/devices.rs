@@ -111,9 +111,10 @@ fn symlink(dev: &OwnedFd, name: &str, target: &str) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// After pivot_root: checks that each of [`DEVICES`] in /dev is the character device it
-/// should be (in a user namespace they are the host's nodes, bound in: a host whose
-/// /dev/null were a regular file would otherwise hand the container a host file).
+/// After pivot_root, in a user namespace: checks that each of [`DEVICES`] in /dev is the
+/// character device it should be (there they are the host's nodes, bound in: a host
+/// whose /dev/null were a regular file would otherwise hand the container a host file).
+/// Outside one, the nodes were made by [`populate`] in a fresh tmpfs.
 pub fn verify() -> Result<(), LaunchError> {
     for (name, major, minor) in DEVICES {
         let path = std::ffi::CString::new(format!("/dev/{name}")).expect("no NUL");

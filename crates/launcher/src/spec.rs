@@ -294,7 +294,9 @@ pub(crate) fn read_in_image(tree: &OwnedFd, path: &str) -> std::io::Result<Optio
     };
     // The image may be hostile: a huge file is cut short rather than read into memory.
     const MAX_READ: u64 = 64 << 20;
-    let mut bytes = Vec::new();
+    // Sized from the start: one read for the whole file, not a doubling series.
+    let size = file.metadata().map_or(0, |m| m.len()).min(MAX_READ);
+    let mut bytes = Vec::with_capacity(size as usize + 1);
     file.take(MAX_READ).read_to_end(&mut bytes)?;
     Ok(Some(bytes))
 }
