@@ -777,3 +777,36 @@ fn under_launchs_own_defenses_files_move_and_link_between_directories() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "x\nmoved\n");
 }
+
+#[test]
+fn masked_paths_of_either_kind_are_hidden_and_read_only_paths_refuse_writes() {
+    // A directory and a file under maskedPaths (the runtime guesses a file first, so the
+    // directory takes the other way), one missing path, and /proc/sys read-only.
+    // /proc/sys/kernel/domainname is the container's own (UTS namespace): writable
+    // without the read-only path, which is the control.
+    let script = "echo firmware $(ls /sys/firmware | busybox wc -l); \
+                  echo keys $(busybox wc -c < /proc/keys); \
+                  echo x > /proc/sys/kernel/domainname && echo wrote";
+    let run = |masked: &[&str], read_only: &[&str], id: &str| {
+        let mut bundle = Bundle::new(&["sh", "-c", script]);
+        bundle.config["linux"]["maskedPaths"] = serde_json::json!(masked);
+        bundle.config["linux"]["readonlyPaths"] = serde_json::json!(read_only);
+        bundle.save();
+        let runtime = Runtime::new();
+        let out = runtime.run(&["run", "--bundle", bundle.dir().to_str().unwrap(), id]);
+        assert!(out.status.code().is_some(), "{}", stderr(&out));
+        (stdout(&out), stderr(&out))
+    };
+    let (control, _) = run(&[], &[], "m0");
+    assert!(!control.contains("firmware 0"), "{control}");
+    assert!(control.contains("wrote"), "{control}");
+    let (masked, err) = run(
+        &["/sys/firmware", "/proc/keys", "/proc/no-such-entry"],
+        &["/proc/sys"],
+        "m1",
+    );
+    assert!(masked.contains("firmware 0\n"), "{masked} {err}");
+    assert!(masked.contains("keys 0\n"), "{masked} {err}");
+    assert!(!masked.contains("wrote"), "{masked}");
+    assert!(err.contains("Read-only file system"), "{err}");
+}
