@@ -13,13 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
 
-need() {
-    local missing=()
-    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-    if [ ${#missing[@]} -gt 0 ]; then
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
-}
+# shellcheck source=bench/lib.sh
+. ./bench/lib.sh # (the cd above made the repository the working directory)
 need hyperfine podman runc crun busybox-static
 
 cargo build --release --quiet -p mkroot-launcher
