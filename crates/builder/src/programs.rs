@@ -10,8 +10,7 @@ use mkroot_common::host_file::{kind_name, open_regular};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-/// The PATH a shell uses when none is set (POSIX `getconf PATH` on Debian, plus sbin).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use mkroot_common::manifest::DEFAULT_PATH;
 
 /// Scripts may name a script as interpreter (Linux follows a few levels); so do we.
 pub const MAX_INTERPRETER_DEPTH: usize = 4;

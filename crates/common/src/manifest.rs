@@ -49,6 +49,11 @@ impl ImageManifest {
     }
 }
 
+/// The PATH a command gets when neither the image nor the user sets one (POSIX `getconf
+/// PATH` on Debian, plus the sbin directories): the builder looks programs up along it
+/// and writes it into an image's environment, the launcher gives it to a command.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What a manifest says about running the image, read without building its file list
 /// (thousands of entries in a large image): all `launch` needs when it starts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

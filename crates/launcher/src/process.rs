@@ -271,8 +271,7 @@ impl Command {
     }
 }
 
-/// The PATH used when neither the image nor the user sets one.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use mkroot_common::manifest::DEFAULT_PATH;
 
 /// Where execvp would look for `program`: the name itself when it has a `/`, else each
 /// PATH entry joined with it.
