@@ -13,7 +13,7 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompOperator};
 use crate::error::LaunchError;
 use crate::runtime::syscall_numbers;
 use crate::seccomp::bpf::{
-    AUDIT_ARCH_X86_64, BPF_AND_K, BPF_JEQ_K, BPF_JGE_K, BPF_JGT_K, BPF_LD_W_ABS, BPF_RET_K,
+    self, AUDIT_ARCH_X86_64, BPF_AND_K, BPF_JEQ_K, BPF_JGE_K, BPF_JGT_K, BPF_LD_W_ABS, BPF_RET_K,
     MAX_INSTRUCTIONS, OFFSET_ARCH, OFFSET_ARGS, OFFSET_NR, RET_ALLOW, RET_ERRNO, RET_KILL_PROCESS,
     RET_KILL_THREAD, RET_LOG, RET_TRACE, RET_TRAP, X32_SYSCALL_BIT,
 };
@@ -145,26 +145,8 @@ impl SpecFilter {
     /// Installs the filter on the calling thread: with no_new_privs set, or while the
     /// process holds CAP_SYS_ADMIN.
     pub fn install(&self) -> Result<(), LaunchError> {
-        let program = libc::sock_fprog {
-            len: self.program.len() as u16,
-            filter: self.program.as_ptr() as *mut libc::sock_filter,
-        };
-        // SAFETY: a valid program that outlives the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                self.flags,
-                &program as *const libc::sock_fprog,
-            )
-        };
-        if ret < 0 {
-            return Err(LaunchError::setup(
-                "installing the seccomp filter (linux.seccomp)",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        bpf::install(&self.program, self.flags)
+            .map_err(|e| LaunchError::setup("installing the seccomp filter (linux.seccomp)", e))
     }
 
     pub fn len(&self) -> usize {
@@ -310,32 +292,7 @@ mod tests {
 
     /// Runs the program on one call, as the kernel would.
     fn evaluate(filter: &SpecFilter, nr: u32, args: [u64; 6]) -> u32 {
-        let mut data = [0u32; 16];
-        data[0] = nr;
-        data[1] = AUDIT_ARCH_X86_64;
-        for (i, a) in args.iter().enumerate() {
-            data[4 + 2 * i] = *a as u32;
-            data[5 + 2 * i] = (*a >> 32) as u32;
-        }
-        let (mut acc, mut pc) = (0u32, 0usize);
-        loop {
-            let ins = filter.program[pc];
-            pc += 1;
-            match ins.code {
-                BPF_LD_W_ABS => acc = data[ins.k as usize / 4],
-                BPF_AND_K => acc &= ins.k,
-                BPF_RET_K => return ins.k,
-                code => {
-                    let taken = match code {
-                        BPF_JEQ_K => acc == ins.k,
-                        BPF_JGT_K => acc > ins.k,
-                        BPF_JGE_K => acc >= ins.k,
-                        _ => panic!("unexpected instruction {code}"),
-                    };
-                    pc += if taken { ins.jt } else { ins.jf } as usize;
-                }
-            }
-        }
+        bpf::run(&filter.program, AUDIT_ARCH_X86_64, nr, args)
     }
 
     #[test]

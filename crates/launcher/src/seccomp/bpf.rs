@@ -156,6 +156,29 @@ impl Assembler {
     }
 }
 
+/// Installs `program` as a seccomp filter on the calling thread, with `flags`
+/// (`SECCOMP_FILTER_FLAG_*`): with no_new_privs set, or while the thread holds
+/// CAP_SYS_ADMIN. Allocation-free.
+pub fn install(program: &[libc::sock_filter], flags: libc::c_ulong) -> std::io::Result<()> {
+    let program = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: a valid program that outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &program as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Runs `program` on one call as the kernel's classic BPF would; `args` are the six
 /// arguments. Panics on an instruction a seccomp filter may not hold, or one this does
 /// not know, so that a test comparing programs cannot pass by accident.

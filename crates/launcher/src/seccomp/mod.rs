@@ -182,25 +182,7 @@ impl SeccompProfile {
     /// Installs the filter on the calling thread. Needs no_new_privs (set earlier).
     /// Allocation-free.
     pub fn install(&self) -> Result<(), libc::c_int> {
-        let program = libc::sock_fprog {
-            len: self.program.len() as u16,
-            filter: self.program.as_ptr() as *mut libc::sock_filter,
-        };
-        // SAFETY: a valid program that outlives the call.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &program as *const libc::sock_fprog,
-            )
-        };
-        if ret < 0 {
-            return Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EINVAL));
-        }
-        Ok(())
+        bpf::install(&self.program, 0).map_err(|e| e.raw_os_error().unwrap_or(libc::EINVAL))
     }
 }
 
