@@ -1,8 +1,10 @@
-//! sha256 digests of files and byte streams, as lowercase hex.
+//! sha256 digests of files and byte streams, as lowercase hex, and the adapters that
+//! hash a stream while it passes through (a layer read or written once, hashed on the way).
 
 use sha2::{Digest, Sha256};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 /// The sha256 of everything `reader` yields, as 64 lowercase hex digits.
 pub fn sha256_reader(mut reader: impl Read) -> io::Result<String> {
@@ -26,9 +28,103 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Hashes what passes through; at the end of the stream the digest (hex) and byte
+/// count land in the shared slot.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    done: Arc<OnceLock<(String, u64)>>,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R, done: Arc<OnceLock<(String, u64)>>) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            done,
+        }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            let digest = hex::encode(self.hasher.clone().finalize());
+            let _ = self.done.set((digest, self.count));
+        }
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Passes bytes through, hashing and counting them.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    /// The inner writer, the hex sha256 and the byte count of what went through.
+    pub fn finish(self) -> (W, String, u64) {
+        (
+            self.inner,
+            hex::encode(self.hasher.finalize()),
+            self.written,
+        )
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_adapters_hash_and_count_exactly_what_passes() {
+        let data = b"some layer bytes".repeat(1000);
+        let mut writer = HashingWriter::new(Vec::new());
+        writer.write_all(&data).unwrap();
+        let (inner, hex, count) = writer.finish();
+        assert_eq!(
+            (inner, hex.clone(), count),
+            (data.clone(), sha256_bytes(&data), data.len() as u64)
+        );
+        let slot = Arc::new(OnceLock::new());
+        let mut reader = HashingReader::new(&data[..], slot.clone());
+        let mut half = vec![0; data.len() / 2];
+        reader.read_exact(&mut half).unwrap();
+        assert!(
+            slot.get().is_none(),
+            "the digest lands only at the end of the stream"
+        );
+        io::copy(&mut reader, &mut io::sink()).unwrap();
+        assert_eq!(slot.get(), Some(&(hex, data.len() as u64)));
+    }
 
     #[test]
     fn digests_are_64_lowercase_hex() {

@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
-use sha2::{Digest, Sha256};
 
-use crate::digest::{is_sha256_hex, sha256_bytes};
+use crate::digest::{is_sha256_hex, sha256_bytes, HashingReader};
 use crate::fill::read_up_to;
 use crate::gzip::ParallelGunzip;
 use crate::host_file::open_regular;
@@ -658,39 +657,6 @@ impl LayerStream {
             ));
         }
         Ok(())
-    }
-}
-
-/// Hashes what passes through; at the end of the stream the digest (hex) and byte
-/// count land in the shared slot.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-    done: Arc<OnceLock<(String, u64)>>,
-}
-
-impl<R> HashingReader<R> {
-    fn new(inner: R, done: Arc<OnceLock<(String, u64)>>) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-            done,
-        }
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            let digest = hex::encode(self.hasher.clone().finalize());
-            let _ = self.done.set((digest, self.count));
-        }
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
     }
 }
 

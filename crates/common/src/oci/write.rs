@@ -18,7 +18,7 @@ use super::{
 use crate::archive::{
     self, ArchiveError, EntryKind, ImageEntry, OutputTarget, WriteOptions, WriteSummary,
 };
-use crate::digest::sha256_bytes;
+use crate::digest::{sha256_bytes, HashingWriter};
 use crate::gzip::ParallelGzip;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
@@ -26,10 +26,9 @@ use oci_spec::image::{
     RootFsBuilder,
 };
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -352,45 +351,6 @@ fn write_layer(
         diff_id: format!("sha256:{diff_hex}"),
         summary,
     })
-}
-
-/// Passes bytes through, hashing and counting them.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Sha256,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-
-    /// The inner writer, the hex sha256 and the byte count of what went through.
-    fn finish(self) -> (W, String, u64) {
-        (
-            self.inner,
-            hex::encode(self.hasher.finalize()),
-            self.written,
-        )
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The layer blob while the layout is assembled: a file without a name in the output's
