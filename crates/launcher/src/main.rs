@@ -288,8 +288,8 @@ mod fast_args {
             }
             let (name, inline) = if let Some(long) = arg.strip_prefix("--") {
                 match long.split_once('=') {
-                    Some((name, value)) => (name.to_string(), Some(value)),
-                    None => (long.to_string(), None),
+                    Some((name, value)) => (name, Some(value)),
+                    None => (long, None),
                 }
             } else if let Some(short) = arg.strip_prefix('-') {
                 let mut chars = short.chars();
@@ -297,7 +297,7 @@ mod fast_args {
                     return None;
                 };
                 let &(long, ..) = OPTIONS.iter().find(|(_, s, _)| *s == Some(letter))?;
-                (long.to_string(), None)
+                (long, None)
             } else {
                 // clap takes a subcommand's name for the subcommand even after the image.
                 if SUBCOMMANDS.contains(&arg.as_str()) {
