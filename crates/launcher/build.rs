@@ -2,8 +2,8 @@
 //!
 //! Why: a cached launch is a few milliseconds, and loading `libc.so.6` and
 //! `libgcc_s.so.1`, resolving their symbols and relocating them is a fixed part of it
-//! (about 0.45 ms of CPU per launch here). A static PIE keeps the address-space
-//! randomisation of a PIE and skips the loader.
+//! (the README's Benchmarks section has the figure). A static PIE keeps the
+//! address-space randomisation of a PIE and skips the loader.
 //!
 //! How: `-C target-feature=+crt-static` would do it, but cargo passes RUSTFLAGS to
 //! proc-macros too, which cannot be built static (rust-lang/rust#78210), and cargo has

@@ -9,7 +9,7 @@ use mkroot_builder::invocation::{
 use mkroot_builder::request::{ImageFlags, OutputFormat};
 use mkroot_builder::trace::TraceNet;
 use mkroot_common::partial::PartialOutput;
-use mkroot_common::usage::{report_clap_error, single_line};
+use mkroot_common::usage::{report_usage_error, single_line};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -382,7 +382,12 @@ fn report_interruption(interruption: Interruption) -> ! {
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(error) => return ExitCode::from(report_clap_error(error, "mkroot", 2)),
+        // Help and version go to stdout as clap renders them.
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => return ExitCode::from(report_usage_error(&error.to_string(), "mkroot", 2)),
     };
     // A bug must still end in one line, not a backtrace: the default panic message is
     // silenced and the panic reported below.

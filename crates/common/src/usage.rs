@@ -1,21 +1,13 @@
-//! Errors as one line, for both programs: clap renders a usage error as a paragraph, a
-//! tip and a usage block, and a library error may quote input with line breaks in it;
-//! users (and scripts reading stderr) get one line either way.
+//! Errors as one line, for both programs: clap (used by the binaries only) renders a
+//! usage error as a paragraph, a tip and a usage block, and a library error may quote
+//! input with line breaks in it; users (and scripts reading stderr) get one line either
+//! way.
 
-/// What a program does with clap's answer when its command line does not parse: `--help`
-/// and `--version` print as clap renders them (exit 0); a usage error is printed as one
-/// line, `PROGRAM: problem; see PROGRAM --help`, and ends with `status`. Returns the
-/// exit status.
-pub fn report_clap_error(error: clap::Error, program: &str, status: u8) -> u8 {
-    use clap::error::ErrorKind;
-    if matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-    ) {
-        let _ = error.print();
-        return 0;
-    }
-    eprintln!("{program}: {}", one_line(&error.to_string(), program));
+/// Reports a command line that did not parse, as clap rendered the problem: one line,
+/// `PROGRAM: problem; see PROGRAM --help`. Returns `status`, the exit status. (Help and
+/// version, which clap also answers as errors, are printed by the program as rendered.)
+pub fn report_usage_error(rendered: &str, program: &str, status: u8) -> u8 {
+    eprintln!("{program}: {}", one_line(rendered, program));
     status
 }
 

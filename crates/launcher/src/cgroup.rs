@@ -6,7 +6,7 @@
 //! limits need: the one unified hierarchy on v2, each controller's on v1, and on hybrid
 //! hosts both: the v1 controllers plus the v2 tree for membership). The child is born in
 //! the v2 cgroup (clone3 with CLONE_INTO_CGROUP, whose cgroup namespace is then rooted
-//! there); moving a process between cgroups costs an RCU grace period, ~10 ms. Only v1
+//! there); moving a process between cgroups waits for an RCU grace period. Only v1
 //! controllers need a move: the launcher writes the child's PID into them while the
 //! child waits for its go-ahead, and the child unshares its cgroup namespace itself once
 //! there, so the namespace is rooted at the container's cgroups in every hierarchy.

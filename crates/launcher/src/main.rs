@@ -4,9 +4,10 @@
 //!
 //! `launch` starts without Rust's runtime set-up (`#![no_main]`, a C `main`): for its
 //! stack-overflow message that set-up reads /proc/self/maps to find the main thread's
-//! stack and installs an alternate signal stack and SIGSEGV/SIGBUS handlers, 0.1 ms of
-//! every launch (interleaved A/B, 400 cached launches: 3.50 -> 3.40 ms). The two parts
-//! `launch` relies on are done in [`main`] instead: descriptors 0-2 open, SIGPIPE ignored.
+//! stack and installs an alternate signal stack and SIGSEGV/SIGBUS handlers, on every
+//! launch (docs/hardening.md, "Where a cached launch's time goes", has what it cost).
+//! The two parts `launch` relies on are done in [`main`] instead: descriptors 0-2 open,
+//! SIGPIPE ignored.
 //! (A test build keeps libtest's main: the C one is left out of it.)
 #![cfg_attr(not(test), no_main)]
 // What only the C main reaches is unused in a test build.
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use mkroot_common::size::parse_size;
-use mkroot_common::usage::{report_clap_error, single_line};
+use mkroot_common::usage::{report_usage_error, single_line};
 use mkroot_launcher::cache::{CacheEntry, PruneFilter};
 use mkroot_launcher::cgroup::ResourceLimits;
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
@@ -208,9 +209,16 @@ fn run() -> u8 {
     };
     let mut cli = match parsed {
         Ok(cli) => cli,
+        // Help and version go to stdout as clap renders them.
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return 0;
+        }
         // A usage error is one line and exit 125, like every other failure of the
         // launcher's own.
-        Err(error) => return report_clap_error(error, "launch", EXIT_LAUNCH_FAILED as u8),
+        Err(error) => {
+            return report_usage_error(&error.to_string(), "launch", EXIT_LAUNCH_FAILED as u8)
+        }
     };
     let result = match cli.manage.take() {
         Some(Manage::Cache(action)) => manage_cache(action, cli.cache_dir.as_deref()),

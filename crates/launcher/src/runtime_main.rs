@@ -179,7 +179,13 @@ fn main() -> std::process::ExitCode {
 fn run() -> u8 {
     let cli = match RuntimeCli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => return mkroot_common::usage::report_clap_error(error, "launch", 1),
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print();
+            return 0;
+        }
+        Err(error) => {
+            return mkroot_common::usage::report_usage_error(&error.to_string(), "launch", 1)
+        }
     };
     let log = Log {
         file: cli.log.clone(),
