@@ -7,6 +7,7 @@ use crate::request::{BuildRequest, OutputFormat};
 use crate::search::Abi;
 use mkroot_common::archive::OutputTarget;
 use mkroot_common::oci::write::{ImageName, OciImage, OciTarget, OciWriteError};
+use mkroot_common::run_defaults::RunDefaults;
 use std::path::{Path, PathBuf};
 
 /// Where the image goes, in its format.
@@ -85,11 +86,13 @@ impl Output {
 /// architecture from the plan, the settings only OCI carries from the request.
 pub fn oci_image(plan: &Plan, request: &BuildRequest) -> Result<OciImage, OciWriteError> {
     Ok(OciImage {
-        entrypoint: plan.command.entrypoint.clone(),
-        cmd: plan.command.cmd.clone(),
-        env: plan.env.clone(),
-        workdir: request.oci.workdir.clone(),
-        user: request.oci.user.clone(),
+        run: RunDefaults {
+            entrypoint: plan.command.entrypoint.clone(),
+            cmd: plan.command.cmd.clone(),
+            env: plan.env.clone(),
+            working_dir: request.oci.workdir.clone(),
+            user: request.oci.user.clone(),
+        },
         name: request
             .oci
             .tag

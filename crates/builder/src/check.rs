@@ -22,8 +22,9 @@ use mkroot_common::archive::EntryKind;
 use mkroot_common::digest;
 use mkroot_common::host_file;
 use mkroot_common::manifest::{ImageManifest, MANIFEST_PATH};
-use mkroot_common::oci::read::{self, ImageFormat, OciError, RunDefaults};
+use mkroot_common::oci::read::{self, ImageFormat, OciError};
 use mkroot_common::oci::write::{architecture_of, OciImage};
+use mkroot_common::run_defaults::RunDefaults;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -344,27 +345,27 @@ fn layer_inventory(
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OciSettings {
     pub name: Option<String>,
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
+    pub run: RunDefaults,
     pub architecture: Option<String>,
 }
 
 impl OciSettings {
     fn differences(&self, oci: &OciImage) -> Vec<Difference> {
         let architecture = architecture_of(oci);
+        let (found, expected) = (&self.run, &oci.run);
         let fields: [(&'static str, bool); 7] = [
             (
                 "tag",
                 self.name != oci.name.as_ref().map(ToString::to_string),
             ),
-            ("entrypoint", self.entrypoint != oci.entrypoint),
-            ("OCI command", self.cmd != oci.cmd),
-            ("OCI environment", self.env != oci.env),
-            ("working directory", self.workdir != oci.workdir),
-            ("user", self.user != oci.user),
+            ("entrypoint", found.entrypoint != expected.entrypoint),
+            ("OCI command", found.cmd != expected.cmd),
+            ("OCI environment", found.env != expected.env),
+            (
+                "working directory",
+                found.working_dir != expected.working_dir,
+            ),
+            ("user", found.user != expected.user),
             (
                 "architecture",
                 self.architecture.as_deref() != Some(architecture.as_str()),
@@ -380,14 +381,9 @@ impl OciSettings {
     /// From the image's index (its name) and config (the rest).
     fn of(image: &read::OciImage) -> Result<OciSettings, OciError> {
         let config = image.config()?;
-        let run = RunDefaults::from_config(&config);
         Ok(OciSettings {
             name: image.name.clone(),
-            entrypoint: run.entrypoint,
-            cmd: run.cmd,
-            env: run.env,
-            workdir: run.working_dir,
-            user: run.user,
+            run: RunDefaults::from_config(&config),
             architecture: Some(config.architecture().to_string()),
         })
     }

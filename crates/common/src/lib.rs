@@ -6,6 +6,8 @@
 //!
 //! - [`manifest`]: the image manifest (every file, its sha256 and the reason it is there).
 //! - [`archive`]: writing an image byte-reproducibly, from a sorted list of entries.
+//! - [`run_defaults`]: what an image says to run (command, environment, ...), as both
+//!   the manifest and an OCI config carry it.
 //! - [`partial`]: the paths a build made of its output, removed if it does not complete.
 //! - [`gzip`]: a deterministic gzip stream compressed on every core.
 //! - [`digest`]: sha256 of files and streams.
@@ -22,6 +24,7 @@ pub mod in_root;
 pub mod manifest;
 pub mod oci;
 pub mod partial;
+pub mod run_defaults;
 pub mod size;
 pub mod unpack;
 pub mod usage;

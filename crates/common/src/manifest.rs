@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::run_defaults::RunDefaults;
+
 /// Where the manifest lives inside an image (relative to the image root).
 pub const MANIFEST_PATH: &str = ".mkroot/manifest.json";
 
@@ -54,21 +56,22 @@ impl ImageManifest {
 /// and writes it into an image's environment, the launcher gives it to a command.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// What a manifest says about running the image, read without building its file list
-/// (thousands of entries in a large image): all `launch` needs when it starts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ManifestCommand {
-    /// The image's default command (argv).
-    pub cmd: Vec<String>,
-    /// Environment for the default command, as `KEY=VALUE`.
-    #[serde(default)]
-    pub env: Vec<String>,
-}
-
-impl ManifestCommand {
-    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+/// What a manifest says about running the image: its command (one argv, no entrypoint)
+/// and environment. Read without building the file list (thousands of entries in a large
+/// image): all `launch` needs when it starts.
+pub fn run_defaults_from_json(bytes: &[u8]) -> Result<RunDefaults, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Command {
+        cmd: Vec<String>,
+        #[serde(default)]
+        env: Vec<String>,
     }
+    let Command { cmd, env } = serde_json::from_slice(bytes)?;
+    Ok(RunDefaults {
+        cmd,
+        env,
+        ..RunDefaults::default()
+    })
 }
 
 #[cfg(test)]
@@ -78,10 +81,11 @@ mod tests {
     #[test]
     fn the_command_reads_without_the_file_list() {
         let json = br#"{"version":1,"cmd":["/bin/sh","-c","echo hi"],"env":["A=1"],"files":[{"path":"/x","kind":"file","mode":420,"sha256":"00","reason":"r"}]}"#;
-        let command = ManifestCommand::from_json_bytes(json).unwrap();
-        assert_eq!(command.cmd, ["/bin/sh", "-c", "echo hi"]);
-        assert_eq!(command.env, ["A=1"]);
-        assert!(ManifestCommand::from_json_bytes(br#"{"version":1}"#).is_err());
+        let defaults = run_defaults_from_json(json).unwrap();
+        assert_eq!(defaults.cmd, ["/bin/sh", "-c", "echo hi"]);
+        assert_eq!(defaults.env, ["A=1"]);
+        assert!(defaults.entrypoint.is_empty());
+        assert!(run_defaults_from_json(br#"{"version":1}"#).is_err());
     }
 
     #[test]

@@ -69,7 +69,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::file_lock;
 use mkroot_common::digest::is_sha256_hex;
-use mkroot_common::oci::read::{self as oci, ImageFormat, Layer, OciError, OciImage, RunDefaults};
+use mkroot_common::oci::read::{self as oci, ImageFormat, Layer, OciError, OciImage};
+use mkroot_common::run_defaults::RunDefaults;
 use mkroot_common::unpack::{self, UnpackError, UnpackOptions};
 
 use crate::layer_stack::LayerStack;

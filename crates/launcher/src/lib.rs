@@ -1,7 +1,8 @@
 //! launch: run a root filesystem image in a container with full namespace isolation.
 //!
 //! [`cache`] turns an image (tarball or directory) into a read-only tree, unpacked once
-//! per digest; [`spec`] completes the user's options with what the image records; and
+//! per digest; [`image_tree`] opens it and reads the image's own defaults;
+//! [`spec`] completes the user's options with what the image records; and
 //! [`container`] sets the container up over the tree in kernel order, one module per
 //! kernel concept: [`namespaces`], [`userns`], [`rootfs`], [`devices`], [`etc_files`],
 //! [`network`], [`cgroup`], [`security`] ([`capabilities`], [`seccomp`], [`limits`],
@@ -17,6 +18,7 @@ pub mod devices;
 pub mod error;
 pub mod etc_files;
 pub mod file_lock;
+pub mod image_tree;
 pub mod init;
 pub mod landlock;
 pub mod layer_stack;
@@ -42,41 +44,32 @@ pub use spec::{ContainerSpec, LaunchOptions};
 use std::path::{Path, PathBuf};
 
 use cache::ImageCache;
-use mkroot_common::oci::read::RunDefaults;
+use mkroot_common::run_defaults::RunDefaults;
 
 /// Launches the container `options` describe; returns the exit status for `launch`.
 pub fn launch(options: &LaunchOptions) -> Result<i32, LaunchError> {
     read_only_exe::reexec_from_read_only_mount();
     // The cache stays open until the container ends: it marks the image in use, so a
     // concurrent `launch cache prune` leaves it alone.
-    let (tree, defaults, _cache) = image_tree(options)?;
-    let image = spec::open_image_tree(&tree, &options.image)?;
-    let spec = ContainerSpec::new(options, image, defaults.as_ref())?;
+    let (tree, defaults, _cache) = find_image_tree(options)?;
+    let image = image_tree::open(&tree, &options.image)?;
+    // An OCI image's config gives its defaults; a mkroot image's manifest, else none.
+    let defaults = match defaults {
+        Some(defaults) => defaults,
+        None => image_tree::manifest_defaults(&image, &options.image)?.unwrap_or_default(),
+    };
+    let spec = ContainerSpec::new(options, image, &defaults)?;
     container::run(&spec)
-}
-
-/// The one-line error for an image path that cannot be used at all.
-pub(crate) fn unreadable_image(image: &Path, e: &std::io::Error) -> LaunchError {
-    LaunchError::Invalid(match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
-            "{}: no such image; give a tarball (.tar, .tgz), a directory, an OCI layout or an image archive",
-            image.display()
-        ),
-        _ => format!(
-            "{}: cannot read the image: {e}; check the path and its permissions",
-            image.display()
-        ),
-    })
 }
 
 /// The read-only tree of the image, and an OCI image's run defaults: a rootfs directory
 /// is used in place (the cache is not even opened); a tarball, an OCI layout or an
 /// archive comes from the cache, unpacked there on first use.
-fn image_tree(
+fn find_image_tree(
     options: &LaunchOptions,
 ) -> Result<(PathBuf, Option<RunDefaults>, Option<ImageCache>), LaunchError> {
     let image = &options.image;
-    let meta = std::fs::metadata(image).map_err(|e| unreadable_image(image, &e))?;
+    let meta = std::fs::metadata(image).map_err(|e| image_tree::unreadable(image, &e))?;
     if meta.is_dir() && !image.join("oci-layout").exists() {
         return Ok((image.clone(), None, None));
     }

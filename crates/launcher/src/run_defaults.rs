@@ -1,32 +1,44 @@
-//! The command line over an OCI image config's defaults, as docker combines them: the
-//! command after `--` replaces Cmd and keeps Entrypoint; `--entrypoint` replaces
-//! Entrypoint and drops Cmd; Env, WorkingDir and User apply unless `-e`, `-w`, `-u` say
-//! otherwise.
+//! The command line over an image's run defaults, as docker combines them: the command
+//! after `--` replaces Cmd and keeps Entrypoint; `--entrypoint` replaces Entrypoint and
+//! drops Cmd; Env, WorkingDir and User apply unless `-e`, `-w`, `-u` say otherwise. A
+//! mkroot manifest's command is all Cmd, so the command after `--` replaces all of it.
 
 use std::os::fd::OwnedFd;
 
-use mkroot_common::oci::read::RunDefaults;
+use mkroot_common::run_defaults::RunDefaults;
 
 use crate::error::LaunchError;
+use crate::image_tree;
 use crate::process::User;
-use crate::spec::{read_in_image, LaunchOptions};
+
+/// What the command line says to run: `--entrypoint` (`""` clears the image's) and the
+/// command after `--` (empty for the image's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandOverride<'a> {
+    pub entrypoint: Option<&'a str>,
+    pub command: &'a [String],
+}
 
 /// The command to run: Entrypoint followed by Cmd, each from the command line when it
-/// gives one. Empty when neither gives anything (the caller picks a fallback).
-pub fn argv(options: &LaunchOptions, defaults: &RunDefaults) -> Vec<String> {
-    let entrypoint = match &options.entrypoint {
-        Some(program) if program.is_empty() => Vec::new(),
-        Some(program) => vec![program.clone()],
+/// gives one; `/bin/sh` when neither gives anything.
+pub fn argv(defaults: &RunDefaults, given: CommandOverride) -> Vec<String> {
+    let entrypoint = match given.entrypoint {
+        Some("") => Vec::new(),
+        Some(program) => vec![program.to_string()],
         None => defaults.entrypoint.clone(),
     };
-    let cmd = if !options.command.is_empty() {
-        options.command.clone()
-    } else if options.entrypoint.is_some() {
+    let cmd = if !given.command.is_empty() {
+        given.command.to_vec()
+    } else if given.entrypoint.is_some() {
         Vec::new()
     } else {
         defaults.cmd.clone()
     };
-    entrypoint.into_iter().chain(cmd).collect()
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return vec!["/bin/sh".to_string()];
+    }
+    argv
 }
 
 /// The config's User (`uid`, `uid:gid`, `name`, `name:group`, ...) as numbers, names looked
@@ -83,7 +95,10 @@ pub fn user(tree: &OwnedFd, spec: &str) -> Result<User, LaunchError> {
 
 /// The `:`-separated lines of a passwd-style file in the image (none if it is missing).
 fn database(tree: &OwnedFd, path: &str) -> Vec<Vec<String>> {
-    let text = read_in_image(tree, path).ok().flatten().unwrap_or_default();
+    let text = image_tree::read_file(tree, path)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     String::from_utf8_lossy(&text)
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -105,29 +120,48 @@ mod tests {
 
     #[test]
     fn the_command_line_replaces_cmd_and_keeps_the_entrypoint() {
-        let options = LaunchOptions {
-            command: vec!["mine".into()],
-            ..LaunchOptions::default()
+        let mine = ["mine".to_string()];
+        let given = CommandOverride {
+            command: &mine,
+            ..CommandOverride::default()
         };
-        assert_eq!(argv(&options, &defaults()), ["/bin/entry", "mine"]);
+        assert_eq!(argv(&defaults(), given), ["/bin/entry", "mine"]);
         assert_eq!(
-            argv(&LaunchOptions::default(), &defaults()),
+            argv(&defaults(), CommandOverride::default()),
             ["/bin/entry", "default"]
         );
     }
 
     #[test]
     fn an_entrypoint_override_drops_the_images_cmd() {
-        let options = LaunchOptions {
-            entrypoint: Some("/bin/other".into()),
-            ..LaunchOptions::default()
+        let given = CommandOverride {
+            entrypoint: Some("/bin/other"),
+            ..CommandOverride::default()
         };
-        assert_eq!(argv(&options, &defaults()), ["/bin/other"]);
-        let cleared = LaunchOptions {
-            entrypoint: Some(String::new()),
-            command: vec!["/bin/sh".into()],
-            ..LaunchOptions::default()
+        assert_eq!(argv(&defaults(), given), ["/bin/other"]);
+        let shell = ["/bin/sh".to_string()];
+        let cleared = CommandOverride {
+            entrypoint: Some(""),
+            command: &shell,
         };
-        assert_eq!(argv(&cleared, &defaults()), ["/bin/sh"]);
+        assert_eq!(argv(&defaults(), cleared), ["/bin/sh"]);
+    }
+
+    #[test]
+    fn a_manifests_command_is_replaced_whole_and_nothing_runs_a_shell() {
+        let manifest = RunDefaults {
+            cmd: vec!["/usr/bin/bash".into(), "-l".into()],
+            ..RunDefaults::default()
+        };
+        let ps = ["ps".to_string(), "aux".to_string()];
+        let given = CommandOverride {
+            command: &ps,
+            ..CommandOverride::default()
+        };
+        assert_eq!(argv(&manifest, given), ["ps", "aux"]);
+        assert_eq!(
+            argv(&RunDefaults::default(), CommandOverride::default()),
+            ["/bin/sh"]
+        );
     }
 }

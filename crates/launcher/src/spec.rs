@@ -1,13 +1,10 @@
 //! The one description of a container: what the user asked for on the command line,
 //! completed with what the image records (its default command and environment).
 
-use std::ffi::CString;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
-use mkroot_common::manifest::{ManifestCommand, MANIFEST_PATH};
-use mkroot_common::oci::read::RunDefaults;
+use mkroot_common::run_defaults::RunDefaults;
 
 use crate::cgroup::ResourceLimits;
 use crate::error::LaunchError;
@@ -16,7 +13,7 @@ use crate::network::ports::PublishedPort;
 use crate::network::{NetworkMode, NetworkSpec};
 use crate::process::{Command, User, DEFAULT_PATH};
 use crate::rootfs::Volume;
-use crate::run_defaults;
+use crate::run_defaults::{self, CommandOverride};
 use crate::security::{SecurityOptions, SecurityPolicy};
 use crate::storage::{StorageSizes, TmpfsMount};
 use crate::userns::IdMapping;
@@ -79,27 +76,21 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
-    /// `image` is the image tree, opened by [`open_image_tree`]; `defaults` what an OCI
-    /// image's config says to run (the command line overrides it).
+    /// `image` is the image tree, opened by [`crate::image_tree::open`]; `defaults` what the
+    /// image says to run (the command line overrides it).
     pub fn new(
         options: &LaunchOptions,
         image: OwnedFd,
-        defaults: Option<&RunDefaults>,
+        defaults: &RunDefaults,
     ) -> Result<ContainerSpec, LaunchError> {
-        let oci = defaults.cloned().unwrap_or_default();
-        let argv = run_defaults::argv(options, &oci);
-        // A mkroot image's manifest gives its command and environment; the environment
-        // applies whatever the command (docker's rule for an image's Env).
-        let manifest = match defaults {
-            None => read_manifest(&image, &options.image)?,
-            Some(_) => None,
-        };
-        let argv = match &manifest {
-            _ if !argv.is_empty() => argv,
-            Some(m) if !m.cmd.is_empty() => m.cmd.clone(),
-            _ => vec!["/bin/sh".to_string()],
-        };
-        let user = match (options.user, &oci.user) {
+        let argv = run_defaults::argv(
+            defaults,
+            CommandOverride {
+                entrypoint: options.entrypoint.as_deref(),
+                command: &options.command,
+            },
+        );
+        let user = match (options.user, &defaults.user) {
             (Some(user), _) => Some(user),
             (None, Some(name)) => Some(run_defaults::user(&image, name)?),
             (None, None) => None,
@@ -108,7 +99,7 @@ impl ContainerSpec {
         let tty = options.tty || unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
         let hostname = match &options.hostname {
             Some(name) => check_hostname(name)?,
-            None => random_hostname(),
+            None => random_hostname()?,
         };
         let storage = StorageSizes::new(
             options.writable_layer_size,
@@ -123,22 +114,19 @@ impl ContainerSpec {
                 ..mount.clone()
             })
             .collect();
-        let workdir = (options.workdir.clone().or(oci.working_dir.clone()))
+        let workdir = (options.workdir.clone().or(defaults.working_dir.clone()))
             .unwrap_or_else(|| "/".to_string());
         if !workdir.starts_with('/') {
             return Err(LaunchError::Invalid(format!(
                 "--workdir {workdir}: give an absolute path inside the container"
             )));
         }
-        let image_env = match &manifest {
-            Some(m) => m.env.clone(),
-            None => oci.env.clone(),
-        };
         let options = &LaunchOptions {
             user,
             ..options.clone()
         };
-        let env = environment(options, &hostname, tty, &image_env)?;
+        // The image's environment applies whatever the command (docker's rule for Env).
+        let env = environment(options, &hostname, tty, &defaults.env)?;
         // SAFETY: getuid cannot fail.
         let root = unsafe { libc::getuid() } == 0;
         let id_mapping = if !root {
@@ -246,61 +234,6 @@ fn set_variable(env: &mut Vec<String>, key: &str, entry: &str) {
     env.push(entry.to_string());
 }
 
-/// Opens an image tree (a directory) for the container: an O_PATH fd, through which
-/// alone the container's setup reaches it.
-pub fn open_image_tree(tree: &Path, image: &Path) -> Result<OwnedFd, LaunchError> {
-    use std::os::unix::ffi::OsStrExt;
-    let tree_c = CString::new(tree.as_os_str().as_bytes())
-        .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", image.display())))?;
-    // SAFETY: valid C string.
-    let fd = unsafe {
-        libc::open(
-            tree_c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(crate::unreadable_image(
-            image,
-            &std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Reads the default command and environment from the image's manifest, if it has one.
-fn read_manifest(tree: &OwnedFd, image: &Path) -> Result<Option<ManifestCommand>, LaunchError> {
-    let where_ = || format!("{}: {MANIFEST_PATH}", image.display());
-    let Some(bytes) =
-        read_in_image(tree, MANIFEST_PATH).map_err(|e| LaunchError::setup(where_(), e))?
-    else {
-        return Ok(None);
-    };
-    ManifestCommand::from_json_bytes(&bytes)
-        .map(Some)
-        .map_err(|e| LaunchError::Invalid(format!("{}: not a valid image manifest: {e}", where_())))
-}
-
-/// Reads the file at `path` in the image tree, `None` if it is not there. Opened with
-/// RESOLVE_IN_ROOT: a symlink in an image cannot make the launcher read a host file.
-pub(crate) fn read_in_image(tree: &OwnedFd, path: &str) -> std::io::Result<Option<Vec<u8>>> {
-    let path = CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC;
-    let file = match mkroot_common::in_root::open_in_root(tree.as_raw_fd(), &path, flags) {
-        Ok(fd) => std::fs::File::from(fd),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    // The image may be hostile: a huge file is cut short rather than read into memory.
-    const MAX_READ: u64 = 64 << 20;
-    // Sized from the start: one read for the whole file, not a doubling series.
-    let size = file.metadata().map_or(0, |m| m.len()).min(MAX_READ);
-    let mut bytes = Vec::with_capacity(size as usize + 1);
-    file.take(MAX_READ).read_to_end(&mut bytes)?;
-    Ok(Some(bytes))
-}
-
 fn check_hostname(name: &str) -> Result<String, LaunchError> {
     let valid = !name.is_empty()
         && name.len() <= 64
@@ -317,11 +250,32 @@ fn check_hostname(name: &str) -> Result<String, LaunchError> {
 }
 
 /// Twelve hex digits, like docker's container ids.
-fn random_hostname() -> String {
+fn random_hostname() -> Result<String, LaunchError> {
+    hostname_from(random_bytes())
+}
+
+/// Six bytes from the kernel's random pool (getrandom blocks only until the pool is
+/// first seeded, at boot).
+fn random_bytes() -> std::io::Result<[u8; 6]> {
     let mut bytes = [0u8; 6];
-    // SAFETY: filling a valid buffer.
-    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // SAFETY: the kernel writes at most `bytes.len()` bytes into the buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    match got {
+        n if n == bytes.len() as isize => Ok(bytes),
+        n if n < 0 => Err(std::io::Error::last_os_error()),
+        _ => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+    }
+}
+
+/// The hostname from `random`; a failed draw is an error, not a name of zeros that
+/// every container would share.
+fn hostname_from(random: std::io::Result<[u8; 6]>) -> Result<String, LaunchError> {
+    let bytes = random.map_err(|e| {
+        LaunchError::Invalid(format!(
+            "cannot draw a random hostname: {e}; give --hostname NAME"
+        ))
+    })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -360,6 +314,16 @@ mod tests {
     fn hostnames_are_checked() {
         assert!(check_hostname("box-1.example").is_ok());
         assert!(check_hostname("bad name").is_err());
-        assert_eq!(random_hostname().len(), 12);
+        let name = random_hostname().unwrap();
+        assert_eq!(name.len(), 12);
+        assert!(name.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn a_failed_random_draw_is_an_error_not_a_hostname_of_zeros() {
+        let failed = Err(std::io::Error::from_raw_os_error(libc::ENOSYS));
+        let error = hostname_from(failed).unwrap_err().to_string();
+        assert!(error.contains("--hostname"), "{error}");
+        assert_eq!(hostname_from(Ok([0xab; 6])).unwrap(), "abababababab");
     }
 }

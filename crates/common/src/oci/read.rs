@@ -23,6 +23,7 @@ use crate::digest::{is_sha256_hex, sha256_bytes, HashingReader};
 use crate::fill::read_up_to;
 use crate::gzip::ParallelGunzip;
 use crate::host_file::open_regular;
+use crate::run_defaults::RunDefaults;
 use crate::unpack::{sniff_compression, Compression};
 
 /// index.json, a manifest, a config or docker's manifest.json larger than this is refused:
@@ -99,16 +100,6 @@ pub struct Layer {
     pub blob_digest: Option<(String, u64)>,
     /// Where the blob is, inside the layout or archive.
     member: String,
-}
-
-/// What the config says to run, and how: the defaults a launch starts from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunDefaults {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
 }
 
 /// An image read from a layout or archive: its layers and config, checked as read.

@@ -20,6 +20,7 @@ use crate::archive::{
 };
 use crate::digest::{sha256_bytes, HashingWriter};
 use crate::gzip::ParallelGzip;
+use crate::run_defaults::RunDefaults;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, Digest, HistoryBuilder,
     ImageConfigurationBuilder, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os,
@@ -52,14 +53,8 @@ impl OciTarget {
 /// What the image config says about running the image, beside its layer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OciImage {
-    /// Fixed part of the command; `cmd` is appended (or replaced by the user's command).
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    /// `KEY=VALUE`, in the order given.
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    /// `user`, `uid`, `user:group` or `uid:gid`, as runtimes read it.
-    pub user: Option<String>,
+    /// The command, environment, working directory and user.
+    pub run: RunDefaults,
     /// The image's name, `name:tag` (see [`ImageName`]).
     pub name: Option<ImageName>,
     /// The history entry's `created_by` (the tool, not the host's command line).
@@ -280,20 +275,21 @@ fn image_config(
     diff_id: &str,
     created: &str,
 ) -> Result<oci_spec::image::ImageConfiguration, OciWriteError> {
+    let defaults = &image.run;
     let mut run = ConfigBuilder::default();
-    if !image.entrypoint.is_empty() {
-        run = run.entrypoint(image.entrypoint.clone());
+    if !defaults.entrypoint.is_empty() {
+        run = run.entrypoint(defaults.entrypoint.clone());
     }
-    if !image.cmd.is_empty() {
-        run = run.cmd(image.cmd.clone());
+    if !defaults.cmd.is_empty() {
+        run = run.cmd(defaults.cmd.clone());
     }
-    if !image.env.is_empty() {
-        run = run.env(image.env.clone());
+    if !defaults.env.is_empty() {
+        run = run.env(defaults.env.clone());
     }
-    if let Some(workdir) = &image.workdir {
+    if let Some(workdir) = &defaults.working_dir {
         run = run.working_dir(workdir.clone());
     }
-    if let Some(user) = &image.user {
+    if let Some(user) = &defaults.user {
         run = run.user(user.clone());
     }
     let history = HistoryBuilder::default()
@@ -544,8 +540,11 @@ mod tests {
             },
         ];
         let image = OciImage {
-            cmd: vec!["/bin/sh".into()],
-            env: vec!["PATH=/usr/bin".into()],
+            run: RunDefaults {
+                cmd: vec!["/bin/sh".into()],
+                env: vec!["PATH=/usr/bin".into()],
+                ..RunDefaults::default()
+            },
             name: Some(ImageName::parse("test/app:1").unwrap()),
             created_by: "mkroot test".into(),
             ..OciImage::default()
