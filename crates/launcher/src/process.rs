@@ -135,18 +135,19 @@ impl PreparedCommand {
 
     /// Starts the command in a child that shares this process's memory until it execs
     /// (CLONE_VM | CLONE_VFORK: the caller waits meanwhile). Returns its PID.
+    ///
+    /// The child runs on [`ChildStack`] but shares everything else with this process,
+    /// TLS and so `errno` included (no CLONE_SETTLS): it may only make syscalls on what
+    /// [`PreparedCommand::new`] made, never allocate or take a lock, and whatever it
+    /// writes to `errno` the caller finds there afterwards (and does not read).
     pub fn spawn(&self) -> std::io::Result<libc::pid_t> {
-        // Not zeroed: the child touches only the top pages it uses (zeroing all 64 KiB
-        // costs 16 page faults on the container's critical path).
-        let mut stack: Vec<std::mem::MaybeUninit<u8>> = Vec::with_capacity(64 * 1024);
-        let stack = stack.spare_capacity_mut();
+        let stack = ChildStack::new()?;
         // SAFETY: the stack outlives the child's use of it (CLONE_VFORK returns only once
         // the child has exec'd or exited); `start` only reads `self` and makes syscalls.
         let pid = unsafe {
-            let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
             libc::clone(
                 start_command,
-                top as *mut libc::c_void,
+                stack.top(),
                 libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
                 self as *const PreparedCommand as *mut libc::c_void,
             )
@@ -155,6 +156,56 @@ impl PreparedCommand {
             return Err(std::io::Error::last_os_error());
         }
         Ok(pid)
+    }
+}
+
+/// The stack of the command's process between clone and exec: 64 KiB (the child calls
+/// a handful of libc functions, none deeply), with an inaccessible guard page below it,
+/// so an overflow faults instead of silently writing over the launcher's heap. Mapped
+/// anew, not zeroed by hand: the child touches only the top pages it uses.
+struct ChildStack {
+    base: *mut libc::c_void,
+}
+
+impl ChildStack {
+    const SIZE: usize = 64 * 1024;
+    const GUARD: usize = 4096;
+
+    fn new() -> std::io::Result<ChildStack> {
+        let len = Self::GUARD + Self::SIZE;
+        // SAFETY: a fresh anonymous mapping, no address hint; checked below.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stack = ChildStack { base };
+        // SAFETY: the lowest page of the mapping just made (stacks grow down).
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer: the mapping's end (page-aligned, so 16-byte aligned).
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which clone's stack argument is.
+        unsafe { self.base.add(Self::GUARD + Self::SIZE) }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, which nothing uses any more.
+        unsafe { libc::munmap(self.base, Self::GUARD + Self::SIZE) };
     }
 }
 
@@ -339,5 +390,38 @@ mod tests {
             ["/usr/bin/sh", "/bin/sh"]
         );
         assert!(candidates("", "/bin").is_empty());
+    }
+
+    /// Writes one byte at `offset` from the stack mapping's start in a forked child;
+    /// returns the signal that killed it, if one did.
+    fn signal_of_writing_at(stack: &ChildStack, offset: usize) -> Option<i32> {
+        // SAFETY: the child only writes one byte and exits; the parent waits for it.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                std::ptr::write_volatile(stack.base.cast::<u8>().add(offset), 1);
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+            libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
+        }
+    }
+
+    #[test]
+    fn the_child_stack_has_a_guard_page_below_it() {
+        let stack = ChildStack::new().unwrap();
+        assert_eq!(signal_of_writing_at(&stack, ChildStack::GUARD), None);
+        assert_eq!(
+            signal_of_writing_at(&stack, ChildStack::GUARD + ChildStack::SIZE - 1),
+            None
+        );
+        // One byte past the bottom of the stack: an overflow.
+        assert_eq!(
+            signal_of_writing_at(&stack, ChildStack::GUARD - 1),
+            Some(libc::SIGSEGV)
+        );
+        assert_eq!(stack.top() as usize % 16, 0);
     }
 }
