@@ -14,14 +14,21 @@
 //! - [`host_file`]: reading host files safely: regular files only, never blocking, bounded.
 //! - [`size`]: sizes as flags take them and messages print them (binary units).
 //! - [`unpack`]: unpacking an untrusted image tarball safely into a directory.
+//!
+//! And the kernel interfaces both programs use to build a container or a sandbox:
+//!
+//! - [`clone3`]: forking into new namespaces (refused while other threads run).
+//! - [`mount_api`]: mounts made detached, set up, then attached; pivot_root.
 
 pub mod archive;
+pub mod clone3;
 pub mod digest;
 pub mod fill;
 pub mod gzip;
 pub mod host_file;
 pub mod in_root;
 pub mod manifest;
+pub mod mount_api;
 pub mod oci;
 pub mod partial;
 pub mod run_defaults;

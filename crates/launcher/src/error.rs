@@ -19,6 +19,9 @@ pub enum LaunchError {
     Invalid(String),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The fork into the container's namespaces was refused before the kernel was asked.
+    #[error("clone3 into new namespaces: {0}")]
+    Fork(mkroot_common::clone3::ForkError),
     #[error(
         "the kernel forbids unprivileged user namespaces ({setting}); run launch as root, or allow them with sysctl"
     )]

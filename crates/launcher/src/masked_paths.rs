@@ -5,6 +5,8 @@
 
 use std::ffi::CStr;
 
+use mkroot_common::mount_api::Reach;
+
 use crate::error::LaunchError;
 use crate::rootfs;
 
@@ -105,7 +107,7 @@ fn mask_as(path: &CStr, kind: Kind) -> std::io::Result<()> {
 fn make_read_only(path: &CStr) -> Result<(), LaunchError> {
     let step = |e| LaunchError::setup(format!("making {} read-only", path.to_string_lossy()), e);
     match rootfs::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None) {
-        Ok(()) => rootfs::set_read_only(libc::AT_FDCWD, path, libc::AT_RECURSIVE).map_err(step),
+        Ok(()) => rootfs::set_read_only(libc::AT_FDCWD, path, Reach::Recursive).map_err(step),
         Err(e) => absent_is_fine(e).map_err(step),
     }
 }

@@ -5,7 +5,9 @@
 
 use std::os::fd::RawFd;
 
-use crate::error::{check, LaunchError};
+use mkroot_common::clone3::{fork_into_namespaces, ForkError, ForkOptions, Forked};
+
+use crate::error::LaunchError;
 
 /// The namespaces every container gets: mount, PID, UTS (hostname), IPC, network and
 /// cgroup. The user namespace is added only when one is wanted (see [`crate::userns`]).
@@ -24,52 +26,22 @@ pub enum CloneResult {
     Child,
 }
 
-/// Forks into new namespaces. Like fork(2) (no new stack: the child gets a copy of the
-/// address space), so it must be called while the launcher is single-threaded.
-/// `cgroup`, a cgroup v2 directory's fd, is where the child starts (CLONE_INTO_CGROUP:
-/// no migration afterwards, which costs a global RCU grace period).
+/// Forks into new namespaces (see [`mkroot_common::clone3`]: refused while the launcher
+/// runs another thread). `cgroup`, a cgroup v2 directory's fd, is where the child
+/// starts.
 pub fn clone_into_namespaces(
     flags: u64,
     cgroup: Option<RawFd>,
 ) -> Result<CloneResult, LaunchError> {
-    let args = CloneArgs {
-        flags: flags | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
-        exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup.map_or(0, |fd| fd as u64),
-        ..CloneArgs::default()
+    let options = ForkOptions {
+        flags,
+        cgroup,
+        pidfd: false,
     };
-    // SAFETY: clone3 without CLONE_VM and with a null stack behaves like fork(2); the
-    // launcher has a single thread at this point.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    let pid = check(ret, || "clone3 into new namespaces".to_string())?;
-    Ok(if pid == 0 {
-        CloneResult::Child
-    } else {
-        CloneResult::Parent(pid as libc::pid_t)
-    })
-}
-
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// `struct clone_args` of clone3(2), version 2 (up to `cgroup`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
+    match fork_into_namespaces(options) {
+        Ok(Forked::Child) => Ok(CloneResult::Child),
+        Ok(Forked::Parent { pid, .. }) => Ok(CloneResult::Parent(pid)),
+        Err(ForkError::Clone(e)) => Err(LaunchError::setup("clone3 into new namespaces", e)),
+        Err(e) => Err(LaunchError::Fork(e)),
+    }
 }

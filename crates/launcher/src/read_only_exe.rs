@@ -22,11 +22,11 @@
 //! they own it, and then gain nothing: no re-exec.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::rootfs::{
-    mount_setattr, MountAttr, MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE,
+use mkroot_common::mount_api::{
+    self, copy_tree, set_attributes, MountAttrFlags, MountAttributes, Reach,
 };
 
 /// Tells the re-executed launcher which fd holds the read-only mount of its binary.
@@ -48,27 +48,23 @@ pub fn reexec_from_read_only_mount() {
         keep_exe_mount_fd();
         return;
     }
-    // SAFETY: plain syscall with a valid C string; the fd is owned at once.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c"/proc/self/exe".as_ptr(),
-            // Not close-on-exec: it must outlive the exec (see the module doc).
-            OPEN_TREE_CLONE,
-        )
+    let Ok(tree) = copy_tree(mount_api::CWD, c"/proc/self/exe", false) else {
+        return;
     };
-    if tree < 0 {
+    let read_only = MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NODEV;
+    if set_attributes(
+        tree.as_fd(),
+        c"",
+        Reach::Mount,
+        MountAttributes::set(read_only),
+    )
+    .is_err()
+    {
         return;
     }
-    // SAFETY: a new fd that we own.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY | u64::from(MOUNT_ATTR_NODEV),
-        ..MountAttr::default()
-    };
-    let empty_path = libc::AT_EMPTY_PATH as libc::c_uint;
-    if mount_setattr(tree.as_raw_fd(), c"", empty_path, &attr).is_err() {
+    // Not close-on-exec: it must outlive the exec (see the module doc).
+    // SAFETY: an fd we own; F_SETFD takes a plain int.
+    if unsafe { libc::fcntl(tree.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
         return;
     }
     std::env::set_var(EXE_MOUNT_FD_VAR, tree.as_raw_fd().to_string());

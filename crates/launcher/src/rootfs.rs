@@ -11,7 +11,12 @@
 //! out of the root; the mount then targets the resolved fd through /proc/self/fd.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use mkroot_common::mount_api::{
+    self, attach, attributes_of, copy_tree, new_mount, set_attributes, FsValue, MountAttrFlags,
+    MountAttributes, Reach,
+};
 use std::path::{Path, PathBuf};
 
 use crate::error::{check, LaunchError};
@@ -146,24 +151,25 @@ impl WritableLayer {
             .map_err(|e| LaunchError::setup("opening the image tree", e))?;
         let image = match idmapped_image {
             Some(tree) => {
-                move_mount(&tree, &image)
+                attach(&tree, &image)
                     .map_err(|e| LaunchError::setup("attaching the idmapped image", e))?;
                 tree
             }
             None => image,
         };
         // Bounded: what the container writes anywhere is host memory (crate::storage).
-        let size = [(
-            c"size",
-            FsValue::Str(CString::new(size.to_string()).expect("digits")),
-        )];
-        let scratch = new_mount(c"tmpfs", &size, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-            .map_err(|e| LaunchError::setup("creating the writable layer's tmpfs", e))?;
+        let size = CString::new(size.to_string()).expect("digits");
+        let scratch = new_mount(
+            c"tmpfs",
+            &[(c"size", FsValue::Str(&size))],
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+        )
+        .map_err(|e| LaunchError::setup("creating the writable layer's tmpfs", e))?;
         // Attached (over the image directory, in the old root's tree, our namespace only)
         // rather than left detached: a detached mount is torn down on its own when its
         // last fd closes, with a full RCU grace period; attached, it goes with the old
         // root in one batch.
-        move_mount(&scratch, &image)
+        attach(&scratch, &image)
             .map_err(|e| LaunchError::setup("attaching the writable layer's tmpfs", e))?;
         for dir in [c"upper", c"work", c"etc"] {
             mkdir_at(scratch.as_raw_fd(), dir, 0o755)
@@ -181,21 +187,22 @@ impl WritableLayer {
         // The layers are given as fds, so no path is looked up again; kernels before 6.13
         // take only paths, given through /proc/self/fd.
         let by_fd = [
-            (c"lowerdir+", FsValue::Fd(image.as_raw_fd())),
-            (c"upperdir", FsValue::Fd(upper.as_raw_fd())),
-            (c"workdir", FsValue::Fd(work.as_raw_fd())),
+            (c"lowerdir+", FsValue::Fd(image.as_fd())),
+            (c"upperdir", FsValue::Fd(upper.as_fd())),
+            (c"workdir", FsValue::Fd(work.as_fd())),
         ];
+        let paths = [&image, &upper, &work].map(|dir| fd_path_c(dir.as_raw_fd()));
         let by_path = [
-            (c"lowerdir", FsValue::Str(fd_path_c(image.as_raw_fd()))),
-            (c"upperdir", FsValue::Str(fd_path_c(upper.as_raw_fd()))),
-            (c"workdir", FsValue::Str(fd_path_c(work.as_raw_fd()))),
+            (c"lowerdir", FsValue::Str(&paths[0])),
+            (c"upperdir", FsValue::Str(&paths[1])),
+            (c"workdir", FsValue::Str(&paths[2])),
         ];
         // In a user namespace the overlay keeps its own metadata in user.* xattrs, the
         // only ones an unprivileged mounter may write.
         let userxattr = in_user_namespace.then_some((c"userxattr", FsValue::Flag));
         let overlay = |layers: [(&'static std::ffi::CStr, FsValue); 3]| {
-            let options: Vec<_> = layers.into_iter().chain(userxattr.clone()).collect();
-            new_mount(c"overlay", &options, MOUNT_ATTR_NOSUID)
+            let options: Vec<_> = layers.into_iter().chain(userxattr).collect();
+            new_mount(c"overlay", &options, MountAttrFlags::MOUNT_ATTR_NOSUID)
         };
         let root = match overlay(by_fd) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => overlay(by_path),
@@ -204,8 +211,7 @@ impl WritableLayer {
         .map_err(|e| LaunchError::setup("mounting the overlay root", e))?;
         // Attached over the image directory (on top of the scratch tmpfs): pivot_root
         // needs the new root in the tree.
-        move_mount(&root, &image)
-            .map_err(|e| LaunchError::setup("attaching the overlay root", e))?;
+        attach(&root, &image).map_err(|e| LaunchError::setup("attaching the overlay root", e))?;
         Ok(WritableLayer { scratch, root })
     }
 }
@@ -304,18 +310,7 @@ fn open_dir_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
 /// A detached copy of the mount at `image`: the image tree's (made by the launcher,
 /// before the clone, while it can still see the tree), or a scratch directory's.
 pub fn detached_copy(image: &OwnedFd) -> Result<OwnedFd, LaunchError> {
-    // SAFETY: valid fd and empty path with AT_EMPTY_PATH.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            image.as_raw_fd(),
-            c"".as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | libc::AT_EMPTY_PATH as u32,
-        )
-    };
-    check(tree, || "copying a mount (open_tree)".to_string())?;
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+    copy_tree(image, c"", false).map_err(|e| LaunchError::setup("copying a mount (open_tree)", e))
 }
 
 /// Root with `--userns`: maps the ids of `tree` (a [`detached_copy`]) through the user
@@ -333,103 +328,12 @@ pub fn idmapped_copy(tree: &OwnedFd, pid: libc::pid_t) -> Result<(), LaunchError
     )?;
     // SAFETY: a new fd that we own.
     let userns = unsafe { OwnedFd::from_raw_fd(userns as RawFd) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        userns_fd: userns.as_raw_fd() as u64,
-        ..MountAttr::default()
+    let attributes = MountAttributes {
+        userns: Some(userns.as_raw_fd()),
+        ..MountAttributes::set(MountAttrFlags::MOUNT_ATTR_IDMAP)
     };
-    mount_setattr(
-        tree.as_raw_fd(),
-        c"",
-        libc::AT_EMPTY_PATH as libc::c_uint,
-        &attr,
-    )
-    .map_err(|e| LaunchError::setup(step(), e))
-}
-
-/// A value for [`new_mount`]'s options.
-#[derive(Clone)]
-enum FsValue {
-    Flag,
-    Fd(RawFd),
-    Str(CString),
-}
-
-/// Creates a filesystem instance and a detached mount of it (fsopen, fsconfig,
-/// fsmount); `options` are (key, value) pairs, a `None` value setting a flag.
-fn new_mount(
-    fstype: &std::ffi::CStr,
-    options: &[(&std::ffi::CStr, FsValue)],
-    attributes: u32,
-) -> std::io::Result<OwnedFd> {
-    let last_error = std::io::Error::last_os_error;
-    // SAFETY: plain syscalls with valid C strings; each new fd is owned at once.
-    unsafe {
-        let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC);
-        if fs < 0 {
-            return Err(last_error());
-        }
-        let fs = OwnedFd::from_raw_fd(fs as RawFd);
-        for (key, value) in options {
-            let (command, value, aux) = match value {
-                FsValue::Flag => (FSCONFIG_SET_FLAG, std::ptr::null(), 0),
-                FsValue::Fd(fd) => (FSCONFIG_SET_FD, std::ptr::null(), *fd),
-                FsValue::Str(text) => (FSCONFIG_SET_STRING, text.as_ptr(), 0),
-            };
-            if libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                command,
-                key.as_ptr(),
-                value,
-                aux,
-            ) < 0
-            {
-                return Err(last_error());
-            }
-        }
-        let null = std::ptr::null::<libc::c_char>();
-        if libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            null,
-            null,
-            0,
-        ) < 0
-        {
-            return Err(last_error());
-        }
-        let mnt = libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            attributes,
-        );
-        if mnt < 0 {
-            return Err(last_error());
-        }
-        Ok(OwnedFd::from_raw_fd(mnt as RawFd))
-    }
-}
-
-/// Attaches the detached mount `mount` on what `target` (an fd) refers to.
-fn move_mount(mount: &OwnedFd, target: &OwnedFd) -> std::io::Result<()> {
-    // SAFETY: both fds are valid; empty paths with the EMPTY_PATH flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    set_attributes(tree.as_fd(), c"", Reach::Mount, attributes)
+        .map_err(|e| LaunchError::setup(step(), e))
 }
 
 /// Mounts a fresh filesystem (`proc`, `tmpfs`, ...) at `path` inside the new root.
@@ -496,44 +400,20 @@ pub fn bind_with(
 ) -> Result<(), LaunchError> {
     let step = || format!("bind-mounting {} on {path}", source.display());
     let source_c = path_c(source)?;
-    let recursive = if options.recursive {
-        libc::AT_RECURSIVE as u32
-    } else {
-        0
-    };
-    // SAFETY: plain syscall with a valid C string.
-    let tree = check(
-        unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                source_c.as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as u32 | recursive,
-            )
-        },
-        step,
-    )?;
-    // SAFETY: open_tree returned a new fd that we own.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
-    let attr_set = mount_attributes(options.attributes);
-    // The atime modes are one field: setting one clears it first.
-    const MOUNT_ATTR_ATIME_FIELD: u64 = 0x70;
-    let attr = MountAttr {
-        attr_set,
-        attr_clr: if attr_set & MOUNT_ATTR_ATIME_FIELD != 0 {
-            MOUNT_ATTR_ATIME_FIELD
+    let tree = copy_tree(mount_api::CWD, &source_c, options.recursive)
+        .map_err(|e| LaunchError::setup(step(), e))?;
+    let attributes = attributes_of(options.attributes);
+    if !attributes.set.is_empty() {
+        let reach = if options.recursive {
+            Reach::Recursive
         } else {
-            0
-        },
-        ..MountAttr::default()
-    };
-    if attr.attr_set != 0 {
-        let flags = libc::AT_EMPTY_PATH as u32 | recursive;
-        mount_setattr(tree.as_raw_fd(), c"", flags, &attr)
+            Reach::Mount
+        };
+        set_attributes(tree.as_fd(), c"", reach, attributes)
             .map_err(|e| LaunchError::setup(step(), e))?;
     }
     let target = mount_point(root, path, kind)?;
-    move_mount(&tree, &target).map_err(|e| LaunchError::setup(step(), e))?;
+    attach(&tree, &target).map_err(|e| LaunchError::setup(step(), e))?;
     // Propagation only once attached: the kernel refuses to share a detached mount.
     if let Some(propagation) = options.propagation {
         let target = mount_point(root, path, kind)?;
@@ -549,55 +429,11 @@ pub fn bind_with(
     Ok(())
 }
 
-/// MS_* mount flags as mount_setattr's MOUNT_ATTR_* bits.
-fn mount_attributes(flags: libc::c_ulong) -> u64 {
-    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-    const MOUNT_ATTR_NOATIME: u64 = 0x10;
-    const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
-    const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
-    [
-        (libc::MS_RDONLY, MOUNT_ATTR_RDONLY),
-        (libc::MS_NOSUID, MOUNT_ATTR_NOSUID as u64),
-        (libc::MS_NODEV, MOUNT_ATTR_NODEV as u64),
-        (libc::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
-        (libc::MS_NOATIME, MOUNT_ATTR_NOATIME),
-        (libc::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME),
-        (libc::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
-    ]
-    .into_iter()
-    .filter(|(ms, _)| flags & ms != 0)
-    .fold(0, |bits, (_, attr)| bits | attr)
-}
-
 /// Makes the new root the process's `/` with pivot_root, and detaches the old root so
 /// no path, not even `..` from a leaked fd's mount, leads back to the host's tree.
 pub fn pivot_into(root: &OwnedFd) -> Result<(), LaunchError> {
-    fn step(what: &str) -> impl FnOnce(std::io::Error) -> LaunchError + '_ {
-        move |e| LaunchError::setup(format!("pivot_root: {what}"), e)
-    }
-    // SAFETY: root is a valid directory fd (O_PATH fds are accepted by fchdir).
-    if unsafe { libc::fchdir(root.as_raw_fd()) } < 0 {
-        return Err(step("entering the new root")(
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // pivot_root(".", "."): the old root ends up stacked on the new one, then is
-    // detached; this needs no directory for it inside the image.
-    // SAFETY: plain syscalls on C strings.
-    unsafe {
-        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0 {
-            return Err(step("switching roots")(std::io::Error::last_os_error()));
-        }
-        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 {
-            return Err(step("detaching the old root")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        if libc::chdir(c"/".as_ptr()) < 0 {
-            return Err(step("entering /")(std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+    mount_api::pivot_into(root)
+        .map_err(|e| LaunchError::setup(format!("pivot_root: {}", e.step), e.source))
 }
 
 /// `--read-only`: the scratch directories stay writable. podman mounts an empty tmpfs
@@ -609,7 +445,7 @@ pub fn keep_writable() -> Result<(), LaunchError> {
     for (path, kind) in SCRATCH_DIRS {
         let target = mount_point(&root, path, kind)?;
         let tree = detached_copy(&target)?;
-        move_mount(&tree, &target)
+        attach(&tree, &target)
             .map_err(|e| LaunchError::setup(format!("keeping {path} writable"), e))?;
     }
     Ok(())
@@ -632,7 +468,7 @@ fn open_current_root() -> Result<OwnedFd, LaunchError> {
 /// `--read-only`: the root mount (only it: the scratch directories (see
 /// [`keep_writable`]), volumes and --tmpfs keep their own mode).
 pub fn make_root_read_only() -> Result<(), LaunchError> {
-    set_read_only(libc::AT_FDCWD, c"/", 0)
+    set_read_only(libc::AT_FDCWD, c"/", Reach::Mount)
         .map_err(|e| LaunchError::setup("making the root read-only", e))
 }
 
@@ -741,38 +577,12 @@ pub(crate) fn mount(
 pub(crate) fn set_read_only(
     dir: RawFd,
     path: &std::ffi::CStr,
-    flags: libc::c_int,
+    reach: Reach,
 ) -> std::io::Result<()> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        ..MountAttr::default()
-    };
-    mount_setattr(dir, path, flags as libc::c_uint, &attr)
-}
-
-/// mount_setattr(2): changes the attributes of the mount at `path` (relative to `dir`;
-/// an empty path with AT_EMPTY_PATH names `dir`'s own mount).
-pub(crate) fn mount_setattr(
-    dir: RawFd,
-    path: &std::ffi::CStr,
-    flags: libc::c_uint,
-    attr: &MountAttr,
-) -> std::io::Result<()> {
-    // SAFETY: valid fd, C string and struct, of the size passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dir,
-            path.as_ptr(),
-            flags,
-            attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    // SAFETY: the caller's fd (or AT_FDCWD), valid for this call.
+    let dir = unsafe { BorrowedFd::borrow_raw(dir) };
+    let read_only = MountAttributes::set(MountAttrFlags::MOUNT_ATTR_RDONLY);
+    set_attributes(dir, path, reach, read_only)
 }
 
 /// The magic-link path of an fd: mounting on it mounts on what the fd resolved to.
@@ -789,30 +599,6 @@ pub(crate) fn path_c(path: &Path) -> Result<CString, LaunchError> {
     CString::new(path.as_os_str().as_bytes())
         .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", path.display())))
 }
-
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-#[derive(Default)]
-pub(crate) struct MountAttr {
-    pub(crate) attr_set: u64,
-    pub(crate) attr_clr: u64,
-    pub(crate) propagation: u64,
-    pub(crate) userns_fd: u64,
-}
-
-pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-pub(crate) const OPEN_TREE_CLONE: u32 = 0x1;
-const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
-const MOUNT_ATTR_NOSUID: u32 = 0x2;
-pub(crate) const MOUNT_ATTR_NODEV: u32 = 0x4;
-const FSOPEN_CLOEXEC: u32 = 0x1;
-const FSMOUNT_CLOEXEC: u32 = 0x1;
-const FSCONFIG_SET_FLAG: u32 = 0;
-const FSCONFIG_SET_STRING: u32 = 1;
-const FSCONFIG_SET_FD: u32 = 5;
-const FSCONFIG_CMD_CREATE: u32 = 6;
 
 #[cfg(test)]
 mod tests {

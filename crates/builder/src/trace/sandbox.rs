@@ -27,9 +27,15 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
+
+use mkroot_common::clone3::{fork_into_namespaces, ForkError, ForkOptions, Forked};
+use mkroot_common::mount_api::{
+    self, attach, copy_tree, new_mount, set_attributes, FsValue, MountAttrFlags, MountAttributes,
+    Reach,
+};
 
 use super::{
     c_path, c_string, setup_error_message, tracer, write_all, Probe, StepError, TraceError,
@@ -137,34 +143,27 @@ pub fn start(
     }
     unblock_all_signals();
     let (go_read, go_write) = super::pipe().map_err(|e| step("making a pipe", e))?;
-    let mut pidfd: RawFd = -1;
-    let args = CloneArgs {
-        flags: launch.namespaces | libc::CLONE_PIDFD as u64,
-        pidfd: &mut pidfd as *mut RawFd as u64,
-        exit_signal: libc::SIGCHLD as u64,
-        ..CloneArgs::default()
+    let options = ForkOptions {
+        flags: launch.namespaces,
+        cgroup: None,
+        pidfd: true,
     };
-    // SAFETY: clone3 without CLONE_VM and with a null stack behaves like fork(2); the
-    // supervisor is single-threaded.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
+    let (pid, pidfd) = match fork_into_namespaces(options) {
+        Ok(Forked::Child) => {
+            drop(go_write);
+            probe_main(launch, filter, report, go_read, stderr);
+        }
+        Ok(Forked::Parent { pid, pidfd }) => (pid, pidfd),
+        Err(ForkError::Clone(e)) => return Err(step(CLONE_STEP, e)),
+        Err(e) => return Err(step(CLONE_STEP, io::Error::other(e))),
     };
-    if pid < 0 {
-        return Err(fail(CLONE_STEP));
-    }
-    if pid == 0 {
-        drop(go_write);
-        probe_main(launch, filter, report, go_read, stderr);
-    }
-    let pid = pid as libc::pid_t;
     drop(go_read);
     drop(stderr);
-    // SAFETY: clone3 gave us this pidfd.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // CLONE_PIDFD was asked for, so the kernel made one.
+    let Some(pidfd) = pidfd else {
+        kill_and_reap(pid);
+        return Err(step(CLONE_STEP, io::Error::other("clone3 gave no pidfd")));
+    };
     if launch.user_namespace {
         if let Err(e) = write_id_maps(pid) {
             kill_and_reap(pid);
@@ -403,12 +402,16 @@ fn writable_host_tree(user_namespace: bool) -> Result<OwnedFd, StepError> {
         true => top_level_entries()?,
         false => Vec::new(),
     };
-    let scratch = new_mount(c"tmpfs", &[("mode", Value::Str(c"0755"))], 0)
-        .map_err(|e| step("creating the writable layer's tmpfs", e))?;
+    let scratch = new_mount(
+        c"tmpfs",
+        &[(c"mode", FsValue::Str(c"0755"))],
+        MountAttrFlags::empty(),
+    )
+    .map_err(|e| step("creating the writable layer's tmpfs", e))?;
     let attach_at = open_path(libc::AT_FDCWD, c"/tmp", libc::O_DIRECTORY)
         .map_err(|e| step("opening /tmp, where the writable layer is attached", e))?;
     // Attached rather than left detached: pivot_root needs the new root in the tree.
-    move_mount(&scratch, &attach_at).map_err(|e| step("attaching the writable layer", e))?;
+    attach(&scratch, &attach_at).map_err(|e| step("attaching the writable layer", e))?;
     let mut root: Option<OwnedFd> = None;
     // With a root of per-directory overlays, the top-level mounts are among them.
     let mut top_level_done = false;
@@ -417,7 +420,7 @@ fn writable_host_tree(user_namespace: bool) -> Result<OwnedFd, StepError> {
         let Some(root) = &root else {
             let made = match overlay_on(&mount.fd, &layer, user_namespace) {
                 Ok(overlay) => {
-                    move_mount(&overlay, &attach_at)
+                    attach(&overlay, &attach_at)
                         .map_err(|e| step("attaching the overlay root", e))?;
                     overlay
                 }
@@ -474,7 +477,7 @@ fn overlay_or_read_only_bind(
     user_namespace: bool,
 ) -> io::Result<()> {
     overlay_on(lower, layer, user_namespace)
-        .and_then(|overlay| move_mount(&overlay, target))
+        .and_then(|overlay| attach(&overlay, target))
         .or_else(|_| bind_read_only(lower, target))
 }
 
@@ -529,9 +532,13 @@ fn root_of_overlays(
     scratch: &OwnedFd,
     attach_at: &OwnedFd,
 ) -> Result<OwnedFd, StepError> {
-    let root = new_mount(c"tmpfs", &[("mode", Value::Str(c"0755"))], 0)
-        .map_err(|e| step("creating the root's tmpfs", e))?;
-    move_mount(&root, attach_at).map_err(|e| step("attaching the root's tmpfs", e))?;
+    let root = new_mount(
+        c"tmpfs",
+        &[(c"mode", FsValue::Str(c"0755"))],
+        MountAttrFlags::empty(),
+    )
+    .map_err(|e| step("creating the root's tmpfs", e))?;
+    attach(&root, attach_at).map_err(|e| step("attaching the root's tmpfs", e))?;
     for (i, entry) in top_level.iter().enumerate() {
         match entry {
             TopLevel::Link(name, target) => {
@@ -636,26 +643,26 @@ fn overlay_on(lower: &OwnedFd, layer: &OwnedFd, user_namespace: bool) -> io::Res
     // In a user namespace overlayfs keeps its metadata in user.* xattrs, the only ones
     // an unprivileged mounter may write.
     let mut by_fd = vec![
-        ("lowerdir+", Value::Fd(lower.as_raw_fd())),
-        ("upperdir", Value::Fd(upper.as_raw_fd())),
-        ("workdir", Value::Fd(work.as_raw_fd())),
+        (c"lowerdir+", FsValue::Fd(lower.as_fd())),
+        (c"upperdir", FsValue::Fd(upper.as_fd())),
+        (c"workdir", FsValue::Fd(work.as_fd())),
     ];
     if user_namespace {
-        by_fd.push(("userxattr", Value::Flag));
+        by_fd.push((c"userxattr", FsValue::Flag));
     }
-    match new_mount(c"overlay", &by_fd, 0) {
+    match new_mount(c"overlay", &by_fd, MountAttrFlags::empty()) {
         // Kernels before 6.13 take the layers only as paths: through /proc/self/fd.
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             let [lower, upper, work] = [lower, &upper, &work].map(|fd| fd_path(fd.as_raw_fd()));
             let mut by_path = vec![
-                ("lowerdir", Value::Str(&lower)),
-                ("upperdir", Value::Str(&upper)),
-                ("workdir", Value::Str(&work)),
+                (c"lowerdir", FsValue::Str(&lower)),
+                (c"upperdir", FsValue::Str(&upper)),
+                (c"workdir", FsValue::Str(&work)),
             ];
             if user_namespace {
-                by_path.push(("userxattr", Value::Flag));
+                by_path.push((c"userxattr", FsValue::Flag));
             }
-            new_mount(c"overlay", &by_path, 0)
+            new_mount(c"overlay", &by_path, MountAttrFlags::empty())
         }
         other => other,
     }
@@ -665,11 +672,13 @@ fn overlay_on(lower: &OwnedFd, layer: &OwnedFd, user_namespace: bool) -> io::Res
 /// /proc/sysrq-trigger are made read-only: through them root could change the host's
 /// kernel.
 fn mount_proc(root: &OwnedFd) -> Result<(), StepError> {
-    let hidden = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let hidden = MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
     let proc = new_mount(c"proc", &[], hidden).map_err(|e| step("mounting a fresh /proc", e))?;
     let target = open_path(root.as_raw_fd(), c"proc", libc::O_DIRECTORY)
         .map_err(|e| step("opening /proc in the new root", e))?;
-    move_mount(&proc, &target).map_err(|e| step("attaching /proc", e))?;
+    attach(&proc, &target).map_err(|e| step("attaching /proc", e))?;
     for inside in [c"sys", c"sysrq-trigger"] {
         let Ok(path) = open_path(proc.as_raw_fd(), inside, 0) else {
             continue;
@@ -687,13 +696,16 @@ fn mount_proc(root: &OwnedFd) -> Result<(), StepError> {
 fn mount_sys(root: &OwnedFd, new_network: bool) -> Result<(), StepError> {
     let target = open_path(root.as_raw_fd(), c"sys", libc::O_DIRECTORY)
         .map_err(|e| step("opening /sys in the new root", e))?;
-    let flags = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    let flags = MountAttrFlags::MOUNT_ATTR_RDONLY
+        | MountAttrFlags::MOUNT_ATTR_NOSUID
+        | MountAttrFlags::MOUNT_ATTR_NODEV
+        | MountAttrFlags::MOUNT_ATTR_NOEXEC;
     let fresh = if new_network {
         new_mount(c"sysfs", &[], flags)
     } else {
         Err(einval())
     }
-    .and_then(|sys| move_mount(&sys, &target));
+    .and_then(|sys| attach(&sys, &target));
     if fresh.is_ok() {
         return Ok(());
     }
@@ -730,13 +742,16 @@ fn populate_dev(root: &OwnedFd, user_namespace: bool) -> Result<(), StepError> {
     };
     let dev = new_mount(
         c"tmpfs",
-        &[("mode", Value::Str(c"0755")), ("size", Value::Str(c"64k"))],
-        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        &[
+            (c"mode", FsValue::Str(c"0755")),
+            (c"size", FsValue::Str(c"64k")),
+        ],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )
     .map_err(dev_step("mounting its tmpfs"))?;
     let target = open_path(root.as_raw_fd(), c"dev", libc::O_DIRECTORY)
         .map_err(dev_step("opening /dev in the new root"))?;
-    move_mount(&dev, &target).map_err(dev_step("attaching its tmpfs"))?;
+    attach(&dev, &target).map_err(dev_step("attaching its tmpfs"))?;
     let at = dev.as_raw_fd();
     for (name, major, minor) in DEVICES {
         // SAFETY: valid fd and C strings.
@@ -779,18 +794,22 @@ fn populate_dev(root: &OwnedFd, user_namespace: bool) -> Result<(), StepError> {
             c"pts",
             c"devpts",
             &[
-                ("newinstance", Value::Flag),
-                ("ptmxmode", Value::Str(c"0666")),
-                ("mode", Value::Str(c"0620")),
+                (c"newinstance", FsValue::Flag),
+                (c"ptmxmode", FsValue::Str(c"0666")),
+                (c"mode", FsValue::Str(c"0620")),
             ][..],
         ),
-        (c"shm", c"tmpfs", &[("mode", Value::Str(c"1777"))][..]),
+        (c"shm", c"tmpfs", &[(c"mode", FsValue::Str(c"1777"))][..]),
     ] {
         mkdir_at(at, dir, 0o755).map_err(dev_step("making a directory"))?;
         let place =
             open_path(at, dir, libc::O_DIRECTORY).map_err(dev_step("opening a directory"))?;
-        let mounted = new_mount(fstype, options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC)
-            .and_then(|m| move_mount(&m, &place));
+        let mounted = new_mount(
+            fstype,
+            options,
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )
+        .and_then(|m| attach(&m, &place));
         mounted.map_err(dev_step(&format!("mounting {}", fstype.to_string_lossy())))?;
     }
     Ok(())
@@ -799,22 +818,7 @@ fn populate_dev(root: &OwnedFd, user_namespace: bool) -> Result<(), StepError> {
 /// Step 5: pivot_root(".", ".") in the new root, then the old root (stacked on it)
 /// detached: no path leads back to the host's tree.
 fn pivot_into(root: &OwnedFd) -> Result<(), StepError> {
-    // SAFETY: a valid directory fd; plain syscalls on C strings.
-    unsafe {
-        if libc::fchdir(root.as_raw_fd()) < 0 {
-            return Err(fail("pivot_root: entering the new root"));
-        }
-        if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0 {
-            return Err(fail("pivot_root: switching roots"));
-        }
-        if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 {
-            return Err(fail("pivot_root: detaching the old root"));
-        }
-        if libc::chdir(c"/".as_ptr()) < 0 {
-            return Err(fail("pivot_root: entering /"));
-        }
-    }
-    Ok(())
+    mount_api::pivot_into(root).map_err(|e| step(&format!("pivot_root: {}", e.step), e.source))
 }
 
 /// `lo` up in the probe's network namespace (a fresh one has it down).
@@ -953,104 +957,6 @@ fn einval_step() -> StepError {
     step("a path with a NUL byte", einval())
 }
 
-// The mount API (fsopen, fsconfig, fsmount, move_mount, open_tree, mount_setattr):
-// every mount is made detached, set up, then attached where an fd points, so no path
-// is looked up twice. Constants from <linux/mount.h>.
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_FLAG: libc::c_uint = 0;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_SET_FD: libc::c_uint = 5;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-
-/// A value for [`new_mount`]'s options.
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    Flag,
-    Fd(RawFd),
-    Str(&'a CStr),
-}
-
-/// A new filesystem instance, mounted detached, with `attributes` (MOUNT_ATTR_*).
-fn new_mount(fstype: &CStr, options: &[(&str, Value)], attributes: u64) -> io::Result<OwnedFd> {
-    let last_error = io::Error::last_os_error;
-    // SAFETY: plain syscalls with valid C strings; each new fd is owned at once.
-    unsafe {
-        let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC);
-        if fs < 0 {
-            return Err(last_error());
-        }
-        let fs = OwnedFd::from_raw_fd(fs as RawFd);
-        for (key, value) in options {
-            let key = CString::new(*key).map_err(|_| einval())?;
-            let (command, text, aux) = match value {
-                Value::Flag => (FSCONFIG_SET_FLAG, std::ptr::null(), 0),
-                Value::Fd(fd) => (FSCONFIG_SET_FD, std::ptr::null(), *fd),
-                Value::Str(text) => (FSCONFIG_SET_STRING, text.as_ptr(), 0),
-            };
-            if libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                command,
-                key.as_ptr(),
-                text,
-                aux,
-            ) < 0
-            {
-                return Err(last_error());
-            }
-        }
-        let null = std::ptr::null::<libc::c_char>();
-        if libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            null,
-            null,
-            0,
-        ) < 0
-        {
-            return Err(last_error());
-        }
-        let mnt = libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            attributes,
-        );
-        if mnt < 0 {
-            return Err(last_error());
-        }
-        Ok(OwnedFd::from_raw_fd(mnt as RawFd))
-    }
-}
-
-/// Attaches the detached mount `mount` on what `target` refers to.
-fn move_mount(mount: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
-    // SAFETY: both fds are valid; empty paths with the EMPTY_PATH flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Binds a copy of the tree at `source` (with its submounts) onto `target`, made
 /// read-only before it is attached, so it is never writable in the sandbox.
 fn bind_read_only(source: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
@@ -1058,53 +964,12 @@ fn bind_read_only(source: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
 }
 
 fn bind(source: &OwnedFd, target: &OwnedFd, read_only: bool) -> io::Result<()> {
-    // SAFETY: a valid fd and empty path with AT_EMPTY_PATH; the new fd is owned at once.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            source.as_raw_fd(),
-            c"".as_ptr(),
-            OPEN_TREE_CLONE
-                | libc::O_CLOEXEC as libc::c_uint
-                | libc::AT_RECURSIVE as libc::c_uint
-                | libc::AT_EMPTY_PATH as libc::c_uint,
-        )
-    };
-    if tree < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open_tree returned a new fd.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let tree = copy_tree(source, c"", true)?;
     if read_only {
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: a valid fd, empty path, and attr struct of the size given.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let read_only = MountAttributes::set(MountAttrFlags::MOUNT_ATTR_RDONLY);
+        set_attributes(tree.as_fd(), c"", Reach::Recursive, read_only)?;
     }
-    move_mount(&tree, target)
+    attach(&tree, target)
 }
 
 /// mount(2) for a propagation change.
@@ -1153,20 +1018,6 @@ fn mkdir_at(dir: RawFd, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
 
 fn fd_path(fd: RawFd) -> CString {
     CString::new(format!("/proc/self/fd/{fd}")).unwrap_or_default()
-}
-
-/// `struct clone_args` of clone3(2), version 0 (up to `tls`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
 }
 
 #[cfg(test)]

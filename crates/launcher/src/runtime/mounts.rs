@@ -7,6 +7,8 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use mkroot_common::mount_api::Reach;
+
 use crate::error::LaunchError;
 use crate::rootfs::{self, BindOptions, MountPoint};
 use crate::runtime::cgroups::RuntimeCgroup;
@@ -207,9 +209,9 @@ fn cgroup_mounts(
             }
             if flags & libc::MS_RDONLY != 0 {
                 let target = rootfs::mount_point(root, destination, MountPoint::Dir)?;
-                rootfs::set_read_only(target.as_raw_fd(), c"", libc::AT_EMPTY_PATH).map_err(
-                    |e| LaunchError::setup(format!("making {destination} read-only"), e),
-                )?;
+                rootfs::set_read_only(target.as_raw_fd(), c"", Reach::Mount).map_err(|e| {
+                    LaunchError::setup(format!("making {destination} read-only"), e)
+                })?;
             }
             Ok(())
         }
