@@ -12,7 +12,7 @@ use crate::programs::{normalize, RootPath};
 use crate::search::MAX_SYMLINKS;
 use mkroot_common::archive::hardlink_identity;
 use mkroot_common::host_file::{is_content, kind_name};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -99,6 +99,17 @@ fn check_content(host: &Path, meta: &std::fs::Metadata) -> Result<(), CopyError>
 pub struct ImageTree {
     root: RootPath,
     entries: BTreeMap<String, PlannedEntry>,
+    /// Every host path [`ImageTree::copy_path`] has looked at: each library's path is
+    /// walked again for every program that loads it, and its directories for every
+    /// file in them; the host tree does not change during a build.
+    looked_at: HashMap<PathBuf, HostEntry>,
+}
+
+/// What lstat (and readlink, for a symlink) said of one host path.
+#[derive(Debug, Clone)]
+struct HostEntry {
+    meta: std::fs::Metadata,
+    link_target: Option<PathBuf>,
 }
 
 fn key(inside: &Path) -> String {
@@ -114,6 +125,7 @@ impl ImageTree {
         ImageTree {
             root,
             entries: BTreeMap::new(),
+            looked_at: HashMap::new(),
         }
     }
 
@@ -170,23 +182,13 @@ impl ImageTree {
             }
             let next = current.join(&name);
             let host = self.root.joined(&next);
-            let meta = std::fs::symlink_metadata(&host).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => CopyError::Missing { path: host.clone() },
-                std::io::ErrorKind::NotADirectory => {
-                    CopyError::NotADirectory { path: host.clone() }
-                }
-                _ => CopyError::Unreadable {
-                    path: host.clone(),
-                    source: e,
-                },
-            })?;
+            let HostEntry { meta, link_target } = self.look_at(&host)?;
             let mode = meta.permissions().mode() & 0o7777;
-            if meta.file_type().is_symlink() {
+            if let Some(target) = link_target {
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(CopyError::SymlinkLoop { path: host });
                 }
-                let target = read_link(&host)?;
                 let stored = relative_target(&next, &target);
                 self.record(
                     &next,
@@ -244,6 +246,32 @@ impl ImageTree {
             }
         }
         Ok(current)
+    }
+
+    /// lstat and readlink of `host`, each made once per build.
+    fn look_at(&mut self, host: &Path) -> Result<HostEntry, CopyError> {
+        if let Some(known) = self.looked_at.get(host) {
+            return Ok(known.clone());
+        }
+        let meta = std::fs::symlink_metadata(host).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => CopyError::Missing {
+                path: host.to_path_buf(),
+            },
+            std::io::ErrorKind::NotADirectory => CopyError::NotADirectory {
+                path: host.to_path_buf(),
+            },
+            _ => CopyError::Unreadable {
+                path: host.to_path_buf(),
+                source: e,
+            },
+        })?;
+        let link_target = match meta.file_type().is_symlink() {
+            true => Some(read_link(host)?),
+            false => None,
+        };
+        let entry = HostEntry { meta, link_target };
+        self.looked_at.insert(host.to_path_buf(), entry.clone());
+        Ok(entry)
     }
 
     /// Makes sure the directory `inside` exists in the image: copied from the root when

@@ -7,7 +7,6 @@
 //! image too. That cache lists every library of the image, as ldconfig run inside the
 //! image would, written deterministically by [`crate::ldcache::write_cache`].
 
-use crate::copy::ImageTree;
 use crate::elf::ElfFacts;
 use crate::ldcache::{flags_for, write_cache, CacheEntry};
 use crate::resolve::{Resolution, Resolver};
@@ -26,21 +25,18 @@ fn hwcaps_subdir(path: &str) -> Option<String> {
 
 /// The cache for `objects`, or `None` when every library lies in a default directory
 /// or where its requester's RPATH/RUNPATH leads (no cache needed then).
-pub fn image_cache(
-    resolver: &Resolver,
-    tree: &ImageTree,
-    objects: &[Resolution],
-) -> Option<Vec<u8>> {
+pub fn image_cache(resolver: &Resolver, objects: &[Resolution]) -> Option<Vec<u8>> {
     let mut entries: BTreeMap<(String, String), CacheEntry> = BTreeMap::new();
     let mut needed = false;
     for resolution in objects {
         for library in &resolution.libraries {
             let path = library.path.to_string_lossy().into_owned();
-            let host = tree.root().resolve(&library.path);
-            let Some(facts) = host.ok().and_then(|host| ElfFacts::read(&host).ok()) else {
+            // Read once by the resolution already (every library in it is loadable).
+            let Some(candidate) = resolver.search().elf_facts(&path) else {
                 continue;
             };
-            let abi = Abi::of(&facts);
+            let facts = &candidate.facts;
+            let abi = Abi::of(facts);
             let dir = library
                 .path
                 .parent()
@@ -73,34 +69,33 @@ pub fn image_cache(
 /// Whether `dir` is one of the RPATH/RUNPATH directories of the program or of a
 /// library it loads (after `$ORIGIN` and friends are expanded).
 fn found_by_search_path(resolver: &Resolver, resolution: &Resolution, dir: &str) -> bool {
-    let objects =
-        std::iter::once(&resolution.program).chain(resolution.libraries.iter().map(|l| &l.path));
-    for object in objects {
-        let Ok(host) = crate::search::resolve_in_root(resolver.root(), object) else {
-            continue;
-        };
-        let Ok(facts) = ElfFacts::read(&host) else {
-            continue;
-        };
-        let origin = object.parent().map(|p| p.to_string_lossy().into_owned());
-        for list in [facts.rpath.as_deref(), facts.runpath.as_deref()]
-            .into_iter()
-            .flatten()
-        {
-            for element in list.split(':') {
-                let expanded =
-                    resolver
-                        .search()
-                        .expand_tokens(element, origin.as_deref(), Abi::of(&facts));
-                if expanded
-                    .is_some_and(|e| crate::programs::normalize(Path::new(&e)) == Path::new(dir))
-                {
-                    return true;
-                }
-            }
-        }
+    let program = crate::search::resolve_in_root(resolver.root(), &resolution.program)
+        .ok()
+        .and_then(|host| ElfFacts::read(&host).ok());
+    if program.is_some_and(|facts| search_path_names(resolver, &resolution.program, &facts, dir)) {
+        return true;
     }
-    false
+    resolution.libraries.iter().any(|library| {
+        let path = library.path.to_string_lossy();
+        resolver.search().elf_facts(&path).is_some_and(|candidate| {
+            search_path_names(resolver, &library.path, &candidate.facts, dir)
+        })
+    })
+}
+
+/// Whether the RPATH or RUNPATH of `object` (with `facts`) names `dir`.
+fn search_path_names(resolver: &Resolver, object: &Path, facts: &ElfFacts, dir: &str) -> bool {
+    let origin = object.parent().map(|p| p.to_string_lossy().into_owned());
+    let lists = [facts.rpath.as_deref(), facts.runpath.as_deref()];
+    lists.into_iter().flatten().any(|list| {
+        list.split(':').any(|element| {
+            let expanded =
+                resolver
+                    .search()
+                    .expand_tokens(element, origin.as_deref(), Abi::of(facts));
+            expanded.is_some_and(|e| crate::programs::normalize(Path::new(&e)) == Path::new(dir))
+        })
+    })
 }
 
 #[cfg(test)]

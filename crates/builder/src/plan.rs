@@ -229,9 +229,7 @@ impl Plan {
                 .iter()
                 .map(|(path, mode)| Addition::directory(path, *mode, "mount point")),
         )?;
-        if let Some(cache) =
-            loader_cache::image_cache(&planner.resolver, &planner.tree, &planner.objects)
-        {
+        if let Some(cache) = loader_cache::image_cache(&planner.resolver, &planner.objects) {
             planner.add([Addition::generated(
                 loader_cache::CACHE_PATH,
                 cache,

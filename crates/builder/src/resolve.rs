@@ -322,11 +322,14 @@ impl Resolver {
         order: &mut LoadOrder,
         resolution: &mut Resolution,
     ) -> Option<usize> {
-        let facts = self
-            .search
-            .host(interp)
-            .ok()
-            .and_then(|host| ElfFacts::read(&host).ok())
+        // Read once for all the programs that share it; read directly only when the
+        // search would not load it as a library (the kernel maps it all the same).
+        let facts = (self.search.elf_facts(interp))
+            .map(|candidate| Arc::clone(&candidate.facts))
+            .or_else(|| {
+                let host = self.search.host(interp).ok()?;
+                ElfFacts::read(&host).ok().map(Arc::new)
+            })
             .filter(|f| Abi::of(f) == abi);
         let Some(facts) = facts else {
             resolution.missing.push(MissingLibrary {
@@ -339,7 +342,7 @@ impl Resolver {
         Some(order.add(Loaded {
             name: interp.to_string(),
             names: vec![interp.to_string()],
-            facts: Arc::new(facts),
+            facts,
             file_id: None,
             origin: None,
             loader: None,
@@ -411,7 +414,7 @@ impl Resolver {
         Some(order.add(Loaded {
             name: dependency.name.clone(),
             names: vec![name, path.clone()],
-            facts: Arc::new(candidate.facts.clone()),
+            facts: Arc::clone(&candidate.facts),
             file_id: Some(candidate.file_id),
             origin: Some(origin_of(&path)),
             loader: Some(requester),

@@ -70,7 +70,7 @@ impl Abi {
 /// once, whatever name it was found by).
 #[derive(Debug)]
 pub struct Candidate {
-    pub facts: ElfFacts,
+    pub facts: Arc<ElfFacts>,
     /// (st_dev, st_ino)
     pub file_id: (u64, u64),
 }
@@ -367,21 +367,36 @@ impl LibrarySearch {
         exists
     }
 
-    /// Looks at `path` (inside the root) as the loader's `open_verify` would for this ABI.
-    fn probe(&self, path: &str, abi: Abi) -> Probe {
-        let key = path.to_string();
-        let known = self.probes.lock().expect("probes lock").get(&key).cloned();
-        let probe = match known {
+    /// The ELF facts of the file at `path` inside the root (a program or a library), read
+    /// once per path for the whole build: the loader-cache step and the extras ask again
+    /// for files the resolution has read. `None` when it is not an ELF file the loader
+    /// could load.
+    pub fn elf_facts(&self, path: &str) -> Option<Arc<Candidate>> {
+        match self.looked_at(path) {
+            Probe::Library(candidate) => Some(candidate),
+            Probe::Absent | Probe::Unloadable(_) => None,
+        }
+    }
+
+    /// What reading `path` gave, read the first time it is asked for.
+    fn looked_at(&self, path: &str) -> Probe {
+        let known = self.probes.lock().expect("probes lock").get(path).cloned();
+        match known {
             Some(probe) => probe,
             None => {
                 let probe = self.read_candidate(path);
                 self.probes
                     .lock()
                     .expect("probes lock")
-                    .insert(key, probe.clone());
+                    .insert(path.to_string(), probe.clone());
                 probe
             }
-        };
+        }
+    }
+
+    /// Looks at `path` (inside the root) as the loader's `open_verify` would for this ABI.
+    fn probe(&self, path: &str, abi: Abi) -> Probe {
+        let probe = self.looked_at(path);
         // The checks of the loader's `open_verify`, in its order.
         match probe {
             // Another class or machine: passed over, the search goes on.
@@ -415,7 +430,7 @@ impl LibrarySearch {
                 Probe::Unloadable(format!("ELF file OS ABI {} invalid", facts.osabi))
             }
             Ok(facts) => Probe::Library(Arc::new(Candidate {
-                facts,
+                facts: Arc::new(facts),
                 file_id: (meta.dev(), meta.ino()),
             })),
             Err(ElfError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Probe::Absent,

@@ -16,7 +16,6 @@ pub mod users;
 
 use crate::addition::Addition;
 use crate::copy::ImageTree;
-use crate::elf::ElfFacts;
 use crate::programs::RootPath;
 use crate::resolve::Resolution;
 use crate::search::{symlink_loop, Abi, Found, LibrarySearch, Requester};
@@ -155,10 +154,10 @@ impl PlanView<'_> {
     /// RUNPATH, so nothing else applies to what it loads by name.
     pub fn find_beside_libc(&self, name: &str) -> Option<PathBuf> {
         let libc = self.libc_path()?;
-        let facts = ElfFacts::read(&self.root.resolve(&libc).ok()?).ok()?;
+        let libc = self.search.elf_facts(&libc.to_string_lossy())?;
         match self
             .search
-            .find(name, &Requester::default(), Abi::of(&facts))
+            .find(name, &Requester::default(), Abi::of(&libc.facts))
         {
             Found::Library { path, .. } => Some(PathBuf::from(path)),
             _ => None,
