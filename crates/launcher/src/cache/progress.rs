@@ -4,6 +4,8 @@ use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mkroot_common::size::mebibytes;
+
 /// A line on the user's terminal while a large image unpacks (a first launch of a
 /// 200 MB image takes about a second): how much of the file is read, redrawn at most
 /// ten times a second, and what it came to at the end. Only on a terminal, and only for
@@ -46,12 +48,11 @@ impl Progress {
             .is_none_or(|at| at.elapsed() >= Duration::from_millis(100));
         if due {
             self.drawn = Some(Instant::now());
-            let mib = |b: u64| b as f64 / (1 << 20) as f64;
             eprint!(
                 "\rlaunch: unpacking {}: {:.0} of {:.0} MiB ({}%)\x1b[K",
                 self.name,
-                mib(self.done),
-                mib(self.total),
+                mebibytes(self.done),
+                mebibytes(self.total),
                 self.done * 100 / self.total.max(1)
             );
         }
@@ -62,7 +63,7 @@ impl Progress {
         eprintln!(
             "\rlaunch: unpacked {}: {:.0} MiB in {:.1} s\x1b[K",
             self.name,
-            self.total as f64 / (1 << 20) as f64,
+            mebibytes(self.total),
             self.started.elapsed().as_secs_f64()
         );
     }

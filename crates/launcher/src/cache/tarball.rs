@@ -2,12 +2,10 @@
 //! while it is hashed: one pass over the file names and unpacks it.
 
 use std::fs::File;
-use std::io::{self, Read};
 use std::path::Path;
-use std::sync::mpsc;
 
+use mkroot_common::digest::ThreadedHashingReader;
 use mkroot_common::unpack::{self, UnpackOptions};
-use sha2::{Digest, Sha256};
 
 use super::error::CacheError;
 use super::install::{get_or_install, install_entry, FilledEntry};
@@ -60,15 +58,23 @@ fn unpack_image(
     file: File,
     work: &Path,
 ) -> Result<FilledEntry, CacheError> {
-    let progress = Progress::for_image(image, &file);
-    let mut source = HashingReader::new(file, progress);
+    let mut progress = Progress::for_image(image, &file);
+    let mut source = ThreadedHashingReader::new(file, |n| {
+        if let Some(progress) = &mut progress {
+            progress.advance(n);
+        }
+    });
     let report = unpack::unpack(&mut source, &work.join("root"), options).map_err(|source| {
         CacheError::Unpack {
             image: image.to_path_buf(),
             source,
         }
     })?;
-    let digest = source.finish().map_err(|source| CacheError::Image {
+    let digest = source.finish();
+    if let Some(progress) = &progress {
+        progress.finish();
+    }
+    let digest = digest.map_err(|source| CacheError::Image {
         path: image.to_path_buf(),
         source,
     })?;
@@ -83,69 +89,4 @@ fn unpack_image(
         "stripped_setid": report.stripped_setid,
     });
     Ok(FilledEntry { name: digest, info })
-}
-
-/// Reads a file while a thread of its own runs the bytes read through sha256: hashing
-/// on the reading thread, which also inflates (the critical path of an unpack), made a
-/// sixth of its work. The hasher gets a copy of exactly the bytes the unpack read, so the
-/// digest names the content that was unpacked even if the file changes meanwhile.
-struct HashingReader {
-    file: File,
-    to_hasher: Option<mpsc::SyncSender<Vec<u8>>>,
-    hasher: Option<std::thread::JoinHandle<String>>,
-    progress: Option<Progress>,
-}
-
-/// Reads in flight to the hasher: bounds the copies waiting for it.
-const READS_IN_FLIGHT: usize = 16;
-
-impl HashingReader {
-    fn new(file: File, progress: Option<Progress>) -> Self {
-        let (to_hasher, reads) = mpsc::sync_channel::<Vec<u8>>(READS_IN_FLIGHT);
-        let hasher = std::thread::spawn(move || {
-            let mut hasher = Sha256::new();
-            for data in reads {
-                hasher.update(&data);
-            }
-            hex::encode(hasher.finalize())
-        });
-        HashingReader {
-            file,
-            to_hasher: Some(to_hasher),
-            hasher: Some(hasher),
-            progress,
-        }
-    }
-
-    /// Hashes whatever was not read yet and returns the digest of the whole file.
-    fn finish(mut self) -> io::Result<String> {
-        io::copy(&mut self, &mut io::sink())?;
-        if let Some(progress) = &self.progress {
-            progress.finish();
-        }
-        self.to_hasher = None;
-        self.hasher
-            .take()
-            .and_then(|hasher| hasher.join().ok())
-            .ok_or_else(|| io::Error::other("the sha256 thread died"))
-    }
-}
-
-impl Read for HashingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        if let Some(progress) = &mut self.progress {
-            progress.advance(n);
-        }
-        if n > 0 {
-            let sent = self
-                .to_hasher
-                .as_ref()
-                .map(|to_hasher| to_hasher.send(buf[..n].to_vec()));
-            if !matches!(sent, Some(Ok(()))) {
-                return Err(io::Error::other("the sha256 thread died"));
-            }
-        }
-        Ok(n)
-    }
 }
