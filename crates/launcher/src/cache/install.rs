@@ -13,6 +13,19 @@ use super::error::{io_error, CacheError};
 use super::store::{read_names, try_flock, unique_suffix, Store};
 use crate::file_lock;
 
+/// Where a new cache entry goes, and what keeps two installs of it from running at once.
+pub(super) struct NewEntry<'a> {
+    /// `locks/<lock_key>` is held while the entry is looked for and installed, so that
+    /// concurrent launches of one image make one entry: the others wait, then find it.
+    /// `None` (an image that is no regular file, so has no stat index key): unserialised,
+    /// the rename settles who installs it.
+    pub lock_key: Option<&'a str>,
+    /// The subdirectory the entry goes in: `images` or `oci-layers`.
+    pub dir: &'static str,
+    /// Its temp dir's name in `tmp/` until it is installed: `unpack`, `stack` or `layer`.
+    pub temp_prefix: &'static str,
+}
+
 /// What filled a new cache entry's temp dir: the entry's name (a digest or a diff_id) and
 /// what its `info.json` says (sizes, counts).
 pub(super) struct FilledEntry {
@@ -20,43 +33,48 @@ pub(super) struct FilledEntry {
     pub info: serde_json::Value,
 }
 
-/// The cache entry `find` finds (leased), installed first if it is missing. The
-/// install runs under the lock `locks/<lock_key>` (none without a key), so that
-/// concurrent launches of one image make one entry: the others wait for the lock, then
-/// find it. `install` installs the entry and finds it; it runs again should a prune
-/// remove the new entry before it is leased, and `None` says that happened every time.
+/// Installs ahead of a lease that a prune may remove each new entry before: past this
+/// many, the entry counts as not cached.
+const INSTALL_TRIES: usize = 3;
+
+/// The cache entry `find` finds, installed first if it is missing: the one way images
+/// and layers get into the cache. Under the entry's lock (see [`NewEntry::lock_key`]),
+/// `find` looks once more, then `fill` fills a fresh temp dir (`tmp/<temp_prefix>-*`,
+/// its empty `root/` made) and names the entry, which is renamed into place as
+/// `<dir>/<name>` (see [`install`]) and looked up by name with `find_installed`. Should a
+/// prune remove the new entry before `find_installed` leases it, it is installed again.
 pub(super) fn get_or_install<T>(
     store: &Store,
-    lock_key: Option<&str>,
+    entry: &NewEntry,
     find: impl Fn() -> Result<Option<T>, CacheError>,
-    mut install: impl FnMut() -> Result<Option<T>, CacheError>,
-) -> Result<Option<T>, CacheError> {
-    let _installing = lock_key.map(|key| store.lock(key)).transpose()?;
+    mut fill: impl FnMut(&Path) -> Result<FilledEntry, CacheError>,
+    mut find_installed: impl FnMut(&str) -> Result<Option<T>, CacheError>,
+) -> Result<T, CacheError> {
+    let _installing = entry.lock_key.map(|key| store.lock(key)).transpose()?;
     if let Some(found) = find()? {
-        return Ok(Some(found));
+        return Ok(found);
     }
     let _ = sweep_stale(store);
-    for _ in 0..3 {
-        if let Some(found) = install()? {
-            return Ok(Some(found));
+    let mut name = String::new();
+    for _ in 0..INSTALL_TRIES {
+        name = install(store, entry, &mut fill)?;
+        if let Some(found) = find_installed(&name)? {
+            return Ok(found);
         }
     }
-    Ok(None)
+    Err(CacheError::NotCached(name))
 }
 
-/// Installs one entry in the subdirectory `dir` (`images` or `oci-layers`): `fill` fills a fresh
-/// temp dir (`tmp/<temp_prefix>-*`, its empty `root/` made) and names the entry; with
-/// its `info.json` and a `used` file added, the dir is renamed into place as
-/// `<dir>/<name>` in one step. A reader sees no entry or a whole one; a crash or an
-/// error leaves only the temp dir, locked while its owner lives and swept after.
+/// Fills a locked temp dir with `fill`, adds the entry's `info.json` and a `used` file,
+/// then renames it into place in one step. A reader sees no entry or a whole one; a crash
+/// or an error leaves only the temp dir, locked while its owner lives and swept after.
 /// Returns the name; the entry is installed (by us, or by a concurrent install).
-pub(super) fn install_entry(
+fn install(
     store: &Store,
-    dir: &str,
-    temp_prefix: &str,
+    entry: &NewEntry,
     fill: impl FnOnce(&Path) -> Result<FilledEntry, CacheError>,
 ) -> Result<String, CacheError> {
-    let work = LockedDir::create(&store.subdir("tmp")?, temp_prefix)?;
+    let work = LockedDir::create(&store.subdir("tmp")?, entry.temp_prefix)?;
     let root = work.path.join("root");
     fs::DirBuilder::new()
         .mode(0o755)
@@ -67,12 +85,16 @@ pub(super) fn install_entry(
     fs::write(&info_path, info.to_string()).map_err(io_error(&info_path))?;
     let used_path = work.path.join("used");
     File::create(&used_path).map_err(io_error(&used_path))?;
-    let installed = store.subdir(dir)?.join(&name);
-    match fs::rename(&work.path, &installed) {
+    rename_into_place(work, &store.subdir(entry.dir)?.join(&name))?;
+    Ok(name)
+}
+
+/// Renames the filled temp dir `work` to `installed`; if the same entry was installed
+/// meanwhile (by an unpack of another image file with these bytes, or one a prune of
+/// idle lock files let run unserialised), keeps that one and removes ours.
+fn rename_into_place(work: LockedDir, installed: &Path) -> Result<(), CacheError> {
+    match fs::rename(&work.path, installed) {
         Ok(()) => work.forget(),
-        // The same entry was installed meanwhile (by an unpack of another image file
-        // with these bytes, or one a prune of idle lock files let run unserialised):
-        // keep that one, drop ours.
         Err(err)
             if matches!(
                 err.raw_os_error(),
@@ -81,9 +103,9 @@ pub(super) fn install_entry(
         {
             drop(work)
         }
-        Err(err) => return Err(io_error(&installed)(err)),
+        Err(err) => return Err(io_error(installed)(err)),
     }
-    Ok(name)
+    Ok(())
 }
 
 /// Removes what crashed runs left in `tmp/`: unpacks and installs that never finished,
@@ -163,5 +185,128 @@ impl Drop for LockedDir {
         if self.owner == std::process::id() {
             let _ = unpack::remove_tree(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::store::lock_installed_entry;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+
+    const ENTRY: NewEntry = NewEntry {
+        lock_key: None,
+        dir: "images",
+        temp_prefix: "unpack",
+    };
+
+    /// A test entry's fill: one file saying which install made it.
+    fn fill_as(who: &str, work: &Path) -> Result<FilledEntry, CacheError> {
+        fs::write(work.join("root/who"), who).unwrap();
+        Ok(FilledEntry {
+            name: "entry".to_string(),
+            info: serde_json::json!({ "who": who }),
+        })
+    }
+
+    /// The installed entry `name` of `store`'s `images/`, if there is one whole.
+    fn find_entry(store: &Store, name: &str) -> Result<Option<PathBuf>, CacheError> {
+        let entry = store.dir.join("images").join(name);
+        Ok(lock_installed_entry(&entry)?.map(|_| entry))
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = read_names(dir)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Runs installs "one" and "two" at once; both must find the same entry, returned.
+    fn race(install: impl Fn(&str) -> Result<PathBuf, CacheError> + Sync) -> PathBuf {
+        let (one, two) = std::thread::scope(|s| {
+            let one = s.spawn(|| install("one"));
+            let two = s.spawn(|| install("two"));
+            (one.join().unwrap().unwrap(), two.join().unwrap().unwrap())
+        });
+        assert_eq!(one, two);
+        one
+    }
+
+    #[test]
+    fn two_installs_racing_for_one_name_leave_one_entry_and_no_temp_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        // Unserialised (no lock key), and both fills done before either renames: one
+        // rename wins, the other finds the name taken and discards its copy.
+        let both_filled = Barrier::new(2);
+        let install = |who: &str| {
+            get_or_install(
+                &store,
+                &ENTRY,
+                || Ok(None),
+                |work| {
+                    let filled = fill_as(who, work);
+                    both_filled.wait();
+                    filled
+                },
+                |name| find_entry(&store, name),
+            )
+        };
+        let one = race(install);
+        assert_eq!(names(&dir.path().join("images")), ["entry"]);
+        assert_eq!(names(&one), ["info.json", "root", "used"]);
+        let who = fs::read_to_string(one.join("root/who")).unwrap();
+        assert!(who == "one" || who == "two", "{who}");
+        assert!(names(&dir.path().join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn an_install_under_a_lock_is_found_by_the_next_one_instead_of_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let entry = NewEntry {
+            lock_key: Some("entry"),
+            ..ENTRY
+        };
+        let fills = AtomicUsize::new(0);
+        let start = Barrier::new(2);
+        let install = |who: &str| {
+            start.wait();
+            get_or_install(
+                &store,
+                &entry,
+                || find_entry(&store, "entry"),
+                |work| {
+                    fills.fetch_add(1, Ordering::Relaxed);
+                    fill_as(who, work)
+                },
+                |name| find_entry(&store, name),
+            )
+        };
+        assert_eq!(race(install), dir.path().join("images/entry"));
+        assert_eq!(fills.load(Ordering::Relaxed), 1);
+        assert_eq!(names(&dir.path().join("images")), ["entry"]);
+        assert!(names(&dir.path().join("tmp")).is_empty());
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_neither_an_entry_nor_a_temp_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let failed = get_or_install(
+            &store,
+            &ENTRY,
+            || Ok(None),
+            |_| Err(CacheError::NotCached("broken".to_string())),
+            |name| find_entry(&store, name),
+        );
+        assert!(matches!(failed, Err(CacheError::NotCached(name)) if name == "broken"));
+        assert!(names(&dir.path().join("images")).is_empty());
+        assert!(names(&dir.path().join("tmp")).is_empty());
     }
 }

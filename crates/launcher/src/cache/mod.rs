@@ -57,6 +57,16 @@
 //!   (or refuse) entries they cannot lock. Locks die with their process, even on SIGKILL.
 //! - **Stale work:** `tmp/` dirs carry an exclusive `flock` while their owner lives;
 //!   [`ImageCache::sweep_stale`] removes the unlocked ones.
+//!
+//! # Parts
+//!
+//! [`ImageCache`] is the face; below it, each part uses only those listed after it.
+//! `maintenance` (prune, remove) and `listing` (`cache ls`, its table); `tarball` (a
+//! rootfs image file, hashed while unpacked, with its `progress` line) and `oci_layers`
+//! (an OCI image stacked from its layers); `stat_index`; `install`, the one way an
+//! image or a layer enters the cache (lock, temp dir, fill, rename, a lost race
+//! discarded); `store` (the directory, its entries and this process's leases); `error`
+//! and `age`.
 
 mod age;
 mod error;

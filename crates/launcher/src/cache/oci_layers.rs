@@ -11,7 +11,7 @@ use mkroot_common::oci::read::{ImageFormat, Layer, OciImage};
 use mkroot_common::unpack::{self, UnpackError, UnpackOptions};
 
 use super::error::{io_error, CacheError};
-use super::install::{get_or_install, install_entry, FilledEntry};
+use super::install::{get_or_install, FilledEntry, NewEntry};
 use super::store::{lock_installed_entry, read_info, source_name, CachedImage, Store};
 use crate::layer_stack::LayerStack;
 
@@ -28,74 +28,95 @@ pub(super) fn get_or_stack(
     if let Some(found) = find()? {
         return Ok(found);
     }
-    let found = get_or_install(store, Some(&format!("image-{}", oci.id)), find, || {
-        stack_and_install(store, options, image, &oci)?;
-        find()
-    })?;
-    found.ok_or(CacheError::NotCached(oci.id))
+    let lock_key = format!("image-{}", oci.id);
+    let new_entry = NewEntry {
+        lock_key: Some(&lock_key),
+        dir: "images",
+        temp_prefix: "stack",
+    };
+    get_or_install(
+        store,
+        &new_entry,
+        find,
+        |work| stack_layers(store, options, image, &oci, work),
+        |_| find(),
+    )
 }
 
-/// Builds the image's tree from its layer trees in a temp dir, then renames it into
-/// place as `images/<id>`, with the config beside it.
-fn stack_and_install(
+/// Builds the image's tree in `work`'s root from its layer trees (unpacked first where
+/// they are not cached), with the config beside it; the entry is named by the image's id.
+fn stack_layers(
     store: &Store,
     options: &UnpackOptions,
     image: &Path,
     oci: &OciImage,
-) -> Result<(), CacheError> {
-    // Shared locks on the layers' `used` files keep a prune off them while they are
-    // linked from.
-    let mut layer_roots = Vec::new();
-    let mut _layer_leases = Vec::new();
-    // --max-image-size bounds the image, all its layers together.
+    work: &Path,
+) -> Result<FilledEntry, CacheError> {
+    let layers = get_or_unpack_layers(store, options, image, oci)?;
+    let root = work.join("root");
+    let mut stack = LayerStack::new(&root);
+    for (layer, unpacked) in oci.layers.iter().zip(&layers) {
+        stack
+            .apply(&unpacked.root)
+            .map_err(|source| CacheError::Layer {
+                image: image.to_path_buf(),
+                diff_id: layer.diff_id.clone(),
+                source,
+            })?;
+    }
+    let info = serde_json::json!({
+        "digest": oci.id,
+        "source": source_name(image),
+        "bytes": stack.bytes,
+        "entries": stack.entries,
+        "layers": oci.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
+    });
+    stack.finish().map_err(io_error(&root))?;
+    let config_path = work.join("config.json");
+    fs::write(&config_path, &oci.config_json).map_err(io_error(&config_path))?;
+    Ok(FilledEntry {
+        name: oci.id.clone(),
+        info,
+    })
+}
+
+/// One layer's installed tree, held: the shared lock on its `used` file keeps a prune off
+/// it while an image is stacked from it.
+struct UnpackedLayer {
+    root: PathBuf,
+    _lease: File,
+    /// Bytes of file data in the tree.
+    bytes: u64,
+}
+
+/// The trees of all the image's layers, bottom first, each unpacked (and checked) first
+/// where it is not cached. `--max-image-size` bounds the image, all its layers together.
+fn get_or_unpack_layers(
+    store: &Store,
+    options: &UnpackOptions,
+    image: &Path,
+    oci: &OciImage,
+) -> Result<Vec<UnpackedLayer>, CacheError> {
     let limit = options.max_bytes;
     let mut total: u64 = 0;
+    let mut layers = Vec::new();
     for layer in &oci.layers {
         let room = limit.saturating_sub(total);
-        let (root, lease, bytes) = get_or_unpack_layer(store, options, image, oci, layer, room)?;
-        total = total.saturating_add(bytes);
+        let unpacked = get_or_unpack_layer(store, options, image, oci, layer, room)?;
+        total = total.saturating_add(unpacked.bytes);
         if total > limit {
             return Err(CacheError::Unpack {
                 image: image.to_path_buf(),
                 source: UnpackError::TooLarge { limit },
             });
         }
-        layer_roots.push((root, &layer.diff_id));
-        _layer_leases.push(lease);
+        layers.push(unpacked);
     }
-    install_entry(store, "images", "stack", |work| {
-        let root = work.join("root");
-        let mut stack = LayerStack::new(&root);
-        for (layer_root, diff_id) in layer_roots {
-            stack
-                .apply(&layer_root)
-                .map_err(|source| CacheError::Layer {
-                    image: image.to_path_buf(),
-                    diff_id: diff_id.clone(),
-                    source,
-                })?;
-        }
-        let info = serde_json::json!({
-            "digest": oci.id,
-            "source": source_name(image),
-            "bytes": stack.bytes,
-            "entries": stack.entries,
-            "layers": oci.layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>(),
-        });
-        stack.finish().map_err(io_error(&root))?;
-        let config_path = work.join("config.json");
-        fs::write(&config_path, &oci.config_json).map_err(io_error(&config_path))?;
-        Ok(FilledEntry {
-            name: oci.id.clone(),
-            info,
-        })
-    })?;
-    Ok(())
+    Ok(layers)
 }
 
-/// The unpacked tree of one layer, unpacking (and checking) it first if needed, with
-/// a shared lock on its `used` file and its bytes of file data. An unpack stops past
-/// `max_bytes`.
+/// The tree of one layer, unpacking (and checking) it first if needed. An unpack stops
+/// past `max_bytes`.
 fn get_or_unpack_layer(
     store: &Store,
     options: &UnpackOptions,
@@ -103,14 +124,17 @@ fn get_or_unpack_layer(
     oci: &OciImage,
     layer: &Layer,
     max_bytes: u64,
-) -> Result<(PathBuf, File, u64), CacheError> {
+) -> Result<UnpackedLayer, CacheError> {
     let entry = store.dir.join("oci-layers").join(&layer.diff_id);
     let find = || {
         let Some(used) = lock_installed_entry(&entry)? else {
             return Ok(None);
         };
-        let bytes = read_info(&entry)["bytes"].as_u64().unwrap_or(0);
-        Ok(Some((entry.join("root"), used, bytes)))
+        Ok(Some(UnpackedLayer {
+            root: entry.join("root"),
+            _lease: used,
+            bytes: read_info(&entry)["bytes"].as_u64().unwrap_or(0),
+        }))
     };
     if let Some(found) = find()? {
         return Ok(found);
@@ -120,13 +144,18 @@ fn get_or_unpack_layer(
         ..options.clone()
     };
     let lock_key = format!("layer-{}", layer.diff_id);
-    let found = get_or_install(store, Some(&lock_key), find, || {
-        install_entry(store, "oci-layers", "layer", |work| {
-            unpack_layer(options.max_bytes, image, oci, layer, &layer_options, work)
-        })?;
-        find()
-    })?;
-    found.ok_or_else(|| CacheError::NotCached(layer.diff_id.clone()))
+    let new_entry = NewEntry {
+        lock_key: Some(&lock_key),
+        dir: "oci-layers",
+        temp_prefix: "layer",
+    };
+    get_or_install(
+        store,
+        &new_entry,
+        find,
+        |work| unpack_layer(options.max_bytes, image, oci, layer, &layer_options, work),
+        |_| find(),
+    )
 }
 
 /// Unpacks one layer into `work`'s root, then checks it: its blob's digest and size,

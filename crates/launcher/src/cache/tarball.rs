@@ -8,7 +8,7 @@ use mkroot_common::digest::ThreadedHashingReader;
 use mkroot_common::unpack::{self, UnpackOptions};
 
 use super::error::CacheError;
-use super::install::{get_or_install, install_entry, FilledEntry};
+use super::install::{get_or_install, FilledEntry, NewEntry};
 use super::progress::Progress;
 use super::stat_index::{index_if_unchanged, lookup};
 use super::store::{source_name, CachedImage, Store};
@@ -23,13 +23,17 @@ pub(super) fn get_or_unpack(
     file: File,
     key: Option<&str>,
 ) -> Result<CachedImage, CacheError> {
+    let new_entry = NewEntry {
+        lock_key: key,
+        dir: "images",
+        temp_prefix: "unpack",
+    };
     let mut file = Some(file);
-    let mut digest = String::new();
-    let found = get_or_install(
+    get_or_install(
         store,
-        key,
+        &new_entry,
         || Ok(key.and_then(|key| lookup(store, key))),
-        || {
+        |work| {
             // Unpacking again (a prune took the first install): read the file again.
             let file = match file.take() {
                 Some(file) => file,
@@ -38,16 +42,15 @@ pub(super) fn get_or_unpack(
                     source,
                 })?,
             };
-            digest = install_entry(store, "images", "unpack", |work| {
-                unpack_image(options, image, file, work)
-            })?;
-            if let Some(key) = key {
-                index_if_unchanged(store, image, key, &digest)?;
-            }
-            store.lease(&digest)
+            unpack_image(options, image, file, work)
         },
-    )?;
-    found.ok_or(CacheError::NotCached(digest))
+        |digest| {
+            if let Some(key) = key {
+                index_if_unchanged(store, image, key, digest)?;
+            }
+            store.lease(digest)
+        },
+    )
 }
 
 /// Unpacks the image file `image` (open as `file`) into `work`'s root while hashing
