@@ -1,7 +1,9 @@
 //! What `launch cache ls` shows: one [`CacheEntry`] per cached image, each a row of a
-//! table under [`CacheEntry::TABLE_HEADER`].
+//! table under [`CacheEntry::TABLE_HEADER`], and the total ([`CacheTable`]).
 
+use std::fmt;
 use std::fs::File;
+use std::path::Path;
 use std::time::SystemTime;
 
 use mkroot_common::digest::is_sha256_hex;
@@ -65,8 +67,8 @@ impl CacheEntry {
 }
 
 /// One row of `launch cache ls`, under [`CacheEntry::TABLE_HEADER`].
-impl std::fmt::Display for CacheEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for CacheEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let age = self.last_used.elapsed().unwrap_or_default().as_secs();
         write!(
             f,
@@ -77,6 +79,29 @@ impl std::fmt::Display for CacheEntry {
             if self.in_use { "yes" } else { "no" },
             format!("{} ago", human_age(age)),
             self.source.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// All that `launch cache ls` prints: the header, a row per entry and the total, of the
+/// cache at `dir`.
+pub struct CacheTable<'a> {
+    pub entries: &'a [CacheEntry],
+    pub dir: &'a Path,
+}
+
+impl fmt::Display for CacheTable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", CacheEntry::TABLE_HEADER)?;
+        for entry in self.entries {
+            writeln!(f, "{entry}")?;
+        }
+        let total: u64 = self.entries.iter().map(|e| e.size).sum();
+        writeln!(
+            f,
+            "total: {} image(s), {total} bytes in {}",
+            self.entries.len(),
+            self.dir.display()
         )
     }
 }
@@ -103,5 +128,31 @@ mod tests {
         assert_eq!(&row[in_use..in_use + 3], "yes", "{row}");
         let source = CacheEntry::TABLE_HEADER.find("SOURCE").unwrap();
         assert_eq!(&row[source..], "/srv/images/shell.tgz", "{row}");
+    }
+
+    #[test]
+    fn cache_ls_is_the_header_the_rows_and_the_total() {
+        let entry = |size| CacheEntry {
+            digest: "cd".repeat(32),
+            size,
+            entries: 1,
+            last_used: SystemTime::now(),
+            in_use: false,
+            source: None,
+        };
+        let entries = [entry(1000), entry(234)];
+        let table = CacheTable {
+            entries: &entries,
+            dir: Path::new("/var/cache/mkroot-launch"),
+        }
+        .to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], CacheEntry::TABLE_HEADER);
+        assert_eq!(lines[1], entries[0].to_string());
+        assert_eq!(
+            lines[3],
+            "total: 2 image(s), 1234 bytes in /var/cache/mkroot-launch"
+        );
+        assert_eq!(lines.len(), 4);
     }
 }

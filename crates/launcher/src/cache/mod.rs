@@ -81,7 +81,7 @@ mod tarball;
 
 pub use age::parse_age;
 pub use error::CacheError;
-pub use listing::CacheEntry;
+pub use listing::{CacheEntry, CacheTable};
 pub use maintenance::{PruneFilter, PruneReport};
 pub use store::CachedImage;
 
