@@ -1,10 +1,13 @@
 //! sha256 digests of files and byte streams, as lowercase hex, and the adapters that
-//! hash a stream while it passes through (a layer read or written once, hashed on the way).
+//! hash a stream while it passes through (a layer read or written once, hashed on the way):
+//! [`HashingReader`] and [`HashingWriter`] hash on the thread that reads or writes,
+//! [`ThreadedHashingReader`] on a thread of its own.
 
 use sha2::{Digest, Sha256};
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread::JoinHandle;
 
 /// The sha256 of everything `reader` yields, as 64 lowercase hex digits.
 pub fn sha256_reader(mut reader: impl Read) -> io::Result<String> {
@@ -28,8 +31,8 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Hashes what passes through; at the end of the stream the digest (hex) and byte
-/// count land in the shared slot.
+/// Hashes what passes through, on the reading thread; at the end of the stream the
+/// digest (hex) and byte count land in the shared slot.
 pub struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
@@ -100,6 +103,72 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Passes reads through while a thread of its own runs the bytes through sha256, for a
+/// reader whose own thread is the critical path (an unpack inflates on it): hashing there
+/// would slow the whole unpack. The hasher gets a copy of exactly the bytes read, so the
+/// digest names what the reader saw even if the source changes meanwhile. `on_read` hears
+/// the size of every read (for a progress line).
+pub struct ThreadedHashingReader<R, F> {
+    inner: R,
+    on_read: F,
+    to_hasher: Option<mpsc::SyncSender<Vec<u8>>>,
+    hasher: Option<JoinHandle<String>>,
+}
+
+/// Reads in flight to the hasher: bounds the copies waiting for it.
+const READS_IN_FLIGHT: usize = 16;
+
+impl<R: Read, F: FnMut(usize)> ThreadedHashingReader<R, F> {
+    pub fn new(inner: R, on_read: F) -> Self {
+        let (to_hasher, reads) = mpsc::sync_channel::<Vec<u8>>(READS_IN_FLIGHT);
+        let hasher = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for data in reads {
+                hasher.update(&data);
+            }
+            hex::encode(hasher.finalize())
+        });
+        ThreadedHashingReader {
+            inner,
+            on_read,
+            to_hasher: Some(to_hasher),
+            hasher: Some(hasher),
+        }
+    }
+
+    /// Reads (and hashes) whatever was not read yet and returns the digest of the whole
+    /// stream.
+    pub fn finish(mut self) -> io::Result<String> {
+        io::copy(&mut self, &mut io::sink())?;
+        self.to_hasher = None;
+        self.hasher
+            .take()
+            .and_then(|hasher| hasher.join().ok())
+            .ok_or_else(hasher_died)
+    }
+}
+
+impl<R: Read, F: FnMut(usize)> Read for ThreadedHashingReader<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_read)(n);
+        if n > 0 {
+            let sent = self
+                .to_hasher
+                .as_ref()
+                .map(|to_hasher| to_hasher.send(buf[..n].to_vec()));
+            if !matches!(sent, Some(Ok(()))) {
+                return Err(hasher_died());
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn hasher_died() -> io::Error {
+    io::Error::other("the sha256 thread died")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +193,18 @@ mod tests {
         );
         io::copy(&mut reader, &mut io::sink()).unwrap();
         assert_eq!(slot.get(), Some(&(hex, data.len() as u64)));
+    }
+
+    #[test]
+    fn the_threaded_reader_hashes_what_was_read_and_what_was_left() {
+        let data = b"some image bytes".repeat(10_000);
+        let mut heard = 0;
+        let mut reader = ThreadedHashingReader::new(&data[..], |n| heard += n);
+        let mut first = vec![0; 1000];
+        reader.read_exact(&mut first).unwrap();
+        assert_eq!(first, data[..1000]);
+        assert_eq!(reader.finish().unwrap(), sha256_bytes(&data));
+        assert_eq!(heard, data.len(), "every read is reported, the rest too");
     }
 
     #[test]

@@ -45,6 +45,11 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{bytes} bytes")
 }
 
+/// `bytes` in MiB, for a figure that keeps one unit while it grows (a progress line).
+pub fn mebibytes(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +69,6 @@ mod tests {
         assert_eq!(human_bytes(8 << 30), "8 GiB");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(10), "10 bytes");
+        assert_eq!(mebibytes(3 << 19), 1.5);
     }
 }

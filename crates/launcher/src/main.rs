@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 use mkroot_common::size::parse_size;
 use mkroot_common::usage::{report_usage_error, single_line};
-use mkroot_launcher::cache::{CacheEntry, PruneFilter};
+use mkroot_launcher::cache::{CacheTable, PruneFilter};
 use mkroot_launcher::cgroup::ResourceLimits;
 use mkroot_launcher::process::{User, EXIT_LAUNCH_FAILED};
 use mkroot_launcher::rootfs::Volume;
@@ -457,17 +457,12 @@ fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchEr
     let cache = open_cache(dir)?;
     match action {
         CacheAction::Ls => {
-            println!("{}", CacheEntry::TABLE_HEADER);
             let entries = cache.list()?;
-            for entry in &entries {
-                println!("{entry}");
-            }
-            let total: u64 = entries.iter().map(|e| e.size).sum();
-            println!(
-                "total: {} image(s), {total} bytes in {}",
-                entries.len(),
-                cache.dir().display()
-            );
+            let table = CacheTable {
+                entries: &entries,
+                dir: cache.dir(),
+            };
+            print!("{table}");
         }
         CacheAction::Prune {
             older_than,
