@@ -92,9 +92,11 @@ pub fn open_cache(dir: Option<&Path>) -> Result<ImageCache, LaunchError> {
         return Ok(ImageCache::open(dir)?);
     }
     let default = ImageCache::default_dir();
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
     let error = match ImageCache::open(&default) {
         Ok(cache) => return Ok(cache),
-        Err(e @ cache::CacheError::Unusable { .. }) if unsafe { libc::geteuid() } != 0 => e,
+        Err(e @ cache::CacheError::Unusable { .. }) if !root => e,
         Err(e) => return Err(e.into()),
     };
     for fallback in ImageCache::fallback_dirs() {

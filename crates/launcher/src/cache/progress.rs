@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use mkroot_common::size::mebibytes;
 
-/// A line on the user's terminal while a large image unpacks (a first launch of a
-/// 200 MB image takes about a second): how much of the file is read, redrawn at most
-/// ten times a second, and what it came to at the end. Only on a terminal, and only for
+/// A line on the user's terminal while a large image unpacks (a first launch of a large
+/// image is long enough to look hung without it): how much of the file is read, redrawn
+/// at most ten times a second, and what it came to at the end. Only on a terminal, and only for
 /// images of [`Progress::MIN_BYTES`] or more. Written by hand rather than with
 /// indicatif: `launch` is a static PIE whose every start relocates all its tables, and
 /// a cached launch must not pay for a progress bar it never draws.
