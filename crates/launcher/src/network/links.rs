@@ -5,7 +5,10 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
-use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
@@ -15,7 +18,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::netlink::{self, NetlinkSocket};
+use super::netlink::NetlinkSocket;
 
 /// An rtnetlink socket of one network namespace.
 pub struct Links {
@@ -39,7 +42,7 @@ impl Links {
         ];
         self.send(
             RouteNetlinkMessage::NewLink(link),
-            netlink::CREATE | netlink::EXCL,
+            NLM_F_CREATE | NLM_F_EXCL,
         )
     }
 
@@ -71,7 +74,7 @@ impl Links {
         ];
         self.send(
             RouteNetlinkMessage::NewLink(link),
-            netlink::CREATE | netlink::EXCL,
+            NLM_F_CREATE | NLM_F_EXCL,
         )
     }
 
@@ -103,7 +106,7 @@ impl Links {
         ];
         self.send(
             RouteNetlinkMessage::NewAddress(message),
-            netlink::CREATE | netlink::EXCL,
+            NLM_F_CREATE | NLM_F_EXCL,
         )
     }
 
@@ -118,14 +121,14 @@ impl Links {
         route.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(gateway))];
         self.send(
             RouteNetlinkMessage::NewRoute(route),
-            netlink::CREATE | netlink::EXCL,
+            NLM_F_CREATE | NLM_F_EXCL,
         )
     }
 
     fn send(&mut self, message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         let sequence = self.socket.next_sequence();
         let mut header = NetlinkHeader::default();
-        header.flags = netlink::REQUEST | netlink::ACK | flags;
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
         header.sequence_number = sequence;
         let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
         packet.finalize();

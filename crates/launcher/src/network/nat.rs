@@ -19,6 +19,8 @@
 use std::io;
 use std::net::Ipv4Addr;
 
+use netlink_packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST};
+
 use super::netlink::{self, NetlinkSocket};
 use super::ports::PublishedPort;
 
@@ -60,7 +62,7 @@ impl NatTable {
     ) -> io::Result<NatTable> {
         let mut socket = NetlinkSocket::open(libc::NETLINK_NETFILTER)?;
         let mut batch = Batch::new(&mut socket);
-        batch.add(NFT_MSG_NEWTABLE, netlink::CREATE, |a| {
+        batch.add(NFT_MSG_NEWTABLE, NLM_F_CREATE, |a| {
             a.string(1, name); // NFTA_TABLE_NAME
             a.be32(2, NFT_TABLE_F_OWNER); // NFTA_TABLE_FLAGS
         });
@@ -253,7 +255,7 @@ impl<'s> Batch<'s> {
         let sequence = self.message(
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
             NFPROTO_IPV4,
-            netlink::ACK | flags,
+            NLM_F_ACK | flags,
             attributes,
         );
         self.awaited.push(sequence);
@@ -261,7 +263,7 @@ impl<'s> Batch<'s> {
 
     /// A base chain of type nat at `hook`.
     fn chain(&mut self, table: &str, name: &str, hook: u32, priority: i32) {
-        self.add(NFT_MSG_NEWCHAIN, netlink::CREATE, |a| {
+        self.add(NFT_MSG_NEWCHAIN, NLM_F_CREATE, |a| {
             a.string(1, table); // NFTA_CHAIN_TABLE
             a.string(3, name); // NFTA_CHAIN_NAME
             a.nest(4, |h| {
@@ -273,7 +275,7 @@ impl<'s> Batch<'s> {
     }
 
     fn rule(&mut self, table: &str, chain: &str, expressions: &[Vec<u8>]) {
-        self.add(NFT_MSG_NEWRULE, netlink::CREATE | 0x800, |a| {
+        self.add(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, |a| {
             a.string(1, table); // NFTA_RULE_TABLE
             a.string(2, chain); // NFTA_RULE_CHAIN
             a.put(4 | NLA_F_NESTED, &expressions.concat()); // NFTA_RULE_EXPRESSIONS
@@ -296,7 +298,7 @@ impl<'s> Batch<'s> {
         let bytes = &mut self.bytes;
         bytes.extend_from_slice(&(len as u32).to_ne_bytes());
         bytes.extend_from_slice(&kind.to_ne_bytes());
-        bytes.extend_from_slice(&(netlink::REQUEST | flags).to_ne_bytes());
+        bytes.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
         bytes.extend_from_slice(&sequence.to_ne_bytes());
         bytes.extend_from_slice(&0u32.to_ne_bytes());
         // struct nfgenmsg: family, version, res_id (the subsystem, for batch messages).

@@ -4,18 +4,11 @@
 
 use std::io;
 
+use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR};
 use netlink_sys::Socket;
 
-/// The header every netlink message starts with (`struct nlmsghdr`).
+/// The length of the header every netlink message starts with (`struct nlmsghdr`).
 pub const HEADER_LEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-
-/// `NLM_F_*` request flags.
-pub const REQUEST: u16 = 0x1;
-pub const ACK: u16 = 0x4;
-pub const EXCL: u16 = 0x200;
-pub const CREATE: u16 = 0x400;
 
 /// One netlink socket, bound to the network namespace the caller was in when it was
 /// opened (the kernel ties a socket to its namespace for life).
@@ -72,17 +65,20 @@ impl NetlinkSocket {
     }
 }
 
-/// The messages in one datagram, as (type, sequence number, payload).
+/// The messages in one datagram, as (type, sequence number, payload); a truncated or
+/// malformed message ends the list.
 fn messages(mut bytes: &[u8]) -> Vec<(u16, u32, &[u8])> {
     let mut out = Vec::new();
-    while bytes.len() >= HEADER_LEN {
-        let len = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
-        if len < HEADER_LEN || len > bytes.len() {
+    while let Ok(message) = NetlinkBuffer::new_checked(bytes) {
+        let len = message.length() as usize;
+        if len < HEADER_LEN {
             break;
         }
-        let kind = u16::from_ne_bytes(bytes[4..6].try_into().expect("2 bytes"));
-        let sequence = u32::from_ne_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        out.push((kind, sequence, &bytes[HEADER_LEN..len]));
+        out.push((
+            message.message_type(),
+            message.sequence_number(),
+            &bytes[HEADER_LEN..len],
+        ));
         bytes = &bytes[align(len).min(bytes.len())..];
     }
     out
