@@ -5,7 +5,7 @@
 //! - **Nothing lands outside the root.** Names are cleaned lexically (a leading `/` dropped,
 //!   `..` stopping at the root, as containerd does), then every parent directory is opened
 //!   *inside* the root (`openat2(RESOLVE_IN_ROOT)`, or an `openat(O_NOFOLLOW)` walk that
-//!   resolves symlinks itself, see [`in_root`]), and the last component is created relative to
+//!   resolves symlinks itself, see [`root_dir`]), and the last component is created relative to
 //!   that directory fd with `O_EXCL`/`O_NOFOLLOW`. A symlink planted by an earlier entry (to
 //!   `/`, to `../..`) is followed only within the root, never out of it.
 //! - **No host file is read in.** A hard link may only name an entry already unpacked; its
@@ -39,11 +39,11 @@
 //! time goes), data moves in 256 KiB-1 MiB blocks, and parent directory fds are reused
 //! across entries.
 
-mod in_root;
+mod root_dir;
 mod stream;
 mod writers;
 
-pub use in_root::remove_tree;
+pub use root_dir::remove_tree;
 pub use stream::{sniff as sniff_compression, Compression};
 
 use std::collections::{HashMap, HashSet};
@@ -224,7 +224,7 @@ pub fn unpack_file(
     unpack(file, target, options)
 }
 
-fn open_empty_target(target: &Path, use_openat2: bool) -> Result<in_root::RootDir, UnpackError> {
+fn open_empty_target(target: &Path, use_openat2: bool) -> Result<root_dir::RootDir, UnpackError> {
     let target_error = |source| UnpackError::Target {
         path: target.to_path_buf(),
         source,
@@ -235,7 +235,7 @@ fn open_empty_target(target: &Path, use_openat2: bool) -> Result<in_root::RootDi
             path: target.to_path_buf(),
         });
     }
-    in_root::RootDir::open(target, use_openat2).map_err(target_error)
+    root_dir::RootDir::open(target, use_openat2).map_err(target_error)
 }
 
 /// A name split into its components with `.`, empty parts and a leading `/` gone, and `..`
@@ -415,7 +415,7 @@ struct DeferredDir {
 }
 
 struct Unpacker<'o> {
-    root: in_root::RootDir,
+    root: root_dir::RootDir,
     options: &'o UnpackOptions,
     report: UnpackReport,
     /// Open parent directories by cleaned path; cleared whenever an entry replaces another,
@@ -435,7 +435,7 @@ struct Unpacker<'o> {
 const MAX_CACHED_PARENTS: usize = 256;
 
 impl<'o> Unpacker<'o> {
-    fn new(root: in_root::RootDir, options: &'o UnpackOptions, writers: WriterPool) -> Self {
+    fn new(root: root_dir::RootDir, options: &'o UnpackOptions, writers: WriterPool) -> Self {
         Unpacker {
             root,
             options,
@@ -606,7 +606,7 @@ impl<'o> Unpacker<'o> {
             .root
             .open_dir(parent, true)
             .map_err(|source| write_error(meta, source))?;
-        let st = in_root::fstat(&fd).map_err(|source| write_error(meta, source))?;
+        let st = root_dir::fstat(&fd).map_err(|source| write_error(meta, source))?;
         let dir = ParentDir {
             fd: Arc::new(fd),
             id: (st.st_dev, st.st_ino),
@@ -657,7 +657,7 @@ impl<'o> Unpacker<'o> {
                 source,
             };
             self.replace(dir, &job.name, &job.entry)?;
-            let mut file = in_root::create_file(dir, &job.name).map_err(fail)?;
+            let mut file = root_dir::create_file(dir, &job.name).map_err(fail)?;
             file.write_all(&job.data).map_err(fail)?;
             writers::finish_file(&file, job.owner, job.mode, job.mtime).map_err(fail)?;
         }
@@ -668,10 +668,10 @@ impl<'o> Unpacker<'o> {
     fn replace(&mut self, dir: RawFd, name: &CStr, entry: &[u8]) -> Result<(), UnpackError> {
         // A tree being removed must not be written into meanwhile.
         self.settle_writers()?;
-        let was_dir = in_root::stat_at(dir, name)
-            .map(|st| in_root::is_dir(&st))
+        let was_dir = root_dir::stat_at(dir, name)
+            .map(|st| root_dir::is_dir(&st))
             .unwrap_or(false);
-        in_root::remove_at(dir, name).map_err(|source| UnpackError::Write {
+        root_dir::remove_at(dir, name).map_err(|source| UnpackError::Write {
             entry: EntryName(entry.to_vec()),
             source,
         })?;
@@ -736,11 +736,11 @@ impl<'o> Unpacker<'o> {
         }
         self.wait_for_name(&dir, &cname)?;
         let fd = dir.fd.as_raw_fd();
-        let mut file = match in_root::create_file(fd, &cname) {
+        let mut file = match root_dir::create_file(fd, &cname) {
             Ok(file) => file,
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
                 self.replace(fd, &cname, &meta.path)?;
-                in_root::create_file(fd, &cname).map_err(|e| write_error(meta, e))?
+                root_dir::create_file(fd, &cname).map_err(|e| write_error(meta, e))?
             }
             Err(err) => return Err(write_error(meta, err)),
         };
@@ -771,14 +771,14 @@ impl<'o> Unpacker<'o> {
             let cname = leaf_name(meta, parts)?;
             self.wait_for_name(&dir, &cname)?;
             let fd = dir.fd.as_raw_fd();
-            match in_root::make_dir(fd, &cname) {
+            match root_dir::make_dir(fd, &cname) {
                 Ok(()) => {}
                 Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
                     let existing =
-                        in_root::stat_at(fd, &cname).map_err(|e| write_error(meta, e))?;
-                    if !in_root::is_dir(&existing) {
+                        root_dir::stat_at(fd, &cname).map_err(|e| write_error(meta, e))?;
+                    if !root_dir::is_dir(&existing) {
                         self.replace(fd, &cname, &meta.path)?;
-                        in_root::make_dir(fd, &cname).map_err(|e| write_error(meta, e))?;
+                        root_dir::make_dir(fd, &cname).map_err(|e| write_error(meta, e))?;
                     }
                 }
                 Err(err) => return Err(write_error(meta, err)),
@@ -796,7 +796,7 @@ impl<'o> Unpacker<'o> {
     fn make_symlink(&mut self, meta: &EntryMeta, parts: &[&[u8]]) -> Result<(), UnpackError> {
         let target = match &meta.link {
             Some(target) if !target.is_empty() => {
-                in_root::c_name(target).map_err(|e| write_error(meta, e))?
+                root_dir::c_name(target).map_err(|e| write_error(meta, e))?
             }
             _ => return Err(bad_entry(meta, "symlink without a target")),
         };
@@ -804,16 +804,16 @@ impl<'o> Unpacker<'o> {
         let cname = leaf_name(meta, parts)?;
         self.wait_for_name(&dir, &cname)?;
         let fd = dir.fd.as_raw_fd();
-        match in_root::make_symlink(fd, &cname, &target) {
+        match root_dir::make_symlink(fd, &cname, &target) {
             Ok(()) => {}
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
                 self.replace(fd, &cname, &meta.path)?;
-                in_root::make_symlink(fd, &cname, &target).map_err(|e| write_error(meta, e))?;
+                root_dir::make_symlink(fd, &cname, &target).map_err(|e| write_error(meta, e))?;
             }
             Err(err) => return Err(write_error(meta, err)),
         }
         self.chown_at(meta, fd, &cname)?;
-        in_root::set_mtime_at(fd, &cname, meta.mtime.0, meta.mtime.1)
+        root_dir::set_mtime_at(fd, &cname, meta.mtime.0, meta.mtime.1)
             .map_err(|e| write_error(meta, e))
     }
 
@@ -849,9 +849,9 @@ impl<'o> Unpacker<'o> {
             }
             Err(err) => return Err(write_error(meta, err)),
         };
-        let target_name = in_root::c_name(target_parts[target_parts.len() - 1])
+        let target_name = root_dir::c_name(target_parts[target_parts.len() - 1])
             .map_err(|e| write_error(meta, e))?;
-        let target_st = in_root::fstat(&target_dir).map_err(|e| write_error(meta, e))?;
+        let target_st = root_dir::fstat(&target_dir).map_err(|e| write_error(meta, e))?;
         let target_parent = ParentDir {
             fd: Arc::new(target_dir),
             id: (target_st.st_dev, target_st.st_ino),
@@ -862,13 +862,13 @@ impl<'o> Unpacker<'o> {
         let cname = leaf_name(meta, parts)?;
         self.wait_for_name(&dir, &cname)?;
         let (target_fd, fd) = (target_parent.fd.as_raw_fd(), dir.fd.as_raw_fd());
-        let link_now = || in_root::make_hardlink(target_fd, &target_name, fd, &cname);
+        let link_now = || root_dir::make_hardlink(target_fd, &target_name, fd, &cname);
         match link_now() {
             Ok(()) => Ok(()),
             Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Err(not_in_image()),
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
-                let existing = in_root::stat_at(fd, &cname);
-                let source = in_root::stat_at(target_fd, &target_name);
+                let existing = root_dir::stat_at(fd, &cname);
+                let source = root_dir::stat_at(target_fd, &target_name);
                 if let (Ok(a), Ok(b)) = (existing, source) {
                     if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino) {
                         return Ok(());
@@ -922,20 +922,20 @@ impl<'o> Unpacker<'o> {
         for dir in dirs {
             let parts = clean_components(&dir.path);
             let fd = if parts.is_empty() {
-                in_root::open_dir_fd(self.root.fd(), c".")
+                root_dir::open_dir_fd(self.root.fd(), c".")
             } else {
                 let Ok(parent) = self.root.open_dir(&parts[..parts.len() - 1], false) else {
                     continue;
                 };
-                let Ok(name) = in_root::c_name(parts[parts.len() - 1]) else {
+                let Ok(name) = root_dir::c_name(parts[parts.len() - 1]) else {
                     continue;
                 };
-                in_root::open_dir_fd(parent.as_raw_fd(), &name)
+                root_dir::open_dir_fd(parent.as_raw_fd(), &name)
             };
             let Ok(fd) = fd else { continue };
             // Best effort: a directory the archive also made unwritable is still complete.
             unsafe { libc::fchmod(fd.as_raw_fd(), dir.mode) };
-            let _ = in_root::set_mtime_fd(fd.as_raw_fd(), dir.mtime.0, dir.mtime.1);
+            let _ = root_dir::set_mtime_fd(fd.as_raw_fd(), dir.mtime.0, dir.mtime.1);
         }
     }
 }
@@ -999,7 +999,7 @@ fn trim_nuls(mut name: Vec<u8>) -> Vec<u8> {
 }
 
 fn leaf_name(meta: &EntryMeta, parts: &[&[u8]]) -> Result<std::ffi::CString, UnpackError> {
-    in_root::c_name(parts[parts.len() - 1]).map_err(|e| write_error(meta, e))
+    root_dir::c_name(parts[parts.len() - 1]).map_err(|e| write_error(meta, e))
 }
 
 fn bad_entry(meta: &EntryMeta, problem: &str) -> UnpackError {

@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
-use super::in_root;
+use super::root_dir;
 
 /// Where a name lives: the (device, inode) of its directory, and the name.
 pub type Key = (u64, u64, Vec<u8>);
@@ -211,18 +211,18 @@ fn write(job: FileJob) -> Outcome {
 /// Creates and fills the file; `Ok(false)` if a directory is in the way.
 fn write_file(job: &FileJob) -> io::Result<bool> {
     let dir = job.dir.as_raw_fd();
-    let mut file = match in_root::create_file(dir, &job.name) {
+    let mut file = match root_dir::create_file(dir, &job.name) {
         Ok(file) => file,
         Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
-            let existing = in_root::stat_at(dir, &job.name)?;
-            if in_root::is_dir(&existing) {
+            let existing = root_dir::stat_at(dir, &job.name)?;
+            if root_dir::is_dir(&existing) {
                 return Ok(false);
             }
             // An earlier entry's file or symlink: replace it, never write through it.
             if unsafe { libc::unlinkat(dir, job.name.as_ptr(), 0) } < 0 {
                 return Err(io::Error::last_os_error());
             }
-            in_root::create_file(dir, &job.name)?
+            root_dir::create_file(dir, &job.name)?
         }
         Err(err) => return Err(err),
     };
@@ -247,5 +247,5 @@ pub fn finish_file(
     if unsafe { libc::fchmod(fd, mode) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    in_root::set_mtime_fd(fd, mtime.0, mtime.1)
+    root_dir::set_mtime_fd(fd, mtime.0, mtime.1)
 }

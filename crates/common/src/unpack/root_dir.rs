@@ -1,13 +1,14 @@
 //! Filesystem operations confined to one directory tree: the root an image is unpacked into.
 //!
-//! Every path taken from an archive is resolved *inside* the root, the way the kernel would
-//! resolve it after a chroot: `..` stops at the root, an absolute symlink means the root, and
-//! a symlink planted by an earlier entry can point anywhere without leading out. The parent
-//! directory is opened with `openat2(RESOLVE_IN_ROOT)` (Linux >= 5.6); where that syscall is
-//! missing (ENOSYS, or EPERM from a seccomp filter) a walk of `openat(O_NOFOLLOW)` calls that
-//! resolves each symlink itself does the same. The last component is then created relative
-//! to that directory fd with `O_NOFOLLOW`/`O_EXCL`, so nothing is ever written *through* a
-//! symlink.
+//! Every path taken from an archive is resolved *inside* the root, the way the kernel
+//! would resolve it after a chroot: `..` stops at the root, an absolute symlink means the
+//! root, and a symlink planted by an earlier entry can point anywhere without leading out.
+//! The parent directory is opened with `openat2(RESOLVE_IN_ROOT)` (Linux >= 5.6, through
+//! [`crate::in_root`], the launcher's resolver too); where that syscall is missing
+//! (ENOSYS, or EPERM from a seccomp filter) a walk of `openat(O_NOFOLLOW)` calls that
+//! resolves each symlink itself does the same. The last component is then created
+//! relative to that directory fd with `O_NOFOLLOW`/`O_EXCL`, so nothing is ever written
+//! *through* a symlink.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
