@@ -4,7 +4,7 @@
 //! Paths here are paths inside the root (`/` or `--sysroot`); [`RootPath`] turns them
 //! into host paths.
 
-use crate::search::symlink_loop;
+use crate::search::{symlink_loop, LinksDoNotEnd};
 use mkroot_common::fill::read_up_to;
 use mkroot_common::host_file::{kind_name, open_regular};
 use std::os::unix::fs::PermissionsExt;
@@ -67,12 +67,8 @@ pub enum ProgramError {
     IsDirectory { path: PathBuf },
     #[error("{path}: {what}, not a program; name a regular file")]
     NotRegular { path: PathBuf, what: &'static str },
-    #[error("{path}: {source}; fix the links in the root")]
-    SymlinkLoop {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    SymlinkLoop(#[from] LinksDoNotEnd),
     #[error("{path}: cannot read: {source}; check its permissions")]
     Unreadable {
         path: PathBuf,
@@ -124,10 +120,11 @@ pub fn find_program(
             Ok(host) if is_executable_file(&host) => return Ok(normalize(&candidate)),
             // A shell stops here too: exec fails with ELOOP, not "not found".
             Err(source) if symlink_loop(&source) => {
-                return Err(ProgramError::SymlinkLoop {
+                return Err(LinksDoNotEnd {
                     path: root.joined(&candidate),
                     source,
-                })
+                }
+                .into())
             }
             _ => {}
         }
@@ -165,10 +162,11 @@ fn program_path(name: &str, root: &RootPath) -> Result<PathBuf, ProgramError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ProgramError::NoSuchFile {
             path: given.to_path_buf(),
         }),
-        Err(source) if symlink_loop(&source) => Err(ProgramError::SymlinkLoop {
+        Err(source) if symlink_loop(&source) => Err(LinksDoNotEnd {
             path: given.to_path_buf(),
             source,
-        }),
+        }
+        .into()),
         Err(source) => Err(ProgramError::Unreadable {
             path: given.to_path_buf(),
             source,

@@ -560,6 +560,18 @@ pub struct SymlinkLoop {
     pub last: PathBuf,
 }
 
+/// A path of the root whose symlinks do not end, as the programs' lookup and the extras
+/// report it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}; fix the links in the root")]
+pub struct LinksDoNotEnd {
+    /// The host path asked for.
+    pub path: PathBuf,
+    /// The loop, as [`symlink_loop`] recognises it.
+    #[source]
+    pub source: io::Error,
+}
+
 /// Whether `error` says a path's symlinks did not end: ours ([`SymlinkLoop`]) or the
 /// kernel's (`ELOOP`, on `/`).
 pub fn symlink_loop(error: &io::Error) -> bool {

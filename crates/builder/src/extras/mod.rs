@@ -18,7 +18,7 @@ use crate::addition::Addition;
 use crate::copy::ImageTree;
 use crate::programs::RootPath;
 use crate::resolve::Resolution;
-use crate::search::{symlink_loop, Abi, Found, LibrarySearch, Requester};
+use crate::search::{symlink_loop, Abi, Found, LibrarySearch, LinksDoNotEnd, Requester};
 use crate::symbols::SymbolCache;
 use mkroot_common::host_file;
 use std::path::{Path, PathBuf};
@@ -65,12 +65,8 @@ impl Default for Extras {
 pub enum ExtraError {
     #[error("{path}: {what}, not a regular file; mkroot reads only regular files there: replace or remove it")]
     NotRegular { path: PathBuf, what: &'static str },
-    #[error("{path}: {source}; fix the links in the root")]
-    SymlinkLoop {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    SymlinkLoop(#[from] LinksDoNotEnd),
 }
 
 /// What an extra sees of the plan so far.
@@ -199,10 +195,11 @@ impl PlanView<'_> {
         let host = match self.root.resolve(Path::new(inside)) {
             Ok(host) => host,
             Err(source) if symlink_loop(&source) => {
-                return Err(ExtraError::SymlinkLoop {
+                return Err(LinksDoNotEnd {
                     path: self.root.joined(Path::new(inside)),
                     source,
-                })
+                }
+                .into())
             }
             Err(_) => return Ok(None),
         };
