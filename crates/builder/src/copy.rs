@@ -253,18 +253,7 @@ impl ImageTree {
         if let Some(known) = self.looked_at.get(host) {
             return Ok(known.clone());
         }
-        let meta = std::fs::symlink_metadata(host).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => CopyError::Missing {
-                path: host.to_path_buf(),
-            },
-            std::io::ErrorKind::NotADirectory => CopyError::NotADirectory {
-                path: host.to_path_buf(),
-            },
-            _ => CopyError::Unreadable {
-                path: host.to_path_buf(),
-                source: e,
-            },
-        })?;
+        let meta = lstat(host)?;
         let link_target = match meta.file_type().is_symlink() {
             true => Some(read_link(host)?),
             false => None,
@@ -354,15 +343,7 @@ impl ImageTree {
         at: &Path,
         reason: &str,
     ) -> Result<(), CopyError> {
-        let meta = std::fs::symlink_metadata(host).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => CopyError::Missing {
-                path: host.to_path_buf(),
-            },
-            _ => CopyError::Unreadable {
-                path: host.to_path_buf(),
-                source: e,
-            },
-        })?;
+        let meta = lstat(host)?;
         if at.to_str().is_none() {
             return Err(CopyError::NotUtf8 {
                 path: host.to_path_buf(),
@@ -431,6 +412,22 @@ fn components(path: &Path) -> VecDeque<OsString> {
             _ => None,
         })
         .collect()
+}
+
+/// lstat of a host path, its failure named for the user.
+fn lstat(host: &Path) -> Result<std::fs::Metadata, CopyError> {
+    std::fs::symlink_metadata(host).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CopyError::Missing {
+            path: host.to_path_buf(),
+        },
+        std::io::ErrorKind::NotADirectory => CopyError::NotADirectory {
+            path: host.to_path_buf(),
+        },
+        _ => CopyError::Unreadable {
+            path: host.to_path_buf(),
+            source: e,
+        },
+    })
 }
 
 /// A host symlink's target. Image paths are UTF-8 (the manifest is JSON); a target that

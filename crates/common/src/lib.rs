@@ -19,6 +19,7 @@
 //!
 //! - [`clone3`]: forking into new namespaces (refused while other threads run).
 //! - [`mount_api`]: mounts made detached, set up, then attached; pivot_root.
+//! - [`loopback`]: `lo` up in a new network namespace.
 
 pub mod archive;
 pub mod clone3;
@@ -27,6 +28,7 @@ pub mod fill;
 pub mod gzip;
 pub mod host_file;
 pub mod in_root;
+pub mod loopback;
 pub mod manifest;
 pub mod mount_api;
 pub mod oci;

@@ -25,7 +25,7 @@ mod netlink;
 pub mod ports;
 
 use std::net::Ipv4Addr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -308,29 +308,7 @@ pub fn join_launchers(launcher: libc::pid_t) -> Result<(), LaunchError> {
 
 /// Brings `lo` up in the current (new, empty) network namespace.
 pub fn bring_up_loopback() -> Result<(), LaunchError> {
-    let fail = |e| LaunchError::setup("bringing up lo", e);
-    // SAFETY: plain socket call.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new fd that we own; closed on drop.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // A fresh namespace's lo carries only IFF_LOOPBACK, so the flags are set outright
-    // rather than read, changed and written back.
-    request.ifr_ifru.ifru_flags =
-        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid socket and ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
-        return Err(fail(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    mkroot_common::loopback::bring_up().map_err(|e| LaunchError::setup("bringing up lo", e))
 }
 
 #[cfg(test)]

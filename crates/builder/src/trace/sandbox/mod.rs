@@ -394,25 +394,7 @@ fn pivot_into(root: &OwnedFd) -> Result<(), StepError> {
 
 /// `lo` up in the probe's network namespace (a fresh one has it down).
 fn bring_up_loopback() -> Result<(), StepError> {
-    // SAFETY: plain socket call.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(fail("bringing up lo"));
-    }
-    // SAFETY: a new fd that we own.
-    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    request.ifr_ifru.ifru_flags =
-        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: valid socket and ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
-        return Err(fail("bringing up lo"));
-    }
-    Ok(())
+    mkroot_common::loopback::bring_up().map_err(|e| step("bringing up lo", e))
 }
 
 /// stdin and stdout on the sandbox's /dev/null, stderr on the pipe `trace` reads.
