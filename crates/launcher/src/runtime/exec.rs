@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use crate::error::LaunchError;
 use crate::landlock::ExecInsideRoot;
 use crate::runtime::bundle::{BundleConfig, ProcessConfig};
-use crate::runtime::container;
 use crate::runtime::seccomp::SpecFilter;
+use crate::runtime::spec_process;
 use crate::runtime::state::{StateRoot, Status};
 use crate::{process, security};
 
@@ -140,16 +140,16 @@ fn child_main(
         if let Some(socket) = &console {
             // SAFETY: setsid cannot fail in a fresh child (no group leader).
             unsafe { libc::setsid() };
-            container::attach_terminal(socket, process.console_size, false)?;
+            spec_process::attach_terminal(socket, process.console_size, false)?;
         }
         drop(console);
         let keep: Vec<RawFd> = (3..3 + preserve_fds as RawFd).collect();
         security::close_fds_except(&keep);
-        let program = container::find_program(process)?;
+        let program = spec_process::find_program(process)?;
         Ok::<_, LaunchError>((program, ExecInsideRoot::new()?))
     })();
     match prepared {
-        Ok((program, rule)) => container::exec_process(process, &program, rule, seccomp),
+        Ok((program, rule)) => spec_process::exec_process(process, &program, rule, seccomp),
         Err(e) => e,
     }
 }

@@ -11,6 +11,8 @@ pub mod container;
 pub mod exec;
 pub mod mounts;
 pub mod seccomp;
+mod spec_devices;
+mod spec_process;
 pub mod state;
 pub mod syscall_numbers;
 
