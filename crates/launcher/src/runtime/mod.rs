@@ -11,6 +11,8 @@ pub mod container;
 pub mod exec;
 pub mod mounts;
 pub mod seccomp;
+mod self_description;
+mod signals;
 mod spec_devices;
 mod spec_process;
 pub mod state;
@@ -22,6 +24,8 @@ use std::path::{Path, PathBuf};
 use crate::error::LaunchError;
 use bundle::BundleConfig;
 use cgroups::RuntimeCgroup;
+pub use self_description::{features, write_default_spec};
+pub use signals::parse_signal;
 use state::{ContainerDir, Saved, StateRoot, Status};
 
 /// The verbs engines call, by name: how `launch`'s command line tells them from an image.
@@ -277,64 +281,6 @@ pub fn kill(root: &StateRoot, id: &str, signal: &str, all: bool) -> Result<(), L
     Ok(())
 }
 
-/// A signal by name (`TERM`, `SIGTERM`, `term`) or number.
-pub fn parse_signal(text: &str) -> Result<libc::c_int, LaunchError> {
-    if let Ok(n) = text.parse::<libc::c_int>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    let upper = text.to_ascii_uppercase();
-    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let named = SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
-    if let Some(sig) = named {
-        return Ok(sig);
-    }
-    if let Some(offset) = name
-        .strip_prefix("RTMIN+")
-        .and_then(|n| n.parse::<i32>().ok())
-    {
-        return Ok(libc::SIGRTMIN() + offset);
-    }
-    Err(LaunchError::Invalid(format!(
-        "signal {text}: unknown; give a name (TERM, SIGKILL) or a number"
-    )))
-}
-
-const SIGNALS: [(&str, libc::c_int); 31] = [
-    ("HUP", libc::SIGHUP),
-    ("INT", libc::SIGINT),
-    ("QUIT", libc::SIGQUIT),
-    ("ILL", libc::SIGILL),
-    ("TRAP", libc::SIGTRAP),
-    ("ABRT", libc::SIGABRT),
-    ("IOT", libc::SIGIOT),
-    ("BUS", libc::SIGBUS),
-    ("FPE", libc::SIGFPE),
-    ("KILL", libc::SIGKILL),
-    ("USR1", libc::SIGUSR1),
-    ("SEGV", libc::SIGSEGV),
-    ("USR2", libc::SIGUSR2),
-    ("PIPE", libc::SIGPIPE),
-    ("ALRM", libc::SIGALRM),
-    ("TERM", libc::SIGTERM),
-    ("STKFLT", libc::SIGSTKFLT),
-    ("CHLD", libc::SIGCHLD),
-    ("CONT", libc::SIGCONT),
-    ("STOP", libc::SIGSTOP),
-    ("TSTP", libc::SIGTSTP),
-    ("TTIN", libc::SIGTTIN),
-    ("TTOU", libc::SIGTTOU),
-    ("URG", libc::SIGURG),
-    ("XCPU", libc::SIGXCPU),
-    ("XFSZ", libc::SIGXFSZ),
-    ("VTALRM", libc::SIGVTALRM),
-    ("PROF", libc::SIGPROF),
-    ("WINCH", libc::SIGWINCH),
-    ("IO", libc::SIGIO),
-    ("SYS", libc::SIGSYS),
-];
-
 /// Removes container `id`: its cgroup, its record, after its poststop hooks. A live
 /// container only with `force` (killed first).
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LaunchError> {
@@ -495,170 +441,6 @@ fn owner_name(uid: u32) -> String {
             })
         })
         .unwrap_or_else(|| uid.to_string())
-}
-
-/// `features`: what this runtime supports, as the runtime spec's features document.
-pub fn features() -> serde_json::Value {
-    let mount_options = [
-        "ro",
-        "rw",
-        "nosuid",
-        "suid",
-        "nodev",
-        "dev",
-        "noexec",
-        "exec",
-        "sync",
-        "async",
-        "dirsync",
-        "mand",
-        "nomand",
-        "noatime",
-        "atime",
-        "nodiratime",
-        "diratime",
-        "relatime",
-        "norelatime",
-        "strictatime",
-        "nostrictatime",
-        "defaults",
-        "bind",
-        "rbind",
-        "private",
-        "rprivate",
-        "shared",
-        "rshared",
-        "slave",
-        "rslave",
-        "unbindable",
-        "runbindable",
-        "tmpcopyup",
-    ];
-    let capabilities: Vec<String> = crate::capabilities::Capability::ALL
-        .iter()
-        .map(|c| format!("CAP_{}", c.name()))
-        .collect();
-    serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": state::OCI_VERSION,
-        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": mount_options.to_vec(),
-        "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": capabilities,
-            "cgroup": { "v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false },
-            "seccomp": {
-                "enabled": cfg!(target_arch = "x86_64"),
-                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
-                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
-                              "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
-                "archs": ["SCMP_ARCH_X86_64"],
-                "knownFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
-                "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]
-            },
-            "apparmor": { "enabled": false },
-            "selinux": { "enabled": false },
-            "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
-        },
-        "annotations": {
-            "org.opencontainers.runtime-spec.features.runtime": "mkroot launch",
-            "io.github.mkroot.launch.version": env!("CARGO_PKG_VERSION")
-        }
-    })
-}
-
-/// `spec`: a default config.json in `dir`, for a rootfs at `dir/rootfs`; `rootless` maps
-/// the caller to root in a user namespace.
-pub fn write_default_spec(dir: &Path, rootless: bool) -> Result<PathBuf, LaunchError> {
-    let file = dir.join("config.json");
-    if file.exists() {
-        return Err(LaunchError::Invalid(format!(
-            "{}: already exists; remove it first",
-            file.display()
-        )));
-    }
-    let mut spec = default_spec();
-    if rootless {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        spec["linux"]["namespaces"]
-            .as_array_mut()
-            .expect("an array")
-            .push(serde_json::json!({"type": "user"}));
-        spec["linux"]["uidMappings"] =
-            serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
-        spec["linux"]["gidMappings"] =
-            serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
-        // Without a network namespace of its own: a rootless container's sysfs would
-        // need one it owns. /sys is bound from the host instead, as runc's rootless spec does.
-        let mounts = spec["mounts"].as_array_mut().expect("an array");
-        mounts.retain(|m| m["type"] != "cgroup" && m["destination"] != "/sys");
-        mounts.push(
-            serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys",
-            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
-        );
-        for m in mounts.iter_mut() {
-            if m["type"] == "devpts" {
-                m["options"] = serde_json::json!([
-                    "nosuid",
-                    "noexec",
-                    "newinstance",
-                    "ptmxmode=0666",
-                    "mode=0620"
-                ]);
-            }
-        }
-    }
-    let text = serde_json::to_string_pretty(&spec).expect("plain data");
-    std::fs::write(&file, text + "\n")
-        .map_err(|e| LaunchError::setup(format!("writing {}", file.display()), e))?;
-    Ok(file)
-}
-
-fn default_spec() -> serde_json::Value {
-    let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
-    serde_json::json!({
-        "ociVersion": state::OCI_VERSION,
-        "process": {
-            "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": ["sh"],
-            "env": [format!("PATH={}", crate::process::DEFAULT_PATH), "TERM=xterm"],
-            "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": "rootfs", "readonly": true},
-        "hostname": "launch",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
-        ],
-        "linux": {
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
-                           {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}],
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                              "/proc/sysrq-trigger"]
-        }
-    })
 }
 
 /// Connects to the engine's `--console-socket`.
