@@ -479,14 +479,7 @@ fn manage_cache(action: CacheAction, dir: Option<&Path>) -> Result<i32, LaunchEr
                     .transpose()
                     .map_err(|e| LaunchError::Invalid(format!("--max-size {e}")))?,
             };
-            let report = cache.prune_with(filter)?;
-            println!(
-                "removed {} image(s), {} bytes; {} in use kept; {} stale leftover(s) removed",
-                report.removed.len(),
-                report.freed,
-                report.in_use,
-                report.stale
-            );
+            println!("{}", cache.prune_with(filter)?);
         }
         CacheAction::Rm { digest } => println!("removed {}", cache.remove(&digest)?),
     }

@@ -41,6 +41,20 @@ pub struct PruneReport {
     pub stale: usize,
 }
 
+/// The line `launch cache prune` prints.
+impl std::fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "removed {} image(s), {} bytes; {} in use kept; {} stale leftover(s) removed",
+            self.removed.len(),
+            self.freed,
+            self.in_use,
+            self.stale
+        )
+    }
+}
+
 /// Removes the cached images `filter` picks (oldest use first) that no running launch
 /// uses, then the layers, index entries and lock files nothing needs any more.
 pub(super) fn prune(store: &Store, filter: PruneFilter) -> Result<PruneReport, CacheError> {
@@ -185,4 +199,23 @@ fn remove_locked_entry(store: &Store, entry: &Path, used: File) -> Result<(), Ca
     fs::rename(entry, &trash).map_err(io_error(entry))?;
     drop(used);
     unpack::remove_tree(&trash).map_err(io_error(&trash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prune_report_is_one_line() {
+        let report = PruneReport {
+            removed: vec!["a".into(), "b".into()],
+            freed: 4096,
+            in_use: 1,
+            stale: 0,
+        };
+        assert_eq!(
+            report.to_string(),
+            "removed 2 image(s), 4096 bytes; 1 in use kept; 0 stale leftover(s) removed"
+        );
+    }
 }
