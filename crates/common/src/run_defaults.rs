@@ -6,6 +6,8 @@
 //! splits the command into Entrypoint (fixed) and Cmd (replaced by the user's command) and
 //! adds a working directory and a user.
 
+use oci_spec::image::ImageConfiguration;
+
 /// The run defaults of an image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunDefaults {
@@ -25,6 +27,30 @@ impl RunDefaults {
     /// The whole default command: the entrypoint, then the arguments.
     pub fn argv(&self) -> Vec<String> {
         self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
+}
+
+impl RunDefaults {
+    pub fn from_config(config: &ImageConfiguration) -> RunDefaults {
+        let Some(config) = config.config() else {
+            return RunDefaults::default();
+        };
+        let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+        let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        RunDefaults {
+            entrypoint: list(config.entrypoint()),
+            cmd: list(config.cmd()),
+            env: list(config.env()),
+            working_dir: text(config.working_dir()),
+            user: text(config.user()),
+        }
+    }
+
+    /// The defaults in the config JSON `bytes` (as kept beside a cached image).
+    pub fn from_config_json(bytes: &[u8]) -> Result<RunDefaults, String> {
+        ImageConfiguration::from_reader(bytes)
+            .map(|config| RunDefaults::from_config(&config))
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -3,7 +3,9 @@
 //! The image types themselves come from the `oci-spec` crate; the names below are the
 //! file names and keys both sides agree on.
 
+mod detect;
 pub mod read;
+mod tar_index;
 pub mod write;
 
 /// The file that marks a directory (or tar) as an OCI image layout.

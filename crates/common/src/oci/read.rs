@@ -12,36 +12,24 @@
 //! data offsets, seeking over the data) and each blob is read in place.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 
 use crate::digest::{is_sha256_hex, sha256_bytes, HashingReader};
-use crate::fill::read_up_to;
 use crate::gzip::ParallelGunzip;
 use crate::host_file::open_regular;
 use crate::run_defaults::RunDefaults;
 use crate::unpack::{sniff_compression, Compression};
 
+pub use super::detect::{detect, ImageFormat};
+use super::tar_index::{clean_name, index_tar};
+
 /// index.json, a manifest, a config or docker's manifest.json larger than this is refused:
 /// real ones are a few KiB, and they are read into memory.
 const MAX_METADATA: u64 = 4 << 20;
-
-/// The container format of an image file or directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    /// A directory with `oci-layout` and `index.json`.
-    OciLayout,
-    /// A tar holding an OCI layout (it may carry docker's `manifest.json` too: OCI wins).
-    OciArchive,
-    /// A tar with docker's `manifest.json` and no `oci-layout`.
-    DockerArchive,
-    /// Anything else: a root filesystem, as a tarball or a directory.
-    Rootfs,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -115,138 +103,6 @@ pub struct OciImage {
     /// annotation, as mkroot's `--tag` writes it); `None` for a docker-archive.
     pub name: Option<String>,
     source: Source,
-}
-
-/// Tells what `path` is by looking inside: a directory with `oci-layout` and `index.json`
-/// is an OCI layout; a tar with an `oci-layout` member is an oci-archive, one with docker's
-/// `manifest.json` (a JSON array) a docker-archive; anything else is a root filesystem.
-/// Only tar headers are read. A gzip file is a rootfs, unless its first entry shows an
-/// image archive (a `docker save | gzip`): that is an error saying to decompress it.
-pub fn detect(path: &Path) -> Result<ImageFormat, OciError> {
-    let io_err = |source| OciError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io_err)?;
-    if meta.is_dir() {
-        let layout = path.join("oci-layout").is_file() && path.join("index.json").is_file();
-        return Ok(if layout {
-            ImageFormat::OciLayout
-        } else {
-            ImageFormat::Rootfs
-        });
-    }
-    // A fifo or a device is no image, and opening one could block or never end.
-    let (mut file, _) = open_regular(path).map_err(io_err)?;
-    let mut head = [0u8; 512];
-    let filled = read_up_to(&mut file, &mut head).map_err(io_err)?;
-    if head[..filled].starts_with(b"\x1f\x8b") && gzip_holds_an_image_archive(path)? {
-        return Err(OciError::CompressedArchive {
-            path: path.to_path_buf(),
-        });
-    }
-    // A tar header has "ustar" at 257; anything else (gzip, short files) is a rootfs image,
-    // left to the unpacker to accept or explain.
-    if filled < 512 || &head[257..262] != b"ustar" {
-        return Ok(ImageFormat::Rootfs);
-    }
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let members = index_tar(path, file.try_clone().map_err(io_err)?)?;
-    if members.contains_key("oci-layout") {
-        return Ok(ImageFormat::OciArchive);
-    }
-    // docker's manifest.json is a JSON array; a rootfs may have a manifest.json of its
-    // own at the top, which is something else.
-    if let Some(&(offset, _)) = members.get("manifest.json") {
-        let mut start = [0u8; 64];
-        file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-        let n = read_up_to(&mut file, &mut start).map_err(io_err)?;
-        if start[..n].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            return Ok(ImageFormat::DockerArchive);
-        }
-    }
-    Ok(ImageFormat::Rootfs)
-}
-
-/// Whether a gzip file's first tar entry is one an OCI or docker archive starts with
-/// (`blobs/`, `oci-layout`, `index.json`, `manifest.json`, a `<sha256>/` layer dir): a
-/// `docker save | gzip`, which must be decompressed to be read in place. Only the first
-/// header is inflated.
-fn gzip_holds_an_image_archive(path: &Path) -> Result<bool, OciError> {
-    let (file, _) = open_regular(path).map_err(|source| OciError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut header = [0u8; 512];
-    let mut decoder = flate2::read::GzDecoder::new(file);
-    if decoder.read_exact(&mut header).is_err() {
-        return Ok(false);
-    }
-    let name_len = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
-    let name = clean_name(&header[..name_len]);
-    let first = name.split('/').next().unwrap_or_default();
-    Ok(matches!(
-        first,
-        "blobs" | "oci-layout" | "index.json" | "manifest.json"
-    ) || is_sha256_hex(first.strip_suffix(".json").unwrap_or(first)))
-}
-
-/// The regular files of a tar: cleaned name -> (data offset, size). Seeks over the data.
-/// Symlinks and hard links to members (older `docker save` links shared layers) are
-/// entered under their own name too.
-fn index_tar(path: &Path, file: File) -> Result<HashMap<String, (u64, u64)>, OciError> {
-    let bad = |detail: String| OciError::Invalid {
-        path: path.to_path_buf(),
-        what: "the archive".to_string(),
-        detail,
-    };
-    let mut archive = tar::Archive::new(BufReader::new(file));
-    let mut members = HashMap::new();
-    let mut links = Vec::new();
-    for entry in archive
-        .entries_with_seek()
-        .map_err(|e| bad(e.to_string()))?
-    {
-        let entry = entry.map_err(|e| bad(e.to_string()))?;
-        let name = clean_name(&entry.path_bytes());
-        let kind = entry.header().entry_type();
-        if kind.is_file() {
-            members.insert(name, (entry.raw_file_position(), entry.size()));
-        } else if kind.is_symlink() || kind.is_hard_link() {
-            if let Some(target) = entry.link_name_bytes() {
-                let target = if kind.is_symlink() {
-                    let base = name.rsplit_once('/').map_or("", |(dir, _)| dir);
-                    clean_name(format!("{base}/{}", String::from_utf8_lossy(&target)).as_bytes())
-                } else {
-                    clean_name(&target)
-                };
-                links.push((name, target));
-            }
-        }
-    }
-    for (name, target) in links {
-        if let Some(&found) = members.get(&target) {
-            members.insert(name, found);
-        }
-    }
-    Ok(members)
-}
-
-/// `./blobs/sha256/x` and `blobs//sha256/x` are `blobs/sha256/x`; `..` goes up, never
-/// above the top.
-fn clean_name(name: &[u8]) -> String {
-    let text = String::from_utf8_lossy(name);
-    let mut parts: Vec<&str> = Vec::new();
-    for part in text.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    parts.join("/")
 }
 
 fn sha256_hex_of(digest: &oci_spec::image::Digest) -> Option<String> {
@@ -574,30 +430,6 @@ impl OciImage {
     /// The defaults the config gives a container.
     pub fn run_defaults(&self) -> Result<RunDefaults, OciError> {
         Ok(RunDefaults::from_config(&self.config()?))
-    }
-}
-
-impl RunDefaults {
-    pub fn from_config(config: &ImageConfiguration) -> RunDefaults {
-        let Some(config) = config.config() else {
-            return RunDefaults::default();
-        };
-        let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
-        let text = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        RunDefaults {
-            entrypoint: list(config.entrypoint()),
-            cmd: list(config.cmd()),
-            env: list(config.env()),
-            working_dir: text(config.working_dir()),
-            user: text(config.user()),
-        }
-    }
-
-    /// The defaults in the config JSON `bytes` (as kept beside a cached image).
-    pub fn from_config_json(bytes: &[u8]) -> Result<RunDefaults, String> {
-        ImageConfiguration::from_reader(bytes)
-            .map(|config| RunDefaults::from_config(&config))
-            .map_err(|e| e.to_string())
     }
 }
 
