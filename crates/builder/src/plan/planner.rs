@@ -1,258 +1,34 @@
-//! The image plan: every file of the image, where it comes from on the host, and why.
-//!
-//! [`Plan::build`] runs the planning steps in order: find the programs (following
-//! scripts to their interpreters) and resolve each as the loader would, copying what it
-//! loads; then everything else through one door, [`Planner::add`]: the `--add` trees
-//! (their ELF files resolved too), what the `--trace` probes used ([`crate::traced`]:
-//! before the extras, which then see the traced libraries too), the extras the loader does not name
-//! ([`crate::extras`], one after the other, each reading a [`PlanView`] of the plan so
-//! far), the mount points, and the image's own loader cache. Nothing is written here;
-//! [`crate::image`] writes a plan.
+//! The state of planning and the one door everything but the programs comes in by.
+use super::error::resolve_error;
+use super::{OffPath, PlanError};
 use crate::addition::{Addition, AdditionKind};
 use crate::copy::{self, CopyError, ImageTree};
 use crate::elf::is_elf;
-use crate::extras::{self, ExtraError, PlanView};
-use crate::loader_cache;
+use crate::extras::PlanView;
 use crate::programs::{self, ProgramError, RootPath, Shebang};
-use crate::request::{AddSpec, BuildRequest};
+use crate::request::AddSpec;
 use crate::resolve::{MissingLibrary, MissingReason, Resolution, ResolveError, Resolver};
-use crate::search::Abi;
-use crate::stdlib::{self, MissingStdlib};
-use crate::symbols::SymbolCache;
-use crate::trace::TraceError;
-use crate::traced::{self, ProbeFailure};
 use mkroot_common::host_file::is_content;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-/// Shells that get `-l` when they are the default command: a login shell reads the
-/// profile a user expects.
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"];
-
-/// The directories every image has for the container to mount on, with their modes.
-const MOUNT_POINTS: &[(&str, u32)] = &[
-    ("/proc", 0o555),
-    ("/sys", 0o555),
-    ("/dev", 0o755),
-    ("/tmp", 0o1777),
-    ("/run", 0o755),
-];
-
 /// Top-level links a merged-/usr root has into `/usr`.
 const MERGED_USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    #[error(transparent)]
-    Program(#[from] ProgramError),
-    #[error(transparent)]
-    Copy(#[from] CopyError),
-    #[error("{path}: cannot read: {source}; check that it exists and is readable")]
-    Unreadable {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: not an ELF file or a script; name a program or a shared library")]
-    NotElf { path: PathBuf },
-    #[error("{path}: malformed ELF ({reason}); the file is truncated or damaged")]
-    Malformed { path: PathBuf, reason: String },
-    #[error("{program}: needs {library} (named by {needed_by}), which is not found; install it, or pass --allow-missing")]
-    MissingLibrary {
-        program: PathBuf,
-        library: String,
-        needed_by: PathBuf,
-    },
-    #[error("{program}: {missing}; fix or remove that file, or pass --allow-missing")]
-    UnloadableLibrary { program: PathBuf, missing: String },
-    #[error("{root}: cannot use as root: {reason}; give an existing directory to --sysroot")]
-    Root { root: PathBuf, reason: String },
-    #[error("{path}: cannot read the root's loader cache: {reason}; rebuild it (ldconfig -r ROOT) or remove it")]
-    LoaderCache { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Extra(#[from] ExtraError),
-    #[error(transparent)]
-    Trace(#[from] TraceError),
-    #[error("--bins: no programs given; name at least one, like --bins bash")]
-    NoPrograms,
-    #[error("{host}: a file cannot be the image root `/`; add it at a path under it, like {}:/NAME", host.display())]
-    FileAtRoot { host: PathBuf },
-}
-
-fn resolve_error(error: ResolveError, shown: &Path) -> PlanError {
-    match error {
-        ResolveError::LinkerScript { .. } => PlanError::Malformed {
-            path: shown.to_path_buf(),
-            reason: "a linker script, not a program".to_string(),
-        },
-        ResolveError::LdCache { path, reason } => PlanError::LoaderCache {
-            path,
-            reason: format!("malformed: {reason}"),
-        },
-        ResolveError::NotElf { .. } => PlanError::NotElf {
-            path: shown.to_path_buf(),
-        },
-        ResolveError::Malformed { reason, .. } => PlanError::Malformed {
-            path: shown.to_path_buf(),
-            reason,
-        },
-        ResolveError::Io { path, source } => PlanError::Unreadable { path, source },
-    }
-}
-
-/// Everything the image will hold.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    /// The programs asked for (and script interpreters), as the loader loads them.
-    pub programs: Vec<Resolution>,
-    pub tree: ImageTree,
-    /// What the image runs.
-    pub command: ImageCommand,
-    /// The default PATH with the request's environment laid over it.
-    pub env: Vec<String>,
-    /// The ABI of the first ELF program (a script's interpreter counts); `None` when no
-    /// program is ELF.
-    pub abi: Option<Abi>,
-    /// Libraries not found, kept going with `--allow-missing`.
-    pub missing: Vec<MissingLibrary>,
-    /// Programs looked up by name (on the command line, or by a `#!/usr/bin/env NAME`
-    /// script) that were found in a directory the image's PATH lacks: inside, the same
-    /// name finds nothing.
-    pub off_path: Vec<OffPath>,
-    /// Probes that exited non-zero, kept with `--trace-allow-fail`.
-    pub failed_probes: Vec<ProbeFailure>,
-    /// Interpreters whose standard library the image lacks, for a warning.
-    pub stdlib_missing: Vec<MissingStdlib>,
-}
-
-/// The image's command. OCI splits it in two: `Entrypoint` (fixed) and `Cmd` (the
-/// default arguments, replaced by the user's). mkroot's own manifest, which `launch`
-/// reads, records one argv: the two joined ([`ImageCommand::argv`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageCommand {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-}
-
-impl ImageCommand {
-    /// Without an entrypoint, the requested command or else the first program's; with
-    /// one, the requested command only (the first program's default would make no sense
-    /// as arguments).
-    fn settle(request: &BuildRequest, first_program: &Path) -> ImageCommand {
-        if request.entrypoint.is_empty() {
-            let cmd = match &request.cmd {
-                Some(cmd) => cmd.clone(),
-                None => default_cmd(first_program),
-            };
-            return ImageCommand {
-                entrypoint: Vec::new(),
-                cmd,
-            };
-        }
-        ImageCommand {
-            entrypoint: request.entrypoint.clone(),
-            cmd: request.cmd.clone().unwrap_or_default(),
-        }
-    }
-
-    /// The whole argv: the entrypoint, then the arguments.
-    pub fn argv(&self) -> Vec<String> {
-        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
-    }
-}
-
-/// The default environment with `extra` laid over it: a key already there gets the new
-/// value in its old place, a new key goes at the end.
-fn merged_env(base: &[String], extra: &[String]) -> Vec<String> {
-    let key = |pair: &str| pair.split_once('=').map_or(pair, |(k, _)| k).to_string();
-    let mut env: Vec<String> = base.to_vec();
-    for pair in extra {
-        match env.iter_mut().find(|have| key(have) == key(pair)) {
-            Some(have) => *have = pair.clone(),
-            None => env.push(pair.clone()),
-        }
-    }
-    env
-}
-
-/// A program found by name outside the image's PATH (see [`Plan::off_path`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OffPath {
-    pub name: String,
-    /// Where it was found, inside the root.
-    pub found: PathBuf,
-}
 
 /// The state of planning. Besides the programs, everything comes in through one door,
 /// [`Planner::add`].
 pub struct Planner {
-    resolver: Resolver,
-    tree: ImageTree,
+    pub(super) resolver: Resolver,
+    pub(super) tree: ImageTree,
     /// Every ELF object resolved so far (programs, added ELF files, extra modules).
-    objects: Vec<Resolution>,
-    programs: Vec<Resolution>,
+    pub(super) objects: Vec<Resolution>,
+    pub(super) programs: Vec<Resolution>,
     resolved: HashSet<PathBuf>,
-    missing: Vec<MissingLibrary>,
-    off_path: Vec<OffPath>,
+    pub(super) missing: Vec<MissingLibrary>,
+    pub(super) off_path: Vec<OffPath>,
     allow_missing: bool,
     /// Image paths planned by a trace, which a later addition may take over.
     traced: HashSet<PathBuf>,
-}
-
-impl Plan {
-    pub fn build(request: &BuildRequest) -> Result<Plan, PlanError> {
-        if request.bins.is_empty() {
-            return Err(PlanError::NoPrograms);
-        }
-        let mut planner = Planner::new(&request.root, request.allow_missing)?;
-        let mut first_program = None;
-        for name in &request.bins {
-            let inside = planner.find_program(name, &request.search_path)?;
-            first_program.get_or_insert_with(|| inside.clone());
-            planner.add_program(&inside, "program", &request.search_path, 0)?;
-        }
-        for add in &request.adds {
-            planner.add_tree(add)?;
-        }
-        let probes = traced::run(&request.trace, &request.env)?;
-        for probe in &probes {
-            planner.add(traced::additions(probe))?;
-        }
-        let mut symbols = SymbolCache::default();
-        for extra in extras::enabled(&request.extras) {
-            let additions = extra.additions(&planner.view(), &mut symbols)?;
-            planner.add(additions)?;
-        }
-        planner.copy_merged_usr_links()?;
-        planner.add(
-            MOUNT_POINTS
-                .iter()
-                .map(|(path, mode)| Addition::directory(path, *mode, "mount point")),
-        )?;
-        if let Some(cache) = loader_cache::image_cache(&planner.resolver, &planner.objects) {
-            planner.add([Addition::generated(
-                loader_cache::CACHE_PATH,
-                cache,
-                0o644,
-                "loader cache: libraries outside the default directories",
-            )])?;
-        }
-        let first_program = first_program.unwrap_or_else(|| PathBuf::from("/bin/sh"));
-        let default_env = [format!("PATH={}", programs::DEFAULT_PATH)];
-        // Once everything is in: a trace or --add may have brought the library.
-        let stdlib_missing = stdlib::missing(&planner.programs, &planner.tree, planner.root());
-        Ok(Plan {
-            stdlib_missing,
-            command: ImageCommand::settle(request, &first_program),
-            env: merged_env(&default_env, &request.env),
-            abi: planner.programs.first().map(|program| program.abi),
-            programs: planner.programs,
-            tree: planner.tree,
-            missing: planner.missing,
-            off_path: planner.off_path,
-            failed_probes: probes.into_iter().filter_map(|p| p.failure).collect(),
-        })
-    }
 }
 
 /// How an ELF object being resolved is in the image, which decides how its interpreter
@@ -265,19 +41,6 @@ enum Object<'a> {
     /// Put in by a host-file addition with this reason; its interpreter and libraries
     /// are "REASON (its libraries)".
     Placed(&'a str),
-}
-
-/// The first program, run as a login shell if it is a shell.
-fn default_cmd(program: &Path) -> Vec<String> {
-    let shown = program.to_string_lossy().into_owned();
-    let name = program
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned());
-    if name.is_some_and(|n| SHELLS.contains(&n.as_str())) {
-        vec![shown, "-l".to_string()]
-    } else {
-        vec![shown]
-    }
 }
 
 impl Planner {
@@ -313,7 +76,7 @@ impl Planner {
         })
     }
 
-    fn root(&self) -> &RootPath {
+    pub(super) fn root(&self) -> &RootPath {
         self.tree.root()
     }
 
@@ -456,7 +219,11 @@ impl Planner {
 
     /// Finds the program `name` as a shell would ([`programs::find_program`]), noting it
     /// when it was looked up by name and no directory of the image's PATH holds it.
-    fn find_program(&mut self, name: &str, search_path: &str) -> Result<PathBuf, PlanError> {
+    pub(super) fn find_program(
+        &mut self,
+        name: &str,
+        search_path: &str,
+    ) -> Result<PathBuf, PlanError> {
         let found = programs::find_program(name, self.root(), search_path)?;
         let dir = found.parent().unwrap_or(Path::new("/"));
         let on_path = programs::DEFAULT_PATH
@@ -473,7 +240,7 @@ impl Planner {
 
     /// Adds a program named on the command line (or a script's interpreter): a script
     /// brings its interpreter, an ELF file what the loader loads for it.
-    fn add_program(
+    pub(super) fn add_program(
         &mut self,
         inside: &Path,
         reason: &str,
@@ -575,7 +342,7 @@ impl Planner {
     /// The root's merged-/usr links (`/bin -> usr/bin`, `/lib -> usr/lib`, ...): programs
     /// and scripts name `/bin/sh` or `/lib/...` paths, which must resolve in the image
     /// as on the host, whether or not a program was found through them.
-    fn copy_merged_usr_links(&mut self) -> Result<(), PlanError> {
+    pub(super) fn copy_merged_usr_links(&mut self) -> Result<(), PlanError> {
         for name in MERGED_USR_LINKS {
             let link = Path::new("/").join(name);
             let Ok(target) = std::fs::read_link(self.root().joined(&link)) else {
@@ -613,7 +380,7 @@ impl Planner {
     }
 
     /// `--add HOST[:IMAGE]`: a file or a whole tree, each ELF file in it resolved.
-    fn add_tree(&mut self, add: &AddSpec) -> Result<(), PlanError> {
+    pub(super) fn add_tree(&mut self, add: &AddSpec) -> Result<(), PlanError> {
         let host = &add.host;
         let host_abs = if host.is_absolute() {
             programs::normalize(host)
@@ -861,24 +628,5 @@ mod tests {
         if crt.exists() {
             assert!(planner.tree().contains(crt));
         }
-    }
-
-    #[test]
-    fn extra_environment_replaces_in_place_and_appends() {
-        let base = vec!["PATH=/usr/bin".to_string(), "A=1".to_string()];
-        let extra = vec!["B=2".to_string(), "PATH=/opt/bin".to_string()];
-        assert_eq!(
-            merged_env(&base, &extra),
-            ["PATH=/opt/bin", "A=1", "B=2"].map(String::from)
-        );
-    }
-
-    #[test]
-    fn shells_run_as_login_shells_by_default() {
-        assert_eq!(
-            default_cmd(Path::new("/usr/bin/bash")),
-            ["/usr/bin/bash", "-l"]
-        );
-        assert_eq!(default_cmd(Path::new("/usr/bin/top")), ["/usr/bin/top"]);
     }
 }
