@@ -5,16 +5,20 @@
 //! uid/gid 0, no user or group names, mtimes clamped to one fixed time, exact modes,
 //! and no PAX or GNU extension headers unless a name demands it. The same entries and
 //! the same source bytes give the same output bytes on every run.
+mod directory;
+mod tar_file;
 
-use crate::gzip::ParallelGzip;
+pub use directory::set_times;
+
 use crate::host_file;
 use crate::partial::PartialOutput;
+use directory::write_directory;
 use std::cmp::Ordering;
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use tar_file::{write_tar, write_tar_file};
 
 /// What an image entry is, and where its contents come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +217,7 @@ fn check_image_path(path: &str) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-fn output_error(path: &Path) -> impl Fn(io::Error) -> ArchiveError + '_ {
+pub(super) fn output_error(path: &Path) -> impl Fn(io::Error) -> ArchiveError + '_ {
     move |source| match missing_directory(path, &source) {
         Some(dir) => ArchiveError::MissingDirectory {
             path: path.to_path_buf(),
@@ -236,100 +240,23 @@ pub fn missing_directory(path: &Path, error: &io::Error) -> Option<PathBuf> {
     (!parent.is_dir()).then(|| parent.to_path_buf())
 }
 
-fn temporary_name(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(format!(".partial-{}", std::process::id()));
-    PathBuf::from(name)
-}
-
 /// Creates a file that was not there: a file or symlink already at `path` (planted in a
 /// shared directory, say) is neither truncated nor written through.
-fn create_new(path: &Path) -> io::Result<File> {
+pub(super) fn create_new(path: &Path) -> io::Result<File> {
     File::options().write(true).create_new(true).open(path)
 }
 
-fn write_tar_file(
-    entries: &[&ImageEntry],
-    path: &Path,
-    options: &WriteOptions,
-    gzip: bool,
-) -> Result<WriteSummary, ArchiveError> {
-    let partial = temporary_name(path);
-    let file = options
-        .made
-        .create(&partial, create_new)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => ArchiveError::PartialExists {
-                path: partial.clone(),
-            },
-            _ => output_error(path)(e),
-        })?;
-    let out = BufWriter::with_capacity(256 * 1024, file);
-    let summary = if gzip {
-        let mut gz = ParallelGzip::new(out);
-        let summary = write_tar(entries, &mut gz, path, options)?;
-        let out = gz.finish().map_err(output_error(path))?;
-        finish_file(out, path)?;
-        summary
-    } else {
-        let mut out = out;
-        let summary = write_tar(entries, &mut out, path, options)?;
-        finish_file(out, path)?;
-        summary
-    };
-    options
-        .made
-        .complete(|| fs::rename(&partial, path))
-        .map_err(output_error(path))?;
-    Ok(summary)
-}
-
-/// Flushes the buffered output. No fsync: like tar and gzip, the image is left to the
-/// page cache (an fsync costs seconds on a busy disk and buys nothing a rerun does not).
-fn finish_file(out: BufWriter<File>, path: &Path) -> Result<(), ArchiveError> {
-    out.into_inner()
-        .map(drop)
-        .map_err(|e| output_error(path)(e.into_error()))
-}
-
-/// A plain header: ustar, uid/gid 0, no user or group names, fixed mtime. Names too long
-/// for ustar's 100+155 bytes get a GNU long-name record from the tar crate; nothing else
-/// gets extension records.
-fn header(kind: tar::EntryType, mode: u32, size: u64, mtime: u64) -> tar::Header {
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(kind);
-    header.set_mode(mode & 0o7777);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(mtime);
-    header.set_size(size);
-    header
-}
-
-/// A planned source file read as exactly its planned size, reporting progress.
-struct ProgressReader<'a, R> {
-    inner: R,
-    progress: Option<&'a (dyn Fn(u64) + Sync)>,
-}
-
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(progress) = self.progress {
-            progress(n as u64);
-        }
-        Ok(n)
-    }
-}
-
 /// Opens a source file at the size it was planned with (see [`host_file::open_planned`]).
-fn open_source(source: &Path, size: u64) -> Result<host_file::ExactRead<File>, ArchiveError> {
+pub(super) fn open_source(
+    source: &Path,
+    size: u64,
+) -> Result<host_file::ExactRead<File>, ArchiveError> {
     host_file::open_planned(source, size).map_err(|e| source_failure(source, e))
 }
 
 /// A failure reading a source file: it changed since it was planned, or it cannot be
 /// read at all.
-fn source_failure(source: &Path, error: io::Error) -> ArchiveError {
+pub(super) fn source_failure(source: &Path, error: io::Error) -> ArchiveError {
     if host_file::is_changed(&error) {
         ArchiveError::SourceChanged {
             path: source.to_path_buf(),
@@ -339,228 +266,10 @@ fn source_failure(source: &Path, error: io::Error) -> ArchiveError {
     }
 }
 
-fn write_tar<W: Write>(
-    entries: &[&ImageEntry],
-    out: W,
-    output: &Path,
-    options: &WriteOptions,
-) -> Result<WriteSummary, ArchiveError> {
-    let mut builder = tar::Builder::new(out);
-    let mut content_bytes = 0;
-    for entry in entries {
-        let mtime = options.mtime;
-        match &entry.kind {
-            EntryKind::Dir => {
-                let mut h = header(tar::EntryType::Directory, entry.mode, 0, mtime);
-                builder
-                    .append_data(&mut h, format!("{}/", entry.path), io::empty())
-                    .map_err(output_error(output))?;
-            }
-            EntryKind::File { source, size } => {
-                let mut h = header(tar::EntryType::Regular, entry.mode, *size, mtime);
-                let reader = ProgressReader {
-                    inner: open_source(source, *size)?,
-                    progress: options.progress,
-                };
-                // The tar crate pads by what it copied: a short read must be an error
-                // (the exact reader makes it one), never a corrupt archive.
-                builder
-                    .append_data(&mut h, &entry.path, reader)
-                    .map_err(|e| match e.kind() {
-                        io::ErrorKind::UnexpectedEof => ArchiveError::SourceChanged {
-                            path: source.clone(),
-                        },
-                        _ => output_error(output)(e),
-                    })?;
-                content_bytes += size;
-            }
-            EntryKind::Bytes(bytes) => {
-                let size = bytes.len() as u64;
-                let mut h = header(tar::EntryType::Regular, entry.mode, size, mtime);
-                builder
-                    .append_data(&mut h, &entry.path, &bytes[..])
-                    .map_err(output_error(output))?;
-                content_bytes += size;
-            }
-            EntryKind::Symlink { target } => {
-                let mut h = header(tar::EntryType::Symlink, 0o777, 0, mtime);
-                builder
-                    .append_link(&mut h, &entry.path, target)
-                    .map_err(output_error(output))?;
-            }
-            EntryKind::Hardlink { target } => {
-                let mut h = header(tar::EntryType::Link, entry.mode, 0, mtime);
-                builder
-                    .append_link(&mut h, &entry.path, target)
-                    .map_err(output_error(output))?;
-            }
-        }
-    }
-    builder.finish().map_err(output_error(output))?;
-    Ok(WriteSummary {
-        entries: entries.len(),
-        content_bytes,
-    })
-}
-
-/// Copies a source file into the directory image, telling a source that changed from
-/// an output that failed.
-fn copy_source(
-    reader: &mut impl Read,
-    out: &mut File,
-    source: &Path,
-    dest: &Path,
-) -> Result<(), ArchiveError> {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(source_failure(source, e)),
-        };
-        out.write_all(&buf[..n]).map_err(output_error(dest))?;
-    }
-}
-
-fn source_error(path: &Path, source: io::Error) -> ArchiveError {
+pub(super) fn source_error(path: &Path, source: io::Error) -> ArchiveError {
     ArchiveError::Source {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Writes the image as a directory tree. Owners are set to root when running as root
-/// (an unprivileged user cannot give files away); directory modes and all mtimes are
-/// set last, deepest first, so that creating children neither needs write permission
-/// the final mode lacks nor bumps a parent's mtime.
-fn write_directory(
-    entries: &[&ImageEntry],
-    root: &Path,
-    options: &WriteOptions,
-) -> Result<WriteSummary, ArchiveError> {
-    let made = options.made;
-    make_root(root, made)?;
-    let as_root = unsafe { libc::geteuid() } == 0;
-    let mut content_bytes = 0;
-    for entry in entries {
-        let dest = root.join(&entry.path);
-        let dest_err = output_error(&dest);
-        match &entry.kind {
-            EntryKind::Dir => made
-                .create(&dest, |p| fs::create_dir(p))
-                .map_err(&dest_err)?,
-            EntryKind::File { source, size } => {
-                let mut reader = open_source(source, *size)?;
-                let mut file = made.create(&dest, create_new).map_err(&dest_err)?;
-                copy_source(&mut reader, &mut file, source, &dest)?;
-                content_bytes += size;
-                if let Some(progress) = options.progress {
-                    progress(*size);
-                }
-            }
-            EntryKind::Bytes(bytes) => {
-                let mut file = made.create(&dest, create_new).map_err(&dest_err)?;
-                file.write_all(bytes).map_err(&dest_err)?;
-                content_bytes += bytes.len() as u64;
-            }
-            EntryKind::Symlink { target } => made
-                .create(&dest, |p| std::os::unix::fs::symlink(target, p))
-                .map_err(&dest_err)?,
-            EntryKind::Hardlink { target } => made
-                .create(&dest, |p| fs::hard_link(root.join(target), p))
-                .map_err(&dest_err)?,
-        }
-        // A hard link shares its target's inode, already owned by root; chowning it
-        // again would clear the setuid bit set on that inode.
-        let is_hardlink = matches!(entry.kind, EntryKind::Hardlink { .. });
-        if as_root && !is_hardlink {
-            std::os::unix::fs::lchown(&dest, Some(0), Some(0)).map_err(&dest_err)?;
-        }
-        let is_file = matches!(entry.kind, EntryKind::File { .. } | EntryKind::Bytes(_));
-        if is_file {
-            // After chown: changing the owner clears setuid/setgid bits.
-            fs::set_permissions(&dest, fs::Permissions::from_mode(entry.mode & 0o7777))
-                .map_err(&dest_err)?;
-        }
-    }
-    for entry in entries.iter().rev() {
-        let dest = root.join(&entry.path);
-        if matches!(entry.kind, EntryKind::Dir) {
-            fs::set_permissions(&dest, fs::Permissions::from_mode(entry.mode & 0o7777))
-                .map_err(output_error(&dest))?;
-        }
-        set_times(&dest, options.mtime as i64, 0).map_err(output_error(&dest))?;
-    }
-    made.complete(|| Ok(())).map_err(output_error(root))?;
-    Ok(WriteSummary {
-        entries: entries.len(),
-        content_bytes,
-    })
-}
-
-fn is_absent(path: &Path) -> bool {
-    let found = fs::symlink_metadata(path);
-    matches!(found, Err(e) if e.kind() == io::ErrorKind::NotFound)
-}
-
-/// Readies the directory an image is written into: an existing one must be empty (it is
-/// the user's, and stays whatever happens); a new one is made with the parents it lacks,
-/// each recorded in `made`.
-fn make_root(root: &Path, made: &PartialOutput) -> Result<(), ArchiveError> {
-    let out_err = output_error(root);
-    match fs::read_dir(root).map(|mut listing| listing.next().is_none()) {
-        Ok(true) => return Ok(()),
-        Ok(false) => {
-            return Err(ArchiveError::DirectoryNotEmpty {
-                path: root.to_path_buf(),
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(out_err(e)),
-    }
-    let mut missing = vec![root];
-    let mut dir = root;
-    while let Some(parent) = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty() && is_absent(p))
-    {
-        missing.push(parent);
-        dir = parent;
-    }
-    for dir in missing.into_iter().rev() {
-        match made.create(dir, |p| fs::create_dir(p)) {
-            // A parent another process made meanwhile is theirs, and fine.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir != root => {}
-            result => result.map_err(&out_err)?,
-        }
-    }
-    Ok(())
-}
-
-/// Sets atime and mtime of `path` itself (a symlink is not followed) to `secs.nanos`:
-/// for trees written in place (a directory image, a stacked OCI image).
-pub fn set_times(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
-    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path has a NUL byte"))?;
-    let time = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nanos as libc::c_long,
-    };
-    let times = [time, time];
-    // SAFETY: `name` is a valid NUL-terminated string and `times` has two elements.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -762,7 +471,7 @@ mod tests {
         let out = dir.path().join("img.tar");
         let victim = dir.path().join("victim");
         fs::write(&victim, b"keep me").unwrap();
-        std::os::unix::fs::symlink(&victim, temporary_name(&out)).unwrap();
+        std::os::unix::fs::symlink(&victim, tar_file::temporary_name(&out)).unwrap();
         let made = PartialOutput::default();
         let error = write_image(&entries, &OutputTarget::Tar(out), &stamped(0, &made)).unwrap_err();
         assert!(
