@@ -9,7 +9,7 @@
 //! host file has several names, the identity that lets the writer keep hard links.
 
 use crate::programs::{normalize, RootPath};
-use crate::search::MAX_SYMLINKS;
+use crate::root_walk::MAX_SYMLINKS;
 use mkroot_common::archive::hardlink_identity;
 use mkroot_common::host_file::{is_content, kind_name};
 use std::collections::{BTreeMap, HashMap, VecDeque};

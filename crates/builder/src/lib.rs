@@ -7,8 +7,9 @@
 //!
 //! The resolver follows the loader's own concepts, one module each: [`elf`] (facts read
 //! from an ELF file), [`ldcache`] (the binary `/etc/ld.so.cache`), [`hwcaps`]
-//! (glibc-hwcaps subdirectories for this CPU), [`search`] (the library search rules) and
-//! [`resolve`] (breadth-first load order).
+//! (glibc-hwcaps subdirectories for this CPU), [`root_walk`] (paths inside the root as
+//! a chroot resolves them), [`search`] (the library search rules) and [`resolve`]
+//! (breadth-first load order).
 //!
 //! The image side: [`programs`] (finding programs as a shell does, scripts' `#!`),
 //! [`copy`] (the image tree; symlink chains, merged-/usr links, hard links),
@@ -33,6 +34,7 @@ pub mod elf;
 pub mod hwcaps;
 pub mod ldcache;
 pub mod resolve;
+pub mod root_walk;
 pub mod search;
 
 pub mod addition;

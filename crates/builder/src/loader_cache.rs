@@ -69,7 +69,7 @@ pub fn image_cache(resolver: &Resolver, objects: &[Resolution]) -> Option<Vec<u8
 /// Whether `dir` is one of the RPATH/RUNPATH directories of the program or of a
 /// library it loads (after `$ORIGIN` and friends are expanded).
 fn found_by_search_path(resolver: &Resolver, resolution: &Resolution, dir: &str) -> bool {
-    let program = crate::search::resolve_in_root(resolver.root(), &resolution.program)
+    let program = crate::root_walk::resolve_in_root(resolver.root(), &resolution.program)
         .ok()
         .and_then(|host| ElfFacts::read(&host).ok());
     if program.is_some_and(|facts| search_path_names(resolver, &resolution.program, &facts, dir)) {

@@ -4,7 +4,7 @@
 //! Paths here are paths inside the root (`/` or `--sysroot`); [`RootPath`] turns them
 //! into host paths.
 
-use crate::search::{symlink_loop, LinksDoNotEnd};
+use crate::root_walk::{symlink_loop, LinksDoNotEnd};
 use mkroot_common::fill::read_up_to;
 use mkroot_common::host_file::{kind_name, open_regular};
 use std::os::unix::fs::PermissionsExt;
@@ -46,7 +46,7 @@ impl RootPath {
 
     /// The host path of the file `inside` names, its symlinks followed inside the root.
     pub fn resolve(&self, inside: &Path) -> std::io::Result<PathBuf> {
-        crate::search::resolve_in_root(&self.root, inside)
+        crate::root_walk::resolve_in_root(&self.root, inside)
     }
 
     /// The path inside the root of a host path under it (for `--sysroot`); `None` when

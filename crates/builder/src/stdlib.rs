@@ -49,7 +49,7 @@ pub fn missing(programs: &[Resolution], tree: &ImageTree, root: &RootPath) -> Ve
 /// (`python3 -> python3.11`); the name of the real file tells the version.
 fn real_path(root: &RootPath, inside: &Path) -> PathBuf {
     let mut path = inside.to_path_buf();
-    for _ in 0..crate::search::MAX_SYMLINKS {
+    for _ in 0..crate::root_walk::MAX_SYMLINKS {
         let Ok(target) = std::fs::read_link(root.joined(&path)) else {
             break;
         };
