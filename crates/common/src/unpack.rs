@@ -105,7 +105,7 @@ impl Default for UnpackOptions {
             max_bytes: DEFAULT_MAX_BYTES,
             max_entries: DEFAULT_MAX_ENTRIES,
             keep_setid: false,
-            preserve_owner: unsafe { libc::geteuid() } == 0,
+            preserve_owner: rustix::process::geteuid().is_root(),
             use_openat2: true,
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use tar::EntryType;
@@ -61,8 +61,8 @@ impl<'o> Unpacker<'o> {
             writers,
             seq: 0,
             buf: vec![0; COPY_BUFFER],
-            euid: unsafe { libc::geteuid() },
-            egid: unsafe { libc::getegid() },
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
             seen_manifest: false,
         }
     }
@@ -275,7 +275,7 @@ impl<'o> Unpacker<'o> {
             });
         }
         for job in settled.bounced {
-            let dir = job.dir.as_raw_fd();
+            let dir = job.dir.as_fd();
             let fail = |source| UnpackError::Write {
                 entry: EntryName(job.entry.clone()),
                 source,
@@ -291,7 +291,7 @@ impl<'o> Unpacker<'o> {
     /// Removes what stands at `name` so the entry `entry` can take its place.
     pub(super) fn replace(
         &mut self,
-        dir: RawFd,
+        dir: BorrowedFd<'_>,
         name: &CStr,
         entry: &[u8],
     ) -> Result<(), UnpackError> {
@@ -364,7 +364,7 @@ impl<'o> Unpacker<'o> {
             return Ok(());
         }
         self.wait_for_name(&dir, &cname)?;
-        let fd = dir.fd.as_raw_fd();
+        let fd = dir.fd.as_fd();
         let mut file = match root_dir::create_file(fd, &cname) {
             Ok(file) => file,
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
@@ -403,7 +403,7 @@ impl<'o> Unpacker<'o> {
             let dir = self.parent_dir(meta, parts)?;
             let cname = leaf_name(meta, parts)?;
             self.wait_for_name(&dir, &cname)?;
-            let fd = dir.fd.as_raw_fd();
+            let fd = dir.fd.as_fd();
             match root_dir::make_dir(fd, &cname) {
                 Ok(()) => {}
                 Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
@@ -440,7 +440,7 @@ impl<'o> Unpacker<'o> {
         let dir = self.parent_dir(meta, parts)?;
         let cname = leaf_name(meta, parts)?;
         self.wait_for_name(&dir, &cname)?;
-        let fd = dir.fd.as_raw_fd();
+        let fd = dir.fd.as_fd();
         match root_dir::make_symlink(fd, &cname, &target) {
             Ok(()) => {}
             Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
@@ -502,7 +502,7 @@ impl<'o> Unpacker<'o> {
         let dir = self.parent_dir(meta, parts)?;
         let cname = leaf_name(meta, parts)?;
         self.wait_for_name(&dir, &cname)?;
-        let (target_fd, fd) = (target_parent.fd.as_raw_fd(), dir.fd.as_raw_fd());
+        let (target_fd, fd) = (target_parent.fd.as_fd(), dir.fd.as_fd());
         let link_now = || root_dir::make_hardlink(target_fd, &target_name, fd, &cname);
         match link_now() {
             Ok(()) => Ok(()),
@@ -538,14 +538,17 @@ impl<'o> Unpacker<'o> {
     pub(super) fn chown_at(
         &self,
         meta: &EntryMeta,
-        dir: RawFd,
+        dir: BorrowedFd<'_>,
         name: &CStr,
     ) -> Result<(), UnpackError> {
         if let Some((uid, gid)) = self.owner(meta)? {
-            let flags = libc::AT_SYMLINK_NOFOLLOW;
-            if unsafe { libc::fchownat(dir, name.as_ptr(), uid, gid, flags) } < 0 {
-                return Err(write_error(meta, io::Error::last_os_error()));
-            }
+            let (uid, gid) = (
+                rustix::fs::Uid::from_raw(uid),
+                rustix::fs::Gid::from_raw(gid),
+            );
+            let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+            rustix::fs::chownat(dir, name, Some(uid), Some(gid), flags)
+                .map_err(|e| write_error(meta, e.into()))?;
         }
         Ok(())
     }
@@ -576,12 +579,12 @@ impl<'o> Unpacker<'o> {
                 let Ok(name) = root_dir::c_name(parts[parts.len() - 1]) else {
                     continue;
                 };
-                root_dir::open_dir_fd(parent.as_raw_fd(), &name)
+                root_dir::open_dir_fd(parent.as_fd(), &name)
             };
             let Ok(fd) = fd else { continue };
             // Best effort: a directory the archive also made unwritable is still complete.
-            unsafe { libc::fchmod(fd.as_raw_fd(), dir.mode) };
-            let _ = root_dir::set_mtime_fd(fd.as_raw_fd(), dir.mtime.0, dir.mtime.1);
+            let _ = rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(dir.mode));
+            let _ = root_dir::set_mtime_fd(fd.as_fd(), dir.mtime.0, dir.mtime.1);
         }
     }
 }

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -210,7 +210,7 @@ fn write(job: FileJob) -> Outcome {
 
 /// Creates and fills the file; `Ok(false)` if a directory is in the way.
 fn write_file(job: &FileJob) -> io::Result<bool> {
-    let dir = job.dir.as_raw_fd();
+    let dir = job.dir.as_fd();
     let mut file = match root_dir::create_file(dir, &job.name) {
         Ok(file) => file,
         Err(err) if err.raw_os_error() == Some(libc::EEXIST) => {
@@ -219,9 +219,7 @@ fn write_file(job: &FileJob) -> io::Result<bool> {
                 return Ok(false);
             }
             // An earlier entry's file or symlink: replace it, never write through it.
-            if unsafe { libc::unlinkat(dir, job.name.as_ptr(), 0) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::fs::unlinkat(dir, &*job.name, rustix::fs::AtFlags::empty())?;
             root_dir::create_file(dir, &job.name)?
         }
         Err(err) => return Err(err),
@@ -238,14 +236,13 @@ pub fn finish_file(
     mode: u32,
     mtime: (i64, u32),
 ) -> io::Result<()> {
-    let fd = file.as_raw_fd();
     if let Some((uid, gid)) = owner {
-        if unsafe { libc::fchown(fd, uid, gid) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let (uid, gid) = (
+            rustix::fs::Uid::from_raw(uid),
+            rustix::fs::Gid::from_raw(gid),
+        );
+        rustix::fs::fchown(file, Some(uid), Some(gid))?;
     }
-    if unsafe { libc::fchmod(fd, mode) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    root_dir::set_mtime_fd(fd, mtime.0, mtime.1)
+    rustix::fs::fchmod(file, rustix::fs::Mode::from_raw_mode(mode))?;
+    root_dir::set_mtime_fd(file.as_fd(), mtime.0, mtime.1)
 }
