@@ -39,11 +39,12 @@
 //! time goes), data moves in 256 KiB-1 MiB blocks, and parent directory fds are reused
 //! across entries.
 //!
-//! The parts: [`unpacker`] is the loop over entries, [`entry_meta`] what one entry's
-//! headers say, [`root_dir`] the operations confined to the root, [`stream`] and
-//! [`writers`] the two kinds of threads.
+//! The parts: [`unpacker`] is the loop over entries, [`make_entries`] creates each kind
+//! of entry, [`entry_meta`] says what one entry's headers say, [`root_dir`] holds the
+//! operations confined to the root, [`stream`] and [`writers`] the two kinds of threads.
 
 mod entry_meta;
+mod make_entries;
 mod root_dir;
 mod stream;
 mod unpacker;
