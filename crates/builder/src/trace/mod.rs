@@ -13,8 +13,8 @@
 //!    (unless [`TraceNet::Host`]) network namespaces ([`sandbox`]): the host's tree,
 //!    read-only, under a tmpfs writable layer; fresh /proc, /sys, a small /dev.
 //! 3. That process asks to be traced, installs a seccomp filter that stops only the file
-//!    and exec calls ([`tracer`]), stops itself, then executes `/bin/sh -c CMD`.
-//! 4. The supervisor follows every process with ptrace: at each stop it reads the path
+//!    and exec calls ([`file_calls`]), stops itself, then executes `/bin/sh -c CMD`.
+//! 4. The supervisor follows every process with ptrace ([`tracer`]): at each stop it reads the path
 //!    the call names and makes it absolute as the program named it ([`paths`]), lets
 //!    the call run, and keeps the path if the call succeeded. A timer kills the probe at
 //!    its time limit.
@@ -29,6 +29,7 @@
 //! process. Root is the main case; an ordinary user traces in a user namespace where the
 //! kernel allows one.
 
+pub mod file_calls;
 pub mod paths;
 pub mod record;
 pub mod sandbox;
@@ -153,7 +154,7 @@ pub fn trace(probe: &Probe) -> Result<TraceRecord, TraceError> {
     }
     let exclusions = record::Exclusions::new(&probe.exclude)?;
     let launch = sandbox::ProbeLaunch::new(probe).map_err(|reason| invalid(&reason))?;
-    let filter = tracer::file_call_filter();
+    let filter = file_calls::file_call_filter();
     let (report_read, report_write) = pipe().map_err(|e| setup("making a pipe", e))?;
     let (stderr_read, stderr_write) = pipe().map_err(|e| setup("making a pipe", e))?;
 

@@ -43,7 +43,7 @@ use mkroot_common::mount_api::{
 };
 
 use super::{
-    c_path, c_string, setup_error_message, tracer, write_all, Probe, StepError, TraceError,
+    c_path, c_string, file_calls, setup_error_message, write_all, Probe, StepError, TraceError,
     TraceNet,
 };
 
@@ -285,7 +285,7 @@ fn probe_main(
                 return Err(fail("ptrace: PTRACE_TRACEME"));
             }
         }
-        tracer::install(filter).map_err(|e| step("installing the seccomp filter", e))?;
+        file_calls::install(filter).map_err(|e| step("installing the seccomp filter", e))?;
         // SAFETY: getpid and kill cannot fail here. (PID 1 ignores its own SIGSTOP
         // unless traced, which it now is: the tracer sees the stop.)
         unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
