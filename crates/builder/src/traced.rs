@@ -5,7 +5,7 @@
 //! A trace adds; it never replaces. What the plan has from the loader's rules, the
 //! programs and the extras stays as planned, and a file mkroot makes itself
 //! (`/etc/passwd`, the loader cache) takes the place of the host's copy a probe read
-//! (see [`AdditionKind::Traced`]). Some host files never go in, whatever a probe read:
+//! (see [`AdditionKind::Traced`](crate::addition::AdditionKind::Traced)). Some host files never go in, whatever a probe read:
 //! [`LEFT_OUT`].
 
 use crate::addition::Addition;

@@ -5,7 +5,7 @@
 //! `#!/proc/self/exe`, would run the host's binary again inside the container, where it
 //! could keep a handle on /proc/self/exe and reopen it for writing to overwrite the
 //! host's `launch`. So, as root, the launcher first re-executes itself from a read-only
-//! detached bind mount of its binary: every handle on its /proc/<pid>/exe then refers to
+//! detached bind mount of its binary: every handle on its `/proc/<pid>/exe` then refers to
 //! that mount, and opening it for writing fails with EROFS. The mount is detached, in no
 //! mount namespace's tree, so nothing in the container can remount it.
 //!

@@ -137,14 +137,14 @@ pub fn cwd_is_inside_root() -> bool {
     ret > 0 && buf[0] == b'/'
 }
 
-/// Replaces this process's command line, as /proc/<pid>/cmdline shows it, with `name`,
-/// and blanks its environment, as /proc/<pid>/environ shows it: the container's init is
+/// Replaces this process's command line, as `/proc/<pid>/cmdline` shows it, with `name`,
+/// and blanks its environment, as `/proc/<pid>/environ` shows it: the container's init is
 /// the launcher, whose arguments name host paths (the binary, the image, the cache) and
 /// whose environment is the host user's (tokens included), none of which the container
 /// has any business seeing, even with CAP_SYS_PTRACE. The kernel reads both from the
 /// process's own memory: the argument strings it copied one after another at exec
 /// (arg_start..arg_end), the environment strings right after them (env_start..env_end).
-/// The arguments start at argv[0], which glibc keeps in `program_invocation_name`; both
+/// The arguments start at `argv[0]`, which glibc keeps in `program_invocation_name`; both
 /// areas are overwritten in place. (Reading the bounds from /proc/self/stat instead
 /// costs a file read on the container's critical path.) Nothing of the launcher reads
 /// its environment after the clone: the command's was merged before.
