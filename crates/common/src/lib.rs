@@ -14,10 +14,16 @@
 //! - [`host_file`]: reading host files safely: regular files only, never blocking, bounded.
 //! - [`size`]: sizes as flags take them and messages print them (binary units).
 //! - [`unpack`]: unpacking an untrusted image tarball safely into a directory.
+//! - [`oci`]: OCI image layouts and docker archives, written from a mkroot image and
+//!   read from any tool's.
+//! - [`fill`]: reading as much as a buffer holds (format headers, magic numbers).
+//! - [`usage`]: errors as one line, for both programs.
 //!
 //! And the kernel interfaces both programs use to build a container or a sandbox:
 //!
 //! - [`clone3`]: forking into new namespaces (refused while other threads run).
+//! - [`in_root`]: opening a path inside an image's root as the kernel resolves it there
+//!   (openat2 RESOLVE_IN_ROOT).
 //! - [`mount_api`]: mounts made detached, set up, then attached; pivot_root.
 //! - [`loopback`]: `lo` up in a new network namespace.
 

@@ -1,12 +1,28 @@
 //! launch: run a root filesystem image in a container with full namespace isolation.
 //!
-//! [`cache`] turns an image (tarball or directory) into a read-only tree, unpacked once
-//! per digest; [`image_tree`] opens it and reads the image's own defaults;
-//! [`spec`] completes the user's options with what the image records; and
-//! [`container`] sets the container up over the tree in kernel order, one module per
-//! kernel concept: [`namespaces`], [`userns`], [`rootfs`], [`devices`], [`etc_files`],
-//! [`network`], [`cgroup`], [`security`] ([`capabilities`], [`seccomp`], [`limits`],
-//! [`masked_paths`], [`landlock`], [`read_only_exe`]), [`pty`], [`init`] and [`process`].
+//! One launch, in order:
+//!
+//! 1. [`cache`] turns an image (tarball, directory, OCI layout or archive) into a
+//!    read-only tree, unpacked once per digest; [`layer_stack`] stacks an OCI image's
+//!    layers into that tree; [`file_lock`] keeps concurrent launches and `cache prune`
+//!    apart.
+//! 2. [`image_tree`] opens the tree and reads the image's own defaults (the manifest,
+//!    an OCI config); [`run_defaults`] lays the command line over them as docker does;
+//!    [`spec`] makes the one description of the container from both.
+//! 3. [`container`] sets the container up over the tree in kernel order, one module per
+//!    kernel concept: [`namespaces`], [`userns`], [`rootfs`], [`storage`] (what its
+//!    tmpfs mounts may hold), [`devices`], [`etc_files`], [`network`], [`cgroup`],
+//!    [`security`] ([`capabilities`], [`seccomp`], [`limits`], [`masked_paths`],
+//!    [`landlock`], [`read_only_exe`]), [`pty`], [`init`] and [`process`];
+//!    [`cpu_spread`] runs the launcher's half of the setup on another CPU than the
+//!    container's half.
+//! 4. [`error`] is what can go wrong, one type; `main.rs` (with `fast_args.rs`, the
+//!    clap-free parse of the usual command lines) prints it as one line, and
+//!    [`cli_docs`] is what `--help`, the completions and the man page add.
+//!
+//! [`runtime`] is launch as an OCI runtime (runc's command line, which podman and
+//! containerd drive), in the `launch-runtime` binary: the same kernel modules, set up
+//! from a bundle's config.json instead of a command line.
 
 pub mod cache;
 pub mod capabilities;
