@@ -40,8 +40,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
         let e = std::io::Error::last_os_error();
         return Err(LaunchError::setup("entering the image tree", e));
     }
-    // SAFETY: getpid cannot fail.
-    let launcher = unsafe { libc::getpid() };
+    let launcher = nix::unistd::getpid().as_raw();
     // Without a user namespace the launcher makes a `--net none` namespace in
     // parallel (see `network`); with one, it comes with the clone. A bridge address
     // is leased before the clone, so /etc/hosts can name it.
@@ -49,8 +48,7 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     let (bridge_reservation, name_files) = network::prepare(&spec.network)?;
     // Root with --userns: the image's mount, to be idmapped into the container's user
     // namespace once it exists (see `rootfs::idmapped_copy`).
-    // SAFETY: getuid cannot fail.
-    let idmapped_image = match (&spec.id_mapping, unsafe { libc::getuid() }) {
+    let idmapped_image = match (&spec.id_mapping, nix::unistd::getuid().as_raw()) {
         (Some(_), 0) => Some(rootfs::detached_copy(&spec.image)?),
         _ => None,
     };

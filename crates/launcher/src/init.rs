@@ -209,7 +209,7 @@ fn finish(code: i32, status: OwnedFd) -> ! {
     // reach every process of the host: only PID 1 may ever make this call, so a
     // mistake elsewhere can never turn it loose on the host.
     unsafe {
-        if libc::getpid() == 1 {
+        if nix::unistd::getpid().as_raw() == 1 {
             libc::kill(-1, libc::SIGKILL);
         }
         while libc::waitpid(-1, std::ptr::null_mut(), 0) > 0 {}

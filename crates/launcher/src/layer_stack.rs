@@ -56,8 +56,7 @@ impl LayerStack {
             dirs: HashMap::new(),
             entries: 0,
             bytes: 0,
-            // SAFETY: geteuid cannot fail.
-            preserve_owner: unsafe { libc::geteuid() } == 0,
+            preserve_owner: nix::unistd::geteuid().is_root(),
         }
     }
 

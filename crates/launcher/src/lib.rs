@@ -108,8 +108,7 @@ pub fn open_cache(dir: Option<&Path>) -> Result<ImageCache, LaunchError> {
         return Ok(ImageCache::open(dir)?);
     }
     let default = ImageCache::default_dir();
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = nix::unistd::geteuid().is_root();
     let error = match ImageCache::open(&default) {
         Ok(cache) => return Ok(cache),
         Err(e @ cache::CacheError::Unusable { .. }) if !root => e,

@@ -40,8 +40,7 @@ static EXE_MOUNT_FD: AtomicI32 = AtomicI32::new(-1);
 /// no re-exec is needed or possible; a failure leaves the launcher as it was (the
 /// non-dumpable init still keeps /proc/1/exe closed).
 pub fn reexec_from_read_only_mount() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0
+    if !nix::unistd::geteuid().is_root()
         || crate::landlock::available()
         || runs_from_read_only_mount()
     {

@@ -127,8 +127,7 @@ impl ContainerSpec {
         };
         // The image's environment applies whatever the command (docker's rule for Env).
         let env = environment(options, &hostname, tty, &defaults.env)?;
-        // SAFETY: getuid cannot fail.
-        let root = unsafe { libc::getuid() } == 0;
+        let root = nix::unistd::getuid().is_root();
         let id_mapping = if !root {
             Some(IdMapping::caller_as_root())
         } else if options.userns {

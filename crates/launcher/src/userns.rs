@@ -44,8 +44,10 @@ const FIRST_ID: u64 = 100_000;
 impl IdMapping {
     /// The caller mapped to root: the one mapping an unprivileged process may write.
     pub fn caller_as_root() -> IdMapping {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         IdMapping {
             uids: IdRange {
                 inside: 0,

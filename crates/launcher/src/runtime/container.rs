@@ -460,8 +460,7 @@ fn write_id_maps(pid: libc::pid_t, uids: &[IdRange], gids: &[IdRange]) -> Result
         let path = format!("/proc/{pid}/{file}");
         std::fs::write(&path, content).map_err(|e| LaunchError::setup(format!("writing {path}"), e))
     };
-    // SAFETY: getuid cannot fail.
-    if unsafe { libc::getuid() } != 0 {
+    if !nix::unistd::getuid().is_root() {
         // The one way an unprivileged process may write a gid map.
         write("setgroups", "deny".to_string())?;
     }

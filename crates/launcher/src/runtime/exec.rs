@@ -83,8 +83,7 @@ pub fn exec(root: &StateRoot, id: &str, options: &ExecOptions) -> Result<i32, La
     let namespaces = open_namespaces(saved.pid)?;
     let pid_file = options.pid_file.as_deref().map(PidFile::open).transpose()?;
     if let Some(cgroup) = &saved.cgroup {
-        // SAFETY: getpid cannot fail.
-        cgroup.add(unsafe { libc::getpid() })?;
+        cgroup.add(nix::unistd::getpid().as_raw())?;
     }
     for (name, flag, fd) in &namespaces {
         // SAFETY: a valid namespace fd.

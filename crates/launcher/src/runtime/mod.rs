@@ -107,8 +107,7 @@ fn create_in(
             )
         })?;
     }
-    // SAFETY: getuid cannot fail.
-    let rootless = unsafe { libc::getuid() } != 0;
+    let rootless = !nix::unistd::getuid().is_root();
     let cgroup_path = match (&config.cgroups_path, rootless) {
         (Some(path), _) => Some(path.clone()),
         // Without a path, runc's default: /ID (root only: an ordinary user has no cgroup
@@ -143,8 +142,7 @@ fn create_in(
         bundle: config.bundle.clone(),
         rootfs: config.rootfs.clone(),
         created: state::now_rfc3339(),
-        // SAFETY: getuid cannot fail.
-        owner: unsafe { libc::getuid() },
+        owner: nix::unistd::getuid().as_raw(),
         annotations: config.annotations.clone(),
         cgroup,
         poststart: config.hooks.poststart.clone(),

@@ -91,8 +91,10 @@ pub fn write_default_spec(dir: &Path, rootless: bool) -> Result<PathBuf, LaunchE
     }
     let mut spec = default_spec();
     if rootless {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
         spec["linux"]["namespaces"]
             .as_array_mut()
             .expect("an array")

@@ -19,16 +19,15 @@ pub const EXEC_FIFO: &str = "exec.fifo";
 
 /// The default `--root`: root's under /run, an ordinary user's under $XDG_RUNTIME_DIR.
 pub fn default_root() -> PathBuf {
-    // SAFETY: getuid cannot fail.
-    if unsafe { libc::getuid() } == 0 {
+    if nix::unistd::getuid().is_root() {
         return PathBuf::from("/run/mkroot-launch/runtime");
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("mkroot-launch/runtime"),
-        // SAFETY: getuid cannot fail.
-        _ => PathBuf::from(format!("/tmp/mkroot-launch-{}/runtime", unsafe {
-            libc::getuid()
-        })),
+        _ => PathBuf::from(format!(
+            "/tmp/mkroot-launch-{}/runtime",
+            nix::unistd::getuid().as_raw()
+        )),
     }
 }
 
@@ -368,8 +367,7 @@ mod tests {
 
     #[test]
     fn our_own_process_is_alive_and_a_wrong_start_time_is_not() {
-        // SAFETY: getpid cannot fail.
-        let pid = unsafe { libc::getpid() };
+        let pid = nix::unistd::getpid().as_raw();
         let (_, started) = process_stat(pid).unwrap();
         assert!(is_alive(pid, started));
         assert!(!is_alive(pid, started + 1));

@@ -99,8 +99,10 @@ impl ProbeLaunch {
         if probe.net == TraceNet::None {
             namespaces |= libc::CLONE_NEWNET as u64;
         }
-        // SAFETY: geteuid and getpid cannot fail.
-        let (euid, caller) = unsafe { (libc::geteuid(), libc::getpid()) };
+        let (euid, caller) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getpid().as_raw(),
+        );
         let user_namespace = euid != 0;
         if user_namespace {
             namespaces |= libc::CLONE_NEWUSER as u64;
@@ -142,7 +144,7 @@ pub fn start(
             return Err(fail("setting the parent-death signal"));
         }
         // The caller died before the prctl: nothing would kill us.
-        if libc::getppid() != launch.caller {
+        if nix::unistd::getppid().as_raw() != launch.caller {
             libc::_exit(1);
         }
     }
@@ -187,8 +189,10 @@ pub fn start(
 /// Rootless: the caller's uid and gid become root inside, the one mapping an
 /// unprivileged process may write. `setgroups` is denied first, as the kernel requires.
 fn write_id_maps(pid: libc::pid_t) -> Result<(), StepError> {
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
     for (file, content) in [
         ("setgroups", "deny".to_string()),
         ("uid_map", format!("0 {uid} 1\n")),
@@ -286,9 +290,9 @@ fn probe_main(
             }
         }
         file_calls::install(filter).map_err(|e| step("installing the seccomp filter", e))?;
-        // SAFETY: getpid and kill cannot fail here. (PID 1 ignores its own SIGSTOP
+        // SAFETY: kill of our own pid cannot fail here. (PID 1 ignores its own SIGSTOP
         // unless traced, which it now is: the tracer sees the stop.)
-        unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+        unsafe { libc::kill(nix::unistd::getpid().as_raw(), libc::SIGSTOP) };
         exec(launch)
     });
     if let Err(e) = result {
@@ -451,8 +455,7 @@ pub fn explain_failure(step: String, source: io::Error) -> TraceError {
         source.raw_os_error(),
         Some(libc::EPERM | libc::ENOSPC | libc::EUSERS | libc::EACCES)
     );
-    // SAFETY: geteuid cannot fail.
-    if step == CLONE_STEP && refused && unsafe { libc::geteuid() } != 0 {
+    if step == CLONE_STEP && refused && !nix::unistd::geteuid().is_root() {
         let setting = |path: &str, forbidden: &str| {
             std::fs::read_to_string(path)
                 .map(|v| v.trim() == forbidden)
