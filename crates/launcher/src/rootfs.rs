@@ -11,7 +11,7 @@
 //! out of the root; the mount then targets the resolved fd through /proc/self/fd.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use mkroot_common::mount_api::{
@@ -19,7 +19,9 @@ use mkroot_common::mount_api::{
     MountAttributes, Reach,
 };
 
-use crate::error::{check, LaunchError};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
+
+use crate::error::LaunchError;
 
 mod volume;
 pub use volume::Volume;
@@ -97,7 +99,7 @@ impl WritableLayer {
         mount_points: &[(&str, MountPoint)],
         idmapped_image: Option<OwnedFd>,
     ) -> Result<WritableLayer, LaunchError> {
-        let image = open_dir_at(libc::AT_FDCWD, c".")
+        let image = open_dir_at(rustix::fs::CWD, c".")
             .map_err(|e| LaunchError::setup("opening the image tree", e))?;
         let image = match idmapped_image {
             Some(tree) => {
@@ -122,17 +124,17 @@ impl WritableLayer {
         attach(&scratch, &image)
             .map_err(|e| LaunchError::setup("attaching the writable layer's tmpfs", e))?;
         for dir in [c"upper", c"work", c"etc"] {
-            mkdir_at(scratch.as_raw_fd(), dir, 0o755)
+            mkdir_at(scratch.as_fd(), dir, 0o755)
                 .map_err(|e| LaunchError::setup("creating the writable layer's dirs", e))?;
         }
-        let upper = open_dir_at(scratch.as_raw_fd(), c"upper")
+        let upper = open_dir_at(scratch.as_fd(), c"upper")
             .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
         for (path, kind) in mount_points {
             seed_mount_point(&image, &upper, path, *kind).map_err(|e| {
                 LaunchError::setup(format!("mount point {path} in the container"), e)
             })?;
         }
-        let work = open_dir_at(scratch.as_raw_fd(), c"work")
+        let work = open_dir_at(scratch.as_fd(), c"work")
             .map_err(|e| LaunchError::setup("opening the writable layer", e))?;
         // The layers are given as fds, so no path is looked up again; kernels before 6.13
         // take only paths, given through /proc/self/fd.
@@ -187,45 +189,35 @@ fn seed_mount_point(
         prefix.push_str(name);
         let last = i + 1 == components.len();
         let prefix_c = CString::new(prefix.as_str()).map_err(|_| einval())?;
-        // SAFETY: stat is plain data; valid fd and C string.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let found = unsafe {
-            libc::fstatat(
-                lower.as_raw_fd(),
-                prefix_c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        } == 0;
-        let is_dir = found && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        match (found, last) {
+        let st = rustix::fs::statat(lower, &*prefix_c, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let is_dir =
+            st.is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+        match (st, last) {
             // In the image already: nothing to make (a mount on it needs no copy-up).
-            (true, true) => return Ok(()),
+            (Some(_), true) => return Ok(()),
             // A symlink or file on the way: leave it to the in-root resolution.
-            (true, false) if !is_dir => return Ok(()),
+            (Some(_), false) if !is_dir => return Ok(()),
             // A directory on the way: the upper layer needs it to hold what follows.
-            (true, false) => match mkdir_at(upper.as_raw_fd(), &prefix_c, st.st_mode & 0o7777) {
+            (Some(st), false) => match mkdir_at(upper.as_fd(), &prefix_c, st.st_mode & 0o7777) {
                 Ok(()) => {
-                    // SAFETY: valid fd and C string. An owner the user namespace does
-                    // not map stays root's.
-                    unsafe {
-                        libc::fchownat(
-                            upper.as_raw_fd(),
-                            prefix_c.as_ptr(),
-                            st.st_uid,
-                            st.st_gid,
-                            0,
-                        )
-                    };
+                    // An owner the user namespace does not map stays root's.
+                    let (uid, gid) = (Uid::from_raw(st.st_uid), Gid::from_raw(st.st_gid));
+                    let _ = rustix::fs::chownat(
+                        upper,
+                        &*prefix_c,
+                        Some(uid),
+                        Some(gid),
+                        AtFlags::empty(),
+                    );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e),
             },
-            (false, _) => {
+            (None, _) => {
                 let made = match (last, kind) {
-                    (true, MountPoint::File) => create_file_at(upper.as_raw_fd(), &prefix_c),
-                    (true, kind) => mkdir_at(upper.as_raw_fd(), &prefix_c, kind.dir_mode()),
-                    (false, _) => mkdir_at(upper.as_raw_fd(), &prefix_c, 0o755),
+                    (true, MountPoint::File) => create_file_at(upper.as_fd(), &prefix_c),
+                    (true, kind) => mkdir_at(upper.as_fd(), &prefix_c, kind.dir_mode()),
+                    (false, _) => mkdir_at(upper.as_fd(), &prefix_c, 0o755),
                 };
                 match made {
                     Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
@@ -241,20 +233,9 @@ fn einval() -> std::io::Error {
     std::io::Error::from_raw_os_error(libc::EINVAL)
 }
 
-fn open_dir_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
-    // SAFETY: valid fd and C string.
-    let fd = unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new fd that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn open_dir_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
 /// A detached copy of the mount at `image`: the image tree's (made by the launcher,
@@ -270,14 +251,13 @@ pub fn detached_copy(image: &OwnedFd) -> Result<OwnedFd, LaunchError> {
 /// container's root is not: the launcher does it between the clone and the go-ahead.
 pub fn idmapped_copy(tree: &OwnedFd, pid: libc::pid_t) -> Result<(), LaunchError> {
     let step = || "idmapping the image tree".to_string();
-    let path = CString::new(format!("/proc/{pid}/ns/user")).expect("no NUL");
-    // SAFETY: valid C string; the fd is owned at once.
-    let userns = check(
-        unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } as libc::c_long,
-        step,
-    )?;
-    // SAFETY: a new fd that we own.
-    let userns = unsafe { OwnedFd::from_raw_fd(userns as RawFd) };
+    let path = format!("/proc/{pid}/ns/user");
+    let userns = rustix::fs::open(
+        path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| LaunchError::setup(step(), e.into()))?;
     let attributes = MountAttributes {
         userns: Some(userns.as_raw_fd()),
         ..MountAttributes::set(MountAttrFlags::MOUNT_ATTR_IDMAP)
@@ -411,7 +391,7 @@ pub fn make_dir_in_root(path: &str) -> Result<(), LaunchError> {
 
 /// The current root, for resolving paths inside it after pivot_root.
 fn open_current_root() -> Result<OwnedFd, LaunchError> {
-    open_dir_at(libc::AT_FDCWD, c"/")
+    open_dir_at(rustix::fs::CWD, c"/")
         .map_err(|e| LaunchError::setup("opening the container's root", e))
 }
 
@@ -450,14 +430,13 @@ pub fn mount_point(root: &OwnedFd, path: &str, kind: MountPoint) -> Result<Owned
     // dangling symlink from the image: replace it with a real entry in the upper layer.
     let create = || match kind {
         MountPoint::Dir | MountPoint::SharedDir => {
-            mkdir_at(parent.as_raw_fd(), &name_c, kind.dir_mode())
+            mkdir_at(parent.as_fd(), &name_c, kind.dir_mode())
         }
-        MountPoint::File => create_file_at(parent.as_raw_fd(), &name_c),
+        MountPoint::File => create_file_at(parent.as_fd(), &name_c),
     };
     let created = match create() {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            // SAFETY: valid fd and C string.
-            unsafe { libc::unlinkat(parent.as_raw_fd(), name_c.as_ptr(), 0) };
+            let _ = rustix::fs::unlinkat(&parent, &*name_c, AtFlags::empty());
             create()
         }
         other => other,
@@ -470,33 +449,15 @@ fn open_in_root(root: &OwnedFd, relative: &std::ffi::CStr) -> std::io::Result<Ow
     mkroot_common::in_root::open_in_root(root.as_raw_fd(), relative, libc::O_PATH | libc::O_CLOEXEC)
 }
 
-pub(crate) fn mkdir_at(
-    dir: RawFd,
-    name: &std::ffi::CStr,
-    mode: libc::mode_t,
-) -> std::io::Result<()> {
-    // SAFETY: valid C string.
-    if unsafe { libc::mkdirat(dir, name.as_ptr(), mode) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+fn mkdir_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr, mode: libc::mode_t) -> std::io::Result<()> {
+    Ok(rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?)
 }
 
-fn create_file_at(dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<()> {
-    // SAFETY: valid C string; the fd is closed right away.
-    let fd = unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: we own fd.
-    unsafe { libc::close(fd) };
+/// An empty file to mount a file on; whatever stands at `name` is neither followed nor
+/// reused.
+fn create_file_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> std::io::Result<()> {
+    let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o644))?;
     Ok(())
 }
 
