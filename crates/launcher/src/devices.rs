@@ -2,8 +2,10 @@
 //! devices, a devpts instance of its own (so the container's terminals are not the
 //! host's), `/dev/shm`, and the usual links into /proc/self/fd.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::{FileType, Mode};
 
 use crate::error::LaunchError;
 use crate::rootfs::{self, MountPoint};
@@ -79,36 +81,20 @@ pub fn populate(root: &OwnedFd, in_user_namespace: bool, shm_size: u64) -> Resul
 }
 
 fn make_node(dev: &OwnedFd, name: &str, major: u32, minor: u32) -> Result<(), LaunchError> {
-    let name_c = std::ffi::CString::new(name).expect("no NUL");
-    // SAFETY: valid fd and C string. The process umask is 0 during setup.
-    let ret = unsafe {
-        libc::mknodat(
-            dev.as_raw_fd(),
-            name_c.as_ptr(),
-            libc::S_IFCHR | 0o666,
-            libc::makedev(major, minor),
-        )
-    };
-    if ret < 0 {
-        return Err(LaunchError::setup(
-            format!("creating /dev/{name}"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    // The process umask is 0 during setup: the node gets 0666 as it is.
+    rustix::fs::mknodat(
+        dev,
+        name,
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(major, minor),
+    )
+    .map_err(|e| LaunchError::setup(format!("creating /dev/{name}"), e.into()))
 }
 
 fn symlink(dev: &OwnedFd, name: &str, target: &str) -> Result<(), LaunchError> {
-    let name_c = std::ffi::CString::new(name).expect("no NUL");
-    let target_c = std::ffi::CString::new(target).expect("no NUL");
-    // SAFETY: valid fd and C strings.
-    if unsafe { libc::symlinkat(target_c.as_ptr(), dev.as_raw_fd(), name_c.as_ptr()) } < 0 {
-        return Err(LaunchError::setup(
-            format!("linking /dev/{name}"),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    rustix::fs::symlinkat(target, dev, name)
+        .map_err(|e| LaunchError::setup(format!("linking /dev/{name}"), e.into()))
 }
 
 /// After pivot_root, in a user namespace: checks that each of [`DEVICES`] in /dev is the
@@ -117,14 +103,11 @@ fn symlink(dev: &OwnedFd, name: &str, target: &str) -> Result<(), LaunchError> {
 /// Outside one, the nodes were made by [`populate`] in a fresh tmpfs.
 pub fn verify() -> Result<(), LaunchError> {
     for (name, major, minor) in DEVICES {
-        let path = std::ffi::CString::new(format!("/dev/{name}")).expect("no NUL");
-        // SAFETY: stat is plain data; valid C string.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let found = unsafe { libc::lstat(path.as_ptr(), &mut st) } == 0;
-        if !found
-            || st.st_mode & libc::S_IFMT != libc::S_IFCHR
-            || st.st_rdev != libc::makedev(major, minor)
-        {
+        let is_the_device = rustix::fs::lstat(format!("/dev/{name}").as_str()).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
+                && st.st_rdev == rustix::fs::makedev(major, minor)
+        });
+        if !is_the_device {
             return Err(LaunchError::Invalid(format!(
                 "/dev/{name} in the container is not the character device {major},{minor}; check the host's /dev/{name}"
             )));

@@ -2,8 +2,11 @@
 //! inside a user namespace, bound from the host) in the container's /dev.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Gid, Mode, Uid};
+use rustix::io::Errno;
 
 use crate::error::LaunchError;
 use crate::rootfs::{self, MountPoint};
@@ -26,17 +29,11 @@ pub(super) fn default_devices(root: &OwnedFd, in_userns: bool) -> Result<(), Lau
     }
     let dev = rootfs::mount_point(root, "/dev", MountPoint::Dir)?;
     for (name, target) in crate::devices::LINKS {
-        let name_c = CString::new(name).expect("no NUL");
-        let target_c = CString::new(target).expect("no NUL");
-        // SAFETY: valid fd and C strings. An existing entry (a /dev/pts mount's ptmx
-        // link made by the image) is left as it is.
-        if unsafe { libc::symlinkat(target_c.as_ptr(), dev.as_raw_fd(), name_c.as_ptr()) } < 0
-            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
-        {
-            return Err(LaunchError::setup(
-                format!("linking /dev/{name}"),
-                std::io::Error::last_os_error(),
-            ));
+        // An existing entry (a /dev/pts mount's ptmx link made by the image) is left as
+        // it is.
+        match rustix::fs::symlinkat(target, &dev, name) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(LaunchError::setup(format!("linking /dev/{name}"), e.into())),
         }
     }
     Ok(())
@@ -63,28 +60,23 @@ pub(super) fn make_device(
     let name_c = CString::new(name)
         .map_err(|_| LaunchError::Invalid(format!("{}: contains a NUL byte", device.path)))?;
     let step = || format!("creating the device {}", device.path);
-    // SAFETY: valid fd and C string. An existing node is replaced.
-    unsafe {
-        libc::unlinkat(parent.as_raw_fd(), name_c.as_ptr(), 0);
-        if libc::mknodat(
-            parent.as_raw_fd(),
-            name_c.as_ptr(),
-            device.kind | (device.mode & 0o7777),
-            libc::makedev(device.major, device.minor),
-        ) < 0
-        {
-            return Err(LaunchError::setup(step(), std::io::Error::last_os_error()));
-        }
-        if libc::fchownat(
-            parent.as_raw_fd(),
-            name_c.as_ptr(),
-            device.uid,
-            device.gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) < 0
-        {
-            return Err(LaunchError::setup(step(), std::io::Error::last_os_error()));
-        }
-    }
-    Ok(())
+    // An existing node is replaced.
+    let _ = rustix::fs::unlinkat(&parent, &*name_c, AtFlags::empty());
+    rustix::fs::mknodat(
+        &parent,
+        &*name_c,
+        FileType::from_raw_mode(device.kind),
+        Mode::from_raw_mode(device.mode & 0o7777),
+        rustix::fs::makedev(device.major, device.minor),
+    )
+    .map_err(|e| LaunchError::setup(step(), e.into()))?;
+    let (uid, gid) = (Uid::from_raw(device.uid), Gid::from_raw(device.gid));
+    rustix::fs::chownat(
+        &parent,
+        &*name_c,
+        Some(uid),
+        Some(gid),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| LaunchError::setup(step(), e.into()))
 }
