@@ -7,6 +7,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use nix::sys::termios::{self, SetArg, Termios};
+use rustix::fs::OFlags;
+use rustix::pty::OpenptFlags;
 
 use crate::error::LaunchError;
 use crate::init;
@@ -14,33 +16,17 @@ use crate::process;
 
 /// Opens a new pty in the container's devpts (after pivot_root): (master, slave).
 pub fn open_pair() -> Result<(OwnedFd, OwnedFd), LaunchError> {
-    let fail = |what: &str| LaunchError::setup(what.to_string(), std::io::Error::last_os_error());
-    // SAFETY: plain syscalls; the returned fds are owned right away.
-    unsafe {
-        let master = libc::open(
-            c"/dev/pts/ptmx".as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        if master < 0 {
-            return Err(fail("opening /dev/pts/ptmx"));
-        }
-        let master = OwnedFd::from_raw_fd(master);
-        let unlock: libc::c_int = 0;
-        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
-            return Err(fail("unlocking the pty"));
-        }
-        // TIOCGPTPEER opens the slave through the master, never by a path someone
-        // could swap.
-        let slave = libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        );
-        if slave < 0 {
-            return Err(fail("opening the pty's slave end"));
-        }
-        Ok((master, OwnedFd::from_raw_fd(slave)))
-    }
+    let fail = |what: &'static str| move |e: rustix::io::Errno| LaunchError::setup(what, e.into());
+    let flags = OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let master = rustix::fs::open(c"/dev/pts/ptmx", flags, rustix::fs::Mode::empty())
+        .map_err(fail("opening /dev/pts/ptmx"))?;
+    rustix::pty::unlockpt(&master).map_err(fail("unlocking the pty"))?;
+    // TIOCGPTPEER opens the slave through the master, never by a path someone could
+    // swap.
+    let peer = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, peer)
+        .map_err(fail("opening the pty's slave end"))?;
+    Ok((master, slave))
 }
 
 /// Passes `fd` over the unix socket `socket` (SCM_RIGHTS).
@@ -108,12 +94,8 @@ impl Drop for RawTerminal {
 
 /// Copies the user's window size onto the pty (the kernel then sends SIGWINCH inside).
 pub fn sync_window_size(master: BorrowedFd) {
-    // SAFETY: winsize is plain data; ioctls on valid fds.
-    unsafe {
-        let mut size: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut size) == 0 {
-            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
-        }
+    if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) {
+        let _ = rustix::termios::tcsetwinsize(master, size);
     }
 }
 
