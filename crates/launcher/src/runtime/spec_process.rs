@@ -6,6 +6,9 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+use rustix::fs::FileType;
+use rustix::termios::Winsize;
+
 use crate::error::LaunchError;
 use crate::landlock::ExecInsideRoot;
 use crate::process::{self, DEFAULT_PATH};
@@ -158,12 +161,10 @@ pub(crate) fn find_program(process: &ProcessConfig) -> Result<CString, LaunchErr
         .find_map(|kv| kv.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH);
     for candidate in process::candidates(program, path_var) {
-        // SAFETY: stat is plain data; a valid C string.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::stat(candidate.as_ptr(), &mut st) } == 0
-            && st.st_mode & libc::S_IFMT == libc::S_IFREG
-            && st.st_mode & 0o111 != 0
-        {
+        let is_program = rustix::fs::stat(&*candidate).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_mode & 0o111 != 0
+        });
+        if is_program {
             return Ok(candidate);
         }
     }
@@ -183,14 +184,13 @@ pub(crate) fn attach_terminal(
 ) -> Result<(), LaunchError> {
     let (master, slave) = pty::open_pair()?;
     if let Some((rows, cols)) = size {
-        let winsize = libc::winsize {
+        let winsize = Winsize {
             ws_row: rows,
             ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        // SAFETY: valid fd and struct.
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &winsize) };
+        let _ = rustix::termios::tcsetwinsize(&master, winsize);
     }
     pty::send_fd(socket, &master)?;
     drop(master);
