@@ -476,26 +476,12 @@ fn sweep(parent: &Path) {
 /// In the container, once the launcher has moved it into its cgroup: a cgroup
 /// namespace rooted there, so the container sees its own cgroup as `/`.
 pub fn enter_own_namespace() -> Result<(), LaunchError> {
-    // SAFETY: plain syscall.
-    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-        return Err(LaunchError::setup(
-            "unsharing the cgroup namespace",
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| LaunchError::setup("unsharing the cgroup namespace", e.into()))
 }
 
 fn is_cgroup2(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain data; valid C string.
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::statfs(path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == CGROUP2_SUPER_MAGIC
-    }
+    rustix::fs::statfs(path).is_ok_and(|stat| stat.f_type == CGROUP2_SUPER_MAGIC)
 }
 
 #[cfg(test)]

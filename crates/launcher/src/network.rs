@@ -274,25 +274,16 @@ pub(crate) fn open_namespace(path: &std::path::Path) -> std::io::Result<OwnedFd>
 
 /// Moves the calling thread into the network namespace `ns`.
 pub(crate) fn set_namespace(ns: &OwnedFd) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid fd; the kernel checks it is a network namespace.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    // The kernel checks that the fd is a network namespace.
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
 
 /// The launcher's side: moves the launcher into a new network namespace with `lo` up,
 /// for the container to join. The launcher itself has no use for the network after
 /// this point.
 pub fn create_for_container() -> Result<(), LaunchError> {
-    // SAFETY: plain syscall.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
-        return Err(LaunchError::setup(
-            "creating the network namespace",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| LaunchError::setup("creating the network namespace", e.into()))?;
     bring_up_loopback()
 }
 

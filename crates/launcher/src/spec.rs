@@ -95,8 +95,7 @@ impl ContainerSpec {
             (None, Some(name)) => Some(run_defaults::user(&image, name)?),
             (None, None) => None,
         };
-        // SAFETY: isatty/getuid cannot fail.
-        let tty = options.tty || unsafe { libc::isatty(libc::STDIN_FILENO) } == 1;
+        let tty = options.tty || std::io::IsTerminal::is_terminal(&std::io::stdin());
         let hostname = match &options.hostname {
             Some(name) => check_hostname(name)?,
             None => random_hostname()?,

@@ -449,16 +449,9 @@ fn connect_console_socket(path: &Path) -> Result<OwnedFd, LaunchError> {
 }
 
 fn make_fifo(path: &Path) -> Result<(), LaunchError> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in a state path");
-    // SAFETY: valid C string.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } < 0 {
-        return Err(LaunchError::setup(
-            format!("making {}", path.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    let mode = rustix::fs::Mode::from_raw_mode(0o600);
+    rustix::fs::mkfifoat(rustix::fs::CWD, path, mode)
+        .map_err(|e| LaunchError::setup(format!("making {}", path.display()), e.into()))
 }
 
 #[cfg(test)]
