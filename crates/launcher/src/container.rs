@@ -2,7 +2,7 @@
 //! to bottom to follow a launch: the launcher's side ([`run`]) and the container's side
 //! (`set_up`), each step a call into the module of its kernel concept.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::cgroup::ContainerCgroup;
 use crate::error::LaunchError;
@@ -35,11 +35,8 @@ pub fn run(spec: &ContainerSpec) -> Result<i32, LaunchError> {
     // The image tree goes to the container as our working directory: the clone moves it
     // into the new mount namespace (see `WritableLayer::mount`). Nothing the launcher
     // does afterwards depends on its cwd.
-    // SAFETY: a valid directory fd.
-    if unsafe { libc::fchdir(spec.image.as_raw_fd()) } < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(LaunchError::setup("entering the image tree", e));
-    }
+    rustix::process::fchdir(&spec.image)
+        .map_err(|e| LaunchError::setup("entering the image tree", e.into()))?;
     let launcher = nix::unistd::getpid().as_raw();
     // Without a user namespace the launcher makes a `--net none` namespace in
     // parallel (see `network`); with one, it comes with the clone. A bridge address
@@ -360,13 +357,8 @@ fn set_up(
     }
 
     // 5. UTS (our own name); in a user namespace, the network's loopback comes up here.
-    // SAFETY: valid buffer and length.
-    if unsafe { libc::sethostname(spec.hostname.as_ptr().cast(), spec.hostname.len()) } < 0 {
-        return Err(LaunchError::setup(
-            "sethostname",
-            std::io::Error::last_os_error(),
-        ));
-    }
+    nix::unistd::sethostname(&spec.hostname)
+        .map_err(|e| LaunchError::setup("sethostname", e.into()))?;
     if net_source == NamespaceSource::Clone {
         network::bring_up_loopback()?;
     }
@@ -462,32 +454,17 @@ fn kill_and_reap(child: libc::pid_t) {
 }
 
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
-    let mut fds = [0; 2];
-    // SAFETY: valid array of two fds.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(LaunchError::setup("pipe2", std::io::Error::last_os_error()));
-    }
-    // SAFETY: two new fds that we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| LaunchError::setup("pipe2", e.into()))
 }
 
 fn socket_pair() -> Result<(OwnedFd, OwnedFd), LaunchError> {
-    let mut fds = [0; 2];
-    // SAFETY: valid array of two fds.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } < 0
-    {
-        return Err(LaunchError::setup(
-            "socketpair",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: two new fds that we own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| LaunchError::setup("socketpair", e.into()))
 }
