@@ -115,3 +115,62 @@ pub fn verify() -> Result<(), LaunchError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`verify`] in a forked child with a mount namespace of its own, where a
+    /// regular file is bound over /dev/null when `plant_a_file` is set; the child's exit
+    /// status says whether the check passed (0) or refused (1).
+    fn verify_in_child(plant_a_file: bool) -> i32 {
+        let planted = tempfile::NamedTempFile::new().unwrap();
+        let planted_c =
+            std::ffi::CString::new(planted.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: the child makes syscalls and calls verify (glibc's malloc is safe
+        // after fork), then leaves with _exit; the parent only waits for it.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+            if pid == 0 {
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let ready = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        private,
+                        std::ptr::null(),
+                    ) == 0
+                    && (!plant_a_file
+                        || libc::mount(
+                            planted_c.as_ptr(),
+                            c"/dev/null".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND,
+                            std::ptr::null(),
+                        ) == 0);
+                let code = match (ready, verify()) {
+                    (false, _) => 2,
+                    (true, Ok(())) => 0,
+                    (true, Err(_)) => 1,
+                };
+                libc::_exit(code);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            libc::WEXITSTATUS(status)
+        }
+    }
+
+    #[test]
+    fn a_host_node_that_is_a_file_is_refused_and_the_real_ones_pass() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // Control: the host's own nodes are the devices they should be.
+        assert_eq!(verify_in_child(false), 0);
+        // A regular file where /dev/null should be would hand the container a host file.
+        assert_eq!(verify_in_child(true), 1);
+    }
+}
